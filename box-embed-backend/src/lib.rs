@@ -1,0 +1,122 @@
+//! `libtriton_box_embed.so`: the Triton backend that crops every detected box from the
+//! original image and embeds the crops with the image encoder, in-process.
+//!
+//! - [`config`]: the model config parameters, validated once at load;
+//! - [`plan`]: one request's tensors -> validated crop plan (pure);
+//! - [`encoder`]: chunked in-process calls to the encoder model;
+//! - [`execute`]: the execute call over a batch of requests.
+//!
+//! Cropping itself (letterbox mapping, crop policies, ROI-align) lives in `crop-core`; the
+//! Triton API in `triton-backend`. This file holds only the exported entry points.
+
+pub mod config;
+pub mod encoder;
+pub mod execute;
+pub mod plan;
+
+use config::BoxEmbedConfig;
+use execute::InstanceState;
+use std::sync::Arc;
+use triton_backend::entry::{guard, log};
+use triton_backend::model::{InstanceKind, Model, ModelInstance};
+use triton_backend::request::Request;
+use triton_backend::{call, sys, ErrorCode, TritonError};
+
+type RawError = *mut sys::TRITONSERVER_Error;
+
+#[no_mangle]
+pub extern "C" fn TRITONBACKEND_Initialize(_backend: *mut sys::TRITONBACKEND_Backend) -> RawError {
+    guard("TRITONBACKEND_Initialize", || {
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: valid out-pointers.
+        unsafe { call!(TRITONBACKEND_ApiVersion(&mut major, &mut minor))? };
+        if major != sys::TRITONBACKEND_API_VERSION_MAJOR || minor < sys::TRITONBACKEND_API_VERSION_MINOR {
+            return Err(TritonError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "box_embed needs backend API {}.{}+, the server offers {major}.{minor}",
+                    sys::TRITONBACKEND_API_VERSION_MAJOR,
+                    sys::TRITONBACKEND_API_VERSION_MINOR
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBACKEND_Model) -> RawError {
+    guard("TRITONBACKEND_ModelInitialize", || {
+        // SAFETY: handle from Triton for this call.
+        let model = unsafe { Model::from_raw(model) };
+        let name = model.name()?;
+        let config = BoxEmbedConfig::from_model_config(&model.config()?)
+            .map_err(|e| TritonError::invalid_arg(format!("model '{name}': {e}")))?;
+        log(sys::TRITONSERVER_LOG_INFO, &format!("box_embed model '{name}': {config:?}"));
+        model.set_state(Box::new(Arc::new(config)))
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut sys::TRITONBACKEND_Model) -> RawError {
+    guard("TRITONBACKEND_ModelFinalize", || {
+        // SAFETY: the state was set in ModelInitialize with this type; instances are gone.
+        unsafe { drop(Model::from_raw(model).take_state::<Arc<BoxEmbedConfig>>()?) };
+        Ok(())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(instance: *mut sys::TRITONBACKEND_ModelInstance) -> RawError {
+    guard("TRITONBACKEND_ModelInstanceInitialize", || {
+        // SAFETY: handle from Triton for this call; the model state outlives its instances.
+        let instance = unsafe { ModelInstance::from_raw(instance) };
+        let model = instance.model()?;
+        let config = unsafe { model.state::<Arc<BoxEmbedConfig>>()? }.clone();
+        if instance.kind()? == InstanceKind::Gpu {
+            return Err(TritonError::new(
+                ErrorCode::Unsupported,
+                format!("instance '{}': this build of box_embed serves KIND_CPU instances only", instance.name()?),
+            ));
+        }
+        instance.set_state(Box::new(InstanceState::new(config, model.server()?)?))
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(instance: *mut sys::TRITONBACKEND_ModelInstance) -> RawError {
+    guard("TRITONBACKEND_ModelInstanceFinalize", || {
+        // SAFETY: the state was set in ModelInstanceInitialize with this type.
+        unsafe { drop(ModelInstance::from_raw(instance).take_state::<InstanceState>()?) };
+        Ok(())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn TRITONBACKEND_ModelInstanceExecute(
+    instance: *mut sys::TRITONBACKEND_ModelInstance,
+    requests: *mut *mut sys::TRITONBACKEND_Request,
+    request_count: u32,
+) -> RawError {
+    // From here the requests are ours: they are wrapped first, so that they are released
+    // even if the rest fails (returning an error would make Triton release them too).
+    // SAFETY: Triton passes `request_count` valid requests that it hands over to us.
+    let owned: Vec<Request> = unsafe {
+        std::slice::from_raw_parts(requests, request_count as usize).iter().map(|&r| Request::from_raw(r)).collect()
+    };
+    let error = guard("TRITONBACKEND_ModelInstanceExecute", move || {
+        // SAFETY: handle from Triton; execute never runs concurrently for one instance.
+        let instance = unsafe { ModelInstance::from_raw(instance) };
+        let state = unsafe { instance.state_mut::<InstanceState>()? };
+        execute::execute(instance, state, owned);
+        Ok(())
+    });
+    if !error.is_null() {
+        // The requests were released (on unwind or by execute); Triton must not release them
+        // again, so log instead of returning the error.
+        // SAFETY: we own the error.
+        let error = unsafe { TritonError::from_raw(error) };
+        log(sys::TRITONSERVER_LOG_ERROR, &format!("box_embed execute failed: {error}"));
+    }
+    std::ptr::null_mut()
+}

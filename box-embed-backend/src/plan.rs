@@ -1,0 +1,202 @@
+//! Turns one request's raw input tensors into a crop plan: validated image, letterbox and
+//! per-row crop regions (or the reason a row is skipped). Pure: byte slices in, plan out, so
+//! every malformed-request case is unit-tested without a server.
+
+use crate::config::BoxEmbedConfig;
+use crop_core::{plan_crop, BoxRejection, CropRegion, ImageView, Letterbox};
+
+/// A request-level problem; the whole request fails with this message (INVALID_ARG).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+/// One input tensor as received: its shape (with the batch dimension) and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RawTensor<'a> {
+    pub shape: &'a [i64],
+    pub bytes: &'a [u8],
+}
+
+pub struct RequestTensors<'a> {
+    pub original: RawTensor<'a>,
+    pub det_boxes: RawTensor<'a>,
+    pub num_dets: RawTensor<'a>,
+    pub letterbox: RawTensor<'a>,
+}
+
+/// What to crop for one request: row i of the output comes from `rows[i]`.
+pub struct RequestPlan<'a> {
+    pub image: ImageView<'a>,
+    pub rows: Vec<Result<CropRegion, BoxRejection>>,
+}
+
+impl RequestPlan<'_> {
+    pub fn valid_rows(&self) -> usize {
+        self.rows.iter().filter(|r| r.is_ok()).count()
+    }
+}
+
+/// Drops the leading batch dimension of 1 that every request of a batching model carries.
+fn per_request_shape<'s>(name: &str, shape: &'s [i64], rank: usize) -> Result<&'s [i64], PlanError> {
+    match shape {
+        [1, rest @ ..] if rest.len() == rank => Ok(rest),
+        _ => Err(PlanError(format!("input '{name}' has shape {shape:?}; expected a batch of 1 and {rank} more dims"))),
+    }
+}
+
+fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+fn expect_len(name: &str, bytes: &[u8], len: usize) -> Result<(), PlanError> {
+    if bytes.len() != len {
+        return Err(PlanError(format!("input '{name}' holds {} bytes, its shape needs {len}", bytes.len())));
+    }
+    Ok(())
+}
+
+pub fn plan_request<'a>(inputs: &RequestTensors<'a>, config: &BoxEmbedConfig) -> Result<RequestPlan<'a>, PlanError> {
+    let image_shape = per_request_shape("original", inputs.original.shape, 3)?;
+    let (height, width, channels) = (image_shape[0], image_shape[1], image_shape[2]);
+    if channels != 3 || height <= 0 || width <= 0 {
+        return Err(PlanError(format!("input 'original' must be a non-empty [H, W, 3] image, got {image_shape:?}")));
+    }
+    let (height, width) = (height as usize, width as usize);
+    let image = ImageView::new(inputs.original.bytes, width, height)
+        .map_err(|e| PlanError(format!("input 'original': {e}")))?;
+
+    let num_dets_shape = per_request_shape("num_dets", inputs.num_dets.shape, 1)?;
+    expect_len("num_dets", inputs.num_dets.bytes, 4 * num_dets_shape.iter().product::<i64>().max(0) as usize)?;
+    let num_dets = match inputs.num_dets.bytes {
+        [a, b, c, d] => i32::from_le_bytes([*a, *b, *c, *d]),
+        _ => return Err(PlanError("input 'num_dets' must hold exactly one INT32".into())),
+    };
+    if num_dets < 0 {
+        return Err(PlanError(format!("num_dets is {num_dets}; it cannot be negative")));
+    }
+    let num_dets = num_dets as usize;
+    if num_dets > config.max_boxes {
+        return Err(PlanError(format!("num_dets is {num_dets}, more than max_boxes ({})", config.max_boxes)));
+    }
+
+    let boxes_shape = per_request_shape("det_boxes", inputs.det_boxes.shape, 2)?;
+    let box_rows = boxes_shape[0].max(0) as usize;
+    if boxes_shape[1] != 4 {
+        return Err(PlanError(format!("input 'det_boxes' must be [K, 4], got {boxes_shape:?}")));
+    }
+    expect_len("det_boxes", inputs.det_boxes.bytes, box_rows * 16)?;
+    if num_dets > box_rows {
+        return Err(PlanError(format!("num_dets is {num_dets} but det_boxes has only {box_rows} rows")));
+    }
+
+    let letterbox_shape = per_request_shape("letterbox", inputs.letterbox.shape, 1)?;
+    if letterbox_shape != [3] {
+        return Err(PlanError(format!("input 'letterbox' must be [3] (scale, pad_x, pad_y), got {letterbox_shape:?}")));
+    }
+    expect_len("letterbox", inputs.letterbox.bytes, 12)?;
+    let [scale, pad_x, pad_y]: [f32; 3] = {
+        let v: Vec<f32> = f32s(inputs.letterbox.bytes).collect();
+        [v[0], v[1], v[2]]
+    };
+    let letterbox = Letterbox::new(scale, pad_x, pad_y).map_err(|e| PlanError(format!("input 'letterbox': {e}")))?;
+
+    let coords: Vec<f32> = f32s(&inputs.det_boxes.bytes[..num_dets * 16]).collect();
+    let rows = coords
+        .chunks_exact(4)
+        .map(|b| plan_crop([b[0], b[1], b[2], b[3]], &letterbox, width, height, config.policy, config.min_box_size))
+        .collect();
+    Ok(RequestPlan { image, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> BoxEmbedConfig {
+        let p = |v: &str| json!({ "string_value": v });
+        BoxEmbedConfig::from_model_config(&json!({
+            "output": [{ "name": "box_embeddings", "dims": [-1, 8] }, { "name": "box_valid", "dims": [-1] }],
+            "parameters": {
+                "encoder_model": p("enc"), "embedding_dim": p("8"), "max_boxes": p("5"),
+                "crop_size": p("4"), "crop_policy": p("stretch")
+            }
+        }))
+        .unwrap()
+    }
+
+    struct Owned {
+        image: Vec<u8>,
+        image_shape: Vec<i64>,
+        boxes: Vec<u8>,
+        boxes_shape: Vec<i64>,
+        num_dets: Vec<u8>,
+        letterbox: Vec<u8>,
+        letterbox_shape: Vec<i64>,
+    }
+
+    fn bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn request(boxes: &[[f32; 4]], num_dets: i32) -> Owned {
+        Owned {
+            image: vec![7; 10 * 20 * 3],
+            image_shape: vec![1, 10, 20, 3],
+            boxes: bytes(&boxes.concat()),
+            boxes_shape: vec![1, boxes.len() as i64, 4],
+            num_dets: num_dets.to_le_bytes().to_vec(),
+            letterbox: bytes(&[1.0, 0.0, 0.0]),
+            letterbox_shape: vec![1, 3],
+        }
+    }
+
+    fn plan(o: &Owned) -> Result<RequestPlan<'_>, PlanError> {
+        plan_request(
+            &RequestTensors {
+                original: RawTensor { shape: &o.image_shape, bytes: &o.image },
+                det_boxes: RawTensor { shape: &o.boxes_shape, bytes: &o.boxes },
+                num_dets: RawTensor { shape: &[1, 1], bytes: &o.num_dets },
+                letterbox: RawTensor { shape: &o.letterbox_shape, bytes: &o.letterbox },
+            },
+            &config(),
+        )
+    }
+
+    #[test]
+    fn bad_rows_are_skipped_in_place() {
+        let o = request(&[[1.0, 1.0, 5.0, 5.0], [3.0, 3.0, 3.0, 8.0], [f32::NAN, 0.0, 2.0, 2.0], [2.0, 2.0, 9.0, 9.0], [0.0; 4]], 4);
+        let p = plan(&o).unwrap();
+        assert_eq!(p.rows.len(), 4, "rows follow num_dets, not K");
+        assert!(p.rows[0].is_ok() && p.rows[3].is_ok());
+        assert_eq!(p.rows[1], Err(BoxRejection::Degenerate));
+        assert_eq!(p.rows[2], Err(BoxRejection::NonFinite));
+        assert_eq!(p.valid_rows(), 2);
+    }
+
+    #[test]
+    fn request_errors_name_the_problem() {
+        let too_many = request(&[[0.0, 0.0, 1.0, 1.0]], 2);
+        assert!(plan(&too_many).err().unwrap().0.contains("only 1 rows"));
+        let over_max = request(&[[0.0, 0.0, 1.0, 1.0]; 6], 6);
+        assert!(plan(&over_max).err().unwrap().0.contains("max_boxes"));
+        let negative = request(&[], -1);
+        assert!(plan(&negative).err().unwrap().0.contains("negative"));
+        let mut bad_scale = request(&[], 0);
+        bad_scale.letterbox = bytes(&[0.0, 0.0, 0.0]);
+        assert!(plan(&bad_scale).err().unwrap().0.contains("letterbox"));
+        let mut empty = request(&[], 0);
+        empty.image_shape = vec![1, 0, 20, 3];
+        empty.image.clear();
+        assert!(plan(&empty).err().unwrap().0.contains("non-empty"));
+        let mut short = request(&[], 0);
+        short.image.pop();
+        assert!(plan(&short).err().unwrap().0.contains("original"));
+    }
+
+    #[test]
+    fn zero_boxes_is_a_valid_empty_plan() {
+        let o = request(&[], 0);
+        assert_eq!(plan(&o).unwrap().rows.len(), 0);
+    }
+}

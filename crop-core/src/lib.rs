@@ -1,0 +1,24 @@
+//! Crop logic of the `box_embed` backend: letterbox mapping, box validation and
+//! clamping, crop policies and bilinear ROI-align (torchvision, `aligned=True`).
+//!
+//! The crate has no FFI and no I/O so that the Triton backend, the GPU kernel
+//! parity tests and the benchmarks all reach the same code. The exact semantics
+//! are those of `CROP_SPEC.md`: [`Letterbox`] maps detector boxes back to the
+//! original image, [`plan_crop`] validates a box and applies a [`CropPolicy`] to
+//! get a [`CropRegion`], and [`RoiAlign`] samples that region from an
+//! [`ImageView`] into an FP32 CHW crop. [`reference::roi_align`] is the plain
+//! per-sample implementation the fast path and the GPU kernel are tested
+//! against.
+
+mod error;
+mod image;
+mod letterbox;
+mod policy;
+pub mod reference;
+mod roi_align;
+
+pub use error::CropError;
+pub use image::ImageView;
+pub use letterbox::Letterbox;
+pub use policy::{plan_crop, BoxRejection, CropPolicy, CropRegion};
+pub use roi_align::{crop_all, CropJob, RoiAlign};

@@ -1,0 +1,91 @@
+"""Triton Python-backend model: runs an ONNX image encoder with onnxruntime on CPU.
+
+Used for clip_image (and test copies with other batch limits). Every request in a
+dynamic batch is validated on its own; the valid ones are concatenated and run in one
+onnxruntime call, then split back, so a bad request fails alone.
+"""
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+def _param(config, key, default):
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return default if value in (None, "") else value
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.name = config["name"]
+        (inp,) = config["input"]
+        (out,) = config["output"]
+        self.input_name = inp["name"]
+        self.output_name = out["name"]
+        self.item_shape = tuple(int(d) for d in inp["dims"])
+        self.dim = int(out["dims"][0])
+        self.max_batch = int(config.get("max_batch_size", 0))
+
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        path = os.path.join(version_dir, _param(config, "onnx_file", "model.onnx"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(_param(config, "intra_op_threads", "1"))
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+
+        # Fail the load, not every request, when the file disagrees with the config.
+        (onnx_in,) = self.session.get_inputs()
+        (onnx_out,) = self.session.get_outputs()
+        if tuple(onnx_in.shape[1:]) != self.item_shape:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: {path} input {onnx_in.shape} does not match config dims {self.item_shape}")
+        if onnx_out.shape[-1] != self.dim:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: {path} output {onnx_out.shape} does not match config dim {self.dim}")
+        self.onnx_input = onnx_in.name
+
+    def _check(self, array):
+        if array is None:
+            return f"missing input '{self.input_name}'"
+        if array.dtype != np.float32:
+            return f"input '{self.input_name}' must be FP32, got {array.dtype}"
+        if array.ndim != 1 + len(self.item_shape) or tuple(array.shape[1:]) != self.item_shape:
+            return (f"input '{self.input_name}' must have shape [N,{','.join(map(str, self.item_shape))}],"
+                    f" got {list(array.shape)}")
+        if array.shape[0] < 1 or (self.max_batch and array.shape[0] > self.max_batch):
+            return f"batch size {array.shape[0]} outside [1, {self.max_batch}]"
+        return None
+
+    def execute(self, requests):
+        arrays = []
+        errors = []
+        for request in requests:
+            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
+            array = None if tensor is None else tensor.as_numpy()
+            error = self._check(array)
+            errors.append(error)
+            arrays.append(None if error else array)
+
+        good = [a for a in arrays if a is not None]
+        outputs = []
+        if good:
+            batch = good[0] if len(good) == 1 else np.concatenate(good, axis=0)
+            result = self.session.run(None, {self.onnx_input: batch})[0].astype(np.float32, copy=False)
+            offsets = np.cumsum([0] + [a.shape[0] for a in good])
+            outputs = [result[offsets[i]:offsets[i + 1]] for i in range(len(good))]
+
+        responses = []
+        it = iter(outputs)
+        for error in errors:
+            if error:
+                # INVALID_ARG so HTTP clients see 400, not 500.
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"{self.name}: {error}", pb_utils.TritonError.INVALID_ARG)))
+            else:
+                responses.append(pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(self.output_name, next(it))]))
+        return responses

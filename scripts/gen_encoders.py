@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Generate the tiny deterministic stand-in image encoder used by tests and local runs.
+
+The graph is small enough for CPU tests yet sensitive to where things are in the crop:
+average-pool to a 16x16 grid -> flatten -> dense -> tanh -> dense -> L2 normalise.
+A global mean would hide crop offset and stretching bugs, so the grid keeps position.
+
+Contract (same as the production encoder): input `images` FP32 [N,3,S,S] in [0,1],
+output `embeddings` FP32 [N,D], unit L2 norm. Weights come from a fixed seed, so the
+bytes are identical on every machine; the file is only rewritten when they change.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(REPO_ROOT, "model_repository", "clip_image", "1", "model.onnx")
+GRID = 16  # pooled grid side; keeps 16x16 spatial cells per channel
+HIDDEN = 256
+OPSET = 17
+IR_VERSION = 8  # old enough for any recent onnxruntime
+
+
+def build_encoder(crop_size: int, dim: int, seed: int) -> onnx.ModelProto:
+    if crop_size % GRID != 0:
+        raise ValueError(f"crop size {crop_size} must be a multiple of {GRID}")
+    pool = crop_size // GRID
+    features = 3 * GRID * GRID
+    rng = np.random.RandomState(seed)
+    # Gains keep tanh in its linear-ish range for inputs centred around 0.
+    w1 = (rng.standard_normal((features, HIDDEN)) * (4.0 / np.sqrt(features))).astype(np.float32)
+    b1 = (rng.standard_normal(HIDDEN) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((HIDDEN, dim)) / np.sqrt(HIDDEN)).astype(np.float32)
+
+    inits = [
+        numpy_helper.from_array(np.array(0.5, dtype=np.float32), "centre"),
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(b1, "b1"),
+        numpy_helper.from_array(w2, "w2"),
+        numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "eps"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["images", "centre"], ["centred"]),
+        helper.make_node("AveragePool", ["centred"], ["pooled"],
+                         kernel_shape=[pool, pool], strides=[pool, pool]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Tanh", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["raw"]),
+        helper.make_node("ReduceL2", ["raw"], ["norm"], axes=[1], keepdims=1),
+        helper.make_node("Max", ["norm", "eps"], ["safe_norm"]),
+        helper.make_node("Div", ["raw", "safe_norm"], ["embeddings"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_clip_image",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, crop_size, crop_size])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", dim])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, producer_name="gen_encoders",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_if_changed(data: bytes, path: str) -> bool:
+    """Write atomically; return False when the file already holds these bytes."""
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return True
+
+
+def generate(out: str = DEFAULT_OUT, crop_size: int = 256, dim: int = 512, seed: int = 0) -> bool:
+    data = build_encoder(crop_size, dim, seed).SerializeToString()
+    return write_if_changed(data, out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--crop-size", type=int, default=256)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    changed = generate(a.out, a.crop_size, a.dim, a.seed)
+    print(f"{'wrote' if changed else 'unchanged'} {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

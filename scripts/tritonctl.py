@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""Run the tritonserver bundled in the nvidia-pytriton wheel, on loopback only.
+
+One implementation shared by scripts/setup_triton.sh (install-backends), scripts/triton.sh
+(start/stop/status), scripts/run.sh (run) and the pytest fixture in tests/conftest.py
+(TritonServer). Stdlib only, so any python3 can drive it; the venv's python is queried
+for the paths that matter (site-packages, LIBDIR, version).
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_VENV = os.path.join(REPO_ROOT, ".venv")
+DEFAULT_BACKEND_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "backends")
+DEFAULT_RUN_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "run")
+DEFAULT_MODEL_REPO = os.path.join(REPO_ROOT, "model_repository")
+BACKEND_SO = os.path.join(REPO_ROOT, "target", "release", "libtriton_box_embed.so")
+
+# Lines that mean the server (or a backend inside it) crashed or panicked.
+CRASH_PATTERNS = [
+    re.compile(p) for p in (
+        r"Signal \((?!15\)|2\))\d+\) received",  # 15/2 are our own stop requests
+        r"Segmentation fault",
+        r"\bAborted\b",
+        r"core dumped",
+        r"panicked at",
+        r"terminate called",
+        r"double free|corrupted (size|double-linked)",
+        r"Stub process .* is not healthy",
+    )
+]
+
+
+def venv_dir() -> str:
+    return os.environ.get("TRITON_VENV", DEFAULT_VENV)
+
+
+_INFO_CACHE: dict = {}
+
+
+def python_info(venv: str | None = None) -> dict:
+    """Version, LIBDIR and site-packages of the venv interpreter (which the stub must match)."""
+    venv = venv or venv_dir()
+    if venv not in _INFO_CACHE:
+        py = os.path.join(venv, "bin", "python")
+        if not os.path.exists(py):
+            raise RuntimeError(f"no venv at {venv}: run scripts/setup_triton.sh first")
+        code = ("import json,sys,sysconfig;print(json.dumps({'version':'%d.%d'%sys.version_info[:2],"
+                "'libdir':sysconfig.get_config_var('LIBDIR'),'purelib':sysconfig.get_paths()['purelib']}))")
+        out = subprocess.run([py, "-c", code], check=True, capture_output=True, text=True).stdout
+        _INFO_CACHE[venv] = json.loads(out)
+    return _INFO_CACHE[venv]
+
+
+def wheel_paths(venv: str | None = None) -> dict:
+    info = python_info(venv)
+    base = os.path.join(info["purelib"], "pytriton", "tritonserver")
+    paths = {
+        "tritonserver": os.path.join(base, "bin", "tritonserver"),
+        "python_backend": os.path.join(base, "backends", "python"),
+        "stub": os.path.join(base, "python_backend_stubs", info["version"], "triton_python_backend_stub"),
+        "libs": os.path.join(info["purelib"], "nvidia_pytriton.libs"),
+    }
+    for key, path in paths.items():
+        if not os.path.exists(path):
+            raise RuntimeError(f"{key} not found at {path}: is nvidia-pytriton==0.7.0 installed in {venv_dir()}?")
+    return paths
+
+
+def _install_file(src: str, dst: str, mode: int | None = None) -> bool:
+    """Copy src to dst unless identical; via a temp name + rename, never in place.
+
+    A running server may have dst mapped (dlopen); writing into it crashes that server,
+    whereas rename leaves the old inode alive for it.
+    """
+    if os.path.exists(dst) and filecmp.cmp(src, dst, shallow=False):
+        return False
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = f"{dst}.tmp.{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    if mode is not None:
+        os.chmod(tmp, mode)
+    os.replace(tmp, dst)
+    return True
+
+
+def install_backends(backend_dir: str = DEFAULT_BACKEND_DIR, venv: str | None = None,
+                     backend_so: str = BACKEND_SO) -> list[str]:
+    """Assemble <backend_dir>/python (from the wheel) and <backend_dir>/box_embed (if built)."""
+    wp = wheel_paths(venv)
+    notes = []
+    py_dir = os.path.join(backend_dir, "python")
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        if _install_file(os.path.join(wp["python_backend"], name), os.path.join(py_dir, name)):
+            notes.append(f"installed python/{name}")
+    if _install_file(wp["stub"], os.path.join(py_dir, "triton_python_backend_stub"), 0o755):
+        notes.append("installed python/triton_python_backend_stub")
+    if os.path.exists(backend_so):
+        if _install_file(backend_so, os.path.join(backend_dir, "box_embed", "libtriton_box_embed.so")):
+            notes.append("installed box_embed/libtriton_box_embed.so")
+    else:
+        notes.append(f"box_embed backend not built ({backend_so} missing): box_embed models cannot load")
+    return notes
+
+
+def box_embed_installed(backend_dir: str = DEFAULT_BACKEND_DIR) -> bool:
+    return os.path.exists(os.path.join(backend_dir, "box_embed", "libtriton_box_embed.so"))
+
+
+def server_env(venv: str | None = None) -> dict:
+    venv = venv or venv_dir()
+    info = python_info(venv)
+    env = dict(os.environ)
+    # The venv interpreter's LIBDIR first: the stub embeds libpython and must not pick
+    # up a system libpython of the same minor version.
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (info["libdir"], wheel_paths(venv)["libs"], os.environ.get("LD_LIBRARY_PATH")) if p)
+    # The embedded interpreter finds its prefix (and so the venv site-packages) via PATH.
+    env["PATH"] = os.pathsep.join([os.path.join(venv, "bin"), os.environ.get("PATH", "")])
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def list_models(model_repository: str) -> list[str]:
+    return sorted(d for d in os.listdir(model_repository)
+                  if os.path.exists(os.path.join(model_repository, d, "config.pbtxt")))
+
+
+def crash_lines(log_path: str) -> list[str]:
+    try:
+        with open(log_path, errors="replace") as f:
+            return [line.rstrip() for line in f if any(p.search(line) for p in CRASH_PATTERNS)]
+    except FileNotFoundError:
+        return []
+
+
+def log_tail(log_path: str, n: int = 40) -> str:
+    try:
+        with open(log_path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _is_tritonserver(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"tritonserver" in f.read().split(b"\0")[0]
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, timeout: float = 20.0) -> str:
+    """SIGTERM the server (its own process group leader), bounded wait, then SIGKILL the group."""
+    if not _alive(pid):
+        return "not running"
+    if not _is_tritonserver(pid):
+        raise RuntimeError(f"pid {pid} is not a tritonserver; refusing to signal it")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return "stopped"
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the group holds the server and its python stubs
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return "killed"
+
+
+class TritonServer:
+    """One tritonserver process: start, wait until ready, stop; ports picked free unless given."""
+
+    def __init__(self, model_repository: str, models: list[str] | None = None, *,
+                 http_port: int | None = None, grpc_port: int | None = None,
+                 metrics_port: int | None = None, log_path: str | None = None,
+                 backend_dir: str = DEFAULT_BACKEND_DIR, venv: str | None = None,
+                 extra_args: list[str] | None = None):
+        self.model_repository = os.path.abspath(model_repository)
+        self.models = models if models is not None else list_models(self.model_repository)
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.log_path = log_path or os.path.join(DEFAULT_RUN_DIR, f"tritonserver-{self.http_port}.log")
+        self.backend_dir = os.path.abspath(backend_dir)
+        self.venv = venv or venv_dir()
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            wheel_paths(self.venv)["tritonserver"],
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_dir}",
+            "--model-control-mode=explicit",
+            *[f"--load-model={m}" for m in self.models],
+            "--allow-gpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",
+            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
+            "--exit-timeout-secs=5",
+            # Python-backend shared memory regions are named per server: two servers on
+            # one machine (tests + a dev server) must not share them.
+            f"--backend-config=python,shm-region-prefix-name=tpb_{uuid.uuid4().hex[:12]}_",
+        ]
+        return cmd + self.extra_args
+
+    def start(self) -> "TritonServer":
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=server_env(self.venv),
+                                         cwd=REPO_ROOT, start_new_session=True)
+        self.pid = self.proc.pid
+        return self
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _alive(self.pid)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"tritonserver exited during startup; log {self.log_path}:\n"
+                                   f"{log_tail(self.log_path)}")
+            if _http_status(f"{self.http_url}/v2/health/ready") == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"tritonserver not ready after {timeout}s; log {self.log_path}:\n"
+                           f"{log_tail(self.log_path)}")
+
+    def stop(self, timeout: float = 20.0) -> str:
+        if self.pid is None:
+            return "not started"
+        result = stop_pid(self.pid, timeout)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        return result
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def crash_lines(self) -> list[str]:
+        return crash_lines(self.log_path)
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: install-backends | env | start | stop | status | run
+
+def _state_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "state.json")
+
+
+def _read_state(run_dir: str) -> dict | None:
+    try:
+        with open(_state_path(run_dir)) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _server_from_args(a) -> TritonServer:
+    models = a.models.split(",") if a.models else None
+    repo = os.path.abspath(a.model_repository)
+    if models is None:
+        models = list_models(repo)
+        if not box_embed_installed(a.backend_dir):
+            skipped = [m for m in models if _backend_of(repo, m) == "box_embed"]
+            if skipped:
+                print(f"warning: box_embed backend not installed; not loading {', '.join(skipped)}",
+                      file=sys.stderr)
+            models = [m for m in models if m not in skipped]
+    return TritonServer(repo, models, http_port=a.http_port, grpc_port=a.grpc_port,
+                        metrics_port=a.metrics_port,
+                        log_path=a.log or os.path.join(a.run_dir, "tritonserver.log"),
+                        backend_dir=a.backend_dir)
+
+
+def _backend_of(repo: str, model: str) -> str | None:
+    with open(os.path.join(repo, model, "config.pbtxt")) as f:
+        m = re.search(r'^\s*backend:\s*"([^"]+)"', f.read(), re.M)
+    return m.group(1) if m else None
+
+
+def _print_endpoints(s: TritonServer) -> None:
+    print(f"tritonserver pid {s.pid} ready; models: {', '.join(s.models)}")
+    print(f"  HTTP    {s.http_url}   (e.g. {s.http_url}/v2/models/box_embed/stats)")
+    print(f"  gRPC    {s.grpc_address}")
+    print(f"  metrics {s.metrics_url}")
+    print(f"  log     {s.log_path}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("install-backends", help="assemble .cache/triton/backends")
+    sub.add_parser("env", help="print the environment the server runs with")
+    for name in ("start", "run"):
+        sp = sub.add_parser(name, help="start in the background" if name == "start"
+                            else "run in the foreground until Ctrl-C")
+        sp.add_argument("--model-repository", default=DEFAULT_MODEL_REPO)
+        sp.add_argument("--models", help="comma-separated; default: every model in the repository")
+        sp.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8000)))
+        sp.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
+        sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
+        sp.add_argument("--log")
+        sp.add_argument("--timeout", type=float, default=120.0)
+    for name in ("stop", "status"):
+        sub.add_parser(name)
+    for sp in sub.choices.values():
+        sp.add_argument("--backend-dir", default=DEFAULT_BACKEND_DIR)
+        sp.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
+    a = p.parse_args(argv)
+
+    if a.cmd == "install-backends":
+        for note in install_backends(a.backend_dir):
+            print(note)
+        return 0
+
+    if a.cmd == "env":
+        env = server_env()
+        print(f"venv:              {venv_dir()}")
+        print(f"tritonserver:      {wheel_paths()['tritonserver']}")
+        print(f"backend directory: {a.backend_dir}")
+        print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
+        print(f"PATH={env['PATH']}")
+        return 0
+
+    state = _read_state(a.run_dir)
+    running = state is not None and _alive(state["pid"]) and _is_tritonserver(state["pid"])
+
+    if a.cmd == "status":
+        if not running:
+            print("tritonserver: not running")
+            return 3
+        ready = _http_status(f"http://127.0.0.1:{state['http_port']}/v2/health/ready") == 200
+        print(f"tritonserver pid {state['pid']} {'ready' if ready else 'NOT ready'}; "
+              f"http 127.0.0.1:{state['http_port']} grpc 127.0.0.1:{state['grpc_port']} "
+              f"metrics 127.0.0.1:{state['metrics_port']}; log {state['log']}")
+        return 0 if ready else 1
+
+    if a.cmd == "stop":
+        if state is None:
+            print("tritonserver: no state file, nothing to stop")
+            return 0
+        print(f"tritonserver pid {state['pid']}: {stop_pid(state['pid'])}")
+        os.remove(_state_path(a.run_dir))
+        return 0
+
+    if running:
+        print(f"tritonserver already running (pid {state['pid']}); stop it first", file=sys.stderr)
+        return 1
+    server = _server_from_args(a)
+    server.start()
+    os.makedirs(a.run_dir, exist_ok=True)
+    with open(_state_path(a.run_dir), "w") as f:
+        json.dump({"pid": server.pid, "http_port": server.http_port, "grpc_port": server.grpc_port,
+                   "metrics_port": server.metrics_port, "log": server.log_path}, f)
+    with open(os.path.join(a.run_dir, "tritonserver.pid"), "w") as f:
+        f.write(f"{server.pid}\n")
+    try:
+        server.wait_ready(a.timeout)
+    except (RuntimeError, KeyboardInterrupt) as e:
+        server.stop()
+        print(e, file=sys.stderr)
+        return 1
+    _print_endpoints(server)
+    if a.cmd == "start":
+        return 0
+
+    # run: foreground until Ctrl-C/SIGTERM or until the server dies.
+    stop_now = []
+    signal.signal(signal.SIGTERM, lambda *_: stop_now.append(1))
+    print("Ctrl-C stops it.")
+    try:
+        while not stop_now and server.alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    died = not server.alive()
+    print(f"tritonserver: {'exited on its own' if died else server.stop()}")
+    os.remove(_state_path(a.run_dir))
+    return 1 if died else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Shared fixtures: ONE real tritonserver for the whole pytest session.
+
+The server runs from a temporary model repository: a copy of model_repository/ plus
+variants of box_embed (other crop policies, a small-batch encoder, a missing encoder).
+At the end it is stopped by pid and the run fails if it died or its log shows a crash.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gen_encoders  # noqa: E402
+import tritonctl  # noqa: E402
+from crop_reference import CropParams  # noqa: E402
+
+SOURCE_REPO = os.path.join(REPO_ROOT, "model_repository")
+LOG_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "test-logs")
+MISSING_ENCODER = "no_such_encoder"
+BOX_EMBED_MODELS = ["box_embed", "box_embed_pad", "box_embed_context", "box_embed_small_encoder"]
+
+_SERVER: tritonctl.TritonServer | None = None
+_NOT_BUILT_MSG = (
+    "!!! box_embed backend NOT BUILT: target/release/libtriton_box_embed.so is missing, "
+    "so every box_embed test is SKIPPED. Run `cargo build --release --workspace` "
+    "(scripts/test.sh does) to test the backend. !!!"
+)
+
+
+def read_config(model_dir: str) -> str:
+    with open(os.path.join(model_dir, "config.pbtxt")) as f:
+        return f.read()
+
+
+def config_parameters(text: str) -> dict:
+    return dict(re.findall(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value\s*\{\s*string_value:\s*"([^"]*)"', text))
+
+
+def set_parameter(text: str, key: str, value: str) -> str:
+    pattern = re.compile(r'(parameters\s*\{\s*key:\s*"' + re.escape(key) + r'"\s*value\s*\{\s*string_value:\s*")[^"]*(")')
+    new, n = pattern.subn(lambda m: m.group(1) + value + m.group(2), text)
+    assert n == 1, f"parameter {key} not found exactly once in config"
+    return new
+
+
+def set_field(text: str, field: str, value: str) -> str:
+    new, n = re.subn(r"^(" + field + r":\s*).*$", lambda m: m.group(1) + value, text, count=1, flags=re.M)
+    assert n == 1, f"field {field} not found in config"
+    return new
+
+
+def _variant(repo: str, source: str, name: str, params: dict | None = None, fields: dict | None = None):
+    dst = os.path.join(repo, name)
+    shutil.copytree(os.path.join(repo, source), dst)
+    text = set_field(read_config(dst), "name", f'"{name}"')
+    for k, v in (fields or {}).items():
+        text = set_field(text, k, v)
+    for k, v in (params or {}).items():
+        text = set_parameter(text, k, v)
+    with open(os.path.join(dst, "config.pbtxt"), "w") as f:
+        f.write(text)
+
+
+def build_test_repository(repo: str) -> None:
+    shutil.copytree(SOURCE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    _variant(repo, "clip_image", "clip_image_b4", fields={"max_batch_size": "4"})
+    _variant(repo, "box_embed", "box_embed_pad", {"crop_policy": "pad"})
+    _variant(repo, "box_embed", "box_embed_context", {"crop_policy": "context"})
+    _variant(repo, "box_embed", "box_embed_small_encoder", {"encoder_model": "clip_image_b4"})
+    # Not loaded at startup: a failed load there would stop the whole server; the test loads it.
+    _variant(repo, "box_embed", "box_embed_missing_encoder", {"encoder_model": MISSING_ENCODER})
+
+
+def pytest_report_header(config):
+    if backend_built():
+        return f"box_embed backend: {tritonctl.BACKEND_SO}"
+    return _NOT_BUILT_MSG
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not backend_built():
+        terminalreporter.write_sep("!", "box_embed backend not built", red=True, bold=True)
+        terminalreporter.write_line(_NOT_BUILT_MSG, red=True, bold=True)
+    if _SERVER is not None:
+        terminalreporter.write_line(f"tritonserver log: {_SERVER.log_path}")
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory):
+    global _SERVER
+    gen_encoders.generate()
+    for note in tritonctl.install_backends():
+        print(note)
+    repo = str(tmp_path_factory.mktemp("model_repository"))
+    build_test_repository(repo)
+    models = ["clip_image", "clip_image_b4"]
+    if backend_built():
+        models += BOX_EMBED_MODELS
+    else:
+        warnings.warn(_NOT_BUILT_MSG)
+    os.makedirs(LOG_DIR, exist_ok=True)
+    server = tritonctl.TritonServer(repo, models, log_path=os.path.join(LOG_DIR, "tritonserver-pytest.log"))
+    server.start()
+    _SERVER = server
+    try:
+        server.wait_ready(timeout=180)
+    except Exception:
+        server.stop()
+        raise
+    server.repo = repo
+    yield server
+
+    died = not server.alive()
+    code = server.returncode()
+    server.stop()
+    crashes = server.crash_lines()
+    problems = []
+    if died:
+        problems.append(f"tritonserver died during the tests (exit code {code})")
+    if crashes:
+        problems.append("crash lines in the server log:\n  " + "\n  ".join(crashes[:20]))
+    if problems:
+        pytest.fail("\n".join(problems) + f"\nlog: {server.log_path}\n{tritonctl.log_tail(server.log_path)}",
+                    pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _server_still_alive():
+    """Blame the test during which the server died, not only the session end."""
+    yield
+    if _SERVER is not None and _SERVER.pid is not None and not _SERVER.alive():
+        pytest.fail(f"tritonserver died (exit code {_SERVER.returncode()}); log {_SERVER.log_path}:\n"
+                    f"{tritonctl.log_tail(_SERVER.log_path)}", pytrace=False)
+
+
+def backend_built() -> bool:
+    # The freshly built .so, not an older copy left in .cache (install_backends refreshes it).
+    return os.path.exists(tritonctl.BACKEND_SO)
+
+
+@pytest.fixture(scope="session")
+def box_embed_ready(triton):
+    if not backend_built():
+        if os.environ.get("BOX_EMBED_REQUIRE_BACKEND") == "1":
+            pytest.fail(f"{tritonctl.BACKEND_SO} missing after the build (BOX_EMBED_REQUIRE_BACKEND=1)",
+                        pytrace=False)
+        pytest.skip(_NOT_BUILT_MSG)
+    return triton
+
+
+class Encoder:
+    """onnxruntime on the same model.onnx the server runs; callable [N,3,S,S] -> [N,D]."""
+
+    def __init__(self, path: str):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.dim = self.session.get_outputs()[0].shape[-1]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        parts = [self.session.run(None, {self.input: np.ascontiguousarray(images[i:i + 64], dtype=np.float32)})[0]
+                 for i in range(0, len(images), 64)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    gen_encoders.generate()
+    return Encoder(gen_encoders.DEFAULT_OUT)
+
+
+@pytest.fixture(scope="session")
+def box_config():
+    """Parameters of model_repository/box_embed, which the reference must follow."""
+    return config_parameters(read_config(os.path.join(SOURCE_REPO, "box_embed")))
+
+
+def crop_params(box_config: dict, policy: str | None = None) -> CropParams:
+    return CropParams(
+        policy=policy or box_config["crop_policy"],
+        crop_size=int(box_config["crop_size"]),
+        sampling_ratio=int(box_config["sampling_ratio"]),
+        context_scale=float(box_config["context_scale"]),
+        min_box_size=float(box_config["min_box_size"]),
+    )

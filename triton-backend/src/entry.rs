@@ -1,0 +1,41 @@
+//! The single wrapper for every `extern "C"` entry point a backend exports.
+
+use crate::{ErrorCode, TritonError};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `body` and converts its outcome into what Triton expects from an entry point: null on
+/// success, an owned `TRITONSERVER_Error*` on error. A panic is caught and reported as an
+/// INTERNAL error, because unwinding across the C boundary would abort the whole server.
+pub fn guard<F>(entry_point: &str, body: F) -> *mut crate::sys::TRITONSERVER_Error
+where
+    F: FnOnce() -> Result<(), TritonError>,
+{
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => std::ptr::null_mut(),
+        Ok(Err(error)) => error.into_raw(),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            TritonError::new(ErrorCode::Internal, format!("{entry_point} panicked: {what}"))
+                .into_raw()
+        }
+    }
+}
+
+/// Writes a line to Triton's log at the given level.
+pub fn log(level: crate::sys::TRITONSERVER_LogLevel, message: &str) {
+    let Ok(text) = std::ffi::CString::new(message.replace('\0', " ")) else { return };
+    let file = c"box_embed";
+    // SAFETY: both strings outlive the call; a logging failure is not worth reporting.
+    unsafe {
+        if crate::sys::TRITONSERVER_LogIsEnabled(level) {
+            let err = crate::sys::TRITONSERVER_LogMessage(level, file.as_ptr(), 0, text.as_ptr());
+            if !err.is_null() {
+                crate::sys::TRITONSERVER_ErrorDelete(err);
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! In-process inference from a backend into another model of the same server (Triton's
+//! "BLS" path): the server handle, the response allocator, requests and responses, each
+//! releasing itself.
+//!
+//! Protocol: build an [`InferenceRequest`] borrowing its input bytes, [`Server::infer_async`]
+//! it (the call returns at once), and later [`PendingInference::wait`] for the response.
+//! Sending every chunk before waiting on any lets the target model batch them.
+
+use crate::{c_string, call, sys, DataType, MemoryType, TritonError};
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// The server this backend runs in. Triton owns it and it outlives every model.
+#[derive(Clone, Copy)]
+pub struct Server {
+    raw: *mut sys::TRITONSERVER_Server,
+}
+
+// SAFETY: the server handle is thread-safe by Triton's contract; we only pass it to Triton.
+unsafe impl Send for Server {}
+unsafe impl Sync for Server {}
+
+impl Server {
+    /// # Safety
+    /// `raw` is the server handle Triton gave the backend.
+    pub unsafe fn from_raw(raw: *mut sys::TRITONSERVER_Server) -> Self {
+        Self { raw }
+    }
+
+    /// Whether the latest version of `model` is loaded and ready.
+    pub fn model_is_ready(&self, model: &str) -> Result<bool, TritonError> {
+        let name = c_string(model)?;
+        let mut ready = false;
+        // SAFETY: valid server, C string and out-pointer.
+        unsafe { call!(TRITONSERVER_ServerModelIsReady(self.raw, name.as_ptr(), -1, &mut ready))? };
+        Ok(ready)
+    }
+
+    /// The configuration of the latest version of a loaded `model` as JSON.
+    pub fn model_config(&self, model: &str) -> Result<serde_json::Value, TritonError> {
+        let name = c_string(model)?;
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: we own the returned message and wrap it for deletion.
+        unsafe {
+            call!(TRITONSERVER_ServerModelConfig(self.raw, name.as_ptr(), -1, 1, &mut raw))?;
+            crate::message::Message::from_raw(raw).to_json()
+        }
+    }
+
+    /// Starts `request`; its result arrives through the returned handle.
+    pub fn infer_async<'a>(
+        &self,
+        mut request: InferenceRequest<'a>,
+        allocator: &'a ResponseAllocator,
+    ) -> Result<PendingInference<'a>, TritonError> {
+        let completion = Arc::new(Completion::default());
+        // Each callback owns one strong count, dropped when it fires.
+        let for_response = Arc::into_raw(completion.clone()) as *mut c_void;
+        let for_release = Arc::into_raw(completion.clone()) as *mut c_void;
+        // SAFETY: the callbacks reclaim exactly the counts leaked above; if Triton refuses the
+        // request, no callback will run, so we reclaim them here.
+        unsafe {
+            let setup = call!(TRITONSERVER_InferenceRequestSetReleaseCallback(request.raw, on_request_released, for_release))
+                .and_then(|()| {
+                    call!(TRITONSERVER_InferenceRequestSetResponseCallback(
+                        request.raw,
+                        allocator.raw,
+                        std::ptr::null_mut(),
+                        on_response_complete,
+                        for_response,
+                    ))
+                })
+                .and_then(|()| call!(TRITONSERVER_ServerInferAsync(self.raw, request.raw, std::ptr::null_mut())));
+            if let Err(e) = setup {
+                drop(Arc::from_raw(for_response as *const Completion));
+                drop(Arc::from_raw(for_release as *const Completion));
+                return Err(e);
+            }
+        }
+        // From here Triton holds the request; the release callback frees it.
+        request.raw = std::ptr::null_mut();
+        Ok(PendingInference { completion, _inputs: PhantomData })
+    }
+}
+
+/// Allocates output buffers of in-process responses in host memory (malloc/free).
+pub struct ResponseAllocator {
+    raw: *mut sys::TRITONSERVER_ResponseAllocator,
+}
+
+// SAFETY: the allocator is immutable after creation and Triton may call it from any thread.
+unsafe impl Send for ResponseAllocator {}
+unsafe impl Sync for ResponseAllocator {}
+
+impl ResponseAllocator {
+    pub fn host() -> Result<Self, TritonError> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: the callbacks are valid for the life of the program.
+        unsafe { call!(TRITONSERVER_ResponseAllocatorNew(&mut raw, host_alloc, host_release, None))? };
+        Ok(Self { raw })
+    }
+}
+
+impl Drop for ResponseAllocator {
+    fn drop(&mut self) {
+        // SAFETY: we own the allocator; no request using it is in flight (PendingInference
+        // borrows it, so all of them were waited on).
+        unsafe {
+            let err = sys::TRITONSERVER_ResponseAllocatorDelete(self.raw);
+            if !err.is_null() {
+                sys::TRITONSERVER_ErrorDelete(err);
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn host_alloc(
+    _allocator: *mut sys::TRITONSERVER_ResponseAllocator,
+    _tensor_name: *const std::ffi::c_char,
+    byte_size: usize,
+    _memory_type: sys::TRITONSERVER_MemoryType,
+    _memory_type_id: i64,
+    _userp: *mut c_void,
+    buffer: *mut *mut c_void,
+    buffer_userp: *mut *mut c_void,
+    actual_memory_type: *mut sys::TRITONSERVER_MemoryType,
+    actual_memory_type_id: *mut i64,
+) -> *mut sys::TRITONSERVER_Error {
+    *buffer_userp = std::ptr::null_mut();
+    *actual_memory_type = sys::TRITONSERVER_MEMORY_CPU;
+    *actual_memory_type_id = 0;
+    if byte_size == 0 {
+        *buffer = std::ptr::null_mut();
+        return std::ptr::null_mut();
+    }
+    let ptr = libc::malloc(byte_size);
+    if ptr.is_null() {
+        return TritonError::unavailable(format!("cannot allocate {byte_size} bytes for an encoder output")).into_raw();
+    }
+    *buffer = ptr;
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn host_release(
+    _allocator: *mut sys::TRITONSERVER_ResponseAllocator,
+    buffer: *mut c_void,
+    _buffer_userp: *mut c_void,
+    _byte_size: usize,
+    _memory_type: sys::TRITONSERVER_MemoryType,
+    _memory_type_id: i64,
+) -> *mut sys::TRITONSERVER_Error {
+    libc::free(buffer);
+    std::ptr::null_mut()
+}
+
+/// A request to another model, borrowing the bytes of its inputs for `'a`.
+pub struct InferenceRequest<'a> {
+    raw: *mut sys::TRITONSERVER_InferenceRequest,
+    _inputs: PhantomData<&'a [u8]>,
+}
+
+impl<'a> InferenceRequest<'a> {
+    pub fn new(server: &Server, model: &str) -> Result<Self, TritonError> {
+        let name = c_string(model)?;
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: valid server and C string; we own the new request.
+        unsafe { call!(TRITONSERVER_InferenceRequestNew(&mut raw, server.raw, name.as_ptr(), -1))? };
+        Ok(Self { raw, _inputs: PhantomData })
+    }
+
+    /// Adds a host-memory input without copying: `data` must outlive the inference, which the
+    /// `'a` borrow guarantees together with [`PendingInference`].
+    pub fn add_host_input(&mut self, name: &str, datatype: DataType, shape: &[i64], data: &'a [u8]) -> Result<(), TritonError> {
+        self.add_input(name, datatype, shape, data.as_ptr() as *const c_void, data.len(), MemoryType::Cpu, 0)
+    }
+
+    /// Adds an input whose bytes live at `ptr` in the given memory.
+    ///
+    /// # Safety-relevant contract
+    /// Used by callers that manage device memory; the caller keeps the memory alive for `'a`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_input(
+        &mut self,
+        name: &str,
+        datatype: DataType,
+        shape: &[i64],
+        ptr: *const c_void,
+        byte_size: usize,
+        memory_type: MemoryType,
+        memory_type_id: i64,
+    ) -> Result<(), TritonError> {
+        let cname = c_string(name)?;
+        // SAFETY: valid request; Triton copies the name and shape, and references the data.
+        unsafe {
+            call!(TRITONSERVER_InferenceRequestAddInput(
+                self.raw,
+                cname.as_ptr(),
+                datatype.to_raw(),
+                shape.as_ptr(),
+                shape.len() as u64
+            ))?;
+            call!(TRITONSERVER_InferenceRequestAppendInputData(
+                self.raw,
+                cname.as_ptr(),
+                ptr,
+                byte_size,
+                memory_type.to_raw(),
+                memory_type_id
+            ))
+        }
+    }
+
+    pub fn add_requested_output(&mut self, name: &str) -> Result<(), TritonError> {
+        let cname = c_string(name)?;
+        // SAFETY: valid request; the name is copied.
+        unsafe { call!(TRITONSERVER_InferenceRequestAddRequestedOutput(self.raw, cname.as_ptr())) }
+    }
+}
+
+impl Drop for InferenceRequest<'_> {
+    fn drop(&mut self) {
+        if self.raw.is_null() {
+            return;
+        }
+        // SAFETY: never handed to the server, so still ours.
+        unsafe {
+            let err = sys::TRITONSERVER_InferenceRequestDelete(self.raw);
+            if !err.is_null() {
+                sys::TRITONSERVER_ErrorDelete(err);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct CompletionState {
+    response: Option<InferenceResponse>,
+    response_done: bool,
+    released: bool,
+}
+
+#[derive(Default)]
+struct Completion {
+    state: Mutex<CompletionState>,
+    changed: Condvar,
+}
+
+unsafe extern "C" fn on_response_complete(
+    response: *mut sys::TRITONSERVER_InferenceResponse,
+    flags: u32,
+    userp: *mut c_void,
+) {
+    let completion = &*(userp as *const Completion);
+    let final_response = flags & sys::TRITONSERVER_RESPONSE_COMPLETE_FINAL != 0;
+    {
+        let mut state = completion.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !response.is_null() {
+            // A non-decoupled model sends one response; a later one would replace it.
+            state.response = Some(InferenceResponse { raw: response });
+        }
+        state.response_done |= final_response;
+    }
+    completion.changed.notify_all();
+    if final_response {
+        drop(Arc::from_raw(userp as *const Completion));
+    }
+}
+
+unsafe extern "C" fn on_request_released(request: *mut sys::TRITONSERVER_InferenceRequest, flags: u32, userp: *mut c_void) {
+    if flags & sys::TRITONSERVER_REQUEST_RELEASE_ALL == 0 {
+        return;
+    }
+    let err = sys::TRITONSERVER_InferenceRequestDelete(request);
+    if !err.is_null() {
+        sys::TRITONSERVER_ErrorDelete(err);
+    }
+    let completion = Arc::from_raw(userp as *const Completion);
+    completion.state.lock().unwrap_or_else(|p| p.into_inner()).released = true;
+    completion.changed.notify_all();
+}
+
+/// An inference in flight. It borrows the input bytes and the allocator, so neither can be
+/// freed before it finishes; dropping it without waiting still blocks until Triton is done.
+pub struct PendingInference<'a> {
+    completion: Arc<Completion>,
+    _inputs: PhantomData<&'a [u8]>,
+}
+
+impl PendingInference<'_> {
+    /// Blocks until the response arrived and Triton released the request (so the inputs are
+    /// no longer read), then returns the response or the error the target model reported.
+    pub fn wait(self) -> Result<InferenceResponse, TritonError> {
+        let response = self.wait_done();
+        let response = response.ok_or_else(|| TritonError::internal("in-process inference completed without a response"))?;
+        response.error()?;
+        Ok(response)
+    }
+
+    fn wait_done(&self) -> Option<InferenceResponse> {
+        let mut state = self.completion.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !(state.response_done && state.released) {
+            state = self.completion.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.response.take()
+    }
+}
+
+impl Drop for PendingInference<'_> {
+    fn drop(&mut self) {
+        drop(self.wait_done());
+    }
+}
+
+/// A response from another model; deleted (and its output buffers released) on drop.
+pub struct InferenceResponse {
+    raw: *mut sys::TRITONSERVER_InferenceResponse,
+}
+
+// SAFETY: a completed response is immutable and owned by exactly one holder.
+unsafe impl Send for InferenceResponse {}
+
+/// One output tensor of an [`InferenceResponse`], borrowed from it.
+pub struct ResponseOutput<'r> {
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+    pub memory_type: MemoryType,
+    pub data: *const c_void,
+    pub byte_size: usize,
+    _response: PhantomData<&'r InferenceResponse>,
+}
+
+impl ResponseOutput<'_> {
+    /// The bytes, if they are in host memory.
+    pub fn host_bytes(&self) -> Option<&[u8]> {
+        if !self.memory_type.is_host() {
+            return None;
+        }
+        if self.byte_size == 0 {
+            return Some(&[]);
+        }
+        // SAFETY: Triton guarantees `byte_size` readable bytes while the response lives.
+        Some(unsafe { std::slice::from_raw_parts(self.data as *const u8, self.byte_size) })
+    }
+}
+
+impl InferenceResponse {
+    /// The error the target model reported for this request, if any.
+    pub fn error(&self) -> Result<(), TritonError> {
+        // SAFETY: the returned error is owned by the response; copy it, do not delete it.
+        unsafe {
+            let err = sys::TRITONSERVER_InferenceResponseError(self.raw);
+            if err.is_null() {
+                return Ok(());
+            }
+            let message = crate::str_from_c(sys::TRITONSERVER_ErrorMessage(err));
+            Err(TritonError::internal(message))
+        }
+    }
+
+    /// The output called `name`.
+    pub fn output(&self, name: &str) -> Result<ResponseOutput<'_>, TritonError> {
+        let mut count = 0u32;
+        // SAFETY: valid response; all returned pointers stay valid while it lives.
+        unsafe {
+            call!(TRITONSERVER_InferenceResponseOutputCount(self.raw, &mut count))?;
+            for index in 0..count {
+                let (mut cname, mut datatype, mut shape, mut dims) = (std::ptr::null(), 0, std::ptr::null(), 0u64);
+                let (mut base, mut size, mut memory_type, mut memory_id) = (std::ptr::null(), 0usize, 0, 0i64);
+                let mut userp = std::ptr::null_mut();
+                call!(TRITONSERVER_InferenceResponseOutput(
+                    self.raw,
+                    index,
+                    &mut cname,
+                    &mut datatype,
+                    &mut shape,
+                    &mut dims,
+                    &mut base,
+                    &mut size,
+                    &mut memory_type,
+                    &mut memory_id,
+                    &mut userp,
+                ))?;
+                if crate::str_from_c(cname) != name {
+                    continue;
+                }
+                let shape = if dims == 0 { Vec::new() } else { std::slice::from_raw_parts(shape, dims as usize).to_vec() };
+                return Ok(ResponseOutput {
+                    datatype: DataType::from_raw(datatype),
+                    shape,
+                    memory_type: MemoryType::from_raw(memory_type),
+                    data: base,
+                    byte_size: size,
+                    _response: PhantomData,
+                });
+            }
+        }
+        Err(TritonError::internal(format!("response has no output '{name}'")))
+    }
+}
+
+impl Drop for InferenceResponse {
+    fn drop(&mut self) {
+        // SAFETY: we own the response.
+        unsafe {
+            let err = sys::TRITONSERVER_InferenceResponseDelete(self.raw);
+            if !err.is_null() {
+                sys::TRITONSERVER_ErrorDelete(err);
+            }
+        }
+    }
+}
