@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Generate the tiny deterministic stand-in image encoder used by tests and local runs.
 
-The graph is small enough for CPU tests yet sensitive to where things are in the crop:
-average-pool to a 16x16 grid -> flatten -> dense -> tanh -> dense -> L2 normalise.
-A global mean would hide crop offset and stretching bugs, so the grid keeps position.
+The graph is small enough for CPU tests yet sensitive to what the crop holds and where:
+two branches pooled to a 16x16 grid -- the pixels themselves (position: catches offsets
+and stretching) and the magnitude of a 3x3 Laplacian (fine detail: catches the wrong
+sampling ratio or interpolation, which plain pooling averages away) -- then
+dense -> tanh -> dense -> L2 normalise.
 
 Contract (same as the production encoder): input `images` FP32 [N,3,S,S] in [0,1],
 output `embeddings` FP32 [N,D], unit L2 norm. Weights come from a fixed seed, so the
@@ -21,6 +23,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "model_repository", "clip_image", "1", "model.onnx")
 GRID = 16  # pooled grid side; keeps 16x16 spatial cells per channel
 HIDDEN = 256
+DETAIL_GAIN = 10.0  # Laplacian magnitudes of natural photos are ~0.05; bring them near pixel scale
 OPSET = 17
 IR_VERSION = 8  # old enough for any recent onnxruntime
 
@@ -29,25 +32,34 @@ def build_encoder(crop_size: int, dim: int, seed: int) -> onnx.ModelProto:
     if crop_size % GRID != 0:
         raise ValueError(f"crop size {crop_size} must be a multiple of {GRID}")
     pool = crop_size // GRID
-    features = 3 * GRID * GRID
+    features = 2 * 3 * GRID * GRID
     rng = np.random.RandomState(seed)
     # Gains keep tanh in its linear-ish range for inputs centred around 0.
     w1 = (rng.standard_normal((features, HIDDEN)) * (4.0 / np.sqrt(features))).astype(np.float32)
     b1 = (rng.standard_normal(HIDDEN) * 0.1).astype(np.float32)
     w2 = (rng.standard_normal((HIDDEN, dim)) / np.sqrt(HIDDEN)).astype(np.float32)
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
 
     inits = [
         numpy_helper.from_array(np.array(0.5, dtype=np.float32), "centre"),
+        numpy_helper.from_array(np.tile(laplacian, (3, 1, 1, 1)), "lap"),  # [3,1,3,3], one per channel
+        numpy_helper.from_array(np.array(DETAIL_GAIN, dtype=np.float32), "detail_gain"),
         numpy_helper.from_array(w1, "w1"),
         numpy_helper.from_array(b1, "b1"),
         numpy_helper.from_array(w2, "w2"),
         numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "eps"),
     ]
+    pool_attrs = dict(kernel_shape=[pool, pool], strides=[pool, pool])
     nodes = [
         helper.make_node("Sub", ["images", "centre"], ["centred"]),
-        helper.make_node("AveragePool", ["centred"], ["pooled"],
-                         kernel_shape=[pool, pool], strides=[pool, pool]),
-        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("AveragePool", ["centred"], ["pooled"], **pool_attrs),
+        helper.make_node("Flatten", ["pooled"], ["flat_pixels"], axis=1),
+        helper.make_node("Conv", ["images", "lap"], ["edges"], group=3, pads=[1, 1, 1, 1]),
+        helper.make_node("Abs", ["edges"], ["edge_mag"]),
+        helper.make_node("AveragePool", ["edge_mag"], ["edge_pooled"], **pool_attrs),
+        helper.make_node("Flatten", ["edge_pooled"], ["flat_edges_raw"], axis=1),
+        helper.make_node("Mul", ["flat_edges_raw", "detail_gain"], ["flat_edges"]),
+        helper.make_node("Concat", ["flat_pixels", "flat_edges"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "w1"], ["h0"]),
         helper.make_node("Add", ["h0", "b1"], ["h1"]),
         helper.make_node("Tanh", ["h1"], ["h2"]),

@@ -430,6 +430,7 @@ def main(argv=None) -> int:
         server.wait_ready(a.timeout)
     except (RuntimeError, KeyboardInterrupt) as e:
         server.stop()
+        os.remove(_state_path(a.run_dir))
         print(e, file=sys.stderr)
         return 1
     _print_endpoints(server)
