@@ -1,4 +1,4 @@
-"""Independent numpy reference of the box_embed crop semantics (.cache/CROP_SPEC.md).
+"""Independent numpy reference of the box_embed crop semantics (docs/crop-semantics.md).
 
 Written from the spec text, not from the Rust code, in float64. Axis-aligned ROI-align
 is separable: validity, the pad mask and the bilinear weights all factor into a row

@@ -1,7 +1,7 @@
 """End-to-end tests of the box_embed Rust backend in a real tritonserver.
 
 Every expected embedding comes from the numpy crop reference (crop_reference.py, written
-from CROP_SPEC.md) run through onnxruntime on the same model.onnx that clip_image serves.
+from docs/crop-semantics.md) run through onnxruntime on the same model.onnx that clip_image serves.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The separable numpy reference must equal a literal, per-sample reading of CROP_SPEC.md.
+"""The separable numpy reference must equal a literal, per-sample reading of docs/crop-semantics.md.
 
 Both are test code; this guards the fast one (used for every expected embedding) against
 algebra mistakes, with small crops so the literal loops stay quick. No server needed.

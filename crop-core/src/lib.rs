@@ -3,7 +3,7 @@
 //!
 //! The crate has no FFI and no I/O so that the Triton backend, the GPU kernel
 //! parity tests and the benchmarks all reach the same code. The exact semantics
-//! are those of `CROP_SPEC.md`: [`Letterbox`] maps detector boxes back to the
+//! are those of `docs/crop-semantics.md`: [`Letterbox`] maps detector boxes back to the
 //! original image, [`plan_crop`] validates a box and applies a [`CropPolicy`] to
 //! get a [`CropRegion`], and [`RoiAlign`] samples that region from an
 //! [`ImageView`] into an FP32 CHW crop. [`reference::roi_align`] is the plain

@@ -1,5 +1,5 @@
 //! The reference ROI-align: a literal, per-sample transcription of
-//! `CROP_SPEC.md` step 5 (torchvision `roi_align`, `aligned=True`).
+//! `docs/crop-semantics.md` step 5 (torchvision `roi_align`, `aligned=True`).
 //!
 //! Slow on purpose: it is the ground truth for the separable fast path in
 //! [`RoiAlign`](crate::RoiAlign) and for the GPU kernel's parity tests.

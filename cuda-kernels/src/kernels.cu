@@ -4,7 +4,7 @@
 //
 // roi_align_*: batched bilinear ROI-align (torchvision, aligned=True) from
 //   UINT8 HWC RGB images packed in one buffer to CHW crops / 255, with the
-//   exact semantics of CROP_SPEC.md step 5 (crop_core::reference::roi_align).
+//   exact semantics of docs/crop-semantics.md step 5 (crop_core::reference::roi_align).
 // face_warp_f32: 2x3 inverse-affine bilinear warp to a square face crop,
 //   normalised (x - 127.5) / 127.5.
 //
