@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo build --release --workspace
+# NVRTC from PyPI lets the kernel test compile every CUDA kernel to PTX without a GPU.
+eval "$(scripts/setup_nvrtc.sh)"
 cargo test --release --workspace
 scripts/setup_triton.sh
 .venv/bin/python scripts/gen_encoders.py
