@@ -1,8 +1,12 @@
 //! Sends crops to the image encoder model in-process, in chunks no larger than its batch
-//! limit, and writes the embeddings back in crop order.
+//! limit, from host or device memory, and checks what comes back. Copying the embeddings
+//! out is the caller's (host path: into a `Vec`; device path: into a device buffer).
 
-use triton_backend::infer::{InferenceRequest, PendingInference, ResponseAllocator, Server};
-use triton_backend::{DataType, TritonError};
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::ops::Range;
+use triton_backend::infer::{InferenceRequest, InferenceResponse, PendingInference, ResponseAllocator, ResponseOutput, Server};
+use triton_backend::{DataType, MemoryType, TritonError};
 
 /// The encoder as seen from this backend: where to send crops and what comes back.
 pub struct Encoder<'a> {
@@ -16,74 +20,92 @@ pub struct Encoder<'a> {
     pub batch_limit: usize,
 }
 
-/// Outcome of one chunk: crops `start..end` were embedded, or failed with `result`'s error.
-pub struct ChunkOutcome {
-    pub start: usize,
-    pub end: usize,
-    pub result: Result<(), TritonError>,
+/// Where the crops `[n, 3, S, S]` FP32 are, borrowed for `'c`.
+#[derive(Clone, Copy)]
+pub enum Crops<'c> {
+    Host(&'c [f32]),
+    /// Built by [`Crops::device`].
+    Device { ptr: u64, device_id: i64, _borrow: PhantomData<&'c [f32]> },
+}
+
+impl<'c> Crops<'c> {
+    /// # Safety
+    /// `ptr` is a device address on `device_id` holding every crop sent from it, and the
+    /// memory stays valid and unwritten for `'c`.
+    pub unsafe fn device(ptr: u64, device_id: i64) -> Self {
+        Self::Device { ptr, device_id, _borrow: PhantomData }
+    }
+}
+
+/// Outcome of one chunk: crops `crops` were embedded into `result`'s response, or failed.
+pub struct Chunk {
+    pub crops: Range<usize>,
+    pub result: Result<InferenceResponse, TritonError>,
 }
 
 impl Encoder<'_> {
-    /// Embeds `crops` ([n, 3, S, S]) into `embeddings` ([n, D]). Every chunk is sent before
-    /// any is waited on, so the encoder's dynamic batcher and instances work in parallel.
-    pub fn encode(&self, crops: &[f32], embeddings: &mut [f32]) -> Vec<ChunkOutcome> {
-        let crop_len = 3 * self.crop_size * self.crop_size;
-        let count = crops.len() / crop_len;
-        let bounds: Vec<(usize, usize)> = (0..count)
+    /// Embeds `count` crops from `crops`. Every chunk is sent before any is waited on, so the
+    /// encoder's dynamic batcher and instances work in parallel; all have completed (and no
+    /// longer read `crops`) when this returns.
+    pub fn infer(&self, crops: Crops<'_>, count: usize) -> Vec<Chunk> {
+        let bounds: Vec<Range<usize>> = (0..count)
             .step_by(self.batch_limit)
-            .map(|start| (start, (start + self.batch_limit).min(count)))
+            .map(|start| start..(start + self.batch_limit).min(count))
             .collect();
-        let pending: Vec<Result<PendingInference<'_>, TritonError>> = bounds
-            .iter()
-            .map(|&(start, end)| self.send(&crops[start * crop_len..end * crop_len], end - start))
-            .collect();
+        let pending: Vec<Result<PendingInference<'_>, TritonError>> =
+            bounds.iter().map(|range| self.send(crops, range.clone())).collect();
         bounds
             .into_iter()
             .zip(pending)
-            .map(|((start, end), sent)| {
-                let result = sent.and_then(|p| p.wait()).and_then(|response| {
-                    let out = &mut embeddings[start * self.embedding_dim..end * self.embedding_dim];
-                    self.copy_embeddings(&response, end - start, out)
-                });
-                let result = result.map_err(|e| e.context(format!("encoder '{}'", self.model)));
-                ChunkOutcome { start, end, result }
+            .map(|(range, sent)| {
+                let result = sent.and_then(|p| p.wait()).map_err(|e| e.context(format!("encoder '{}'", self.model)));
+                Chunk { crops: range, result }
             })
             .collect()
     }
 
-    fn send<'c>(&'c self, crops: &'c [f32], count: usize) -> Result<PendingInference<'c>, TritonError> {
+    fn send<'s>(&'s self, crops: Crops<'s>, range: Range<usize>) -> Result<PendingInference<'s>, TritonError> {
         let mut request = InferenceRequest::new(&self.server, self.model)?;
         let s = self.crop_size as i64;
-        // SAFETY of the cast: f32 has no padding and any byte view of it is valid.
-        let bytes = unsafe { std::slice::from_raw_parts(crops.as_ptr() as *const u8, std::mem::size_of_val(crops)) };
-        request.add_host_input(self.input, DataType::Fp32, &[count as i64, 3, s, s], bytes)?;
+        let crop_len = 3 * self.crop_size * self.crop_size;
+        let shape = [range.len() as i64, 3, s, s];
+        match crops {
+            Crops::Host(all) => {
+                let chunk = &all[range.start * crop_len..range.end * crop_len];
+                // SAFETY of the cast: f32 has no padding and any byte view of it is valid.
+                let bytes = unsafe { std::slice::from_raw_parts(chunk.as_ptr() as *const u8, std::mem::size_of_val(chunk)) };
+                request.add_host_input(self.input, DataType::Fp32, &shape, bytes)?;
+            }
+            Crops::Device { ptr, device_id, .. } => {
+                let bytes = crop_len * std::mem::size_of::<f32>();
+                // SAFETY: `Crops::device`'s contract: the memory holds every crop and outlives
+                // `infer`, which waits for this chunk before returning.
+                unsafe {
+                    let chunk = (ptr + (range.start * bytes) as u64) as *const c_void;
+                    request.add_input(self.input, DataType::Fp32, &shape, chunk, range.len() * bytes, MemoryType::Gpu, device_id)?;
+                }
+            }
+        }
         request.add_requested_output(self.output)?;
         self.server.infer_async(request, self.allocator)
     }
 
-    fn copy_embeddings(
-        &self,
-        response: &triton_backend::infer::InferenceResponse,
-        count: usize,
-        out: &mut [f32],
-    ) -> Result<(), TritonError> {
+    /// The embeddings `[count, D]` FP32 of one chunk's response, checked against the contract.
+    pub fn embeddings<'r>(&self, response: &'r InferenceResponse, count: usize) -> Result<ResponseOutput<'r>, TritonError> {
         let output = response.output(self.output)?;
         let expected = [count as i64, self.embedding_dim as i64];
         if output.datatype != DataType::Fp32 || output.shape != expected {
             return Err(TritonError::internal(format!(
-                "output '{}' is {:?} {:?}, expected FP32 {expected:?}",
-                self.output, output.datatype, output.shape
+                "encoder '{}' output '{}' is {:?} {:?}, expected FP32 {expected:?}",
+                self.model, self.output, output.datatype, output.shape
             )));
         }
-        let bytes = output
-            .host_bytes()
-            .ok_or_else(|| TritonError::internal(format!("output '{}' is not in host memory", self.output)))?;
-        if bytes.len() != out.len() * 4 {
-            return Err(TritonError::internal(format!("output '{}' holds {} bytes", self.output, bytes.len())));
+        if output.byte_size != count * self.embedding_dim * 4 {
+            return Err(TritonError::internal(format!(
+                "encoder '{}' output '{}' holds {} bytes",
+                self.model, self.output, output.byte_size
+            )));
         }
-        for (dst, src) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-        }
-        Ok(())
+        Ok(output)
     }
 }

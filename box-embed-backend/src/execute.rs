@@ -2,40 +2,79 @@
 //! crops -> crop all boxes of all requests -> encode in chunks -> scatter outputs -> send ->
 //! report statistics -> release requests. A request's error goes on its own response; the
 //! other requests of the batch carry on.
+//!
+//! This module holds the order and what both instance kinds share (instance state, reading
+//! and planning the small inputs, writing host outputs); [`crate::cpu`] and [`crate::gpu`]
+//! gather pixels, crop, encode and scatter where their memory is.
 
 use crate::config::{BoxEmbedConfig, OUTPUT_EMBEDDINGS, OUTPUT_VALID};
+use crate::cpu::CpuPath;
 use crate::encoder::Encoder;
-use crate::plan::{plan_request, RawTensor, RequestPlan, RequestTensors};
-use crop_core::{crop_all, CropJob};
+use crate::gpu::GpuPath;
+use crate::plan::{plan_request, CropBatch, ImageTensor, RawTensor, RequestPlan, RequestTensors};
 use std::borrow::Cow;
+use std::sync::Arc;
 use triton_backend::entry::log;
 use triton_backend::infer::{ResponseAllocator, Server};
 use triton_backend::model::{ExecTimes, ModelInstance};
-use triton_backend::request::{Input, Request};
+use triton_backend::request::{Input, InputBuffer, Request};
 use triton_backend::response::Response;
 use triton_backend::time::now_ns;
 use triton_backend::{sys, DataType, TritonError};
 
-/// Per-instance state: the encoder link and buffers reused across execute calls.
+/// Per-instance state: what both paths share, and the path's own buffers and device.
 pub struct InstanceState {
-    pub config: std::sync::Arc<BoxEmbedConfig>,
+    pub shared: Shared,
+    pub path: Path,
+}
+
+pub enum Path {
+    Cpu(CpuPath),
+    Gpu(Box<GpuPath>),
+}
+
+/// The encoder link of one instance.
+pub struct Shared {
+    pub config: Arc<BoxEmbedConfig>,
     pub server: Server,
     pub allocator: ResponseAllocator,
     /// Resolved on first use, because the encoder may load after this model.
-    pub encoder_batch_limit: Option<usize>,
-    crops: Vec<f32>,
-    embeddings: Vec<f32>,
+    encoder_batch_limit: Option<usize>,
 }
 
 impl InstanceState {
-    pub fn new(config: std::sync::Arc<BoxEmbedConfig>, server: Server) -> Result<Self, TritonError> {
-        Ok(Self {
-            config,
-            server,
-            allocator: ResponseAllocator::host()?,
-            encoder_batch_limit: None,
-            crops: Vec::new(),
-            embeddings: Vec::new(),
+    pub fn cpu(config: Arc<BoxEmbedConfig>, server: Server) -> Result<Self, TritonError> {
+        let shared = Shared::new(config, server, ResponseAllocator::host()?);
+        Ok(Self { shared, path: Path::Cpu(CpuPath::default()) })
+    }
+
+    /// Opens `device_id`, compiles the crop kernels and creates the stream; fails (and so
+    /// fails the instance's load) where there is no usable CUDA device.
+    pub fn gpu(config: Arc<BoxEmbedConfig>, server: Server, device_id: i32) -> Result<Self, TritonError> {
+        let (path, allocator) = GpuPath::new(device_id)?;
+        let shared = Shared::new(config, server, allocator);
+        Ok(Self { shared, path: Path::Gpu(Box::new(path)) })
+    }
+}
+
+impl Shared {
+    fn new(config: Arc<BoxEmbedConfig>, server: Server, allocator: ResponseAllocator) -> Self {
+        Self { config, server, allocator, encoder_batch_limit: None }
+    }
+
+    /// The encoder, once it is ready and its config agrees with ours.
+    pub fn encoder(&mut self) -> Result<Encoder<'_>, TritonError> {
+        let batch_limit = self.encoder_batch_limit()?;
+        let config = &*self.config;
+        Ok(Encoder {
+            server: self.server,
+            allocator: &self.allocator,
+            model: &config.encoder_model,
+            input: &config.encoder_input,
+            output: &config.encoder_output,
+            crop_size: config.roi_align.crop_size,
+            embedding_dim: config.embedding_dim,
+            batch_limit,
         })
     }
 
@@ -57,121 +96,40 @@ impl InstanceState {
     }
 }
 
-/// The four inputs of one request, as host bytes borrowed from (or gathered out of) Triton.
-struct Inputs<'r> {
-    tensors: [(Input<'r>, Cow<'r, [u8]>); 4],
+/// The requests of one execute call with their responses (None where creation failed) and
+/// errors, and the compute timestamps the path records.
+pub struct Batch<'r> {
+    pub requests: &'r [Request],
+    pub responses: Vec<Option<Response>>,
+    pub errors: Vec<Option<TritonError>>,
+    pub compute_start_ns: u64,
+    pub compute_end_ns: u64,
 }
 
-fn read_inputs(request: &Request) -> Result<Inputs<'_>, TritonError> {
-    let read = |name: &str| -> Result<(Input<'_>, Cow<'_, [u8]>), TritonError> {
-        let input = request.input(name)?;
-        let bytes = input.host_bytes()?;
-        Ok((input, bytes))
-    };
-    Ok(Inputs { tensors: [read("original")?, read("det_boxes")?, read("num_dets")?, read("letterbox")?] })
-}
-
-impl<'r> Inputs<'r> {
-    fn tensors(&self) -> RequestTensors<'_> {
-        let raw = |i: usize| RawTensor { shape: &self.tensors[i].0.shape, bytes: &self.tensors[i].1 };
-        RequestTensors { original: raw(0), det_boxes: raw(1), num_dets: raw(2), letterbox: raw(3) }
-    }
+/// A request that planned: its image input (pixels still where Triton holds them) and plan.
+pub struct Planned<'r> {
+    pub original: Input<'r>,
+    pub plan: RequestPlan,
 }
 
 /// Runs one execute call over `requests`, which it releases before returning.
 pub fn execute(instance: ModelInstance, state: &mut InstanceState, requests: Vec<Request>) {
     let exec_start_ns = now_ns();
-    let config = state.config.clone();
     let count = requests.len();
-
-    let mut responses: Vec<Option<Response>> = requests
+    let responses = requests
         .iter()
         .map(|r| Response::new(r).inspect_err(|e| log(sys::TRITONSERVER_LOG_ERROR, &format!("cannot create response: {e}"))).ok())
         .collect();
-    let mut errors: Vec<Option<TritonError>> = vec![None; count];
+    let mut batch = Batch { requests: &requests, responses, errors: vec![None; count], compute_start_ns: 0, compute_end_ns: 0 };
 
-    let inputs: Vec<Option<Inputs<'_>>> = requests
-        .iter()
-        .zip(errors.iter_mut())
-        .map(|(r, err)| read_inputs(r).map_err(|e| *err = Some(e.context("reading inputs"))).ok())
-        .collect();
-    let plans: Vec<Option<RequestPlan<'_>>> = inputs
-        .iter()
-        .zip(errors.iter_mut())
-        .map(|(inputs, err)| {
-            let inputs = inputs.as_ref()?;
-            plan_request(&inputs.tensors(), &config)
-                .map_err(|e| *err = Some(TritonError::invalid_arg(e.0)))
-                .ok()
-        })
-        .collect();
-
-    let compute_start_ns = now_ns();
-    // Crop jobs of every request, in request order; `owners[j]` is the request of job j.
-    let mut jobs = Vec::new();
-    let mut owners = Vec::new();
-    for (index, plan) in plans.iter().enumerate() {
-        let Some(plan) = plan else { continue };
-        for region in plan.rows.iter().flatten() {
-            jobs.push(CropJob { image: plan.image, region: *region });
-            owners.push(index);
-        }
-    }
-    let dim = config.embedding_dim;
-    if !jobs.is_empty() {
-        match state.encoder_batch_limit() {
-            Ok(batch_limit) => {
-                let crop_len = config.roi_align.crop_len();
-                state.crops.resize(jobs.len() * crop_len, 0.0);
-                state.embeddings.resize(jobs.len() * dim, 0.0);
-                crop_all(&config.roi_align, &jobs, &mut state.crops);
-                let encoder = Encoder {
-                    server: state.server,
-                    allocator: &state.allocator,
-                    model: &config.encoder_model,
-                    input: &config.encoder_input,
-                    output: &config.encoder_output,
-                    crop_size: config.roi_align.crop_size,
-                    embedding_dim: dim,
-                    batch_limit,
-                };
-                for chunk in encoder.encode(&state.crops, &mut state.embeddings) {
-                    if let Err(e) = chunk.result {
-                        for &owner in &owners[chunk.start..chunk.end] {
-                            errors[owner].get_or_insert_with(|| e.clone());
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                for &owner in &owners {
-                    errors[owner].get_or_insert_with(|| e.clone());
-                }
-            }
-        }
-    }
-    let compute_end_ns = now_ns();
-
-    // Scatter: each request's valid rows take the next embeddings of its jobs, in order.
-    let mut next_job = 0;
-    for (index, plan) in plans.iter().enumerate() {
-        let Some(plan) = plan else { continue };
-        let first_job = next_job;
-        next_job += plan.valid_rows();
-        if errors[index].is_some() {
-            continue;
-        }
-        let Some(response) = responses[index].as_mut() else { continue };
-        let embeddings = &state.embeddings[first_job * dim..next_job * dim];
-        if let Err(e) = write_outputs(response, plan, embeddings, dim) {
-            errors[index] = Some(e);
-        }
+    match &mut state.path {
+        Path::Cpu(path) => path.run(&mut state.shared, &mut batch),
+        Path::Gpu(path) => path.run(&mut state.shared, &mut batch),
     }
     let exec_end_ns = now_ns();
 
+    let Batch { responses, errors, compute_start_ns, compute_end_ns, .. } = batch;
     let times = ExecTimes { exec_start_ns, compute_start_ns, compute_end_ns, exec_end_ns };
-    drop(plans);
-    drop(inputs);
     for ((request, response), error) in requests.iter().zip(responses).zip(errors) {
         let success = error.is_none();
         if let Some(response) = response {
@@ -190,40 +148,85 @@ pub fn execute(instance: ModelInstance, state: &mut InstanceState, requests: Vec
     drop(requests);
 }
 
-/// Writes `box_embeddings` [1, rows, D] and `box_valid` [1, rows]; skipped rows are zero
-/// and false, and never shift the rows after them.
-fn write_outputs(response: &mut Response, plan: &RequestPlan<'_>, embeddings: &[f32], dim: usize) -> Result<(), TritonError> {
+/// Reads every request's small inputs on the host and plans its crops; a request that
+/// fails gets its error and `None`. `read_device` copies an input buffer that Triton holds in
+/// GPU memory to the host (the CPU path has none and fails such a request).
+pub fn plan_all<'r>(
+    batch: &mut Batch<'r>,
+    config: &BoxEmbedConfig,
+    mut read_device: impl FnMut(&InputBuffer<'r>, &mut [u8]) -> Result<(), TritonError>,
+) -> Vec<Option<Planned<'r>>> {
+    let requests = batch.requests;
+    requests
+        .iter()
+        .zip(batch.errors.iter_mut())
+        .map(|(request, error)| plan_one(request, config, &mut read_device).map_err(|e| *error = Some(e)).ok())
+        .collect()
+}
+
+fn plan_one<'r>(
+    request: &'r Request,
+    config: &BoxEmbedConfig,
+    read_device: &mut impl FnMut(&InputBuffer<'r>, &mut [u8]) -> Result<(), TritonError>,
+) -> Result<Planned<'r>, TritonError> {
+    let mut read = |name: &str| -> Result<(Input<'r>, Cow<'r, [u8]>), TritonError> {
+        let input = request.input(name)?;
+        let bytes = input.host_bytes_with(&mut *read_device)?;
+        Ok((input, bytes))
+    };
+    let reading = |e: TritonError| e.context("reading inputs");
+    let original = request.input("original").map_err(reading)?;
+    let (boxes, boxes_bytes) = read("det_boxes").map_err(reading)?;
+    let (num_dets, num_dets_bytes) = read("num_dets").map_err(reading)?;
+    let (letterbox, letterbox_bytes) = read("letterbox").map_err(reading)?;
+    let tensors = RequestTensors {
+        original: ImageTensor { shape: &original.shape, byte_size: original.byte_size },
+        det_boxes: RawTensor { shape: &boxes.shape, bytes: &boxes_bytes },
+        num_dets: RawTensor { shape: &num_dets.shape, bytes: &num_dets_bytes },
+        letterbox: RawTensor { shape: &letterbox.shape, bytes: &letterbox_bytes },
+    };
+    let plan = plan_request(&tensors, config).map_err(|e| TritonError::invalid_arg(e.0))?;
+    Ok(Planned { original, plan })
+}
+
+/// The crops of every request that planned, in request order.
+pub fn crop_batch(planned: &[Option<Planned<'_>>]) -> CropBatch {
+    CropBatch::new(planned.iter().map(|p| p.as_ref().map(|p| &p.plan)))
+}
+
+/// Writes `box_embeddings` [1, rows, D] and `box_valid` [1, rows] of `request` into host
+/// buffers from `embeddings` (every crop of the batch, [N, D], on the host).
+pub fn write_host_outputs(
+    response: &mut Response,
+    batch: &CropBatch,
+    request: usize,
+    plan: &RequestPlan,
+    embeddings: &[f32],
+    dim: usize,
+) -> Result<(), TritonError> {
     let rows = plan.rows.len();
     let out = response.output_buffer(OUTPUT_EMBEDDINGS, DataType::Fp32, &[1, rows as i64, dim as i64])?;
-    let mut valid_embeddings = embeddings.chunks_exact(dim);
-    for (row, dst) in plan.rows.iter().zip(out.chunks_exact_mut(dim * 4)) {
-        match (row, valid_embeddings.next_if_ok(row.is_ok())) {
-            (Ok(_), Some(src)) => {
-                for (d, s) in dst.chunks_exact_mut(4).zip(src) {
-                    d.copy_from_slice(&s.to_le_bytes());
-                }
-            }
-            _ => dst.fill(0),
+    write_embedding_rows(out, batch, request, plan, embeddings, dim);
+    write_valid(response, plan)
+}
+
+/// Fills a host `[rows, D]` FP32 buffer: run rows from `embeddings`, skipped rows zero.
+pub fn write_embedding_rows(out: &mut [u8], batch: &CropBatch, request: usize, plan: &RequestPlan, embeddings: &[f32], dim: usize) {
+    out.fill(0);
+    for run in batch.row_runs(request, plan) {
+        let src = &embeddings[run.crop * dim..(run.crop + run.len) * dim];
+        let dst = &mut out[run.row * dim * 4..(run.row + run.len) * dim * 4];
+        for (d, s) in dst.chunks_exact_mut(4).zip(src) {
+            d.copy_from_slice(&s.to_le_bytes());
         }
     }
-    let valid = response.output_buffer(OUTPUT_VALID, DataType::Bool, &[1, rows as i64])?;
+}
+
+/// `box_valid` [1, rows], always in host memory (a few bytes; the client reads it there).
+pub fn write_valid(response: &mut Response, plan: &RequestPlan) -> Result<(), TritonError> {
+    let valid = response.output_buffer(OUTPUT_VALID, DataType::Bool, &[1, plan.rows.len() as i64])?;
     for (flag, row) in valid.iter_mut().zip(&plan.rows) {
         *flag = row.is_ok() as u8;
     }
     Ok(())
-}
-
-/// Takes the next item only for rows that consumed one.
-trait NextIfOk<T> {
-    fn next_if_ok(&mut self, take: bool) -> Option<T>;
-}
-
-impl<T, I: Iterator<Item = T>> NextIfOk<T> for I {
-    fn next_if_ok(&mut self, take: bool) -> Option<T> {
-        if take {
-            self.next()
-        } else {
-            None
-        }
-    }
 }

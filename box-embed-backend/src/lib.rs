@@ -2,16 +2,23 @@
 //! original image and embeds the crops with the image encoder, in-process.
 //!
 //! - [`config`]: the model config parameters, validated once at load;
-//! - [`plan`]: one request's tensors -> validated crop plan (pure);
-//! - [`encoder`]: chunked in-process calls to the encoder model;
-//! - [`execute`]: the execute call over a batch of requests.
+//! - [`plan`]: one request's tensors -> validated crop plan, and a batch's crops (pure);
+//! - [`encoder`]: chunked in-process calls to the encoder model, from host or device memory;
+//! - [`execute`]: the execute call over a batch of requests and what both paths share;
+//! - [`cpu`]: KIND_CPU instances (host memory throughout);
+//! - [`gpu`]: KIND_GPU instances (inputs, crops and embeddings on the device), over the
+//!   CUDA plumbing in [`device`].
 //!
-//! Cropping itself (letterbox mapping, crop policies, ROI-align) lives in `crop-core`; the
-//! Triton API in `triton-backend`. This file holds only the exported entry points.
+//! Cropping itself (letterbox mapping, crop policies, ROI-align) lives in `crop-core` and its
+//! CUDA kernels in `cuda-kernels`; the Triton API in `triton-backend`. This file holds only
+//! the exported entry points.
 
 pub mod config;
+pub mod cpu;
+pub mod device;
 pub mod encoder;
 pub mod execute;
+pub mod gpu;
 pub mod plan;
 
 use config::BoxEmbedConfig;
@@ -24,8 +31,10 @@ use triton_backend::{call, sys, ErrorCode, TritonError};
 
 type RawError = *mut sys::TRITONSERVER_Error;
 
+/// # Safety
+/// Called by Triton only, with handles that are valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_Initialize(_backend: *mut sys::TRITONBACKEND_Backend) -> RawError {
+pub unsafe extern "C" fn TRITONBACKEND_Initialize(_backend: *mut sys::TRITONBACKEND_Backend) -> RawError {
     guard("TRITONBACKEND_Initialize", || {
         let (mut major, mut minor) = (0, 0);
         // SAFETY: valid out-pointers.
@@ -44,8 +53,10 @@ pub extern "C" fn TRITONBACKEND_Initialize(_backend: *mut sys::TRITONBACKEND_Bac
     })
 }
 
+/// # Safety
+/// Called by Triton only, with handles that are valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBACKEND_Model) -> RawError {
+pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBACKEND_Model) -> RawError {
     guard("TRITONBACKEND_ModelInitialize", || {
         // SAFETY: handle from Triton for this call.
         let model = unsafe { Model::from_raw(model) };
@@ -57,8 +68,10 @@ pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBACKEND_M
     })
 }
 
+/// # Safety
+/// Called by Triton only, with handles that are valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut sys::TRITONBACKEND_Model) -> RawError {
+pub unsafe extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut sys::TRITONBACKEND_Model) -> RawError {
     guard("TRITONBACKEND_ModelFinalize", || {
         // SAFETY: the state was set in ModelInitialize with this type; instances are gone.
         unsafe { drop(Model::from_raw(model).take_state::<Arc<BoxEmbedConfig>>()?) };
@@ -66,25 +79,35 @@ pub extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut sys::TRITONBACKEND_Mod
     })
 }
 
+/// # Safety
+/// Called by Triton only, with handles that are valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(instance: *mut sys::TRITONBACKEND_ModelInstance) -> RawError {
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceInitialize(instance: *mut sys::TRITONBACKEND_ModelInstance) -> RawError {
     guard("TRITONBACKEND_ModelInstanceInitialize", || {
         // SAFETY: handle from Triton for this call; the model state outlives its instances.
         let instance = unsafe { ModelInstance::from_raw(instance) };
         let model = instance.model()?;
         let config = unsafe { model.state::<Arc<BoxEmbedConfig>>()? }.clone();
-        if instance.kind()? == InstanceKind::Gpu {
-            return Err(TritonError::new(
-                ErrorCode::Unsupported,
-                format!("instance '{}': this build of box_embed serves KIND_CPU instances only", instance.name()?),
-            ));
-        }
-        instance.set_state(Box::new(InstanceState::new(config, model.server()?)?))
+        let name = instance.name()?;
+        let state = match instance.kind()? {
+            // KIND_MODEL leaves placement to the backend: the CPU path, as before GPU support.
+            InstanceKind::Cpu | InstanceKind::Other => InstanceState::cpu(config, model.server()?)?,
+            InstanceKind::Gpu => {
+                let device_id = instance.device_id()?;
+                let state = InstanceState::gpu(config, model.server()?, device_id)
+                    .map_err(|e| e.context(format!("instance '{name}' (KIND_GPU)")))?;
+                log(sys::TRITONSERVER_LOG_INFO, &format!("box_embed instance '{name}': crop kernels built for GPU {device_id}"));
+                state
+            }
+        };
+        instance.set_state(Box::new(state))
     })
 }
 
+/// # Safety
+/// Called by Triton only, with handles that are valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(instance: *mut sys::TRITONBACKEND_ModelInstance) -> RawError {
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceFinalize(instance: *mut sys::TRITONBACKEND_ModelInstance) -> RawError {
     guard("TRITONBACKEND_ModelInstanceFinalize", || {
         // SAFETY: the state was set in ModelInstanceInitialize with this type.
         unsafe { drop(ModelInstance::from_raw(instance).take_state::<InstanceState>()?) };
@@ -92,8 +115,10 @@ pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(instance: *mut sys::TRITON
     })
 }
 
+/// # Safety
+/// Called by Triton only, with handles that are valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceExecute(
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
     instance: *mut sys::TRITONBACKEND_ModelInstance,
     requests: *mut *mut sys::TRITONBACKEND_Request,
     request_count: u32,

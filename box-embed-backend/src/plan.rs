@@ -1,9 +1,12 @@
-//! Turns one request's raw input tensors into a crop plan: validated image, letterbox and
-//! per-row crop regions (or the reason a row is skipped). Pure: byte slices in, plan out, so
-//! every malformed-request case is unit-tested without a server.
+//! Turns one request's raw input tensors into a crop plan: validated image size, letterbox
+//! and per-row crop regions (or the reason a row is skipped), and lays the plans of a whole
+//! execute call out as one batch of crops. Pure: shapes and byte slices in, plans out, so
+//! every malformed-request case is unit-tested without a server. The CPU and GPU paths both
+//! plan and scatter through here; only where the pixels live differs.
 
 use crate::config::BoxEmbedConfig;
-use crop_core::{plan_crop, BoxRejection, CropRegion, ImageView, Letterbox};
+use crop_core::{plan_crop, BoxRejection, CropRegion, Letterbox};
+use std::ops::Range;
 
 /// A request-level problem; the whole request fails with this message (INVALID_ARG).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -17,22 +20,36 @@ pub struct RawTensor<'a> {
     pub bytes: &'a [u8],
 }
 
+/// The image input: its shape and size only, since its pixels may be in device memory.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageTensor<'a> {
+    pub shape: &'a [i64],
+    pub byte_size: u64,
+}
+
 pub struct RequestTensors<'a> {
-    pub original: RawTensor<'a>,
+    pub original: ImageTensor<'a>,
     pub det_boxes: RawTensor<'a>,
     pub num_dets: RawTensor<'a>,
     pub letterbox: RawTensor<'a>,
 }
 
-/// What to crop for one request: row i of the output comes from `rows[i]`.
-pub struct RequestPlan<'a> {
-    pub image: ImageView<'a>,
+/// What to crop for one request: row i of the output comes from `rows[i]`, sampled from the
+/// request's `width` x `height` RGB image (exactly `width * height * 3` bytes, checked).
+#[derive(Debug)]
+pub struct RequestPlan {
+    pub width: usize,
+    pub height: usize,
     pub rows: Vec<Result<CropRegion, BoxRejection>>,
 }
 
-impl RequestPlan<'_> {
+impl RequestPlan {
     pub fn valid_rows(&self) -> usize {
         self.rows.iter().filter(|r| r.is_ok()).count()
+    }
+
+    pub fn image_bytes(&self) -> usize {
+        self.width * self.height * 3
     }
 }
 
@@ -55,15 +72,21 @@ fn expect_len(name: &str, bytes: &[u8], len: usize) -> Result<(), PlanError> {
     Ok(())
 }
 
-pub fn plan_request<'a>(inputs: &RequestTensors<'a>, config: &BoxEmbedConfig) -> Result<RequestPlan<'a>, PlanError> {
+pub fn plan_request(inputs: &RequestTensors<'_>, config: &BoxEmbedConfig) -> Result<RequestPlan, PlanError> {
     let image_shape = per_request_shape("original", inputs.original.shape, 3)?;
     let (height, width, channels) = (image_shape[0], image_shape[1], image_shape[2]);
     if channels != 3 || height <= 0 || width <= 0 {
         return Err(PlanError(format!("input 'original' must be a non-empty [H, W, 3] image, got {image_shape:?}")));
     }
     let (height, width) = (height as usize, width as usize);
-    let image = ImageView::new(inputs.original.bytes, width, height)
-        .map_err(|e| PlanError(format!("input 'original': {e}")))?;
+    let image_bytes = width.checked_mul(height).and_then(|n| n.checked_mul(3));
+    if image_bytes.map(|n| n as u64) != Some(inputs.original.byte_size) {
+        return Err(PlanError(format!(
+            "input 'original' holds {} bytes, a {width}x{height} RGB image needs {}",
+            inputs.original.byte_size,
+            image_bytes.map_or("more than fits in memory".to_string(), |n| n.to_string())
+        )));
+    }
 
     let num_dets_shape = per_request_shape("num_dets", inputs.num_dets.shape, 1)?;
     expect_len("num_dets", inputs.num_dets.bytes, 4 * num_dets_shape.iter().product::<i64>().max(0) as usize)?;
@@ -105,7 +128,73 @@ pub fn plan_request<'a>(inputs: &RequestTensors<'a>, config: &BoxEmbedConfig) ->
         .chunks_exact(4)
         .map(|b| plan_crop([b[0], b[1], b[2], b[3]], &letterbox, width, height, config.policy, config.min_box_size))
         .collect();
-    Ok(RequestPlan { image, rows })
+    Ok(RequestPlan { width, height, rows })
+}
+
+/// The crops of one execute call: the valid rows of every planned request, request after
+/// request, so each request's crops (and embeddings) are contiguous.
+#[derive(Debug)]
+pub struct CropBatch {
+    /// `(request index, region)` of every crop, in crop order.
+    pub crops: Vec<(usize, CropRegion)>,
+    /// Index of each request's first crop.
+    first_crop: Vec<usize>,
+}
+
+impl CropBatch {
+    pub fn new<'p>(plans: impl IntoIterator<Item = Option<&'p RequestPlan>>) -> Self {
+        let mut crops = Vec::new();
+        let mut first_crop = Vec::new();
+        for (request, plan) in plans.into_iter().enumerate() {
+            first_crop.push(crops.len());
+            for region in plan.iter().flat_map(|p| p.rows.iter().flatten()) {
+                crops.push((request, *region));
+            }
+        }
+        Self { crops, first_crop }
+    }
+
+    pub fn len(&self) -> usize {
+        self.crops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.crops.is_empty()
+    }
+
+    /// Gives `error` to every request owning a crop in `crops` that has no error yet.
+    pub fn fail<E: Clone>(&self, crops: Range<usize>, error: &E, errors: &mut [Option<E>]) {
+        for &(request, _) in &self.crops[crops] {
+            errors[request].get_or_insert_with(|| error.clone());
+        }
+    }
+
+    /// Runs of consecutive valid output rows of `request`: each run is `len` rows starting at
+    /// output row `row`, filled from consecutive crops starting at `crop`. Rows outside every
+    /// run are skipped boxes (zero, `box_valid` false), and never shift the rows after them.
+    pub fn row_runs(&self, request: usize, plan: &RequestPlan) -> Vec<RowRun> {
+        let mut runs: Vec<RowRun> = Vec::new();
+        let mut crop = self.first_crop[request];
+        for (row, region) in plan.rows.iter().enumerate() {
+            if region.is_err() {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(run) if run.row + run.len == row => run.len += 1,
+                _ => runs.push(RowRun { row, crop, len: 1 }),
+            }
+            crop += 1;
+        }
+        runs
+    }
+}
+
+/// See [`CropBatch::row_runs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowRun {
+    pub row: usize,
+    pub crop: usize,
+    pub len: usize,
 }
 
 #[cfg(test)]
@@ -151,10 +240,10 @@ mod tests {
         }
     }
 
-    fn plan(o: &Owned) -> Result<RequestPlan<'_>, PlanError> {
+    fn plan(o: &Owned) -> Result<RequestPlan, PlanError> {
         plan_request(
             &RequestTensors {
-                original: RawTensor { shape: &o.image_shape, bytes: &o.image },
+                original: ImageTensor { shape: &o.image_shape, byte_size: o.image.len() as u64 },
                 det_boxes: RawTensor { shape: &o.boxes_shape, bytes: &o.boxes },
                 num_dets: RawTensor { shape: &[1, 1], bytes: &o.num_dets },
                 letterbox: RawTensor { shape: &o.letterbox_shape, bytes: &o.letterbox },
@@ -192,6 +281,26 @@ mod tests {
         let mut short = request(&[], 0);
         short.image.pop();
         assert!(plan(&short).err().unwrap().0.contains("original"));
+    }
+
+    #[test]
+    fn batch_runs_skip_rows_without_shifting() {
+        let ok = |x: f32| Ok(CropRegion { roi: [x, 0.0, x + 1.0, 1.0], mask: None });
+        let plans = [
+            Some(RequestPlan { width: 4, height: 4, rows: vec![ok(0.0), Err(BoxRejection::Degenerate), ok(1.0), ok(2.0)] }),
+            None,
+            Some(RequestPlan { width: 4, height: 4, rows: vec![Err(BoxRejection::NonFinite), ok(3.0)] }),
+        ];
+        let batch = CropBatch::new(plans.iter().map(Option::as_ref));
+        assert_eq!(batch.len(), 4);
+        assert_eq!(batch.crops.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 0, 0, 2]);
+        let runs = batch.row_runs(0, plans[0].as_ref().unwrap());
+        assert_eq!(runs, [RowRun { row: 0, crop: 0, len: 1 }, RowRun { row: 2, crop: 1, len: 2 }]);
+        assert_eq!(batch.row_runs(2, plans[2].as_ref().unwrap()), [RowRun { row: 1, crop: 3, len: 1 }]);
+
+        let mut errors = vec![None, None, Some("earlier")];
+        batch.fail(2..4, &"encoder", &mut errors);
+        assert_eq!(errors, [Some("encoder"), None, Some("earlier")]);
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Server {
                     call!(TRITONSERVER_InferenceRequestSetResponseCallback(
                         request.raw,
                         allocator.raw,
-                        std::ptr::null_mut(),
+                        allocator.userp(),
                         on_response_complete,
                         for_response,
                     ))
@@ -84,28 +84,61 @@ impl Server {
     }
 }
 
-/// Allocates output buffers of in-process responses in host memory (malloc/free).
-pub struct ResponseAllocator {
-    raw: *mut sys::TRITONSERVER_ResponseAllocator,
+/// Device memory for in-process response outputs, supplied by a backend that has a CUDA
+/// API (this crate has none, so it builds and runs without CUDA).
+pub trait DeviceMemory: Send + Sync {
+    /// The device whose memory [`DeviceMemory::alloc`] returns.
+    fn device_id(&self) -> i64;
+    /// Allocates `byte_size` (> 0) bytes of device memory, returning its device address.
+    fn alloc(&self, byte_size: usize) -> Result<*mut c_void, String>;
+    /// Frees an allocation of [`DeviceMemory::alloc`].
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc` on this object and is not used afterwards.
+    unsafe fn free(&self, ptr: *mut c_void);
 }
 
-// SAFETY: the allocator is immutable after creation and Triton may call it from any thread.
+/// Allocates output buffers of in-process responses: host memory (malloc/free), or device
+/// memory where the target model asks for GPU memory and a [`DeviceMemory`] was given.
+pub struct ResponseAllocator {
+    raw: *mut sys::TRITONSERVER_ResponseAllocator,
+    /// Passed to the alloc callback as its `userp`; boxed so the pointer is thin and stable.
+    device: Option<Box<Arc<dyn DeviceMemory>>>,
+}
+
+// SAFETY: the allocator is immutable after creation and Triton may call it from any thread;
+// `DeviceMemory` is Send + Sync.
 unsafe impl Send for ResponseAllocator {}
 unsafe impl Sync for ResponseAllocator {}
 
 impl ResponseAllocator {
     pub fn host() -> Result<Self, TritonError> {
+        Self::new(None)
+    }
+
+    /// Outputs asked for in GPU memory go to `memory`'s device; the others to host memory.
+    pub fn with_device(memory: Arc<dyn DeviceMemory>) -> Result<Self, TritonError> {
+        Self::new(Some(Box::new(memory)))
+    }
+
+    fn new(device: Option<Box<Arc<dyn DeviceMemory>>>) -> Result<Self, TritonError> {
         let mut raw = std::ptr::null_mut();
         // SAFETY: the callbacks are valid for the life of the program.
-        unsafe { call!(TRITONSERVER_ResponseAllocatorNew(&mut raw, host_alloc, host_release, None))? };
-        Ok(Self { raw })
+        unsafe { call!(TRITONSERVER_ResponseAllocatorNew(&mut raw, response_alloc, response_release, None))? };
+        Ok(Self { raw, device })
+    }
+
+    /// The `userp` handed to [`response_alloc`] for requests using this allocator.
+    fn userp(&self) -> *mut c_void {
+        self.device.as_deref().map_or(std::ptr::null_mut(), |d| d as *const Arc<dyn DeviceMemory> as *mut c_void)
     }
 }
 
 impl Drop for ResponseAllocator {
     fn drop(&mut self) {
         // SAFETY: we own the allocator; no request using it is in flight (PendingInference
-        // borrows it, so all of them were waited on).
+        // borrows it, so all of them were waited on). Device buffers of responses still alive
+        // hold their own reference to the device memory (see `response_alloc`).
         unsafe {
             let err = sys::TRITONSERVER_ResponseAllocatorDelete(self.raw);
             if !err.is_null() {
@@ -115,24 +148,44 @@ impl Drop for ResponseAllocator {
     }
 }
 
-unsafe extern "C" fn host_alloc(
+/// `userp` is null or points to the allocator's `Arc<dyn DeviceMemory>`. A device buffer's
+/// `buffer_userp` owns a clone of that Arc, so it can be freed after the allocator is gone.
+unsafe extern "C" fn response_alloc(
     _allocator: *mut sys::TRITONSERVER_ResponseAllocator,
-    _tensor_name: *const std::ffi::c_char,
+    tensor_name: *const std::ffi::c_char,
     byte_size: usize,
-    _memory_type: sys::TRITONSERVER_MemoryType,
+    memory_type: sys::TRITONSERVER_MemoryType,
     _memory_type_id: i64,
-    _userp: *mut c_void,
+    userp: *mut c_void,
     buffer: *mut *mut c_void,
     buffer_userp: *mut *mut c_void,
     actual_memory_type: *mut sys::TRITONSERVER_MemoryType,
     actual_memory_type_id: *mut i64,
 ) -> *mut sys::TRITONSERVER_Error {
+    *buffer = std::ptr::null_mut();
     *buffer_userp = std::ptr::null_mut();
     *actual_memory_type = sys::TRITONSERVER_MEMORY_CPU;
     *actual_memory_type_id = 0;
     if byte_size == 0 {
-        *buffer = std::ptr::null_mut();
         return std::ptr::null_mut();
+    }
+    let device = (userp as *const Arc<dyn DeviceMemory>).as_ref();
+    if let (sys::TRITONSERVER_MEMORY_GPU, Some(device)) = (memory_type, device) {
+        return match device.alloc(byte_size) {
+            Ok(ptr) => {
+                *buffer = ptr;
+                *buffer_userp = Box::into_raw(Box::new(device.clone())) as *mut c_void;
+                *actual_memory_type = sys::TRITONSERVER_MEMORY_GPU;
+                *actual_memory_type_id = device.device_id();
+                std::ptr::null_mut()
+            }
+            Err(e) => TritonError::unavailable(format!(
+                "cannot allocate {byte_size} bytes on GPU {} for encoder output '{}': {e}",
+                device.device_id(),
+                crate::str_from_c(tensor_name)
+            ))
+            .into_raw(),
+        };
     }
     let ptr = libc::malloc(byte_size);
     if ptr.is_null() {
@@ -142,15 +195,20 @@ unsafe extern "C" fn host_alloc(
     std::ptr::null_mut()
 }
 
-unsafe extern "C" fn host_release(
+unsafe extern "C" fn response_release(
     _allocator: *mut sys::TRITONSERVER_ResponseAllocator,
     buffer: *mut c_void,
-    _buffer_userp: *mut c_void,
+    buffer_userp: *mut c_void,
     _byte_size: usize,
     _memory_type: sys::TRITONSERVER_MemoryType,
     _memory_type_id: i64,
 ) -> *mut sys::TRITONSERVER_Error {
-    libc::free(buffer);
+    if buffer_userp.is_null() {
+        libc::free(buffer);
+    } else {
+        let device = Box::from_raw(buffer_userp as *mut Arc<dyn DeviceMemory>);
+        device.free(buffer);
+    }
     std::ptr::null_mut()
 }
 
@@ -172,15 +230,17 @@ impl<'a> InferenceRequest<'a> {
     /// Adds a host-memory input without copying: `data` must outlive the inference, which the
     /// `'a` borrow guarantees together with [`PendingInference`].
     pub fn add_host_input(&mut self, name: &str, datatype: DataType, shape: &[i64], data: &'a [u8]) -> Result<(), TritonError> {
-        self.add_input(name, datatype, shape, data.as_ptr() as *const c_void, data.len(), MemoryType::Cpu, 0)
+        // SAFETY: `data` is host memory borrowed for 'a.
+        unsafe { self.add_input(name, datatype, shape, data.as_ptr() as *const c_void, data.len(), MemoryType::Cpu, 0) }
     }
 
-    /// Adds an input whose bytes live at `ptr` in the given memory.
+    /// Adds an input whose bytes live at `ptr` in the given memory (device memory, say).
     ///
-    /// # Safety-relevant contract
-    /// Used by callers that manage device memory; the caller keeps the memory alive for `'a`.
+    /// # Safety
+    /// `ptr` holds `byte_size` readable bytes of `memory_type` on `memory_type_id`, which stay
+    /// valid and unchanged until the inference completes ([`PendingInference::wait`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn add_input(
+    pub unsafe fn add_input(
         &mut self,
         name: &str,
         datatype: DataType,
@@ -191,24 +251,22 @@ impl<'a> InferenceRequest<'a> {
         memory_type_id: i64,
     ) -> Result<(), TritonError> {
         let cname = c_string(name)?;
-        // SAFETY: valid request; Triton copies the name and shape, and references the data.
-        unsafe {
-            call!(TRITONSERVER_InferenceRequestAddInput(
-                self.raw,
-                cname.as_ptr(),
-                datatype.to_raw(),
-                shape.as_ptr(),
-                shape.len() as u64
-            ))?;
-            call!(TRITONSERVER_InferenceRequestAppendInputData(
-                self.raw,
-                cname.as_ptr(),
-                ptr,
-                byte_size,
-                memory_type.to_raw(),
-                memory_type_id
-            ))
-        }
+        // Valid request; Triton copies the name and shape, and references the data.
+        call!(TRITONSERVER_InferenceRequestAddInput(
+            self.raw,
+            cname.as_ptr(),
+            datatype.to_raw(),
+            shape.as_ptr(),
+            shape.len() as u64
+        ))?;
+        call!(TRITONSERVER_InferenceRequestAppendInputData(
+            self.raw,
+            cname.as_ptr(),
+            ptr,
+            byte_size,
+            memory_type.to_raw(),
+            memory_type_id
+        ))
     }
 
     pub fn add_requested_output(&mut self, name: &str) -> Result<(), TritonError> {

@@ -91,35 +91,90 @@ pub struct Input<'r> {
     _request: PhantomData<&'r Request>,
 }
 
-impl<'r> Input<'r> {
-    /// The tensor's bytes in host memory: borrowed when Triton holds them in one host buffer,
-    /// gathered into one allocation when they arrive in several.
-    pub fn host_bytes(&self) -> Result<Cow<'r, [u8]>, TritonError> {
-        let mut pieces = Vec::with_capacity(self.buffer_count as usize);
-        for index in 0..self.buffer_count {
-            let (mut ptr, mut size) = (std::ptr::null(), 0u64);
-            let (mut memory_type, mut memory_id) = (sys::TRITONSERVER_MEMORY_CPU, 0i64);
-            // SAFETY: index < buffer_count; the buffer lives as long as the request ('r).
-            let piece: &'r [u8] = unsafe {
-                call!(TRITONBACKEND_InputBuffer(self.raw, index, &mut ptr, &mut size, &mut memory_type, &mut memory_id))?;
-                if size == 0 {
-                    &[]
-                } else {
-                    std::slice::from_raw_parts(ptr as *const u8, size as usize)
-                }
-            };
-            if !MemoryType::from_raw(memory_type).is_host() {
-                return Err(TritonError::internal(format!(
-                    "input '{}' is in GPU memory; this instance reads host memory",
-                    self.name
-                )));
-            }
-            pieces.push(piece);
+/// One buffer of an input tensor, where Triton holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct InputBuffer<'r> {
+    pub ptr: *const std::ffi::c_void,
+    pub byte_size: usize,
+    pub memory_type: MemoryType,
+    pub memory_type_id: i64,
+    _request: PhantomData<&'r Request>,
+}
+
+impl<'r> InputBuffer<'r> {
+    /// The bytes, if the buffer is in host memory.
+    pub fn host(&self) -> Option<&'r [u8]> {
+        if !self.memory_type.is_host() {
+            return None;
         }
-        Ok(match pieces.as_slice() {
-            [] => Cow::Borrowed(&[]),
-            [one] => Cow::Borrowed(one),
-            many => Cow::Owned(many.concat()),
+        if self.byte_size == 0 {
+            return Some(&[]);
+        }
+        // SAFETY: Triton guarantees `byte_size` readable host bytes while the request lives.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.byte_size) })
+    }
+}
+
+impl<'r> Input<'r> {
+    /// The tensor's buffers in order. `preferred` is a hint: Triton returns each buffer
+    /// where it holds it (a GPU instance asks for its device and still gets host buffers
+    /// from HTTP clients).
+    pub fn buffers(&self, preferred: MemoryType, preferred_id: i64) -> Result<Vec<InputBuffer<'r>>, TritonError> {
+        (0..self.buffer_count)
+            .map(|index| {
+                let (mut ptr, mut size) = (std::ptr::null(), 0u64);
+                let (mut memory_type, mut memory_id) = (preferred.to_raw(), preferred_id);
+                // SAFETY: index < buffer_count; the buffer lives as long as the request ('r).
+                unsafe {
+                    call!(TRITONBACKEND_InputBuffer(self.raw, index, &mut ptr, &mut size, &mut memory_type, &mut memory_id))
+                        .map_err(|e| e.context(format!("input '{}' buffer {index}", self.name)))?
+                };
+                Ok(InputBuffer {
+                    ptr,
+                    byte_size: size as usize,
+                    memory_type: MemoryType::from_raw(memory_type),
+                    memory_type_id: memory_id,
+                    _request: PhantomData,
+                })
+            })
+            .collect()
+    }
+
+    /// The tensor's bytes in host memory: borrowed when Triton holds them in one host buffer,
+    /// gathered into one allocation when they arrive in several. A buffer in GPU memory is an
+    /// error; [`Input::host_bytes_with`] reads those through the caller's device API.
+    pub fn host_bytes(&self) -> Result<Cow<'r, [u8]>, TritonError> {
+        self.host_bytes_with(|buffer, _| {
+            Err(TritonError::internal(format!(
+                "input '{}' is in GPU memory (device {}); this instance reads host memory",
+                self.name, buffer.memory_type_id
+            )))
         })
+    }
+
+    /// As [`Input::host_bytes`], with buffers outside host memory copied into the given
+    /// slice (of the buffer's size) by `read_device`.
+    pub fn host_bytes_with(
+        &self,
+        mut read_device: impl FnMut(&InputBuffer<'r>, &mut [u8]) -> Result<(), TritonError>,
+    ) -> Result<Cow<'r, [u8]>, TritonError> {
+        let buffers = self.buffers(MemoryType::Cpu, 0)?;
+        if let [one] = buffers.as_slice() {
+            if let Some(bytes) = one.host() {
+                return Ok(Cow::Borrowed(bytes));
+            }
+        }
+        let mut gathered = Vec::with_capacity(self.byte_size as usize);
+        for buffer in &buffers {
+            match buffer.host() {
+                Some(bytes) => gathered.extend_from_slice(bytes),
+                None => {
+                    let start = gathered.len();
+                    gathered.resize(start + buffer.byte_size, 0);
+                    read_device(buffer, &mut gathered[start..])?;
+                }
+            }
+        }
+        Ok(Cow::Owned(gathered))
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::request::Request;
 use crate::{c_string, call, sys, DataType, MemoryType, TritonError};
+use std::marker::PhantomData;
 
 /// A response that has not been sent yet. Dropping it unsent deletes it, so a request whose
 /// response was set aside still gets no dangling response object.
@@ -19,6 +20,20 @@ impl Response {
 
     /// Creates an output and returns its host buffer of exactly `shape`'s byte size.
     pub fn output_buffer(&mut self, name: &str, datatype: DataType, shape: &[i64]) -> Result<&mut [u8], TritonError> {
+        let buffer = self.output_buffer_in(name, datatype, shape, MemoryType::Cpu, 0)?;
+        buffer.into_host().ok_or_else(|| TritonError::internal(format!("output '{name}' was placed in GPU memory")))
+    }
+
+    /// Creates an output and returns its buffer of exactly `shape`'s byte size, in
+    /// `preferred` memory if Triton can place it there (the caller handles either).
+    pub fn output_buffer_in(
+        &mut self,
+        name: &str,
+        datatype: DataType,
+        shape: &[i64],
+        preferred: MemoryType,
+        preferred_id: i64,
+    ) -> Result<OutputBuffer<'_>, TritonError> {
         let elem = datatype
             .size()
             .ok_or_else(|| TritonError::internal(format!("output '{name}' has an unsized data type")))?;
@@ -27,9 +42,9 @@ impl Response {
         let cname = c_string(name)?;
         let mut output = std::ptr::null_mut();
         let mut buffer = std::ptr::null_mut();
-        let (mut memory_type, mut memory_id) = (sys::TRITONSERVER_MEMORY_CPU, 0i64);
+        let (mut memory_type, mut memory_id) = (preferred.to_raw(), preferred_id);
         // SAFETY: valid response; the buffer belongs to the output, which lives as long as the
-        // response, and `&mut self` keeps it from being sent while the slice is borrowed.
+        // response, and the returned borrow of `self` keeps it from being sent meanwhile.
         unsafe {
             call!(TRITONBACKEND_ResponseOutput(
                 self.raw,
@@ -39,15 +54,16 @@ impl Response {
                 shape.as_ptr(),
                 shape.len() as u32,
             ))?;
-            call!(TRITONBACKEND_OutputBuffer(output, &mut buffer, bytes as u64, &mut memory_type, &mut memory_id))?;
-            if !MemoryType::from_raw(memory_type).is_host() {
-                return Err(TritonError::internal(format!("output '{name}' was placed in GPU memory")));
-            }
-            if bytes == 0 {
-                return Ok(&mut []);
-            }
-            Ok(std::slice::from_raw_parts_mut(buffer as *mut u8, bytes))
+            call!(TRITONBACKEND_OutputBuffer(output, &mut buffer, bytes as u64, &mut memory_type, &mut memory_id))
+                .map_err(|e| e.context(format!("output '{name}'")))?;
         }
+        Ok(OutputBuffer {
+            ptr: buffer,
+            byte_size: bytes,
+            memory_type: MemoryType::from_raw(memory_type),
+            memory_type_id: memory_id,
+            _response: PhantomData,
+        })
     }
 
     /// Sends the response as final, carrying `outcome`'s error if any. A send failure is
@@ -80,5 +96,29 @@ impl Drop for Response {
                 sys::TRITONSERVER_ErrorDelete(err);
             }
         }
+    }
+}
+
+/// An output tensor's buffer, borrowed from its unsent response.
+pub struct OutputBuffer<'a> {
+    pub ptr: *mut std::ffi::c_void,
+    pub byte_size: usize,
+    pub memory_type: MemoryType,
+    pub memory_type_id: i64,
+    _response: PhantomData<&'a mut Response>,
+}
+
+impl<'a> OutputBuffer<'a> {
+    /// The bytes, if the buffer is in host memory.
+    pub fn into_host(self) -> Option<&'a mut [u8]> {
+        if !self.memory_type.is_host() {
+            return None;
+        }
+        if self.byte_size == 0 {
+            return Some(&mut []);
+        }
+        // SAFETY: Triton gave `byte_size` writable host bytes that live as long as the
+        // response, which this buffer borrows mutably.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut u8, self.byte_size) })
     }
 }
