@@ -39,27 +39,9 @@ fn gpu(test: &str) -> Option<Gpu> {
     Some(Gpu { stream, kernels })
 }
 
-/// splitmix64: deterministic, dependency-free randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+#[path = "../../crop-core/tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Several images of different sizes in one buffer, each starting at an odd
 /// offset so that no image is aligned.
@@ -78,6 +60,32 @@ impl Packed {
             bytes.extend(rng.bytes(w * h * 3));
         }
         Self { bytes, images }
+    }
+
+    /// Plans `box_sets[i]` (original pixels) on image i under `policy`: the surviving crops as
+    /// (image, region) and their kernel descriptors, in the same order.
+    fn plan(
+        &self,
+        box_sets: &[Vec<[f32; 4]>],
+        policy: CropPolicy,
+    ) -> (Vec<(usize, CropRegion)>, Vec<CropDesc>) {
+        let identity = Letterbox::new(1.0, 0.0, 0.0).expect("identity letterbox");
+        let mut crops = Vec::new();
+        for (index, &(_, w, h)) in self.images.iter().enumerate() {
+            for &b in &box_sets[index] {
+                if let Ok(region) = plan_crop(b, &identity, w, h, policy, 0.0) {
+                    crops.push((index, region));
+                }
+            }
+        }
+        let descs = crops
+            .iter()
+            .map(|&(index, region)| {
+                let (offset, w, h) = self.images[index];
+                CropDesc::new(offset, w as u32, h as u32, region.roi, region.mask)
+            })
+            .collect();
+        (crops, descs)
     }
 
     fn view(&self, index: usize) -> ImageView<'_> {
@@ -121,7 +129,6 @@ fn roi_align_matches_reference() {
     let mut rng = Rng(7);
     let packed = Packed::new(&mut rng, &IMAGE_SIZES);
     let images = gpu.stream.clone_htod(&packed.bytes).expect("upload images");
-    let identity = Letterbox::new(1.0, 0.0, 0.0).expect("identity letterbox");
     let box_sets: Vec<Vec<[f32; 4]>> = packed
         .images
         .iter()
@@ -136,22 +143,7 @@ fn roi_align_matches_reference() {
     for (policy_name, policy) in policies {
         for crop_size in [7u32, 256] {
             for sampling_ratio in [1u32, 2] {
-                // (image index, region) for every accepted box of every image.
-                let mut crops = Vec::new();
-                for (index, &(_, w, h)) in packed.images.iter().enumerate() {
-                    for &b in &box_sets[index] {
-                        if let Ok(region) = plan_crop(b, &identity, w, h, policy, 0.0) {
-                            crops.push((index, region));
-                        }
-                    }
-                }
-                let descs: Vec<CropDesc> = crops
-                    .iter()
-                    .map(|&(index, region)| {
-                        let (offset, w, h) = packed.images[index];
-                        CropDesc::new(offset, w as u32, h as u32, region.roi, region.mask)
-                    })
-                    .collect();
+                let (crops, descs) = packed.plan(&box_sets, policy);
                 let descs_dev = gpu.stream.clone_htod(&descs).expect("upload descriptors");
                 let crop_len = 3 * (crop_size * crop_size) as usize;
                 let mut out = gpu
@@ -204,22 +196,12 @@ fn roi_align_f16_matches_reference() {
     let mut rng = Rng(11);
     let packed = Packed::new(&mut rng, &IMAGE_SIZES);
     let images = gpu.stream.clone_htod(&packed.bytes).expect("upload images");
-    let identity = Letterbox::new(1.0, 0.0, 0.0).expect("identity letterbox");
-    let mut crops = Vec::new();
-    for (index, &(_, w, h)) in packed.images.iter().enumerate() {
-        for b in boxes(&mut rng, w as f32, h as f32) {
-            if let Ok(region) = plan_crop(b, &identity, w, h, CropPolicy::Pad, 0.0) {
-                crops.push((index, region));
-            }
-        }
-    }
-    let descs: Vec<CropDesc> = crops
+    let box_sets: Vec<_> = packed
+        .images
         .iter()
-        .map(|&(index, region)| {
-            let (offset, w, h) = packed.images[index];
-            CropDesc::new(offset, w as u32, h as u32, region.roi, region.mask)
-        })
+        .map(|&(_, w, h)| boxes(&mut rng, w as f32, h as f32))
         .collect();
+    let (crops, descs) = packed.plan(&box_sets, CropPolicy::Pad);
     let descs_dev = gpu.stream.clone_htod(&descs).expect("upload descriptors");
     let crop_size = 64u32;
     let crop_len = 3 * (crop_size * crop_size) as usize;
