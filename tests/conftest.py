@@ -114,7 +114,7 @@ def triton(tmp_path_factory):
     else:
         warnings.warn(_NOT_BUILT_MSG)
     os.makedirs(LOG_DIR, exist_ok=True)
-    server = tritonctl.TritonServer(repo, models, log_path=os.path.join(LOG_DIR, "tritonserver-pytest.log"))
+    server = tritonctl.TritonServer(repo, models, log_path=os.path.join(LOG_DIR, f"tritonserver-pytest-{os.getpid()}.log"))
     server.start()
     try:
         server.wait_ready(timeout=180)

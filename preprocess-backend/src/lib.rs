@@ -1,0 +1,1 @@
+//! Triton backend for the preprocess stage.

@@ -1,0 +1,1 @@
+//! Decode, orient and resample photos for the ingest pipeline (no FFI).

@@ -1,0 +1,1 @@
+//! Triton KServe v2 gRPC client.

@@ -1,0 +1,1 @@
+//! Vector storage for images and their objects.
