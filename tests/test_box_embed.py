@@ -297,6 +297,31 @@ def test_one_box(triton, encoder, box_config):
     assert not problems, "\n".join(problems)
 
 
+def test_boxes_come_back_in_client_image_pixels(triton):
+    """`boxes` maps each detection out of the letterbox into `original` pixels, or into the
+    client's photo when `image_size` says `original` is a downscaled copy; clamped there."""
+    image = np.zeros((50, 80, 3), np.uint8)
+    letterbox = yolo_letterbox(80, 50)
+    in_image = np.array([[8, 5, 40, 30], [-20, 10, 100, 60], [0, 0, 0, 0]], np.float32)
+    detections = to_letterbox(in_image, letterbox)
+    detections[2] = np.nan
+    case = Case("box_embed", image, detections, 3, letterbox)
+    r = infer(triton.http_url, "box_embed", case.inputs(), OUTPUTS + ["boxes"])
+    assert r.ok, r.error
+    want = np.array([[8, 5, 40, 30], [0, 10, 80, 50], [0, 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(r.outputs["boxes"][0], want, atol=1e-3)
+
+    inputs = dict(case.inputs(), image_size=np.array([[200, 320]], np.int32))
+    r = infer(triton.http_url, "box_embed", inputs, OUTPUTS + ["boxes"])
+    assert r.ok, r.error
+    np.testing.assert_allclose(r.outputs["boxes"][0], want * 4, atol=1e-2)
+    assert r.outputs["box_valid"][0].tolist() == [True, True, False]
+
+    inputs["image_size"] = np.array([[0, 320]], np.int32)
+    r = infer(triton.http_url, "box_embed", inputs, OUTPUTS)
+    assert r.status == 400 and "image_size" in r.error, (r.status, r.error)
+
+
 def test_rows_follow_num_dets_not_k(triton, encoder, box_config):
     # Rows past num_dets hold garbage (NaN) that must never be read.
     case = photo_case("box_embed", [VALID_A, VALID_B, VALID_C, TALL_THIN],

@@ -80,6 +80,8 @@ pub fn max_batch_size(config: &Value) -> usize {
 /// Output names of this backend's own contract.
 pub const OUTPUT_EMBEDDINGS: &str = "box_embeddings";
 pub const OUTPUT_VALID: &str = "box_valid";
+pub const OUTPUT_BOXES: &str = "boxes";
+pub const INPUT_IMAGE_SIZE: &str = "image_size";
 
 impl BoxEmbedConfig {
     pub fn from_model_config(config: &Value) -> Result<Self, ConfigError> {
@@ -136,6 +138,13 @@ impl BoxEmbedConfig {
         }
         if tensor(config, "output", OUTPUT_VALID).is_none() {
             return Err(ConfigError::Contract(format!("output '{OUTPUT_VALID}' is not declared")));
+        }
+        match tensor(config, "output", OUTPUT_BOXES) {
+            None => return Err(ConfigError::Contract(format!("output '{OUTPUT_BOXES}' is not declared"))),
+            Some(boxes) if dims(boxes) != [-1, 4] => {
+                return Err(ConfigError::Contract(format!("output '{OUTPUT_BOXES}' dims {:?} must be [-1, 4]", dims(boxes))))
+            }
+            Some(_) => {}
         }
         Ok(())
     }
@@ -195,7 +204,8 @@ mod tests {
             "max_batch_size": 8,
             "output": [
                 { "name": "box_embeddings", "dims": ["-1", "512"] },
-                { "name": "box_valid", "dims": ["-1"] }
+                { "name": "box_valid", "dims": ["-1"] },
+                { "name": "boxes", "dims": ["-1", "4"] }
             ],
             "parameters": parameters
         })

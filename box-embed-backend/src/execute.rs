@@ -7,7 +7,7 @@
 //! and planning the small inputs, writing host outputs); [`crate::cpu`] and [`crate::gpu`]
 //! gather pixels, crop, encode and scatter where their memory is.
 
-use crate::config::{BoxEmbedConfig, OUTPUT_EMBEDDINGS, OUTPUT_VALID};
+use crate::config::{BoxEmbedConfig, INPUT_IMAGE_SIZE, OUTPUT_BOXES, OUTPUT_EMBEDDINGS, OUTPUT_VALID};
 use crate::cpu::CpuPath;
 use crate::encoder::Encoder;
 use crate::gpu::GpuPath;
@@ -179,11 +179,16 @@ fn plan_one<'r>(
     let (boxes, boxes_bytes) = read("det_boxes").map_err(reading)?;
     let (num_dets, num_dets_bytes) = read("num_dets").map_err(reading)?;
     let (letterbox, letterbox_bytes) = read("letterbox").map_err(reading)?;
+    let image_size = match request.has_input(INPUT_IMAGE_SIZE).map_err(reading)? {
+        true => Some(read(INPUT_IMAGE_SIZE).map_err(reading)?),
+        false => None,
+    };
     let tensors = RequestTensors {
         original: ImageTensor { shape: &original.shape, byte_size: original.byte_size },
         det_boxes: RawTensor { shape: &boxes.shape, bytes: &boxes_bytes },
         num_dets: RawTensor { shape: &num_dets.shape, bytes: &num_dets_bytes },
         letterbox: RawTensor { shape: &letterbox.shape, bytes: &letterbox_bytes },
+        image_size: image_size.as_ref().map(|(input, bytes)| RawTensor { shape: &input.shape, bytes }),
     };
     let plan = plan_request(&tensors, config).map_err(|e| TritonError::invalid_arg(e.0))?;
     Ok(Planned { original, plan })
@@ -207,7 +212,7 @@ pub fn write_host_outputs(
     let rows = plan.rows.len();
     let out = response.output_buffer(OUTPUT_EMBEDDINGS, DataType::Fp32, &[1, rows as i64, dim as i64])?;
     write_embedding_rows(out, batch, request, plan, embeddings, dim);
-    write_valid(response, plan)
+    write_row_outputs(response, plan)
 }
 
 /// Fills a host `[rows, D]` FP32 buffer: run rows from `embeddings`, skipped rows zero.
@@ -222,11 +227,17 @@ pub fn write_embedding_rows(out: &mut [u8], batch: &CropBatch, request: usize, p
     }
 }
 
-/// `box_valid` [1, rows], always in host memory (a few bytes; the client reads it there).
-pub fn write_valid(response: &mut Response, plan: &RequestPlan) -> Result<(), TritonError> {
-    let valid = response.output_buffer(OUTPUT_VALID, DataType::Bool, &[1, plan.rows.len() as i64])?;
+/// `box_valid` [1, rows] and `boxes` [1, rows, 4], always in host memory (a few bytes; the
+/// client reads them there).
+pub fn write_row_outputs(response: &mut Response, plan: &RequestPlan) -> Result<(), TritonError> {
+    let rows = plan.rows.len() as i64;
+    let valid = response.output_buffer(OUTPUT_VALID, DataType::Bool, &[1, rows])?;
     for (flag, row) in valid.iter_mut().zip(&plan.rows) {
         *flag = row.is_ok() as u8;
+    }
+    let boxes = response.output_buffer(OUTPUT_BOXES, DataType::Fp32, &[1, rows, 4])?;
+    for (dst, value) in boxes.chunks_exact_mut(4).zip(plan.boxes.iter().flatten()) {
+        dst.copy_from_slice(&value.to_le_bytes());
     }
     Ok(())
 }

@@ -12,7 +12,7 @@
 use crate::config::OUTPUT_EMBEDDINGS;
 use crate::device::{CudaMemory, Device, DeviceBuffer};
 use crate::encoder::Crops;
-use crate::execute::{crop_batch, plan_all, write_embedding_rows, write_valid, Batch, Planned, Shared};
+use crate::execute::{crop_batch, plan_all, write_embedding_rows, write_row_outputs, Batch, Planned, Shared};
 use crate::plan::CropBatch;
 use cuda_kernels::{CropDesc, RoiAlignParams};
 use std::sync::Arc;
@@ -214,7 +214,7 @@ impl GpuPath {
         let requests = planned.iter().zip(batch.responses.iter_mut()).zip(batch.errors.iter_mut()).enumerate();
         for (index, ((planned, response), error)) in requests {
             let (Some(p), Some(response), None) = (planned, response.as_mut(), error.as_ref()) else { continue };
-            if let Err(e) = write_valid(response, &p.plan) {
+            if let Err(e) = write_row_outputs(response, &p.plan) {
                 *error = Some(e);
                 continue;
             }

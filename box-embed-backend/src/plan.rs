@@ -32,6 +32,9 @@ pub struct RequestTensors<'a> {
     pub det_boxes: RawTensor<'a>,
     pub num_dets: RawTensor<'a>,
     pub letterbox: RawTensor<'a>,
+    /// Optional `image_size` (height, width) of the photo the client sent, when `original`
+    /// is a downscaled copy of it; absent means `original` is full size.
+    pub image_size: Option<RawTensor<'a>>,
 }
 
 /// What to crop for one request: row i of the output comes from `rows[i]`, sampled from the
@@ -41,6 +44,9 @@ pub struct RequestPlan {
     pub width: usize,
     pub height: usize,
     pub rows: Vec<Result<CropRegion, BoxRejection>>,
+    /// Every row's detection in the client's image pixels (x1, y1, x2, y2), clamped to the
+    /// image; zeros where the detector gave a non-finite box.
+    pub boxes: Vec<[f32; 4]>,
 }
 
 impl RequestPlan {
@@ -123,12 +129,46 @@ pub fn plan_request(inputs: &RequestTensors<'_>, config: &BoxEmbedConfig) -> Res
     };
     let letterbox = Letterbox::new(scale, pad_x, pad_y).map_err(|e| PlanError(format!("input 'letterbox': {e}")))?;
 
+    let (image_width, image_height) = match inputs.image_size {
+        Some(size) => client_image_size(size)?,
+        None => (width as f32, height as f32),
+    };
     let coords: Vec<f32> = f32s(&inputs.det_boxes.bytes[..num_dets * 16]).collect();
-    let rows = coords
-        .chunks_exact(4)
-        .map(|b| plan_crop([b[0], b[1], b[2], b[3]], &letterbox, width, height, config.policy, config.min_box_size))
+    let detections: Vec<[f32; 4]> = coords.chunks_exact(4).map(|b| [b[0], b[1], b[2], b[3]]).collect();
+    let rows = detections
+        .iter()
+        .map(|&b| plan_crop(b, &letterbox, width, height, config.policy, config.min_box_size))
         .collect();
-    Ok(RequestPlan { width, height, rows })
+    let to_image = [image_width / width as f32, image_height / height as f32];
+    let boxes = detections
+        .iter()
+        .map(|&b| box_in_image(letterbox.to_original(b), to_image, [image_width, image_height]))
+        .collect();
+    Ok(RequestPlan { width, height, rows, boxes })
+}
+
+fn client_image_size(size: RawTensor<'_>) -> Result<(f32, f32), PlanError> {
+    let shape = per_request_shape("image_size", size.shape, 1)?;
+    if shape != [2] {
+        return Err(PlanError(format!("input 'image_size' must be [2] (height, width), got {shape:?}")));
+    }
+    expect_len("image_size", size.bytes, 8)?;
+    let value = |i: usize| i32::from_le_bytes([size.bytes[i], size.bytes[i + 1], size.bytes[i + 2], size.bytes[i + 3]]);
+    let (height, width) = (value(0), value(4));
+    if height <= 0 || width <= 0 {
+        return Err(PlanError(format!("input 'image_size' is {height}x{width}; both sides must be positive")));
+    }
+    Ok((width as f32, height as f32))
+}
+
+/// Scales a box from `original` pixels to the client's image and clamps it there.
+fn box_in_image(b: [f32; 4], scale: [f32; 2], size: [f32; 2]) -> [f32; 4] {
+    if !b.iter().all(|v| v.is_finite()) {
+        return [0.0; 4];
+    }
+    let x = |v: f32| (v * scale[0]).clamp(0.0, size[0]);
+    let y = |v: f32| (v * scale[1]).clamp(0.0, size[1]);
+    [x(b[0]), y(b[1]), x(b[2]), y(b[3])]
 }
 
 /// The crops of one execute call: the valid rows of every planned request, request after
@@ -205,7 +245,11 @@ mod tests {
     fn config() -> BoxEmbedConfig {
         let p = |v: &str| json!({ "string_value": v });
         BoxEmbedConfig::from_model_config(&json!({
-            "output": [{ "name": "box_embeddings", "dims": [-1, 8] }, { "name": "box_valid", "dims": [-1] }],
+            "output": [
+                { "name": "box_embeddings", "dims": [-1, 8] },
+                { "name": "box_valid", "dims": [-1] },
+                { "name": "boxes", "dims": [-1, 4] }
+            ],
             "parameters": {
                 "encoder_model": p("enc"), "embedding_dim": p("8"), "max_boxes": p("5"),
                 "crop_size": p("4"), "crop_policy": p("stretch")
@@ -222,6 +266,7 @@ mod tests {
         num_dets: Vec<u8>,
         letterbox: Vec<u8>,
         letterbox_shape: Vec<i64>,
+        image_size: Option<Vec<u8>>,
     }
 
     fn bytes(v: &[f32]) -> Vec<u8> {
@@ -237,6 +282,7 @@ mod tests {
             num_dets: num_dets.to_le_bytes().to_vec(),
             letterbox: bytes(&[1.0, 0.0, 0.0]),
             letterbox_shape: vec![1, 3],
+            image_size: None,
         }
     }
 
@@ -247,6 +293,7 @@ mod tests {
                 det_boxes: RawTensor { shape: &o.boxes_shape, bytes: &o.boxes },
                 num_dets: RawTensor { shape: &[1, 1], bytes: &o.num_dets },
                 letterbox: RawTensor { shape: &o.letterbox_shape, bytes: &o.letterbox },
+                image_size: o.image_size.as_ref().map(|b| RawTensor { shape: &[1, 2], bytes: b }),
             },
             &config(),
         )
@@ -287,9 +334,9 @@ mod tests {
     fn batch_runs_skip_rows_without_shifting() {
         let ok = |x: f32| Ok(CropRegion { roi: [x, 0.0, x + 1.0, 1.0], mask: None });
         let plans = [
-            Some(RequestPlan { width: 4, height: 4, rows: vec![ok(0.0), Err(BoxRejection::Degenerate), ok(1.0), ok(2.0)] }),
+            Some(RequestPlan { width: 4, height: 4, rows: vec![ok(0.0), Err(BoxRejection::Degenerate), ok(1.0), ok(2.0)], boxes: vec![] }),
             None,
-            Some(RequestPlan { width: 4, height: 4, rows: vec![Err(BoxRejection::NonFinite), ok(3.0)] }),
+            Some(RequestPlan { width: 4, height: 4, rows: vec![Err(BoxRejection::NonFinite), ok(3.0)], boxes: vec![] }),
         ];
         let batch = CropBatch::new(plans.iter().map(Option::as_ref));
         assert_eq!(batch.len(), 4);
@@ -301,6 +348,19 @@ mod tests {
         let mut errors = vec![None, None, Some("earlier")];
         batch.fail(2..4, &"encoder", &mut errors);
         assert_eq!(errors, [Some("encoder"), None, Some("earlier")]);
+    }
+
+    #[test]
+    fn boxes_map_to_the_client_image_and_clamp() {
+        // original is 20x10, a half-size copy of a 40x20 photo; letterbox scale 2, pad (1, 3).
+        let mut o = request(&[[5.0, 7.0, 21.0, 19.0], [-100.0, 3.0, 1000.0, 23.0], [f32::NAN, 0.0, 1.0, 1.0]], 3);
+        o.letterbox = bytes(&[2.0, 1.0, 3.0]);
+        assert_eq!(plan(&o).unwrap().boxes[0], [2.0, 2.0, 10.0, 8.0], "without image_size: original pixels");
+        o.image_size = Some([20i32, 40].iter().flat_map(|v| v.to_le_bytes()).collect());
+        let p = plan(&o).unwrap();
+        assert_eq!(p.boxes, [[4.0, 4.0, 20.0, 16.0], [0.0, 0.0, 40.0, 20.0], [0.0; 4]]);
+        o.image_size = Some([0i32, 40].iter().flat_map(|v| v.to_le_bytes()).collect());
+        assert!(plan(&o).err().unwrap().0.contains("image_size"));
     }
 
     #[test]

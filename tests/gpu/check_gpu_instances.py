@@ -144,6 +144,8 @@ def write_ensemble(repo: str) -> None:
     source = read_config(os.path.join(SOURCE, "box_embed"))
     dim = re.search(r'key: "embedding_dim" value \{ string_value: "(\d+)"', source).group(1)
     inputs = re.search(r"^input \[.*?^\]", source, re.S | re.M).group(0)
+    # The ensemble feeds only the required inputs; box_embed's optional image_size stays unset.
+    inputs = re.sub(r",\s*\{[^{}]*optional: true[^{}]*\}", "", inputs)
     def tensors_block(section: str, suffix: str) -> str:
         return (f'{section} [\n  {{ name: "box_embeddings{suffix}" data_type: TYPE_FP32 dims: [ -1, {dim} ] }},\n'
                 f'  {{ name: "box_valid{suffix}" data_type: TYPE_BOOL dims: [ -1 ] }}\n]\n')

@@ -311,6 +311,12 @@ extern "C" {
         name: *const c_char,
         input: *mut *mut TRITONBACKEND_Input,
     ) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestInputCount(request: *mut TRITONBACKEND_Request, count: *mut u32) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestInputName(
+        request: *mut TRITONBACKEND_Request,
+        index: u32,
+        input_name: *mut *const c_char,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_RequestRelease(request: *mut TRITONBACKEND_Request, release_flags: u32) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_InputProperties(
         input: *mut TRITONBACKEND_Input,

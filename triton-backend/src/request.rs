@@ -35,6 +35,23 @@ impl Request {
         }
     }
 
+    /// Whether the client sent the named input (for inputs the config marks optional).
+    pub fn has_input(&self, name: &str) -> Result<bool, TritonError> {
+        let mut count = 0u32;
+        // SAFETY: valid request; each name is compared before the next call.
+        unsafe {
+            call!(TRITONBACKEND_RequestInputCount(self.raw, &mut count))?;
+            for index in 0..count {
+                let mut input_name = std::ptr::null();
+                call!(TRITONBACKEND_RequestInputName(self.raw, index, &mut input_name))?;
+                if crate::str_from_c(input_name) == name {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// The named input, with its properties read once.
     pub fn input(&self, name: &str) -> Result<Input<'_>, TritonError> {
         let cname = c_string(name)?;

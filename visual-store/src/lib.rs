@@ -1,1 +1,100 @@
-//! Vector storage for images and their objects.
+//! Vector storage for photos, their detected objects and faces, behind one trait.
+//!
+//! Every vector is L2-normalised by the caller; every score a store returns is the true
+//! cosine similarity in [-1, 1], whatever the backend computes internally.
+
+mod record;
+
+pub use record::{FaceRecord, ImageRecord, ObjectRecord};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Restricts a search to images that match every given condition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchFilter {
+    /// The image has at least one object of one of these classes with score >= `min_confidence`.
+    /// For object search: the object itself has one of these classes.
+    pub classes: Vec<String>,
+    pub min_confidence: f32,
+    /// Inclusive bounds on `ImageRecord::created_at` (unix seconds).
+    pub created_from: Option<i64>,
+    pub created_to: Option<i64>,
+    /// The image carries every one of these tags.
+    pub tags: Vec<String>,
+}
+
+/// Which slice of the ranked results to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub k: usize,
+    pub offset: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageHit {
+    pub image_id: String,
+    pub score: f32,
+}
+
+/// One object of a stored image; `object_index` is its position in `ImageRecord::objects`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectHit {
+    pub image_id: String,
+    pub object_index: usize,
+    pub class_name: String,
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+    pub score: f32,
+}
+
+/// One face of a stored image; `face_index` is its position in `ImageRecord::faces`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaceHit {
+    pub image_id: String,
+    pub face_index: usize,
+    pub bbox: [f32; 4],
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    /// An image with the same id (content hash) was already stored; nothing changed.
+    AlreadyStored,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store schema mismatch: {0}")]
+    SchemaMismatch(String),
+    #[error("storage I/O: {0}")]
+    Io(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The storage every gateway endpoint goes through. A successful `put` is durable.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Short name for health and logs ("embedded", "opensearch").
+    fn kind(&self) -> &'static str;
+    /// Reachable and schema-compatible.
+    async fn ready(&self) -> Result<()>;
+    async fn put(&self, record: ImageRecord) -> Result<PutOutcome>;
+    /// Several records with one durable commit; one result per record, in order.
+    async fn put_batch(&self, records: Vec<ImageRecord>) -> Result<Vec<Result<PutOutcome>>>;
+    async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>>;
+    /// True when something was deleted.
+    async fn delete(&self, image_id: &str) -> Result<bool>;
+    async fn count(&self) -> Result<usize>;
+    async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>>;
+    async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>>;
+    async fn search_faces(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>>;
+}
