@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -238,6 +239,35 @@ def breakdown(before: dict, after: dict, requests_: int) -> str:
             f"(clip_image request incl. queue), own work {compute - encoder:.1f} ms")
 
 
+def profile(server, client: Client, concurrency: int, requests_: int, out: str) -> str:
+    """Samples the server and its Python stubs (the encoder) with `perf` while the Rust
+    model serves `requests_` requests; writes the flat profile to `out`, returns its head."""
+    stubs = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+    data = os.path.join(WORK_DIR, "perf.data")
+    perf = subprocess.Popen(["perf", "record", "-F", "499", "-o", data, "-p", ",".join([str(server.pid), *stubs])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # perf attaches before the load starts
+    client.run("rust", concurrency, requests_)
+    perf.send_signal(2)
+    if perf.wait(timeout=60) not in (0, -2):
+        raise RuntimeError(f"perf record failed: {perf.stderr.read().decode()[-2000:]}")
+
+    def flat(sort: str) -> list[str]:
+        report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", sort,
+                                 "--percent-limit", "0.5", "--stdio"], capture_output=True, text=True, check=True)
+        # perf pads each line to the terminal width; keep the columns, drop the padding
+        return [re.sub(r"(\s+-)*\s*$", "", line) for line in report.stdout.splitlines()
+                if re.match(r"^\s+\d+\.\d+%", line)]
+
+    by_library, by_symbol = flat("comm,dso"), flat("comm,dso,symbol")
+    with open(out, "w") as f:
+        f.write(f"# perf record -F 499, tritonserver + its Python stubs (the encoder), rust impl, "
+                f"concurrency {concurrency}, {requests_} requests; self time\n")
+        f.write("\n## per process and library\n" + "\n".join(by_library) + "\n")
+        f.write("\n## per symbol\n" + "\n".join(by_symbol) + "\n")
+    return "\n".join(by_library[:8])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
@@ -247,6 +277,9 @@ def main(argv=None) -> int:
     p.add_argument("--min-annotations", type=int, default=8)
     p.add_argument("--max-boxes", type=int, default=10)
     p.add_argument("--out", help="default benchmarks/results/box_embed_<device>.json")
+    p.add_argument("--profile", action="store_true",
+                   help="afterwards, sample the server with perf while the Rust model serves at concurrency 8; "
+                        "writes benchmarks/results/box_embed_profile_<device>.txt")
     a = p.parse_args(argv)
     levels = [int(c) for c in a.concurrency.split(",")]
     out = a.out or os.path.join(BENCH_DIR, "results", f"box_embed_{a.device}.json")
@@ -290,6 +323,9 @@ def main(argv=None) -> int:
                       f"p99 {row['p99_ms']:7.1f} ms", flush=True)
                 if c == 1:
                     notes.append(breakdown(before, after, a.requests))
+        if a.profile:
+            profile_out = os.path.join(BENCH_DIR, "results", f"box_embed_profile_{a.device}.txt")
+            notes.append(f"perf profile ({profile_out}), top entries:\n" + profile(server, client, 8, a.requests, profile_out))
         if not server.alive() or server.crash_lines():
             raise RuntimeError(f"tritonserver died or logged a crash; log {server.log_path}:\n"
                                f"{tritonctl.log_tail(server.log_path)}")
