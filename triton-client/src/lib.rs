@@ -1,1 +1,17 @@
 //! Triton KServe v2 gRPC client.
+//!
+//! The protocol messages are written in the project (`proto`, from Triton's
+//! `grpc_service.proto`) and sent with tonic's generic unary client and the
+//! prost codec: no protoc, no build script. `TritonClient` owns one pooled
+//! channel; `tensor` turns typed data into raw little-endian tensors and back;
+//! `error` classifies failures so that callers can tell an unavailable server
+//! (retried) from a request Triton rejected (never retried).
+
+mod client;
+mod error;
+pub mod proto;
+mod tensor;
+
+pub use client::{ClientConfig, TritonClient};
+pub use error::ClientError;
+pub use tensor::{DataType, InferRequest, InferResponse, InputTensor, ModelMetadata, OutputTensor, TensorMetadata};

@@ -2,15 +2,27 @@
 //!
 //! Every vector is L2-normalised by the caller; every score a store returns is the true
 //! cosine similarity in [-1, 1], whatever the backend computes internally.
+//!
+//! Two implementations: [`embedded::EmbeddedStore`] (redb records + usearch HNSW, no
+//! server; the default) and [`opensearch::OpenSearchStore`] (k-NN plugin, lucene HNSW).
+//! Both check queries and records with the same rules ([`validate`]) and pass one contract
+//! suite (`tests/contract.rs`). Why these crates: `docs/stores.md`.
 
+pub mod embedded;
+pub mod opensearch;
 mod record;
+pub mod validate;
 
 pub use record::{FaceRecord, ImageRecord, ObjectRecord};
+pub use validate::QueryLimits;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// Restricts a search to images that match every given condition.
+///
+/// The object condition (`classes`, `min_confidence`) is active when `classes` is not
+/// empty or `min_confidence > 0`: an empty `classes` then means "any class".
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchFilter {
     /// The image has at least one object of one of these classes with score >= `min_confidence`.
@@ -24,7 +36,7 @@ pub struct SearchFilter {
     pub tags: Vec<String>,
 }
 
-/// Which slice of the ranked results to return.
+/// Which slice of the ranked results to return: ranks `offset .. offset + k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
     pub k: usize,
