@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gen_encoders  # noqa: E402
+import opensearchctl  # noqa: E402
 import tritonctl  # noqa: E402
 from crop_reference import CropParams  # noqa: E402
 
@@ -199,3 +200,25 @@ def crop_params(box_config: dict, policy: str | None = None) -> CropParams:
         context_scale=float(box_config["context_scale"]),
         min_box_size=float(box_config["min_box_size"]),
     )
+
+
+@pytest.fixture(scope="session")
+def opensearch_url():
+    """One OpenSearch for the session: OPENSEARCH_URL if set (nothing started, e.g. the node
+    scripts/test.sh starts once), else a node from scripts/setup_opensearch.sh, stopped at the end."""
+    url = os.environ.get("OPENSEARCH_URL")
+    if url:
+        yield url.rstrip("/")
+        return
+    node = opensearchctl.OpenSearchNode().start()
+    try:
+        took = node.wait_ready(timeout=120)
+        print(f"\nOpenSearch ready in {took:.1f}s at {node.url} (pid {node.pid})")
+        yield node.url
+    finally:
+        died = not node.alive()
+        tail = opensearchctl.log_tail(node.log_path)
+        node.stop()
+    if died:
+        pytest.fail(f"OpenSearch died during the tests (exit code {node.returncode()}); log tail:\n{tail}",
+                    pytrace=False)

@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""Run a single-node OpenSearch with k-NN (installed by scripts/setup_opensearch.sh) on loopback.
+
+One implementation shared by scripts/test.sh (start once, export OPENSEARCH_URL, stop on
+exit), the pytest fixtures (OpenSearchNode) and a developer's shell (start/stop/status/url).
+Stdlib only, so any python3 can drive it.
+
+OpenSearch refuses to run as root: as root the node runs as the unprivileged user
+`opensearch` (created if missing); as any other user, as that user. Each node gets its own
+temporary folder (config, data, logs, tmp) owned by that user, removed when it is stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPENSEARCH_VERSION = os.environ.get("OPENSEARCH_VERSION", "2.19.1")
+DEFAULT_HOME = os.path.join(REPO_ROOT, ".cache", "opensearch", f"opensearch-{OPENSEARCH_VERSION}")
+DEFAULT_STATE_DIR = os.path.join(REPO_ROOT, ".cache", "opensearch", "run")
+RUN_USER = "opensearch"
+REQUIRED_PLUGIN = "opensearch-knn"
+# The Java main class, as it appears in the node's command line (to recognise our process).
+MAIN_CLASS = b"org.opensearch.bootstrap.OpenSearch"
+
+
+def java_home() -> str:
+    """OPENSEARCH_JAVA_HOME, else the machine's Java 17, else JAVA_HOME.
+
+    Java 17 is preferred over a generic JAVA_HOME: OpenSearch 2.19 needs the security
+    manager, which Java 24+ (e.g. a Temurin 25 beside it) no longer has.
+    """
+    candidates = [os.environ.get("OPENSEARCH_JAVA_HOME")]
+    candidates += sorted(glob.glob("/usr/lib/jvm/java-17-openjdk*")) + sorted(glob.glob("/usr/lib/jvm/temurin-17*"))
+    candidates.append(os.environ.get("JAVA_HOME"))
+    for home in candidates:
+        if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
+            return home
+    raise RuntimeError("no Java 17 found: install openjdk-17 or set OPENSEARCH_JAVA_HOME")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: str, n: int = 40) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def http_get_json(url: str, timeout: float = 5.0):
+    """Parsed JSON body of a GET, or None when the node does not answer (yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            return json.loads(e.read())
+        except ValueError:
+            return None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def ensure_run_user() -> pwd.struct_passwd | None:
+    """The unprivileged account the node runs as when we are root; None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(RUN_USER)
+    except KeyError:
+        pass
+    result = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                             "--shell", "/usr/sbin/nologin", "--user-group", RUN_USER],
+                            capture_output=True, text=True)
+    try:
+        return pwd.getpwnam(RUN_USER)
+    except KeyError:  # neither we nor a concurrent start created it
+        raise RuntimeError(f"could not create user {RUN_USER}: {result.stderr.strip()}") from None
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def _is_our_node(pid: int, conf_dir: str) -> bool:
+    """The pid is an OpenSearch JVM reading its config from conf_dir (so a node we started)."""
+    args = _cmdline(pid)
+    return MAIN_CLASS in args and f"-Dopensearch.path.conf={conf_dir}".encode() in args
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, conf_dir: str, timeout: float = 30.0) -> str:
+    """SIGTERM (OpenSearch shuts down cleanly on it), bounded wait, then SIGKILL."""
+    if not _alive(pid):
+        return "not running"
+    if not _is_our_node(pid, conf_dir):
+        return f"gone (pid {pid} is now another process, left alone)"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return "stopped"
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return "killed"
+
+
+class OpenSearchNode:
+    """One OpenSearch process: start, wait until ready (k-NN loaded), stop; port free unless given."""
+
+    def __init__(self, home: str = DEFAULT_HOME, *, http_port: int | None = None,
+                 heap_min: str = "512m", heap_max: str = "1g", run_dir: str | None = None):
+        self.home = os.path.abspath(home)
+        self.http_port = http_port or free_port()
+        self.transport_port = free_port()
+        self.heap_min = heap_min
+        self.heap_max = heap_max
+        self.run_dir = run_dir
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.started_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def conf_dir(self) -> str:
+        return os.path.join(self.run_dir, "config")
+
+    @property
+    def log_path(self) -> str:
+        """Console output: the node's log lines plus anything the JVM prints before logging starts."""
+        return os.path.join(self.run_dir, "logs", "console.log")
+
+    def _write_config(self, user: pwd.struct_passwd | None) -> None:
+        for sub in ("config", "data", "logs", "tmp"):
+            os.makedirs(os.path.join(self.run_dir, sub), exist_ok=True)
+        src_conf = os.path.join(self.home, "config")
+        shutil.copy(os.path.join(src_conf, "log4j2.properties"), self.conf_dir)
+        shutil.copytree(os.path.join(src_conf, "jvm.options.d"), os.path.join(self.conf_dir, "jvm.options.d"))
+        # The stock jvm.options writes the GC log, heap dumps and crash files relative to the
+        # working directory (the install, read-only for the node's user): point them here.
+        with open(os.path.join(src_conf, "jvm.options")) as f:
+            jvm_options = f.read()
+        logs_dir = os.path.join(self.run_dir, "logs")
+        jvm_options = (jvm_options.replace("file=logs/", f"file={logs_dir}/")
+                       .replace("ErrorFile=logs/", f"ErrorFile={logs_dir}/")
+                       .replace("HeapDumpPath=data", f"HeapDumpPath={self.run_dir}/data"))
+        with open(os.path.join(self.conf_dir, "jvm.options"), "w") as f:
+            f.write(jvm_options)
+        settings = {
+            "cluster.name": "visual-search-test",
+            "node.name": "node-1",
+            "path.data": os.path.join(self.run_dir, "data"),
+            "path.logs": logs_dir,
+            "network.host": "127.0.0.1",
+            "http.port": self.http_port,
+            "transport.port": self.transport_port,
+            # One node, no cluster forming; with loopback binding the bootstrap checks
+            # (vm.max_map_count, file descriptors) only warn.
+            "discovery.type": "single-node",
+            # A shared disk filling up must not turn test indices read-only.
+            "cluster.routing.allocation.disk.threshold_enabled": False,
+        }
+        with open(os.path.join(self.conf_dir, "opensearch.yml"), "w") as f:
+            for key, value in settings.items():
+                f.write(f"{key}: {json.dumps(value)}\n")
+        if user is not None:
+            for root, dirs, files in os.walk(self.run_dir):
+                for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+                    os.chown(name, user.pw_uid, user.pw_gid)
+
+    def start(self) -> "OpenSearchNode":
+        launcher = os.path.join(self.home, "bin", "opensearch")
+        if not os.path.exists(launcher):
+            raise RuntimeError(f"no OpenSearch at {self.home}: run scripts/setup_opensearch.sh first")
+        user = ensure_run_user()
+        if self.run_dir is None:
+            self.run_dir = tempfile.mkdtemp(prefix="opensearch-node-")
+        self._write_config(user)
+        env = {k: v for k, v in os.environ.items() if k not in ("JAVA_TOOL_OPTIONS", "JAVA_OPTS")}
+        env.update({
+            "JAVA_HOME": java_home(),
+            "OPENSEARCH_PATH_CONF": self.conf_dir,
+            "OPENSEARCH_TMPDIR": os.path.join(self.run_dir, "tmp"),
+            "OPENSEARCH_JAVA_OPTS": f"-Xms{self.heap_min} -Xmx{self.heap_max}",
+            "HOME": self.run_dir,
+        })
+        env.pop("OPENSEARCH_JAVA_HOME", None)
+        # The uid switch happens in the child before exec (what runuser does, minus the
+        # extra runuser process): bin/opensearch execs java, so self.pid is the JVM itself
+        # and stop() signals it directly. The launcher runs bin/opensearch-keystore by a
+        # relative path, hence cwd = the install.
+        as_user = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([launcher], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, cwd=self.home,
+                                         start_new_session=True, **as_user)
+        self.pid = self.proc.pid
+        self.started_at = time.monotonic()
+        return self
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _alive(self.pid)
+
+    def ready(self) -> bool:
+        health = http_get_json(f"{self.url}/_cluster/health?wait_for_status=yellow&timeout=1s")
+        if not health or health.get("status") not in ("yellow", "green"):
+            return False
+        plugins = http_get_json(f"{self.url}/_cat/plugins?format=json") or []
+        return any(p.get("component") == REQUIRED_PLUGIN for p in plugins)
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Wait until the cluster is yellow/green and k-NN is loaded; seconds since start()."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"OpenSearch exited during startup (code {self.returncode()}); "
+                                   f"log {self.log_path}:\n{log_tail(self.log_path)}")
+            if self.ready():
+                return time.monotonic() - self.started_at
+            time.sleep(0.5)
+        plugins = http_get_json(f"{self.url}/_cat/plugins?format=json")
+        raise RuntimeError(f"OpenSearch not ready after {timeout}s (plugins: {plugins}); "
+                           f"log {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def stop(self, timeout: float = 30.0) -> str:
+        """Stop the JVM by pid and remove the node's folder (its data is throwaway)."""
+        if self.pid is None:
+            if self.run_dir is not None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            return "not started"
+        result = stop_pid(self.pid, self.conf_dir, timeout)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        return result
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: java-home | start | stop | status | url
+
+def _state_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "state.json")
+
+
+def _read_state(state_dir: str) -> dict | None:
+    try:
+        with open(_state_path(state_dir)) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _node_from_state(state: dict) -> OpenSearchNode:
+    node = OpenSearchNode(state["home"], http_port=state["http_port"], run_dir=state["run_dir"])
+    node.pid = state["pid"]
+    return node
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("java-home", help="print the Java home the node runs with")
+    sp = sub.add_parser("start", help="start in the background and wait until ready")
+    sp.add_argument("--home", default=DEFAULT_HOME, help="the install (scripts/setup_opensearch.sh)")
+    sp.add_argument("--http-port", type=int, default=int(os.environ.get("OPENSEARCH_HTTP_PORT", 0)),
+                    help="default: a free port")
+    sp.add_argument("--heap-min", default="512m")
+    sp.add_argument("--heap-max", default="1g")
+    sp.add_argument("--timeout", type=float, default=120.0)
+    sp.add_argument("--print-url", action="store_true",
+                    help="print only the URL on stdout (progress goes to stderr), for $(...)")
+    for name in ("stop", "status", "url"):
+        sub.add_parser(name)
+    for sp in sub.choices.values():
+        sp.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    a = p.parse_args(argv)
+
+    if a.cmd == "java-home":
+        try:
+            print(java_home())
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+
+    state = _read_state(a.state_dir)
+    node = _node_from_state(state) if state else None
+    running = node is not None and _alive(node.pid) and _is_our_node(node.pid, node.conf_dir)
+
+    if a.cmd == "url":
+        if not running:
+            print("opensearch: not running", file=sys.stderr)
+            return 3
+        print(node.url)
+        return 0
+
+    if a.cmd == "status":
+        if not running:
+            print("opensearch: not running")
+            return 3
+        ready = node.ready()
+        print(f"opensearch pid {node.pid} {'ready' if ready else 'NOT ready'}; {node.url}; "
+              f"log {node.log_path}")
+        return 0 if ready else 1
+
+    if a.cmd == "stop":
+        if node is None:
+            print("opensearch: no state file, nothing to stop")
+            return 0
+        print(f"opensearch pid {node.pid}: {node.stop()}")
+        os.remove(_state_path(a.state_dir))
+        return 0
+
+    if running:
+        print(f"opensearch already running (pid {node.pid}, {node.url}); stop it first", file=sys.stderr)
+        return 1
+    node = OpenSearchNode(a.home, http_port=a.http_port or None, heap_min=a.heap_min, heap_max=a.heap_max)
+    try:
+        node.start()
+        os.makedirs(a.state_dir, exist_ok=True)
+        with open(_state_path(a.state_dir), "w") as f:
+            json.dump({"pid": node.pid, "http_port": node.http_port, "run_dir": node.run_dir,
+                       "home": node.home}, f)
+        took = node.wait_ready(a.timeout)
+    except (RuntimeError, KeyboardInterrupt) as e:
+        node.stop()
+        if os.path.exists(_state_path(a.state_dir)):
+            os.remove(_state_path(a.state_dir))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    progress = sys.stderr if a.print_url else sys.stdout
+    print(f"opensearch pid {node.pid} ready in {took:.1f}s with {REQUIRED_PLUGIN}: {node.url}; "
+          f"log {node.log_path}", file=progress)
+    if a.print_url:
+        print(node.url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
