@@ -28,7 +28,16 @@ DEFAULT_VENV = os.path.join(REPO_ROOT, ".venv")
 DEFAULT_BACKEND_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "backends")
 DEFAULT_RUN_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "run")
 DEFAULT_MODEL_REPO = os.path.join(REPO_ROOT, "model_repository")
-BACKEND_SO = os.path.join(REPO_ROOT, "target", "release", "libtriton_box_embed.so")
+# The project's Rust backends: cargo builds target/release/libtriton_<name>.so, Triton loads
+# <backend_dir>/<name>/libtriton_<name>.so for models whose config says backend: "<name>".
+RUST_BACKENDS = ("box_embed", "preprocess")
+
+
+def rust_backend_so(name: str) -> str:
+    return os.path.join(REPO_ROOT, "target", "release", f"libtriton_{name}.so")
+
+
+BACKEND_SO = rust_backend_so("box_embed")
 
 # Lines that mean the server (or a backend inside it) crashed or panicked.
 CRASH_PATTERNS = [
@@ -100,7 +109,8 @@ def _install_file(src: str, dst: str, mode: int | None = None) -> bool:
 
 def install_backends(backend_dir: str = DEFAULT_BACKEND_DIR, venv: str | None = None,
                      backend_so: str = BACKEND_SO) -> list[str]:
-    """Assemble <backend_dir>/python (from the wheel) and <backend_dir>/box_embed (if built)."""
+    """Assemble <backend_dir>/python (from the wheel) and <backend_dir>/<name> for every
+    built Rust backend (`backend_so` overrides where box_embed's library comes from)."""
     wp = wheel_paths(venv)
     notes = []
     py_dir = os.path.join(backend_dir, "python")
@@ -109,16 +119,23 @@ def install_backends(backend_dir: str = DEFAULT_BACKEND_DIR, venv: str | None = 
             notes.append(f"installed python/{name}")
     if _install_file(wp["stub"], os.path.join(py_dir, "triton_python_backend_stub"), 0o755):
         notes.append("installed python/triton_python_backend_stub")
-    if os.path.exists(backend_so):
-        if _install_file(backend_so, os.path.join(backend_dir, "box_embed", "libtriton_box_embed.so")):
-            notes.append("installed box_embed/libtriton_box_embed.so")
-    else:
-        notes.append(f"box_embed backend not built ({backend_so} missing): box_embed models cannot load")
+    for name in RUST_BACKENDS:
+        src = backend_so if name == "box_embed" else rust_backend_so(name)
+        lib = f"libtriton_{name}.so"
+        if os.path.exists(src):
+            if _install_file(src, os.path.join(backend_dir, name, lib)):
+                notes.append(f"installed {name}/{lib}")
+        else:
+            notes.append(f"{name} backend not built ({src} missing): {name} models cannot load")
     return notes
 
 
+def rust_backend_installed(name: str, backend_dir: str = DEFAULT_BACKEND_DIR) -> bool:
+    return os.path.exists(os.path.join(backend_dir, name, f"libtriton_{name}.so"))
+
+
 def box_embed_installed(backend_dir: str = DEFAULT_BACKEND_DIR) -> bool:
-    return os.path.exists(os.path.join(backend_dir, "box_embed", "libtriton_box_embed.so"))
+    return rust_backend_installed("box_embed", backend_dir)
 
 
 def server_env(venv: str | None = None) -> dict:
@@ -332,10 +349,12 @@ def _server_from_args(a) -> TritonServer:
     repo = os.path.abspath(a.model_repository)
     if models is None:
         models = list_models(repo)
-        if not box_embed_installed(a.backend_dir):
-            skipped = [m for m in models if _backend_of(repo, m) == "box_embed"]
+        for name in RUST_BACKENDS:
+            if rust_backend_installed(name, a.backend_dir):
+                continue
+            skipped = [m for m in models if _backend_of(repo, m) == name]
             if skipped:
-                print(f"warning: box_embed backend not installed; not loading {', '.join(skipped)}",
+                print(f"warning: {name} backend not installed; not loading {', '.join(skipped)}",
                       file=sys.stderr)
             models = [m for m in models if m not in skipped]
     return TritonServer(repo, models, http_port=a.http_port, grpc_port=a.grpc_port,

@@ -1,8 +1,11 @@
-"""Triton Python-backend model: runs an ONNX image encoder with onnxruntime on CPU.
+"""Triton Python-backend model: runs a one-input, one-output ONNX encoder with onnxruntime on CPU.
 
-Used for clip_image (and test copies with other batch limits). Every request in a
-dynamic batch is validated on its own; the valid ones are concatenated and run in one
-onnxruntime call, then split back, so a bad request fails alone.
+Used for clip_image, clip_text and face_encoder (their 1/model.py are symlinks to this
+file) and the tests' copies with other batch limits. The input's name, dtype and dims come from
+config.pbtxt. Every request in a dynamic batch is validated on its own; the valid ones
+are concatenated and run in one onnxruntime call, then split back, so a bad request
+fails alone. Parameter `l2_normalize` ("true"/"false", default false) divides each output
+row by its L2 norm, for encoders whose ONNX output is not normalised (MobileFaceNet: ~12-15).
 """
 import json
 import os
@@ -10,6 +13,10 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+
+# config.pbtxt data types this model accepts as input.
+_NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_UINT8": np.uint8}
 
 
 def _param(config, key, default):
@@ -26,8 +33,17 @@ class TritonPythonModel:
         self.input_name = inp["name"]
         self.output_name = out["name"]
         self.item_shape = tuple(int(d) for d in inp["dims"])
+        if inp["data_type"] not in _NUMPY_DTYPES:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: input data_type {inp['data_type']} is not one of {sorted(_NUMPY_DTYPES)}")
+        self.input_dtype = np.dtype(_NUMPY_DTYPES[inp["data_type"]])
         self.dim = int(out["dims"][0])
         self.max_batch = int(config.get("max_batch_size", 0))
+        normalize = _param(config, "l2_normalize", "false")
+        if normalize not in ("true", "false"):
+            raise pb_utils.TritonModelException(
+                f"{self.name}: parameter l2_normalize must be 'true' or 'false', got '{normalize}'")
+        self.l2_normalize = normalize == "true"
 
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         path = os.path.join(version_dir, _param(config, "onnx_file", "model.onnx"))
@@ -51,8 +67,8 @@ class TritonPythonModel:
     def _check(self, array):
         if array is None:
             return f"missing input '{self.input_name}'"
-        if array.dtype != np.float32:
-            return f"input '{self.input_name}' must be FP32, got {array.dtype}"
+        if array.dtype != self.input_dtype:
+            return f"input '{self.input_name}' must be {self.input_dtype}, got {array.dtype}"
         if array.ndim != 1 + len(self.item_shape) or tuple(array.shape[1:]) != self.item_shape:
             return (f"input '{self.input_name}' must have shape [N,{','.join(map(str, self.item_shape))}],"
                     f" got {list(array.shape)}")
@@ -75,6 +91,9 @@ class TritonPythonModel:
         if good:
             batch = good[0] if len(good) == 1 else np.concatenate(good, axis=0)
             result = self.session.run(None, {self.onnx_input: batch})[0].astype(np.float32, copy=False)
+            if self.l2_normalize:
+                # The floor keeps an all-zero row zero instead of NaN.
+                result = result / np.maximum(np.linalg.norm(result, axis=1, keepdims=True), 1e-12)
             offsets = np.cumsum([0] + [a.shape[0] for a in good])
             outputs = [result[offsets[i]:offsets[i + 1]] for i in range(len(good))]
 

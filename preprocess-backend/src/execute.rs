@@ -1,0 +1,116 @@
+//! One execute call over a dynamic batch, in the fixed order: create responses -> gather
+//! inputs -> compute (every photo of the batch in parallel, rayon) -> scatter outputs ->
+//! send -> report statistics -> release requests. A request's error goes on its own
+//! response; the other photos of the batch are answered normally.
+
+use crate::config::{
+    PreprocessConfig, INPUT_IMAGE, OUTPUT_CLIP, OUTPUT_IMAGE_SIZE, OUTPUT_LETTERBOX, OUTPUT_ORIGINAL, OUTPUT_YOLO,
+};
+use preprocess_core::{Preprocessed, Preprocessor, StageSizes};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use triton_backend::entry::log;
+use triton_backend::model::{ExecTimes, ModelInstance};
+use triton_backend::request::Request;
+use triton_backend::response::Response;
+use triton_backend::time::now_ns;
+use triton_backend::{sys, DataType, TritonError};
+
+/// Per-instance state: the stage, configured once at load.
+pub struct InstanceState {
+    pub preprocessor: Preprocessor,
+}
+
+impl InstanceState {
+    pub fn new(config: &PreprocessConfig) -> Self {
+        Self { preprocessor: Preprocessor { sizes: config.sizes, limits: config.limits } }
+    }
+}
+
+/// Runs one execute call over `requests`, which it releases before returning.
+pub fn execute(instance: ModelInstance, state: &InstanceState, requests: Vec<Request>) {
+    let exec_start_ns = now_ns();
+    let responses: Vec<Option<Response>> = requests
+        .iter()
+        .map(|r| Response::new(r).inspect_err(|e| log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: cannot create response: {e}"))).ok())
+        .collect();
+
+    let inputs: Vec<Result<Cow<'_, [u8]>, TritonError>> = requests.iter().map(encoded_image).collect();
+    let compute_start_ns = now_ns();
+    let results: Vec<Result<Preprocessed, TritonError>> = inputs
+        .into_par_iter()
+        .map(|input| {
+            let bytes = input?;
+            state.preprocessor.run(&bytes).map_err(|e| TritonError::invalid_arg(format!("input '{INPUT_IMAGE}': {e}")))
+        })
+        .collect();
+    let compute_end_ns = now_ns();
+
+    let outcomes: Vec<(Option<Response>, Result<(), TritonError>)> = responses
+        .into_iter()
+        .zip(results)
+        .map(|(response, result)| match response {
+            Some(mut response) => {
+                let outcome = result.and_then(|out| write_outputs(&mut response, &out, &state.preprocessor.sizes));
+                (Some(response), outcome)
+            }
+            None => (None, Err(TritonError::internal("no response"))),
+        })
+        .collect();
+    let exec_end_ns = now_ns();
+
+    let times = ExecTimes { exec_start_ns, compute_start_ns, compute_end_ns, exec_end_ns };
+    for (request, (response, outcome)) in requests.iter().zip(outcomes) {
+        let success = outcome.is_ok();
+        if let Some(response) = response {
+            if let Err(e) = response.send(outcome) {
+                log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: sending response: {e}"));
+            }
+        }
+        if let Err(e) = instance.report_request(request, success, &times) {
+            log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: reporting statistics: {e}"));
+        }
+    }
+    if let Err(e) = instance.report_batch(requests.len() as u64, &times) {
+        log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: reporting batch statistics: {e}"));
+    }
+    drop(requests);
+}
+
+/// The request's encoded photo: UINT8, one photo per request (batch dimension 1).
+fn encoded_image(request: &Request) -> Result<Cow<'_, [u8]>, TritonError> {
+    let input = request.input(INPUT_IMAGE)?;
+    if input.datatype != DataType::Uint8 {
+        return Err(TritonError::invalid_arg(format!("input '{INPUT_IMAGE}' must be UINT8, got {:?}", input.datatype)));
+    }
+    if input.shape.first().is_some_and(|&batch| batch != 1) {
+        return Err(TritonError::invalid_arg(format!(
+            "input '{INPUT_IMAGE}' has shape {:?}: one photo per request (batch dimension 1)",
+            input.shape
+        )));
+    }
+    input.host_bytes()
+}
+
+/// Creates the five outputs (each with the batch dimension of 1) and fills them.
+fn write_outputs(response: &mut Response, out: &Preprocessed, sizes: &StageSizes) -> Result<(), TritonError> {
+    let (yolo, clip) = (i64::from(sizes.yolo_size), i64::from(sizes.clip_size));
+    write_f32(response.output_buffer(OUTPUT_YOLO, DataType::Fp32, &[1, 3, yolo, yolo])?, &out.yolo_input);
+    write_f32(response.output_buffer(OUTPUT_CLIP, DataType::Fp32, &[1, 3, clip, clip])?, &out.clip_input);
+    let original = &out.original;
+    let shape = [1, i64::from(original.height), i64::from(original.width), 3];
+    response.output_buffer(OUTPUT_ORIGINAL, DataType::Uint8, &shape)?.copy_from_slice(&original.pixels);
+    write_f32(response.output_buffer(OUTPUT_LETTERBOX, DataType::Fp32, &[1, 3])?, &out.letterbox);
+    let size = response.output_buffer(OUTPUT_IMAGE_SIZE, DataType::Int32, &[1, 2])?;
+    for (dst, value) in size.chunks_exact_mut(4).zip(out.image_size) {
+        dst.copy_from_slice(&value.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Triton tensors are little-endian host memory, as is every platform Triton runs on.
+fn write_f32(dst: &mut [u8], values: &[f32]) {
+    for (d, v) in dst.chunks_exact_mut(4).zip(values) {
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+}

@@ -1,0 +1,283 @@
+//! Integration tests of the client.
+//!
+//! Against a real Triton (clip_image loaded) when TRITON_GRPC_URL is set, e.g.
+//! `TRITON_GRPC_URL=http://127.0.0.1:8001`; otherwise those tests print
+//! "SKIPPED: TRITON_GRPC_URL not set" and pass. The transport-failure tests
+//! (closed port, silent server) need no Triton and always run.
+
+use std::time::{Duration, Instant};
+
+use triton_client::{ClientConfig, ClientError, InferRequest, InputTensor, TritonClient};
+
+const IMAGE_MODEL: &str = "clip_image";
+
+fn triton_url(test: &str) -> Option<String> {
+    match std::env::var("TRITON_GRPC_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            println!("SKIPPED: TRITON_GRPC_URL not set ({test})");
+            None
+        }
+    }
+}
+
+fn client(endpoint: String) -> TritonClient {
+    TritonClient::new(ClientConfig {
+        endpoint,
+        request_timeout: Duration::from_secs(30),
+        ..ClientConfig::default()
+    })
+    .expect("client")
+}
+
+/// Deterministic image in [0, 1], different per `seed`.
+fn image(seed: u32) -> Vec<f32> {
+    (0..3 * 256 * 256u32)
+        .map(|i| {
+            ((i.wrapping_mul(2654435761).wrapping_add(seed * 40503)) >> 8 & 0xff) as f32 / 255.0
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn server_and_model_are_ready() {
+    let Some(url) = triton_url("server_and_model_are_ready") else {
+        return;
+    };
+    let client = client(url);
+    assert!(client.server_live().await.unwrap());
+    assert!(client.server_ready().await.unwrap());
+    assert!(client.model_ready(IMAGE_MODEL).await.unwrap());
+
+    let metadata = client.model_metadata(IMAGE_MODEL).await.unwrap();
+    assert_eq!(metadata.name, IMAGE_MODEL);
+    assert_eq!(metadata.inputs[0].name, "images");
+    assert_eq!(metadata.inputs[0].datatype, "FP32");
+    assert_eq!(metadata.inputs[0].shape, vec![-1, 3, 256, 256]);
+    assert_eq!(metadata.outputs[0].name, "embeddings");
+    assert_eq!(metadata.outputs[0].shape[0], -1);
+}
+
+#[tokio::test]
+async fn clip_image_returns_unit_norm_embeddings() {
+    let Some(url) = triton_url("clip_image_returns_unit_norm_embeddings") else {
+        return;
+    };
+    let client = client(url);
+    let mut pixels = image(1);
+    pixels.extend(image(2));
+    let request = InferRequest {
+        model: IMAGE_MODEL.into(),
+        inputs: vec![InputTensor::fp32("images", vec![2, 3, 256, 256], &pixels)],
+        outputs: vec!["embeddings".into()],
+    };
+    let response = client.infer(request.clone()).await.unwrap();
+    let embeddings = response.output("embeddings").unwrap();
+    assert_eq!(embeddings.datatype, "FP32");
+    assert_eq!(embeddings.shape.len(), 2);
+    assert_eq!(embeddings.shape[0], 2);
+    let dim = embeddings.shape[1] as usize;
+    let values = embeddings.as_f32().unwrap();
+    for row in values.chunks_exact(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    assert_ne!(
+        values[..dim],
+        values[dim..],
+        "different images gave the same embedding"
+    );
+
+    // Same input, same answer: the client sends exactly the bytes it was given.
+    let again = client.infer(request).await.unwrap();
+    assert_eq!(
+        again.output("embeddings").unwrap().as_f32().unwrap(),
+        values
+    );
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_client() {
+    let Some(url) = triton_url("concurrent_calls_share_one_client") else {
+        return;
+    };
+    let client = client(url);
+    let calls = (0..8u32).map(|seed| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let request = InferRequest {
+                model: IMAGE_MODEL.into(),
+                inputs: vec![InputTensor::fp32(
+                    "images",
+                    vec![1, 3, 256, 256],
+                    &image(seed),
+                )],
+                outputs: vec![],
+            };
+            client
+                .infer(request)
+                .await
+                .unwrap()
+                .output("embeddings")
+                .unwrap()
+                .as_f32()
+                .unwrap()
+        })
+    });
+    for call in calls {
+        assert_eq!(call.await.unwrap().len(), 512);
+    }
+}
+
+#[tokio::test]
+async fn wrong_shape_is_rejected_with_tritons_message() {
+    let Some(url) = triton_url("wrong_shape_is_rejected_with_tritons_message") else {
+        return;
+    };
+    let client = client(url);
+    let request = InferRequest {
+        model: IMAGE_MODEL.into(),
+        inputs: vec![InputTensor::fp32(
+            "images",
+            vec![1, 3, 128, 128],
+            &vec![0.5; 3 * 128 * 128],
+        )],
+        outputs: vec![],
+    };
+    let started = Instant::now();
+    match client.infer(request).await {
+        Err(ClientError::Rejected { model, message, .. }) => {
+            println!("Triton said: {message}");
+            assert_eq!(model, IMAGE_MODEL);
+            assert!(
+                message.contains("images"),
+                "message does not name the input: {message}"
+            );
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    // Never retried: no backoff pause happened.
+    assert!(started.elapsed() < ClientConfig::default().initial_backoff * 5);
+}
+
+#[tokio::test]
+async fn unknown_model_is_not_found() {
+    let Some(url) = triton_url("unknown_model_is_not_found") else {
+        return;
+    };
+    let client = client(url);
+    assert!(!client.model_ready("no_such_model").await.unwrap_or(false));
+    let request = InferRequest {
+        model: "no_such_model".into(),
+        inputs: vec![InputTensor::fp32("images", vec![1, 3], &[0.0; 3])],
+        outputs: vec![],
+    };
+    match client.infer(request).await {
+        Err(ClientError::ModelNotFound { model, message, .. }) => {
+            println!("Triton said: {message}");
+            assert_eq!(model, "no_such_model");
+            assert!(message.contains("no_such_model"), "{message}");
+        }
+        other => panic!("expected ModelNotFound, got {other:?}"),
+    }
+    assert!(client.model_metadata("no_such_model").await.is_err());
+}
+
+/// clip_text, when the server has it loaded (scripts/run.sh and the pytest server do).
+#[tokio::test]
+async fn clip_text_embeds_token_ids() {
+    let Some(url) = triton_url("clip_text_embeds_token_ids") else {
+        return;
+    };
+    let client = client(url);
+    if !client.model_ready("clip_text").await.unwrap() {
+        println!("SKIPPED: clip_text not loaded on this server");
+        return;
+    }
+    // "a photo of a dog" and "... cat": SOT, BPE ids, EOT, zero padding.
+    let mut tokens = vec![0i64; 2 * 77];
+    tokens[..7].copy_from_slice(&[49406, 320, 1125, 539, 320, 1929, 49407]);
+    tokens[77..84].copy_from_slice(&[49406, 320, 1125, 539, 320, 2368, 49407]);
+    let request = InferRequest {
+        model: "clip_text".into(),
+        inputs: vec![InputTensor::int64("tokens", vec![2, 77], &tokens)],
+        outputs: vec!["embeddings".into()],
+    };
+    let embeddings = client.infer(request).await.unwrap();
+    let embeddings = embeddings.output("embeddings").unwrap();
+    assert_eq!(embeddings.shape, vec![2, 512]);
+    let values = embeddings.as_f32().unwrap();
+    let (dog, cat) = values.split_at(512);
+    let dot: f32 = dog.iter().zip(cat).map(|(a, b)| a * b).sum();
+    assert!((dog.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-4);
+    assert!(dot < 0.999, "dog and cat queries embed alike: {dot}");
+}
+
+/// A port nobody listens on: bind an ephemeral port, then release it.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn closed_port_is_unavailable_after_the_configured_retries() {
+    let port = closed_port();
+    let client = TritonClient::new(ClientConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(20),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = client.server_ready().await.unwrap_err();
+    let elapsed = started.elapsed();
+    match &err {
+        ClientError::Unavailable { attempts, .. } => assert_eq!(*attempts, 4, "{err}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    println!("{err} (after {elapsed:?})");
+    // Backoff 20 + 40 + 80 ms between the four attempts.
+    assert!(elapsed >= Duration::from_millis(140), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn silent_server_hits_the_deadline() {
+    // Accepts TCP (the kernel completes the handshake) but never speaks HTTP/2.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TritonClient::new(ClientConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        request_timeout: Duration::from_millis(300),
+        max_retries: 0,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = client.server_ready().await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::DeadlineExceeded { .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(listener);
+}
+
+#[test]
+fn invalid_endpoint_is_reported() {
+    let err = TritonClient::new(ClientConfig {
+        endpoint: "not a uri".into(),
+        ..ClientConfig::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, ClientError::InvalidEndpoint { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not a uri"));
+}
