@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gen_encoders  # noqa: E402
+import link_models  # noqa: E402
 import opensearchctl  # noqa: E402
 import tritonctl  # noqa: E402
 from crop_reference import CropParams  # noqa: E402
@@ -28,7 +29,9 @@ from crop_reference import CropParams  # noqa: E402
 SOURCE_REPO = os.path.join(REPO_ROOT, "model_repository")
 LOG_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "test-logs")
 MISSING_ENCODER = "no_such_encoder"
+YOLO_MODELS = ["yolo", "yolo_yolox", "yolo_max3"]
 BOX_EMBED_MODELS = ["box_embed", "box_embed_pad", "box_embed_context", "box_embed_small_encoder"]
+FACE_MODELS = ["face_detect", "face_encoder"]  # + face_align (Rust) and face_embed (ensemble) when built
 
 _SERVER: tritonctl.TritonServer | None = None
 _NOT_BUILT_MSG = (
@@ -83,6 +86,8 @@ def build_test_repository(repo: str) -> None:
     _variant(repo, "box_embed", "box_embed_pad", {"crop_policy": "pad"})
     _variant(repo, "box_embed", "box_embed_context", {"crop_policy": "context"})
     _variant(repo, "box_embed", "box_embed_small_encoder", {"encoder_model": "clip_image_b4"})
+    _variant(repo, "yolo", "yolo_yolox", {"variant": "yolox", "onnx_file": "yolox_nano.onnx"})
+    _variant(repo, "yolo", "yolo_max3", {"max_detections": "3"})
     # Not loaded at startup: a failed load there would stop the whole server; the test loads it.
     _variant(repo, "box_embed", "box_embed_missing_encoder", {"encoder_model": MISSING_ENCODER})
 
@@ -105,15 +110,25 @@ def pytest_terminal_summary(terminalreporter):
 def triton(tmp_path_factory):
     global _SERVER
     gen_encoders.generate()
+    gen_encoders.generate_text()
     for note in tritonctl.install_backends():
         print(note)
+    try:
+        link_models.link()
+    except link_models.MissingWeights as e:
+        pytest.fail(str(e), pytrace=False)
     repo = str(tmp_path_factory.mktemp("model_repository"))
     build_test_repository(repo)
-    models = ["clip_image", "clip_image_b4"]
+    models = ["clip_image", "clip_image_b4", "clip_text"]
+    models += YOLO_MODELS + FACE_MODELS
     if backend_built():
-        models += BOX_EMBED_MODELS
+        models += BOX_EMBED_MODELS + ["face_align"]
     else:
         warnings.warn(_NOT_BUILT_MSG)
+    if os.path.exists(tritonctl.rust_backend_so("preprocess")):
+        models.append("preprocess")
+        if backend_built():
+            models.append("face_embed")
     os.makedirs(LOG_DIR, exist_ok=True)
     server = tritonctl.TritonServer(repo, models, log_path=os.path.join(LOG_DIR, f"tritonserver-pytest-{os.getpid()}.log"))
     server.start()

@@ -1,9 +1,12 @@
 //! The backend's configuration, read once from the Triton model config at load time (a bad
 //! config fails the load, not each request), and the limits read from the encoder's config.
+//! Parameter `mode` picks what the model does: `boxes` (default, [`BoxEmbedConfig`]) or
+//! `faces` ([`FaceAlignConfig`]); both send their crops to an encoder ([`EncoderLink`]).
 //! Pure: takes JSON, no FFI, so unit tests cover it.
 
-use crop_core::{CropPolicy, RoiAlign};
+use crop_core::{CropError, CropPolicy, FaceAligner, RoiAlign, ARCFACE_TEMPLATE_112};
 use serde_json::Value;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -15,19 +18,63 @@ pub enum ConfigError {
     Contract(String),
 }
 
-/// Everything `box_embed` takes from its own model config.
+/// The model config, by mode.
+#[derive(Debug, Clone)]
+pub enum ModelConfig {
+    Boxes(Arc<BoxEmbedConfig>),
+    Faces(Arc<FaceAlignConfig>),
+}
+
+impl ModelConfig {
+    pub fn from_model_config(config: &Value) -> Result<Self, ConfigError> {
+        match parameter(config, "mode").unwrap_or("boxes") {
+            "boxes" => Ok(Self::Boxes(Arc::new(BoxEmbedConfig::from_model_config(config)?))),
+            "faces" => Ok(Self::Faces(Arc::new(FaceAlignConfig::from_model_config(config)?))),
+            other => Err(ConfigError::Invalid {
+                key: "mode",
+                value: other.to_string(),
+                reason: "expected \"boxes\" or \"faces\"".into(),
+            }),
+        }
+    }
+
+    pub fn encoder(&self) -> &EncoderLink {
+        match self {
+            Self::Boxes(c) => &c.encoder,
+            Self::Faces(c) => &c.encoder,
+        }
+    }
+}
+
+/// The encoder model called in-process: its tensor names, what it returns, and the side S
+/// of the `[3, S, S]` items sent to it.
+#[derive(Debug, Clone)]
+pub struct EncoderLink {
+    pub model: String,
+    pub input: String,
+    pub output: String,
+    pub embedding_dim: usize,
+    pub item_size: usize,
+    /// Upper bound on items per encoder request; the encoder's own max batch size applies too.
+    pub max_batch: Option<usize>,
+}
+
+/// Everything `box_embed` (mode `boxes`) takes from its own model config.
 #[derive(Debug, Clone)]
 pub struct BoxEmbedConfig {
-    pub encoder_model: String,
-    pub encoder_input: String,
-    pub encoder_output: String,
-    pub embedding_dim: usize,
+    pub encoder: EncoderLink,
     pub max_boxes: usize,
     pub policy: CropPolicy,
     pub roi_align: RoiAlign,
     pub min_box_size: f32,
-    /// Upper bound on crops per encoder request; the encoder's own max batch size applies too.
-    pub encoder_max_batch: Option<usize>,
+}
+
+/// Everything the face mode takes from its model config.
+#[derive(Debug, Clone)]
+pub struct FaceAlignConfig {
+    pub encoder: EncoderLink,
+    pub max_faces: usize,
+    pub aligner: FaceAligner,
 }
 
 fn parameter<'a>(config: &'a Value, key: &'static str) -> Option<&'a str> {
@@ -77,15 +124,79 @@ pub fn max_batch_size(config: &Value) -> usize {
         .unwrap_or(0) as usize
 }
 
-/// Output names of this backend's own contract.
+/// Tensor names of this backend's own contract, box mode.
 pub const OUTPUT_EMBEDDINGS: &str = "box_embeddings";
 pub const OUTPUT_VALID: &str = "box_valid";
 pub const OUTPUT_BOXES: &str = "boxes";
 pub const INPUT_IMAGE_SIZE: &str = "image_size";
+/// Tensor names of the face mode's contract (docs/faces.md).
+pub const INPUT_NUM_FACES: &str = "num_faces";
+pub const INPUT_LANDMARKS: &str = "face_landmarks";
+pub const OUTPUT_FACE_EMBEDDINGS: &str = "face_embeddings";
+pub const OUTPUT_FACE_VALID: &str = "face_valid";
+
+fn check_output(config: &Value, name: &str, expected: Option<&[i64]>) -> Result<(), ConfigError> {
+    let declared = tensor(config, "output", name)
+        .ok_or_else(|| ConfigError::Contract(format!("output '{name}' is not declared")))?;
+    match expected {
+        Some(dims_expected) if dims(declared) != dims_expected => Err(ConfigError::Contract(format!(
+            "output '{name}' dims {:?} must be {dims_expected:?}",
+            dims(declared)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl EncoderLink {
+    fn from_model_config(config: &Value, item_size: usize, default_input: &str) -> Result<Self, ConfigError> {
+        let max_batch = match parameter(config, "encoder_max_batch") {
+            Some(_) => Some(positive("encoder_max_batch", parsed(config, "encoder_max_batch", None)?)?),
+            None => None,
+        };
+        Ok(Self {
+            model: required(config, "encoder_model")?.to_string(),
+            input: parameter(config, "encoder_input").unwrap_or(default_input).to_string(),
+            output: parameter(config, "encoder_output").unwrap_or("embeddings").to_string(),
+            embedding_dim: positive("embedding_dim", parsed(config, "embedding_dim", None)?)?,
+            item_size,
+            max_batch,
+        })
+    }
+
+    /// Checks the encoder's config against ours and returns how many items one encoder
+    /// request may carry.
+    pub fn batch_limit(&self, encoder_config: &Value) -> Result<usize, ConfigError> {
+        let model = &self.model;
+        let encoder_max = max_batch_size(encoder_config);
+        if encoder_max == 0 {
+            return Err(ConfigError::Contract(format!("encoder '{model}' must support batching (max_batch_size > 0)")));
+        }
+        let input = tensor(encoder_config, "input", &self.input)
+            .ok_or_else(|| ConfigError::Contract(format!("encoder '{model}' has no input '{}'", self.input)))?;
+        let s = self.item_size as i64;
+        if dims(input) != [3, s, s] {
+            return Err(ConfigError::Contract(format!(
+                "encoder '{model}' input '{}' has dims {:?}, this model sends [3, {s}, {s}]",
+                self.input,
+                dims(input)
+            )));
+        }
+        let output = tensor(encoder_config, "output", &self.output)
+            .ok_or_else(|| ConfigError::Contract(format!("encoder '{model}' has no output '{}'", self.output)))?;
+        if dims(output) != [self.embedding_dim as i64] {
+            return Err(ConfigError::Contract(format!(
+                "encoder '{model}' output '{}' has dims {:?}, embedding_dim is {}",
+                self.output,
+                dims(output),
+                self.embedding_dim
+            )));
+        }
+        Ok(self.max_batch.map_or(encoder_max, |cap| cap.min(encoder_max)))
+    }
+}
 
 impl BoxEmbedConfig {
     pub fn from_model_config(config: &Value) -> Result<Self, ConfigError> {
-        let embedding_dim = positive("embedding_dim", parsed(config, "embedding_dim", None)?)?;
         let crop_size = positive("crop_size", parsed(config, "crop_size", None)?)?;
         let sampling_ratio = positive("sampling_ratio", parsed(config, "sampling_ratio", Some("2"))?)?;
         let context_scale: f32 = parsed(config, "context_scale", Some("1.25"))?;
@@ -103,81 +214,66 @@ impl BoxEmbedConfig {
                 reason: "must be a finite number > 0".into(),
             });
         }
-        let encoder_max_batch = match parameter(config, "encoder_max_batch") {
-            Some(_) => Some(positive("encoder_max_batch", parsed(config, "encoder_max_batch", None)?)?),
-            None => None,
-        };
         let roi_align = RoiAlign::new(crop_size, sampling_ratio)
             .map_err(|e| ConfigError::Invalid { key: "crop_size", value: crop_size.to_string(), reason: e.to_string() })?;
         let parsed = Self {
-            encoder_model: required(config, "encoder_model")?.to_string(),
-            encoder_input: parameter(config, "encoder_input").unwrap_or("images").to_string(),
-            encoder_output: parameter(config, "encoder_output").unwrap_or("embeddings").to_string(),
-            embedding_dim,
+            encoder: EncoderLink::from_model_config(config, crop_size, "images")?,
             max_boxes: positive("max_boxes", parsed(config, "max_boxes", None)?)?,
             policy,
             roi_align,
             min_box_size,
-            encoder_max_batch,
         };
-        parsed.check_outputs(config)?;
+        // The declared outputs must agree with `embedding_dim`, so clients and the backend
+        // see the same shapes.
+        check_output(config, OUTPUT_EMBEDDINGS, Some(&[-1, parsed.encoder.embedding_dim as i64]))?;
+        check_output(config, OUTPUT_VALID, None)?;
+        check_output(config, OUTPUT_BOXES, Some(&[-1, 4]))?;
         Ok(parsed)
     }
+}
 
-    /// The declared outputs must agree with `embedding_dim`, so clients and the backend see
-    /// the same shapes.
-    fn check_outputs(&self, config: &Value) -> Result<(), ConfigError> {
-        let embeddings = tensor(config, "output", OUTPUT_EMBEDDINGS)
-            .ok_or_else(|| ConfigError::Contract(format!("output '{OUTPUT_EMBEDDINGS}' is not declared")))?;
-        let expected = [-1, self.embedding_dim as i64];
-        if dims(embeddings) != expected {
-            return Err(ConfigError::Contract(format!(
-                "output '{OUTPUT_EMBEDDINGS}' dims {:?} must be {expected:?} (embedding_dim)",
-                dims(embeddings)
-            )));
-        }
-        if tensor(config, "output", OUTPUT_VALID).is_none() {
-            return Err(ConfigError::Contract(format!("output '{OUTPUT_VALID}' is not declared")));
-        }
-        match tensor(config, "output", OUTPUT_BOXES) {
-            None => return Err(ConfigError::Contract(format!("output '{OUTPUT_BOXES}' is not declared"))),
-            Some(boxes) if dims(boxes) != [-1, 4] => {
-                return Err(ConfigError::Contract(format!("output '{OUTPUT_BOXES}' dims {:?} must be [-1, 4]", dims(boxes))))
-            }
-            Some(_) => {}
-        }
-        Ok(())
+/// Parses `face_template`: 10 comma-separated numbers, x y of each of the 5 points.
+fn face_template(config: &Value, face_size: usize) -> Result<[[f32; 2]; 5], ConfigError> {
+    let Some(text) = parameter(config, "face_template") else {
+        // The ArcFace template is defined for 112; other sizes scale it.
+        let scale = face_size as f32 / 112.0;
+        return Ok(ARCFACE_TEMPLATE_112.map(|p| p.map(|v| v * scale)));
+    };
+    let invalid = |reason: &str| ConfigError::Invalid { key: "face_template", value: text.to_string(), reason: reason.into() };
+    let values: Vec<f32> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(&e.to_string()))?;
+    if values.len() != 10 {
+        return Err(invalid("expected 10 numbers: x,y of 5 points"));
     }
+    Ok(std::array::from_fn(|i| [values[2 * i], values[2 * i + 1]]))
+}
 
-    /// Checks the encoder's config against ours and returns how many crops one encoder
-    /// request may carry.
-    pub fn encoder_batch_limit(&self, encoder_config: &Value) -> Result<usize, ConfigError> {
-        let model = &self.encoder_model;
-        let encoder_max = max_batch_size(encoder_config);
-        if encoder_max == 0 {
-            return Err(ConfigError::Contract(format!("encoder '{model}' must support batching (max_batch_size > 0)")));
-        }
-        let input = tensor(encoder_config, "input", &self.encoder_input)
-            .ok_or_else(|| ConfigError::Contract(format!("encoder '{model}' has no input '{}'", self.encoder_input)))?;
-        let s = self.roi_align.crop_size as i64;
-        if dims(input) != [3, s, s] {
-            return Err(ConfigError::Contract(format!(
-                "encoder '{model}' input '{}' has dims {:?}, crops are [3, {s}, {s}]",
-                self.encoder_input,
-                dims(input)
-            )));
-        }
-        let output = tensor(encoder_config, "output", &self.encoder_output)
-            .ok_or_else(|| ConfigError::Contract(format!("encoder '{model}' has no output '{}'", self.encoder_output)))?;
-        if dims(output) != [self.embedding_dim as i64] {
-            return Err(ConfigError::Contract(format!(
-                "encoder '{model}' output '{}' has dims {:?}, embedding_dim is {}",
-                self.encoder_output,
-                dims(output),
-                self.embedding_dim
-            )));
-        }
-        Ok(self.encoder_max_batch.map_or(encoder_max, |cap| cap.min(encoder_max)))
+impl FaceAlignConfig {
+    pub fn from_model_config(config: &Value) -> Result<Self, ConfigError> {
+        let face_size = positive("face_size", parsed(config, "face_size", None)?)?;
+        let template = face_template(config, face_size)?;
+        let margin: f32 = parsed(config, "landmark_margin", Some("0.1"))?;
+        let min_spread: f32 = parsed(config, "min_landmark_spread", Some("1.0"))?;
+        let min_aspect: f32 = parsed(config, "min_landmark_aspect", Some("0.05"))?;
+        let aligner = FaceAligner::new(template, face_size, margin, min_spread, min_aspect).map_err(|e| {
+            let (key, value) = match &e {
+                CropError::InvalidFaceParameter { name, value } => (*name, value.to_string()),
+                CropError::InvalidFaceTemplate(_) => ("face_template", format!("{template:?}")),
+                _ => ("face_size", face_size.to_string()),
+            };
+            ConfigError::Invalid { key, value, reason: e.to_string() }
+        })?;
+        let parsed = Self {
+            encoder: EncoderLink::from_model_config(config, face_size, "faces")?,
+            max_faces: positive("max_faces", parsed(config, "max_faces", None)?)?,
+            aligner,
+        };
+        check_output(config, OUTPUT_FACE_EMBEDDINGS, Some(&[-1, parsed.encoder.embedding_dim as i64]))?;
+        check_output(config, OUTPUT_FACE_VALID, Some(&[-1]))?;
+        Ok(parsed)
     }
 }
 
@@ -222,8 +318,9 @@ mod tests {
     #[test]
     fn reads_every_setting_from_parameters() {
         let c = BoxEmbedConfig::from_model_config(&config(&[("crop_policy", "context"), ("context_scale", "1.5")])).unwrap();
-        assert_eq!(c.encoder_model, "clip_image");
-        assert_eq!(c.embedding_dim, 512);
+        assert_eq!(c.encoder.model, "clip_image");
+        assert_eq!(c.encoder.embedding_dim, 512);
+        assert_eq!(c.encoder.item_size, 256);
         assert_eq!(c.max_boxes, 100);
         assert_eq!(c.roi_align.crop_size, 256);
         assert_eq!(c.roi_align.sampling_ratio, 2);
@@ -252,12 +349,66 @@ mod tests {
 
     #[test]
     fn encoder_contract_and_batch_limit() {
-        let c = BoxEmbedConfig::from_model_config(&config(&[])).unwrap();
-        assert_eq!(c.encoder_batch_limit(&encoder(32, 256, 512)).unwrap(), 32);
-        assert!(c.encoder_batch_limit(&encoder(0, 256, 512)).is_err());
-        assert!(c.encoder_batch_limit(&encoder(32, 224, 512)).is_err());
-        assert!(c.encoder_batch_limit(&encoder(32, 256, 768)).is_err());
+        let c = BoxEmbedConfig::from_model_config(&config(&[])).unwrap().encoder;
+        assert_eq!(c.batch_limit(&encoder(32, 256, 512)).unwrap(), 32);
+        assert!(c.batch_limit(&encoder(0, 256, 512)).is_err());
+        assert!(c.batch_limit(&encoder(32, 224, 512)).is_err());
+        assert!(c.batch_limit(&encoder(32, 256, 768)).is_err());
         let capped = BoxEmbedConfig::from_model_config(&config(&[("encoder_max_batch", "4")])).unwrap();
-        assert_eq!(capped.encoder_batch_limit(&encoder(32, 256, 512)).unwrap(), 4);
+        assert_eq!(capped.encoder.batch_limit(&encoder(32, 256, 512)).unwrap(), 4);
+    }
+
+    fn face_config(params: &[(&str, &str)]) -> Value {
+        let mut parameters = serde_json::Map::new();
+        for (k, v) in [("mode", "faces"), ("encoder_model", "face_encoder"), ("embedding_dim", "128"), ("max_faces", "50"), ("face_size", "112")]
+            .iter()
+            .chain(params)
+        {
+            parameters.insert((*k).into(), json!({ "string_value": v }));
+        }
+        json!({
+            "output": [
+                { "name": "face_embeddings", "dims": ["-1", "128"] },
+                { "name": "face_valid", "dims": ["-1"] }
+            ],
+            "parameters": parameters
+        })
+    }
+
+    #[test]
+    fn mode_picks_the_config() {
+        assert!(matches!(ModelConfig::from_model_config(&config(&[])).unwrap(), ModelConfig::Boxes(_)));
+        let faces = ModelConfig::from_model_config(&face_config(&[])).unwrap();
+        let ModelConfig::Faces(c) = &faces else { panic!("{faces:?}") };
+        assert_eq!((c.max_faces, c.aligner.size), (50, 112));
+        assert_eq!((faces.encoder().input.as_str(), faces.encoder().item_size, faces.encoder().embedding_dim), ("faces", 112, 128));
+        let err = ModelConfig::from_model_config(&config(&[("mode", "people")])).unwrap_err();
+        assert!(err.to_string().contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn face_settings_are_checked() {
+        let own = ("face_template", "38,51,73,51,56,71,41,92,70,92");
+        assert!(FaceAlignConfig::from_model_config(&face_config(&[own])).is_ok());
+        for (key, value) in [
+            ("face_template", "1,2,3"),
+            ("face_template", "1,1,1,1,1,1,1,1,1,1"),
+            ("face_size", "0"),
+            ("max_faces", "0"),
+            ("landmark_margin", "-1"),
+            ("min_landmark_aspect", "x"),
+        ] {
+            let err = FaceAlignConfig::from_model_config(&face_config(&[(key, value)])).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{key}={value}: {err}");
+        }
+        let err = FaceAlignConfig::from_model_config(&face_config(&[("embedding_dim", "512")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Contract(_)), "{err}");
+        let c = FaceAlignConfig::from_model_config(&face_config(&[])).unwrap().encoder;
+        let encoder = json!({
+            "max_batch_size": 32,
+            "input": [{ "name": "faces", "dims": [3, 112, 112] }],
+            "output": [{ "name": "embeddings", "dims": [128] }]
+        });
+        assert_eq!(c.batch_limit(&encoder).unwrap(), 32);
     }
 }

@@ -2,23 +2,29 @@
 //! request with `crop_core::crop_all` (spread over the cores), encodes them from host memory
 //! and writes host outputs.
 
+use crate::config::BoxEmbedConfig;
 use crate::encoder::Crops;
 use crate::execute::{crop_batch, plan_all, write_host_outputs, Batch, Shared};
 use crop_core::{crop_all, CropJob, ImageView};
 use std::borrow::Cow;
+use std::sync::Arc;
 use triton_backend::time::now_ns;
 use triton_backend::TritonError;
 
-/// Buffers a CPU instance reuses across execute calls.
-#[derive(Default)]
+/// A CPU instance's config and the buffers it reuses across execute calls.
 pub struct CpuPath {
+    config: Arc<BoxEmbedConfig>,
     crops: Vec<f32>,
     embeddings: Vec<f32>,
 }
 
 impl CpuPath {
+    pub fn new(config: Arc<BoxEmbedConfig>) -> Self {
+        Self { config, crops: Vec::new(), embeddings: Vec::new() }
+    }
+
     pub fn run(&mut self, shared: &mut Shared, batch: &mut Batch<'_>) {
-        let config = shared.config.clone();
+        let config = self.config.clone();
         let mut planned = plan_all(batch, &config, |buffer, _| {
             Err(TritonError::internal(format!(
                 "an input is in GPU memory (device {}); a KIND_CPU instance reads host memory",
@@ -56,7 +62,7 @@ impl CpuPath {
 
         batch.compute_start_ns = now_ns();
         let crops = crop_batch(&planned);
-        let dim = config.embedding_dim;
+        let dim = config.encoder.embedding_dim;
         if !crops.is_empty() {
             match shared.encoder() {
                 Ok(encoder) => {

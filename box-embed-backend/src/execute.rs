@@ -3,13 +3,15 @@
 //! report statistics -> release requests. A request's error goes on its own response; the
 //! other requests of the batch carry on.
 //!
-//! This module holds the order and what both instance kinds share (instance state, reading
-//! and planning the small inputs, writing host outputs); [`crate::cpu`] and [`crate::gpu`]
-//! gather pixels, crop, encode and scatter where their memory is.
+//! This module holds the order and what every path shares (instance state, the encoder link,
+//! reading and planning the small inputs, writing host outputs); [`crate::cpu`] and
+//! [`crate::gpu`] gather pixels, crop, encode and scatter where their memory is, and
+//! [`crate::faces`] does the same for the face mode.
 
-use crate::config::{BoxEmbedConfig, INPUT_IMAGE_SIZE, OUTPUT_BOXES, OUTPUT_EMBEDDINGS, OUTPUT_VALID};
+use crate::config::{BoxEmbedConfig, EncoderLink, FaceAlignConfig, INPUT_IMAGE_SIZE, OUTPUT_BOXES, OUTPUT_EMBEDDINGS, OUTPUT_VALID};
 use crate::cpu::CpuPath;
 use crate::encoder::Encoder;
+use crate::faces::FacePath;
 use crate::gpu::GpuPath;
 use crate::plan::{plan_request, CropBatch, ImageTensor, RawTensor, RequestPlan, RequestTensors};
 use std::borrow::Cow;
@@ -31,11 +33,12 @@ pub struct InstanceState {
 pub enum Path {
     Cpu(CpuPath),
     Gpu(Box<GpuPath>),
+    Faces(FacePath),
 }
 
 /// The encoder link of one instance.
 pub struct Shared {
-    pub config: Arc<BoxEmbedConfig>,
+    pub link: EncoderLink,
     pub server: Server,
     pub allocator: ResponseAllocator,
     /// Resolved on first use, because the encoder may load after this model.
@@ -44,36 +47,42 @@ pub struct Shared {
 
 impl InstanceState {
     pub fn cpu(config: Arc<BoxEmbedConfig>, server: Server) -> Result<Self, TritonError> {
-        let shared = Shared::new(config, server, ResponseAllocator::host()?);
-        Ok(Self { shared, path: Path::Cpu(CpuPath::default()) })
+        let shared = Shared::new(config.encoder.clone(), server, ResponseAllocator::host()?);
+        Ok(Self { shared, path: Path::Cpu(CpuPath::new(config)) })
     }
 
     /// Opens `device_id`, compiles the crop kernels and creates the stream; fails (and so
     /// fails the instance's load) where there is no usable CUDA device.
     pub fn gpu(config: Arc<BoxEmbedConfig>, server: Server, device_id: i32) -> Result<Self, TritonError> {
-        let (path, allocator) = GpuPath::new(device_id)?;
-        let shared = Shared::new(config, server, allocator);
+        let (path, allocator) = GpuPath::new(config.clone(), device_id)?;
+        let shared = Shared::new(config.encoder.clone(), server, allocator);
         Ok(Self { shared, path: Path::Gpu(Box::new(path)) })
+    }
+
+    /// Face mode, host memory throughout.
+    pub fn faces(config: Arc<FaceAlignConfig>, server: Server) -> Result<Self, TritonError> {
+        let shared = Shared::new(config.encoder.clone(), server, ResponseAllocator::host()?);
+        Ok(Self { shared, path: Path::Faces(FacePath::new(config)) })
     }
 }
 
 impl Shared {
-    fn new(config: Arc<BoxEmbedConfig>, server: Server, allocator: ResponseAllocator) -> Self {
-        Self { config, server, allocator, encoder_batch_limit: None }
+    fn new(link: EncoderLink, server: Server, allocator: ResponseAllocator) -> Self {
+        Self { link, server, allocator, encoder_batch_limit: None }
     }
 
     /// The encoder, once it is ready and its config agrees with ours.
     pub fn encoder(&mut self) -> Result<Encoder<'_>, TritonError> {
         let batch_limit = self.encoder_batch_limit()?;
-        let config = &*self.config;
+        let link = &self.link;
         Ok(Encoder {
             server: self.server,
             allocator: &self.allocator,
-            model: &config.encoder_model,
-            input: &config.encoder_input,
-            output: &config.encoder_output,
-            crop_size: config.roi_align.crop_size,
-            embedding_dim: config.embedding_dim,
+            model: &link.model,
+            input: &link.input,
+            output: &link.output,
+            crop_size: link.item_size,
+            embedding_dim: link.embedding_dim,
             batch_limit,
         })
     }
@@ -82,15 +91,12 @@ impl Shared {
         if let Some(limit) = self.encoder_batch_limit {
             return Ok(limit);
         }
-        let model = &self.config.encoder_model;
+        let model = &self.link.model;
         if !self.server.model_is_ready(model).unwrap_or(false) {
             return Err(TritonError::unavailable(format!("encoder model '{model}' is not loaded or not ready")));
         }
         let encoder_config = self.server.model_config(model)?;
-        let limit = self
-            .config
-            .encoder_batch_limit(&encoder_config)
-            .map_err(|e| TritonError::internal(e.to_string()))?;
+        let limit = self.link.batch_limit(&encoder_config).map_err(|e| TritonError::internal(e.to_string()))?;
         self.encoder_batch_limit = Some(limit);
         Ok(limit)
     }
@@ -125,6 +131,7 @@ pub fn execute(instance: ModelInstance, state: &mut InstanceState, requests: Vec
     match &mut state.path {
         Path::Cpu(path) => path.run(&mut state.shared, &mut batch),
         Path::Gpu(path) => path.run(&mut state.shared, &mut batch),
+        Path::Faces(path) => path.run(&mut state.shared, &mut batch),
     }
     let exec_end_ns = now_ns();
 
@@ -196,7 +203,7 @@ fn plan_one<'r>(
 
 /// The crops of every request that planned, in request order.
 pub fn crop_batch(planned: &[Option<Planned<'_>>]) -> CropBatch {
-    CropBatch::new(planned.iter().map(|p| p.as_ref().map(|p| &p.plan)))
+    CropBatch::new(planned.iter().map(|p| p.as_ref().map(|p| p.plan.rows.as_slice())))
 }
 
 /// Writes `box_embeddings` [1, rows, D] and `box_valid` [1, rows] of `request` into host
@@ -211,14 +218,21 @@ pub fn write_host_outputs(
 ) -> Result<(), TritonError> {
     let rows = plan.rows.len();
     let out = response.output_buffer(OUTPUT_EMBEDDINGS, DataType::Fp32, &[1, rows as i64, dim as i64])?;
-    write_embedding_rows(out, batch, request, plan, embeddings, dim);
+    write_embedding_rows(out, batch, request, &plan.rows, embeddings, dim);
     write_row_outputs(response, plan)
 }
 
 /// Fills a host `[rows, D]` FP32 buffer: run rows from `embeddings`, skipped rows zero.
-pub fn write_embedding_rows(out: &mut [u8], batch: &CropBatch, request: usize, plan: &RequestPlan, embeddings: &[f32], dim: usize) {
+pub fn write_embedding_rows<T: Copy, E>(
+    out: &mut [u8],
+    batch: &CropBatch<T>,
+    request: usize,
+    rows: &[Result<T, E>],
+    embeddings: &[f32],
+    dim: usize,
+) {
     out.fill(0);
-    for run in batch.row_runs(request, plan) {
+    for run in batch.row_runs(request, rows) {
         let src = &embeddings[run.crop * dim..(run.crop + run.len) * dim];
         let dst = &mut out[run.row * dim * 4..(run.row + run.len) * dim * 4];
         for (d, s) in dst.chunks_exact_mut(4).zip(src) {

@@ -9,7 +9,7 @@
 //! copy of the embeddings. The stream is always synchronised before responses are sent and
 //! requests released, so no copy outlives the buffers it reads or writes.
 
-use crate::config::OUTPUT_EMBEDDINGS;
+use crate::config::{BoxEmbedConfig, OUTPUT_EMBEDDINGS};
 use crate::device::{CudaMemory, Device, DeviceBuffer};
 use crate::encoder::Crops;
 use crate::execute::{crop_batch, plan_all, write_embedding_rows, write_row_outputs, Batch, Planned, Shared};
@@ -22,6 +22,7 @@ use triton_backend::{DataType, MemoryType, TritonError};
 
 /// A GPU instance's device and the buffers it reuses across execute calls.
 pub struct GpuPath {
+    config: Arc<BoxEmbedConfig>,
     device: Device,
     /// Every image with boxes in this execute, packed (UINT8 HWC).
     images: DeviceBuffer<u8>,
@@ -37,11 +38,12 @@ pub struct GpuPath {
 impl GpuPath {
     /// The path and the encoder's response allocator, which places outputs the encoder
     /// produces in GPU memory on this device.
-    pub fn new(device_id: i32) -> Result<(Self, ResponseAllocator), TritonError> {
+    pub fn new(config: Arc<BoxEmbedConfig>, device_id: i32) -> Result<(Self, ResponseAllocator), TritonError> {
         let device = Device::open(device_id)?;
         let allocator = ResponseAllocator::with_device(Arc::new(CudaMemory::new(&device)))?;
         let stream = &device.stream;
         let path = Self {
+            config,
             images: DeviceBuffer::new(stream),
             descs: DeviceBuffer::new(stream),
             crops: DeviceBuffer::new(stream),
@@ -58,7 +60,7 @@ impl GpuPath {
             batch.errors.iter_mut().for_each(|err| *err = Some(e.clone()));
             return;
         }
-        let config = shared.config.clone();
+        let config = self.config.clone();
         let device = &self.device;
         let mut planned = plan_all(batch, &config, |buffer, dst| device.read_to_host(buffer, dst));
         batch.compute_start_ns = now_ns();
@@ -90,8 +92,8 @@ impl GpuPath {
     ) -> Result<(), TritonError> {
         let offsets = self.upload_images(batch, planned)?;
         let crops = crop_batch(planned);
-        let config = shared.config.clone();
-        let dim = config.embedding_dim;
+        let config = self.config.clone();
+        let dim = config.encoder.embedding_dim;
         self.embeddings.resize(crops.len() * dim)?;
         if !crops.is_empty() {
             match shared.encoder() {
@@ -235,7 +237,7 @@ impl GpuPath {
             // only after the final synchronisation; every source lies in `embeddings`.
             let copied = unsafe {
                 self.device.zero_async(dst, bytes).and_then(|()| {
-                    crops.row_runs(index, &p.plan).into_iter().try_for_each(|run| {
+                    crops.row_runs(index, &p.plan.rows).into_iter().try_for_each(|run| {
                         let src = self.embeddings.ptr_at(run.crop * dim) as *const std::ffi::c_void;
                         self.device.copy_async(dst + (run.row * row_bytes) as u64, src, run.len * row_bytes)
                     })
@@ -255,7 +257,7 @@ impl GpuPath {
         }
         self.device.synchronize()?;
         for (index, plan, host) in host_outputs {
-            write_embedding_rows(host, crops, index, plan, &self.host_embeddings, dim);
+            write_embedding_rows(host, crops, index, &plan.rows, &self.host_embeddings, dim);
         }
         Ok(())
     }

@@ -1,13 +1,17 @@
 //! `libtriton_box_embed.so`: the Triton backend that crops every detected box from the
-//! original image and embeds the crops with the image encoder, in-process.
+//! original image and embeds the crops with the image encoder, in-process; in face mode
+//! (model parameter `mode: faces`) it aligns every detected face from its 5 landmarks and
+//! embeds the faces with the face encoder the same way.
 //!
-//! - [`config`]: the model config parameters, validated once at load;
+//! - [`config`]: the model config parameters (by mode), validated once at load;
 //! - [`plan`]: one request's tensors -> validated crop plan, and a batch's crops (pure);
+//! - [`face_plan`]: the same for faces: landmarks -> warp maps or rejections (pure);
 //! - [`encoder`]: chunked in-process calls to the encoder model, from host or device memory;
 //! - [`execute`]: the execute call over a batch of requests and what both paths share;
 //! - [`cpu`]: KIND_CPU instances (host memory throughout);
 //! - [`gpu`]: KIND_GPU instances (inputs, crops and embeddings on the device), over the
-//!   CUDA plumbing in [`device`].
+//!   CUDA plumbing in [`device`];
+//! - [`faces`]: face mode, KIND_CPU instances.
 //!
 //! Cropping itself (letterbox mapping, crop policies, ROI-align) lives in `crop-core` and its
 //! CUDA kernels in `cuda-kernels`; the Triton API in `triton-backend`. This file holds only
@@ -18,12 +22,13 @@ pub mod cpu;
 pub mod device;
 pub mod encoder;
 pub mod execute;
+pub mod face_plan;
+pub mod faces;
 pub mod gpu;
 pub mod plan;
 
-use config::BoxEmbedConfig;
+use config::ModelConfig;
 use execute::InstanceState;
-use std::sync::Arc;
 use triton_backend::entry::{guard, log};
 use triton_backend::model::{InstanceKind, Model, ModelInstance};
 use triton_backend::request::Request;
@@ -61,10 +66,10 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBA
         // SAFETY: handle from Triton for this call.
         let model = unsafe { Model::from_raw(model) };
         let name = model.name()?;
-        let config = BoxEmbedConfig::from_model_config(&model.config()?)
+        let config = ModelConfig::from_model_config(&model.config()?)
             .map_err(|e| TritonError::invalid_arg(format!("model '{name}': {e}")))?;
         log(sys::TRITONSERVER_LOG_INFO, &format!("box_embed model '{name}': {config:?}"));
-        model.set_state(Box::new(Arc::new(config)))
+        model.set_state(Box::new(config))
     })
 }
 
@@ -74,7 +79,7 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBA
 pub unsafe extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut sys::TRITONBACKEND_Model) -> RawError {
     guard("TRITONBACKEND_ModelFinalize", || {
         // SAFETY: the state was set in ModelInitialize with this type; instances are gone.
-        unsafe { drop(Model::from_raw(model).take_state::<Arc<BoxEmbedConfig>>()?) };
+        unsafe { drop(Model::from_raw(model).take_state::<ModelConfig>()?) };
         Ok(())
     })
 }
@@ -87,8 +92,23 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceInitialize(instance: *mut sy
         // SAFETY: handle from Triton for this call; the model state outlives its instances.
         let instance = unsafe { ModelInstance::from_raw(instance) };
         let model = instance.model()?;
-        let config = unsafe { model.state::<Arc<BoxEmbedConfig>>()? }.clone();
+        let config = unsafe { model.state::<ModelConfig>()? }.clone();
         let name = instance.name()?;
+        let config = match config {
+            ModelConfig::Boxes(config) => config,
+            ModelConfig::Faces(config) => {
+                // The face warp kernel exists (cuda-kernels `face_warp_f32`); the device path
+                // for faces does not yet, so a GPU instance refuses to load rather than
+                // silently running on the CPU.
+                if instance.kind()? == InstanceKind::Gpu {
+                    return Err(TritonError::new(
+                        ErrorCode::Unsupported,
+                        format!("instance '{name}': face mode runs on KIND_CPU instances only"),
+                    ));
+                }
+                return instance.set_state(Box::new(InstanceState::faces(config, model.server()?)?));
+            }
+        };
         let state = match instance.kind()? {
             // KIND_MODEL leaves placement to the backend: the CPU path, as before GPU support.
             InstanceKind::Cpu | InstanceKind::Other => InstanceState::cpu(config, model.server()?)?,

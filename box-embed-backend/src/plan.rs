@@ -60,53 +60,65 @@ impl RequestPlan {
 }
 
 /// Drops the leading batch dimension of 1 that every request of a batching model carries.
-fn per_request_shape<'s>(name: &str, shape: &'s [i64], rank: usize) -> Result<&'s [i64], PlanError> {
+pub(crate) fn per_request_shape<'s>(name: &str, shape: &'s [i64], rank: usize) -> Result<&'s [i64], PlanError> {
     match shape {
         [1, rest @ ..] if rest.len() == rank => Ok(rest),
         _ => Err(PlanError(format!("input '{name}' has shape {shape:?}; expected a batch of 1 and {rank} more dims"))),
     }
 }
 
-fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+pub(crate) fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
-fn expect_len(name: &str, bytes: &[u8], len: usize) -> Result<(), PlanError> {
+pub(crate) fn expect_len(name: &str, bytes: &[u8], len: usize) -> Result<(), PlanError> {
     if bytes.len() != len {
         return Err(PlanError(format!("input '{name}' holds {} bytes, its shape needs {len}", bytes.len())));
     }
     Ok(())
 }
 
-pub fn plan_request(inputs: &RequestTensors<'_>, config: &BoxEmbedConfig) -> Result<RequestPlan, PlanError> {
-    let image_shape = per_request_shape("original", inputs.original.shape, 3)?;
+/// Width and height of the `original` image input, checked against its byte size.
+pub(crate) fn image_size(original: &ImageTensor<'_>) -> Result<(usize, usize), PlanError> {
+    let image_shape = per_request_shape("original", original.shape, 3)?;
     let (height, width, channels) = (image_shape[0], image_shape[1], image_shape[2]);
     if channels != 3 || height <= 0 || width <= 0 {
         return Err(PlanError(format!("input 'original' must be a non-empty [H, W, 3] image, got {image_shape:?}")));
     }
     let (height, width) = (height as usize, width as usize);
     let image_bytes = width.checked_mul(height).and_then(|n| n.checked_mul(3));
-    if image_bytes.map(|n| n as u64) != Some(inputs.original.byte_size) {
+    if image_bytes.map(|n| n as u64) != Some(original.byte_size) {
         return Err(PlanError(format!(
             "input 'original' holds {} bytes, a {width}x{height} RGB image needs {}",
-            inputs.original.byte_size,
+            original.byte_size,
             image_bytes.map_or("more than fits in memory".to_string(), |n| n.to_string())
         )));
     }
+    Ok((width, height))
+}
 
-    let num_dets_shape = per_request_shape("num_dets", inputs.num_dets.shape, 1)?;
-    expect_len("num_dets", inputs.num_dets.bytes, 4 * num_dets_shape.iter().product::<i64>().max(0) as usize)?;
-    let num_dets = match inputs.num_dets.bytes {
+/// A row count input (`num_dets`, `num_faces`): one INT32, at least 0, at most `max`
+/// (named `max_name` in the message).
+pub(crate) fn row_count(name: &str, count: RawTensor<'_>, max: usize, max_name: &str) -> Result<usize, PlanError> {
+    let shape = per_request_shape(name, count.shape, 1)?;
+    expect_len(name, count.bytes, 4 * shape.iter().product::<i64>().max(0) as usize)?;
+    let value = match count.bytes {
         [a, b, c, d] => i32::from_le_bytes([*a, *b, *c, *d]),
-        _ => return Err(PlanError("input 'num_dets' must hold exactly one INT32".into())),
+        _ => return Err(PlanError(format!("input '{name}' must hold exactly one INT32"))),
     };
-    if num_dets < 0 {
-        return Err(PlanError(format!("num_dets is {num_dets}; it cannot be negative")));
+    if value < 0 {
+        return Err(PlanError(format!("{name} is {value}; it cannot be negative")));
     }
-    let num_dets = num_dets as usize;
-    if num_dets > config.max_boxes {
-        return Err(PlanError(format!("num_dets is {num_dets}, more than max_boxes ({})", config.max_boxes)));
+    let value = value as usize;
+    if value > max {
+        return Err(PlanError(format!("{name} is {value}, more than {max_name} ({max})")));
     }
+    Ok(value)
+}
+
+pub fn plan_request(inputs: &RequestTensors<'_>, config: &BoxEmbedConfig) -> Result<RequestPlan, PlanError> {
+    let (width, height) = image_size(&inputs.original)?;
+    let num_dets = row_count("num_dets", inputs.num_dets, config.max_boxes, "max_boxes")?;
 
     let boxes_shape = per_request_shape("det_boxes", inputs.det_boxes.shape, 2)?;
     let box_rows = boxes_shape[0].max(0) as usize;
@@ -172,23 +184,28 @@ fn box_in_image(b: [f32; 4], scale: [f32; 2], size: [f32; 2]) -> [f32; 4] {
 }
 
 /// The crops of one execute call: the valid rows of every planned request, request after
-/// request, so each request's crops (and embeddings) are contiguous.
+/// request, so each request's crops (and embeddings) are contiguous. `T` is what one crop
+/// needs: a [`CropRegion`] in box mode, a warp map in face mode.
 #[derive(Debug)]
-pub struct CropBatch {
-    /// `(request index, region)` of every crop, in crop order.
-    pub crops: Vec<(usize, CropRegion)>,
+pub struct CropBatch<T = CropRegion> {
+    /// `(request index, what to crop)` of every crop, in crop order.
+    pub crops: Vec<(usize, T)>,
     /// Index of each request's first crop.
     first_crop: Vec<usize>,
 }
 
-impl CropBatch {
-    pub fn new<'p>(plans: impl IntoIterator<Item = Option<&'p RequestPlan>>) -> Self {
+impl<T: Copy> CropBatch<T> {
+    /// From each request's rows (`None` for a request that failed): the `Ok` rows are crops.
+    pub fn new<'p, E: 'p>(requests: impl IntoIterator<Item = Option<&'p [Result<T, E>]>>) -> Self
+    where
+        T: 'p,
+    {
         let mut crops = Vec::new();
         let mut first_crop = Vec::new();
-        for (request, plan) in plans.into_iter().enumerate() {
+        for (request, rows) in requests.into_iter().enumerate() {
             first_crop.push(crops.len());
-            for region in plan.iter().flat_map(|p| p.rows.iter().flatten()) {
-                crops.push((request, *region));
+            for row in rows.into_iter().flatten().flatten() {
+                crops.push((request, *row));
             }
         }
         Self { crops, first_crop }
@@ -203,19 +220,20 @@ impl CropBatch {
     }
 
     /// Gives `error` to every request owning a crop in `crops` that has no error yet.
-    pub fn fail<E: Clone>(&self, crops: Range<usize>, error: &E, errors: &mut [Option<E>]) {
+    pub fn fail<Err: Clone>(&self, crops: Range<usize>, error: &Err, errors: &mut [Option<Err>]) {
         for &(request, _) in &self.crops[crops] {
             errors[request].get_or_insert_with(|| error.clone());
         }
     }
 
-    /// Runs of consecutive valid output rows of `request`: each run is `len` rows starting at
-    /// output row `row`, filled from consecutive crops starting at `crop`. Rows outside every
-    /// run are skipped boxes (zero, `box_valid` false), and never shift the rows after them.
-    pub fn row_runs(&self, request: usize, plan: &RequestPlan) -> Vec<RowRun> {
+    /// Runs of consecutive valid output rows of `request` (whose rows are `rows`): each run
+    /// is `len` rows starting at output row `row`, filled from consecutive crops starting at
+    /// `crop`. Rows outside every run are skipped (zero, marked invalid), and never shift the
+    /// rows after them.
+    pub fn row_runs<E>(&self, request: usize, rows: &[Result<T, E>]) -> Vec<RowRun> {
         let mut runs: Vec<RowRun> = Vec::new();
         let mut crop = self.first_crop[request];
-        for (row, region) in plan.rows.iter().enumerate() {
+        for (row, region) in rows.iter().enumerate() {
             if region.is_err() {
                 continue;
             }
@@ -338,12 +356,12 @@ mod tests {
             None,
             Some(RequestPlan { width: 4, height: 4, rows: vec![Err(BoxRejection::NonFinite), ok(3.0)], boxes: vec![] }),
         ];
-        let batch = CropBatch::new(plans.iter().map(Option::as_ref));
+        let batch = CropBatch::new(plans.iter().map(|p| p.as_ref().map(|p| p.rows.as_slice())));
         assert_eq!(batch.len(), 4);
         assert_eq!(batch.crops.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 0, 0, 2]);
-        let runs = batch.row_runs(0, plans[0].as_ref().unwrap());
+        let runs = batch.row_runs(0, &plans[0].as_ref().unwrap().rows);
         assert_eq!(runs, [RowRun { row: 0, crop: 0, len: 1 }, RowRun { row: 2, crop: 1, len: 2 }]);
-        assert_eq!(batch.row_runs(2, plans[2].as_ref().unwrap()), [RowRun { row: 1, crop: 3, len: 1 }]);
+        assert_eq!(batch.row_runs(2, &plans[2].as_ref().unwrap().rows), [RowRun { row: 1, crop: 3, len: 1 }]);
 
         let mut errors = vec![None, None, Some("earlier")];
         batch.fail(2..4, &"encoder", &mut errors);

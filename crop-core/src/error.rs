@@ -1,10 +1,11 @@
 //! [`CropError`]: invalid parameters given to the constructors of this crate.
 //!
 //! Per-box outcomes are not errors: a rejected box is a
-//! [`BoxRejection`](crate::BoxRejection), so that one bad detection never fails
-//! a request.
+//! [`BoxRejection`](crate::BoxRejection) and rejected landmarks a
+//! [`LandmarkRejection`](crate::LandmarkRejection), so that one bad detection
+//! never fails a request.
 
-/// A parameter that cannot describe a valid letterbox, policy, image or crop.
+/// A parameter that cannot describe a valid letterbox, policy, image, crop or face alignment.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CropError {
     #[error("invalid letterbox transform (scale {scale}, pad_x {pad_x}, pad_y {pad_y}): scale must be finite and > 0, pads finite")]
@@ -26,4 +27,8 @@ pub enum CropError {
     InvalidCropSize(usize),
     #[error("invalid sampling ratio {0}: must be >= 1")]
     InvalidSamplingRatio(usize),
+    #[error("invalid face template: {0}")]
+    InvalidFaceTemplate(String),
+    #[error("invalid face alignment parameter {name} = {value}")]
+    InvalidFaceParameter { name: &'static str, value: f32 },
 }

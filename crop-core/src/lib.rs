@@ -1,5 +1,6 @@
 //! Crop logic of the `box_embed` backend: letterbox mapping, box validation and
-//! clamping, crop policies and bilinear ROI-align (torchvision, `aligned=True`).
+//! clamping, crop policies and bilinear ROI-align (torchvision, `aligned=True`),
+//! and for its face mode the 5-landmark similarity alignment and face warp.
 //!
 //! The crate has no FFI and no I/O so that the Triton backend, the GPU kernel
 //! parity tests and the benchmarks all reach the same code. The exact semantics
@@ -11,6 +12,7 @@
 //! against.
 
 mod error;
+mod face;
 mod image;
 mod letterbox;
 mod policy;
@@ -18,6 +20,10 @@ pub mod reference;
 mod roi_align;
 
 pub use error::CropError;
+pub use face::{
+    estimate_similarity, warp_all, warp_face_into, FaceAligner, FaceJob, LandmarkRejection,
+    Similarity, ARCFACE_TEMPLATE_112,
+};
 pub use image::ImageView;
 pub use letterbox::Letterbox;
 pub use policy::{plan_crop, BoxRejection, CropPolicy, CropRegion};

@@ -1,8 +1,10 @@
 //! The reference ROI-align: a literal, per-sample transcription of
-//! `docs/crop-semantics.md` step 5 (torchvision `roi_align`, `aligned=True`).
+//! `docs/crop-semantics.md` step 5 (torchvision `roi_align`, `aligned=True`),
+//! and the reference face warp (`docs/faces.md`).
 //!
-//! Slow on purpose: it is the ground truth for the separable fast path in
-//! [`RoiAlign`](crate::RoiAlign) and for the GPU kernel's parity tests.
+//! Slow on purpose: they are the ground truth for the separable fast path in
+//! [`RoiAlign`](crate::RoiAlign), for [`warp_face_into`](crate::warp_face_into)
+//! and for the GPU kernels' parity tests.
 
 use crate::{CropRegion, ImageView};
 
@@ -89,6 +91,46 @@ fn clamp_axis(v: f32, len: usize) -> (usize, usize, f32) {
     } else {
         (low, low + 1, v)
     }
+}
+
+/// Warps a face out of `image` into a new FP32 CHW `[3, size, size]` buffer,
+/// `(v - 127.5) / 127.5`: output pixel `(u, v)` samples source
+/// `x = m0*u + m1*v + m2`, `y = m3*u + m4*v + m5` bilinearly, each of the 4
+/// neighbours outside the image reading 0 (so a sample with `x <= -1`,
+/// `x >= W`, `y <= -1` or `y >= H`, or NaN, is 0 and normalises to -1).
+pub fn face_warp(image: &ImageView, map: &[f32; 6], size: usize) -> Vec<f32> {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let plane = size * size;
+    let mut out = vec![0.0f32; 3 * plane];
+    for v_out in 0..size {
+        for u_out in 0..size {
+            let (u, v) = (u_out as f32, v_out as f32);
+            let x = map[0] * u + map[1] * v + map[2];
+            let y = map[3] * u + map[4] * v + map[5];
+            let mut acc = [0.0f32; 3];
+            if x > -1.0 && x < w as f32 && y > -1.0 && y < h as f32 {
+                let (fx0, fy0) = (x.floor(), y.floor());
+                let (lx, ly) = (x - fx0, y - fy0);
+                for k in 0..4 {
+                    let yy = fy0 as i64 + (k >> 1);
+                    let xx = fx0 as i64 + (k & 1);
+                    if yy < 0 || yy >= h || xx < 0 || xx >= w {
+                        continue;
+                    }
+                    let wy = if k >> 1 == 1 { ly } else { 1.0 - ly };
+                    let wx = if k & 1 == 1 { lx } else { 1.0 - lx };
+                    let p = ((yy * w + xx) * 3) as usize;
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a += wy * wx * f32::from(image.data()[p + c]);
+                    }
+                }
+            }
+            for c in 0..3 {
+                out[c * plane + v_out * size + u_out] = (acc[c] - 127.5) / 127.5;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

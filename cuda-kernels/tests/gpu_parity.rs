@@ -2,7 +2,7 @@
 //! `crop_core::reference::roi_align` for every crop policy, odd image sizes,
 //! edge-touching boxes, sampling ratios 1 and 2 and crop sizes 7 and 256 (one
 //! launch per configuration over crops from all images, packed at unaligned
-//! offsets); the face warp against the same math in plain Rust below; and the
+//! offsets); the face warp against `crop_core::reference::face_warp`; and the
 //! kernels' bounds checks.
 //!
 //! Each test prints `SKIPPED: ...` to stderr and returns on machines without
@@ -360,42 +360,6 @@ fn crops_past_the_grid_limit() {
     assert!(worst <= TOLERANCE, "{worst}");
 }
 
-/// The face warp in plain Rust, with the kernel's operation order.
-fn face_warp_reference(image: &ImageView, m: [f32; 6], size: usize) -> Vec<f32> {
-    let (w, h) = (image.width() as i64, image.height() as i64);
-    let plane = size * size;
-    let mut out = vec![0.0f32; 3 * plane];
-    for v_out in 0..size {
-        for u_out in 0..size {
-            let (u, v) = (u_out as f32, v_out as f32);
-            let x = m[0] * u + m[1] * v + m[2];
-            let y = m[3] * u + m[4] * v + m[5];
-            let mut acc = [0.0f32; 3];
-            if x > -1.0 && x < w as f32 && y > -1.0 && y < h as f32 {
-                let (fx0, fy0) = (x.floor(), y.floor());
-                let (lx, ly) = (x - fx0, y - fy0);
-                for k in 0..4 {
-                    let yy = fy0 as i64 + (k >> 1);
-                    let xx = fx0 as i64 + (k & 1);
-                    if yy < 0 || yy >= h || xx < 0 || xx >= w {
-                        continue;
-                    }
-                    let wy = if k >> 1 == 1 { ly } else { 1.0 - ly };
-                    let wx = if k & 1 == 1 { lx } else { 1.0 - lx };
-                    let p = ((yy * w + xx) * 3) as usize;
-                    for (c, a) in acc.iter_mut().enumerate() {
-                        *a += wy * wx * f32::from(image.data()[p + c]);
-                    }
-                }
-            }
-            for c in 0..3 {
-                out[c * plane + v_out * size + u_out] = (acc[c] - 127.5) / 127.5;
-            }
-        }
-    }
-    out
-}
-
 /// Inverse map of a similarity: output `(u, v)` -> source, rotating by
 /// `angle` and scaling by `scale` about output centre -> source `(cx, cy)`.
 fn similarity(scale: f32, angle: f32, size: usize, cx: f32, cy: f32) -> [f32; 6] {
@@ -469,7 +433,7 @@ fn face_warp_matches_reference() {
         let mut worst = 0.0f32;
         for (k, &(index, name, m)) in faces.iter().enumerate() {
             let image = packed.view(index);
-            let want = face_warp_reference(&image, m, size);
+            let want = reference::face_warp(&image, &m, size);
             let diff = max_abs_diff(&got[k * face_len..(k + 1) * face_len], &want);
             assert!(
                 diff <= TOLERANCE,
