@@ -1,10 +1,79 @@
 #!/usr/bin/env bash
-# Build, set up, and serve box_embed + clip_image on loopback until Ctrl-C.
-# Ports: TRITON_HTTP_PORT (8000), TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002).
+# The whole service on loopback: build, set up Triton, start it with the ingest ensemble and
+# the text encoder, start the gateway (embedded store in .cache/gateway/data), ingest the
+# sample photos (or the folder given as $1) with the gateway CLI, print the search page URL,
+# and serve until Ctrl-C; then stop the gateway and Triton by pid.
+# Ports: GATEWAY_PORT (8080), TRITON_HTTP_PORT (8000), TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PHOTOS="${1:-../shared/data/coco_val2017_subset/images}"
+GATEWAY_PORT="${GATEWAY_PORT:-8080}"
+TRITON_GRPC_PORT="${TRITON_GRPC_PORT:-8001}"
+DATA_DIR="${GATEWAY_DATA_DIR:-.cache/gateway/data}"
+GATEWAY_LOG=.cache/gateway/gateway.log
+# visual_ingest is an ensemble: its composing models load first.
+MODELS=preprocess,yolo,clip_image,box_embed,visual_ingest,clip_text
+GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
+
+[[ -d "$PHOTOS" ]] || { echo "no photo folder $PHOTOS" >&2; exit 2; }
 
 cargo build --release --workspace
 scripts/setup_triton.sh
 .venv/bin/python scripts/gen_encoders.py
-exec .venv/bin/python scripts/tritonctl.py run --models box_embed,clip_image "$@"
+
+gateway_pid=""
+stop_all() {
+  trap - EXIT INT TERM
+  if [[ -n "$gateway_pid" ]] && kill -0 "$gateway_pid" 2>/dev/null; then
+    kill -TERM "$gateway_pid"
+    wait "$gateway_pid" || true
+  fi
+  .venv/bin/python scripts/tritonctl.py stop || true
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+.venv/bin/python scripts/tritonctl.py start --models "$MODELS" --timeout 300
+
+mkdir -p "$DATA_DIR" "$(dirname "$GATEWAY_LOG")"
+target/release/gateway serve --listen "127.0.0.1:${GATEWAY_PORT}" --triton "http://127.0.0.1:${TRITON_GRPC_PORT}" \
+  --data-dir "$DATA_DIR" --tokenizer-dir ../shared/models/clip_tokenizer --store embedded >"$GATEWAY_LOG" 2>&1 &
+gateway_pid=$!
+
+# Bounded wait until the gateway reports Triton and the store ready.
+if ! .venv/bin/python - "$GATEWAY_URL/health" "$gateway_pid" <<'PY'
+import os, sys, time, urllib.request, urllib.error
+url, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit("gateway exited during startup")
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except (urllib.error.URLError, OSError):
+        pass
+    time.sleep(0.5)
+sys.exit("gateway not healthy after 120 s")
+PY
+then
+  echo "gateway failed to start; log $GATEWAY_LOG:" >&2
+  tail -n 30 "$GATEWAY_LOG" >&2
+  exit 1
+fi
+
+# --resume: a second run uploads only what is not stored yet. A failed photo is reported
+# by the CLI and does not stop the service.
+target/release/gateway ingest "$PHOTOS" --url "$GATEWAY_URL" --concurrency 4 --resume \
+  || echo "some photos failed to ingest (listed above); serving the rest" >&2
+
+echo
+echo "Search page: ${GATEWAY_URL}/"
+echo "API:         ${GATEWAY_URL}/openapi.json   health: ${GATEWAY_URL}/health   metrics: ${GATEWAY_URL}/metrics"
+echo "Logs:        $GATEWAY_LOG, .cache/triton/run/tritonserver.log"
+echo "Ctrl-C stops the gateway and Triton."
+wait "$gateway_pid"

@@ -1,0 +1,205 @@
+//! Wire types of the REST API: the JSON bodies clients send and receive. Store records
+//! are converted here, at the edge, so vectors never leave the service.
+
+use serde::{Deserialize, Serialize};
+use visual_store::{ImageRecord, ObjectRecord};
+
+/// A date bound: unix seconds, an RFC 3339 timestamp, or a `YYYY-MM-DD` day.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum DateBound {
+    Seconds(i64),
+    Text(String),
+}
+
+/// Body of POST /search/hybrid.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HybridQuery {
+    pub text: String,
+    /// The image has an object of one of these classes with confidence >= `min_confidence`.
+    pub classes: Vec<String>,
+    pub min_confidence: Option<f32>,
+    pub date_from: Option<DateBound>,
+    pub date_to: Option<DateBound>,
+    /// The image carries every one of these tags.
+    pub tags: Vec<String>,
+    pub k: Option<usize>,
+    pub offset: Option<usize>,
+    pub min_score: Option<f32>,
+}
+
+/// Body of POST /search/objects (the JSON form; the multipart form carries an image).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectQuery {
+    pub text: String,
+    /// Only objects of these classes with confidence >= `min_confidence`.
+    pub classes: Vec<String>,
+    pub min_confidence: Option<f32>,
+    pub k: Option<usize>,
+    pub offset: Option<usize>,
+    pub min_score: Option<f32>,
+}
+
+/// Query string of GET /search/text, and of the image-upload searches.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PageParams {
+    pub q: Option<String>,
+    pub k: Option<usize>,
+    pub offset: Option<usize>,
+    pub min_score: Option<f32>,
+}
+
+/// A detected object without its vector.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObjectView {
+    pub index: usize,
+    pub class_id: u32,
+    pub class_name: String,
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FaceView {
+    pub index: usize,
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+    pub landmarks: [[f32; 2]; 5],
+}
+
+/// GET /images/{id}: the stored record without vectors.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageView {
+    pub id: String,
+    pub file_url: String,
+    pub width: u32,
+    pub height: u32,
+    pub created_at: i64,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub objects: Vec<ObjectView>,
+    pub faces: Vec<FaceView>,
+}
+
+/// The object of a result image closest to the query, for drawing its box.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MatchedObject {
+    #[serde(flatten)]
+    pub object: ObjectView,
+    /// Cosine similarity of the object's embedding to the query.
+    pub score: f32,
+}
+
+/// One image of a text, hybrid or similar search.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageResult {
+    pub image_id: String,
+    /// Cosine similarity of the whole-image embedding to the query.
+    pub score: f32,
+    pub file_url: String,
+    pub width: u32,
+    pub height: u32,
+    pub created_at: i64,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub matched_object: Option<MatchedObject>,
+    pub objects: Vec<ObjectView>,
+}
+
+/// One object of an object search: which image, which box, how well it matched.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectResult {
+    pub image_id: String,
+    pub file_url: String,
+    pub object_index: usize,
+    pub class_name: String,
+    /// Detector confidence.
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+    /// Cosine similarity of the object's embedding to the query.
+    pub score: f32,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchResponse<T> {
+    pub k: usize,
+    pub offset: usize,
+    pub count: usize,
+    pub took_ms: f64,
+    pub results: Vec<T>,
+}
+
+/// Result of one uploaded photo.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngestResult {
+    pub id: String,
+    /// `created` or `already_stored`.
+    pub status: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub objects: usize,
+}
+
+/// One entry of POST /ingest/batch, in upload order.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchItem {
+    pub filename: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `created`, `already_stored` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The HTTP status this image alone would have got.
+    pub http_status: u16,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchResponse {
+    pub created: usize,
+    pub already_stored: usize,
+    pub failed: usize,
+    pub results: Vec<BatchItem>,
+}
+
+pub fn file_url(id: &str) -> String {
+    format!("/images/{id}/file")
+}
+
+pub fn object_view(index: usize, object: &ObjectRecord) -> ObjectView {
+    ObjectView {
+        index,
+        class_id: object.class_id,
+        class_name: object.class_name.clone(),
+        confidence: object.confidence,
+        bbox: object.bbox,
+    }
+}
+
+impl From<&ImageRecord> for ImageView {
+    fn from(record: &ImageRecord) -> Self {
+        ImageView {
+            id: record.id.clone(),
+            file_url: file_url(&record.id),
+            width: record.width,
+            height: record.height,
+            created_at: record.created_at,
+            tags: record.tags.clone(),
+            metadata: record.metadata.clone(),
+            objects: record.objects.iter().enumerate().map(|(i, o)| object_view(i, o)).collect(),
+            faces: record
+                .faces
+                .iter()
+                .enumerate()
+                .map(|(index, f)| FaceView { index, confidence: f.confidence, bbox: f.bbox, landmarks: f.landmarks })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Gateway configuration: a TOML file (every key optional, defaults below), then
+//! environment variables and command-line flags on top (see `cli::ServeArgs`).
+//!
+//! Model names, tensor names, limits and timeouts live here so that no handler or
+//! pipeline step carries a hard-coded constant.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub server: ServerConfig,
+    pub triton: TritonConfig,
+    pub models: ModelsConfig,
+    pub search: SearchConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body (one upload, or a whole batch); larger gets 413.
+    pub max_request_bytes: usize,
+    /// Images of one batch request analysed at the same time.
+    pub batch_concurrency: usize,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub shutdown_timeout_s: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TritonConfig {
+    /// gRPC endpoint, e.g. `http://127.0.0.1:8001`.
+    pub endpoint: String,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Retries (with exponential backoff) while Triton is unavailable.
+    pub max_retries: u32,
+    pub initial_backoff_ms: u64,
+}
+
+/// The Triton models the gateway calls and their tensor names.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    pub ingest_model: String,
+    pub ingest_input: String,
+    /// The ensemble's decoding stage, asked directly for the reason when the ensemble
+    /// fails (Triton 2.51's ensemble scheduler replaces a step's error by "unexpected
+    /// deadlock"); empty disables that. It must take `ingest_input` and output `image_size_output`.
+    pub decode_model: String,
+    pub num_dets_output: String,
+    pub boxes_output: String,
+    pub scores_output: String,
+    pub classes_output: String,
+    pub embedding_output: String,
+    pub box_embeddings_output: String,
+    pub box_valid_output: String,
+    /// (height, width) of the photo after EXIF orientation; empty when the ensemble
+    /// does not expose it (width and height are then stored as 0).
+    pub image_size_output: String,
+    pub text_model: String,
+    pub text_input: String,
+    pub text_output: String,
+    /// D of every embedding.
+    pub embedding_dim: usize,
+    /// Folder with `clip-vocab.json` and `clip-merges.txt`.
+    pub tokenizer_dir: PathBuf,
+    /// Detections below this detector confidence are not stored.
+    pub min_detection_confidence: f32,
+    /// Class names in class-id order (COCO-80 unless the detector says otherwise).
+    pub class_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    pub default_k: usize,
+    pub max_k: usize,
+    /// Largest `offset + k` a paginated query may reach.
+    pub max_window: usize,
+    /// Text-query embeddings kept in the LRU cache.
+    pub text_cache_size: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Embedded,
+    Opensearch,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Embedded store files and the uploaded photos (content-addressed) live here.
+    pub data_dir: PathBuf,
+    pub opensearch_url: String,
+    pub opensearch_index: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_request_bytes: 32 * 1024 * 1024,
+            batch_concurrency: 4,
+            shutdown_timeout_s: 10,
+        }
+    }
+}
+
+impl Default for TritonConfig {
+    fn default() -> Self {
+        TritonConfig {
+            endpoint: "http://127.0.0.1:8001".into(),
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            max_retries: 3,
+            initial_backoff_ms: 100,
+        }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            ingest_model: "visual_ingest".into(),
+            ingest_input: "image".into(),
+            decode_model: "preprocess".into(),
+            num_dets_output: "num_dets".into(),
+            boxes_output: "boxes".into(),
+            scores_output: "scores".into(),
+            classes_output: "classes".into(),
+            embedding_output: "embedding".into(),
+            box_embeddings_output: "box_embeddings".into(),
+            box_valid_output: "box_valid".into(),
+            image_size_output: "image_size".into(),
+            text_model: "clip_text".into(),
+            text_input: "tokens".into(),
+            text_output: "embeddings".into(),
+            embedding_dim: 512,
+            tokenizer_dir: PathBuf::from("../shared/models/clip_tokenizer"),
+            min_detection_confidence: 0.0,
+            class_names: crate::coco::CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { default_k: 10, max_k: 1000, max_window: 10_000, text_cache_size: 1024 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Embedded,
+            data_dir: PathBuf::from(".cache/gateway/data"),
+            opensearch_url: "http://127.0.0.1:9200".into(),
+            opensearch_index: "visual-search".into(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Defaults, overridden by the file when one is given.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<GatewayConfig> {
+        let config = match path {
+            None => GatewayConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                Self::parse(&text).with_context(|| format!("parsing config {}", path.display()))?
+            }
+        };
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<GatewayConfig> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Rejects values no run could work with, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.search;
+        anyhow::ensure!(s.max_k >= 1, "search.max_k must be at least 1");
+        anyhow::ensure!(
+            (1..=s.max_k).contains(&s.default_k),
+            "search.default_k must be between 1 and search.max_k ({})",
+            s.max_k
+        );
+        anyhow::ensure!(s.max_window >= s.max_k, "search.max_window must be >= search.max_k");
+        anyhow::ensure!(s.text_cache_size >= 1, "search.text_cache_size must be at least 1");
+        anyhow::ensure!(self.models.embedding_dim >= 1, "models.embedding_dim must be at least 1");
+        anyhow::ensure!(!self.models.class_names.is_empty(), "models.class_names must not be empty");
+        anyhow::ensure!(self.server.batch_concurrency >= 1, "server.batch_concurrency must be at least 1");
+        anyhow::ensure!(self.server.max_request_bytes >= 1024, "server.max_request_bytes is too small");
+        Ok(())
+    }
+}
+
+impl TritonConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn initial_backoff(&self) -> Duration {
+        Duration::from_millis(self.initial_backoff_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_name_the_models() {
+        let config = GatewayConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.models.ingest_model, "visual_ingest");
+        assert_eq!(config.models.class_names.len(), 80);
+        assert_eq!(config.models.class_names[0], "person");
+    }
+
+    #[test]
+    fn file_overrides_only_the_keys_it_names() {
+        let config = GatewayConfig::parse(
+            "[search]\nmax_k = 50\n[triton]\nendpoint = \"http://127.0.0.1:9001\"\n[store]\nkind = \"opensearch\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.search.max_k, 50);
+        assert_eq!(config.search.default_k, 10);
+        assert_eq!(config.triton.endpoint, "http://127.0.0.1:9001");
+        assert_eq!(config.store.kind, StoreKind::Opensearch);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(GatewayConfig::parse("[search]\nmax_kk = 5\n").is_err());
+        let config = GatewayConfig::parse("[search]\nmax_k = 5\ndefault_k = 10\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("search.default_k"), "{err}");
+    }
+}

@@ -1,0 +1,157 @@
+//! Prometheus metrics of the gateway (its own registry, served as text on /metrics):
+//! HTTP requests and latency per route, ingests by outcome, Triton call latency and
+//! errors per model, text-embedding cache hits.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use triton_client::ClientError;
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_latency: HistogramVec,
+    ingests: IntCounterVec,
+    triton_latency: HistogramVec,
+    triton_errors: IntCounterVec,
+    text_cache: IntCounterVec,
+}
+
+/// What happened to one uploaded photo.
+#[derive(Clone, Copy, Debug)]
+pub enum IngestOutcome {
+    Created,
+    AlreadyStored,
+    Failed,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("gateway_http_requests_total", "HTTP requests by route, method and status"),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("gateway_http_request_duration_seconds", "HTTP request latency by route")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route"],
+        )
+        .expect("valid metric");
+        let ingests = IntCounterVec::new(
+            Opts::new("gateway_ingested_images_total", "uploaded photos by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let triton_latency = HistogramVec::new(
+            HistogramOpts::new("gateway_triton_request_duration_seconds", "Triton inference latency by model")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model"],
+        )
+        .expect("valid metric");
+        let triton_errors = IntCounterVec::new(
+            Opts::new("gateway_triton_errors_total", "failed Triton inference calls by model and kind"),
+            &["model", "kind"],
+        )
+        .expect("valid metric");
+        let text_cache = IntCounterVec::new(
+            Opts::new("gateway_text_embedding_cache_total", "text-query embedding cache lookups"),
+            &["result"],
+        )
+        .expect("valid metric");
+        for metric in [&http_requests, &ingests, &triton_errors, &text_cache] {
+            registry.register(Box::new(metric.clone())).expect("unique metric");
+        }
+        for metric in [&http_latency, &triton_latency] {
+            registry.register(Box::new(metric.clone())).expect("unique metric");
+        }
+        Metrics { registry, http_requests, http_latency, ingests, triton_latency, triton_errors, text_cache }
+    }
+
+    pub fn observe_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests.with_label_values(&[method, route, &status.to_string()]).inc();
+        self.http_latency.with_label_values(&[method, route]).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_ingest(&self, outcome: IngestOutcome) {
+        let label = match outcome {
+            IngestOutcome::Created => "created",
+            IngestOutcome::AlreadyStored => "already_stored",
+            IngestOutcome::Failed => "failed",
+        };
+        self.ingests.with_label_values(&[label]).inc();
+    }
+
+    pub fn observe_triton(&self, model: &str, elapsed: Duration, error: Option<&ClientError>) {
+        self.triton_latency.with_label_values(&[model]).observe(elapsed.as_secs_f64());
+        if let Some(error) = error {
+            let kind = match error {
+                ClientError::Unavailable { .. } => "unavailable",
+                ClientError::DeadlineExceeded { .. } => "deadline",
+                ClientError::Rejected { .. } => "rejected",
+                _ => "other",
+            };
+            self.triton_errors.with_label_values(&[model, kind]).inc();
+        }
+    }
+
+    pub fn count_text_cache(&self, hit: bool) {
+        self.text_cache.with_label_values(&[if hit { "hit" } else { "miss" }]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|err| format!("# encoding failed: {err}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Middleware: counts and times every request under its route template (`/images/{id}`),
+/// so ids do not explode the label set; unmatched paths share one label.
+pub async fn track_http(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.observe_http(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_after_use() {
+        let metrics = Metrics::new();
+        metrics.observe_http("GET", "/search/text", 200, Duration::from_millis(3));
+        metrics.count_ingest(IngestOutcome::Created);
+        metrics.observe_triton("clip_text", Duration::from_millis(2), None);
+        metrics.count_text_cache(true);
+        let text = metrics.render();
+        for name in [
+            "gateway_http_requests_total",
+            "gateway_http_request_duration_seconds_bucket",
+            "gateway_ingested_images_total{outcome=\"created\"} 1",
+            "gateway_triton_request_duration_seconds",
+            "gateway_text_embedding_cache_total{result=\"hit\"} 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

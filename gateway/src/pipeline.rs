@@ -1,0 +1,395 @@
+//! The Triton calls: one photo through the `visual_ingest` ensemble (detections,
+//! global and per-object embeddings) and one text query through the tokenizer and
+//! `clip_text`. `Inference` is the seam the handlers use, so routes are tested with
+//! a fake and run against the real server through `TritonInference`.
+//!
+//! Every tensor Triton returns is checked against the contract (sizes, counts, class
+//! ids) before it becomes a record, and every embedding is L2-normalised here so the
+//! store's scores are cosine similarities whatever the model emitted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use clip_tokenizer::ClipTokenizer;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use triton_client::{ClientError, InferRequest, InferResponse, InputTensor, TritonClient};
+
+use crate::config::ModelsConfig;
+use crate::metrics::Metrics;
+
+/// One detected object as the ensemble reported it, in the photo's pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detection {
+    pub class_id: u32,
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+    pub embedding: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageAnalysis {
+    /// 0 when the ensemble does not expose the photo's size.
+    pub width: u32,
+    pub height: u32,
+    pub embedding: Vec<f32>,
+    pub detections: Vec<Detection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Triton(#[from] ClientError),
+    /// Triton answered, but not with what the contract promises.
+    #[error("{model} broke its output contract: {reason}")]
+    Contract { model: String, reason: String },
+}
+
+/// Whether Triton and each model the gateway needs are ready.
+#[derive(Clone, Debug, Serialize)]
+pub struct InferenceHealth {
+    pub ready: bool,
+    pub server_ready: bool,
+    pub models: Vec<ModelHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelHealth {
+    pub name: String,
+    pub ready: bool,
+}
+
+#[async_trait]
+pub trait Inference: Send + Sync {
+    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError>;
+    /// The L2-normalised embedding of a text query.
+    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError>;
+    async fn health(&self) -> InferenceHealth;
+}
+
+pub struct TritonInference {
+    client: TritonClient,
+    models: ModelsConfig,
+    tokenizer: ClipTokenizer,
+    metrics: Arc<Metrics>,
+    /// Outputs requested from the ingest model, settled from its metadata on first use
+    /// (Triton may come up after the gateway).
+    ingest_outputs: OnceCell<Vec<String>>,
+}
+
+impl TritonInference {
+    pub fn new(client: TritonClient, models: ModelsConfig, tokenizer: ClipTokenizer, metrics: Arc<Metrics>) -> Self {
+        TritonInference { client, models, tokenizer, metrics, ingest_outputs: OnceCell::new() }
+    }
+
+    async fn infer(&self, request: InferRequest) -> Result<InferResponse, PipelineError> {
+        let model = request.model.clone();
+        let started = Instant::now();
+        let result = self.client.infer(request).await;
+        self.metrics.observe_triton(&model, started.elapsed(), result.as_ref().err());
+        Ok(result?)
+    }
+
+    /// The required outputs, plus `image_size` when the ensemble exposes it; fails with
+    /// a clear message when a required output is missing or D disagrees with the config.
+    async fn ingest_outputs(&self) -> Result<&Vec<String>, PipelineError> {
+        self.ingest_outputs
+            .get_or_try_init(|| async {
+                let metadata = self.client.model_metadata(&self.models.ingest_model).await?;
+                let names: Vec<&str> = metadata.outputs.iter().map(|o| o.name.as_str()).collect();
+                let contract = |reason: String| PipelineError::Contract { model: self.models.ingest_model.clone(), reason };
+                let mut wanted = Vec::new();
+                for name in required_ingest_outputs(&self.models) {
+                    if !names.contains(&name) {
+                        return Err(contract(format!("has no output {name:?} (outputs: {names:?})")));
+                    }
+                    wanted.push(name.to_owned());
+                }
+                if let Some(embedding) = metadata.outputs.iter().find(|o| o.name == self.models.embedding_output) {
+                    let last = embedding.shape.last().copied().unwrap_or(-1);
+                    if last > 0 && last as usize != self.models.embedding_dim {
+                        return Err(contract(format!(
+                            "output {:?} has shape {:?} but models.embedding_dim is {}",
+                            embedding.name, embedding.shape, self.models.embedding_dim
+                        )));
+                    }
+                }
+                let size = self.models.image_size_output.as_str();
+                if !size.is_empty() {
+                    if names.contains(&size) {
+                        wanted.push(size.to_owned());
+                    } else {
+                        tracing::warn!(model = %self.models.ingest_model, output = size,
+                            "ingest model does not expose the photo size; width and height are stored as 0");
+                    }
+                }
+                Ok(wanted)
+            })
+            .await
+    }
+
+    /// A photo the ensemble rejected: Triton 2.51 reports any failed step as "unexpected
+    /// deadlock", so the decoding stage is asked directly; its error (corrupt, truncated,
+    /// not an image, too large) is what the client needs. Other failures pass through.
+    async fn explain_ingest_failure(&self, image: Bytes, err: PipelineError) -> PipelineError {
+        let PipelineError::Triton(ClientError::Rejected { .. }) = &err else { return err };
+        if self.models.decode_model.is_empty() || self.models.image_size_output.is_empty() {
+            return err;
+        }
+        let shape = vec![1, image.len() as i64];
+        let request = InferRequest {
+            model: self.models.decode_model.clone(),
+            inputs: vec![InputTensor::uint8(self.models.ingest_input.clone(), shape, image)],
+            outputs: vec![self.models.image_size_output.clone()],
+        };
+        match self.infer(request).await {
+            Err(decode_err @ PipelineError::Triton(ClientError::Rejected { .. })) => decode_err,
+            _ => err,
+        }
+    }
+}
+
+fn required_ingest_outputs(models: &ModelsConfig) -> [&str; 7] {
+    [
+        &models.num_dets_output,
+        &models.boxes_output,
+        &models.scores_output,
+        &models.classes_output,
+        &models.embedding_output,
+        &models.box_embeddings_output,
+        &models.box_valid_output,
+    ]
+}
+
+#[async_trait]
+impl Inference for TritonInference {
+    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError> {
+        let outputs = self.ingest_outputs().await?.clone();
+        let shape = vec![1, image.len() as i64];
+        let request = InferRequest {
+            model: self.models.ingest_model.clone(),
+            // Bytes clones share the buffer: kept for explaining a failure.
+            inputs: vec![InputTensor::uint8(self.models.ingest_input.clone(), shape, image.clone())],
+            outputs,
+        };
+        match self.infer(request).await {
+            Ok(response) => decode_ingest(&response, &self.models),
+            Err(err) => Err(self.explain_ingest_failure(image, err).await),
+        }
+    }
+
+    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
+        let tokens = self.tokenizer.tokenize(text);
+        let request = InferRequest {
+            model: self.models.text_model.clone(),
+            inputs: vec![InputTensor::int64(self.models.text_input.clone(), vec![1, tokens.len() as i64], &tokens)],
+            outputs: vec![self.models.text_output.clone()],
+        };
+        let response = self.infer(request).await?;
+        let contract = |reason: String| PipelineError::Contract { model: self.models.text_model.clone(), reason };
+        let values = response.output(&self.models.text_output)?.as_f32()?;
+        if values.len() != self.models.embedding_dim {
+            return Err(contract(format!(
+                "{:?} has {} values, expected models.embedding_dim = {}",
+                self.models.text_output,
+                values.len(),
+                self.models.embedding_dim
+            )));
+        }
+        normalized(values).ok_or_else(|| contract("the text embedding is zero or not finite".into()))
+    }
+
+    async fn health(&self) -> InferenceHealth {
+        let server_ready = match self.client.server_ready().await {
+            Ok(ready) => ready,
+            Err(err) => {
+                return InferenceHealth { ready: false, server_ready: false, models: Vec::new(), error: Some(err.to_string()) }
+            }
+        };
+        let mut models = Vec::new();
+        let mut error = None;
+        for name in [&self.models.ingest_model, &self.models.text_model] {
+            let ready = match self.client.model_ready(name).await {
+                Ok(ready) => ready,
+                Err(err) => {
+                    error.get_or_insert(err.to_string());
+                    false
+                }
+            };
+            models.push(ModelHealth { name: name.clone(), ready });
+        }
+        let ready = server_ready && models.iter().all(|m| m.ready);
+        InferenceHealth { ready, server_ready, models, error }
+    }
+}
+
+/// Scales to unit length; `None` for a zero or non-finite vector, which has no direction.
+pub fn normalized(mut vector: Vec<f32>) -> Option<Vec<f32>> {
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if !norm.is_finite() || norm == 0.0 {
+        return None;
+    }
+    vector.iter_mut().for_each(|v| *v /= norm);
+    Some(vector)
+}
+
+/// Turns the ensemble's tensors (each with a leading batch dimension of 1) into an
+/// `ImageAnalysis`: the first `num_dets` rows of every per-detection tensor, invalid rows
+/// (`box_valid` false) and detections under the confidence floor left out.
+pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<ImageAnalysis, PipelineError> {
+    let contract = |reason: String| PipelineError::Contract { model: models.ingest_model.clone(), reason };
+    let dim = models.embedding_dim;
+
+    let num_dets = response.output(&models.num_dets_output)?.as_i32()?;
+    let count = match num_dets.as_slice() {
+        [n] if *n >= 0 => *n as usize,
+        other => return Err(contract(format!("{:?} must hold one count >= 0, got {other:?}", models.num_dets_output))),
+    };
+    let rows = |name: &str, len: usize, width: usize| -> Result<(), PipelineError> {
+        if !len.is_multiple_of(width) || len / width < count {
+            return Err(contract(format!(
+                "{name:?} has {len} values: not {count} rows of {width} (num_dets = {count})"
+            )));
+        }
+        Ok(())
+    };
+    let boxes = response.output(&models.boxes_output)?.as_f32()?;
+    rows(&models.boxes_output, boxes.len(), 4)?;
+    let scores = response.output(&models.scores_output)?.as_f32()?;
+    rows(&models.scores_output, scores.len(), 1)?;
+    let classes = response.output(&models.classes_output)?.as_i32()?;
+    rows(&models.classes_output, classes.len(), 1)?;
+    let box_embeddings = response.output(&models.box_embeddings_output)?.as_f32()?;
+    rows(&models.box_embeddings_output, box_embeddings.len(), dim)?;
+    let valid = response.output(&models.box_valid_output)?.as_bool()?;
+    rows(&models.box_valid_output, valid.len(), 1)?;
+
+    let embedding = response.output(&models.embedding_output)?.as_f32()?;
+    if embedding.len() != dim {
+        return Err(contract(format!(
+            "{:?} has {} values, expected models.embedding_dim = {dim}",
+            models.embedding_output,
+            embedding.len()
+        )));
+    }
+    let embedding = normalized(embedding).ok_or_else(|| contract("the image embedding is zero or not finite".into()))?;
+
+    let (width, height) = match response.outputs.iter().find(|o| o.name == models.image_size_output) {
+        None => (0, 0),
+        Some(size) => match size.as_i32()?.as_slice() {
+            [h, w] if *h > 0 && *w > 0 => (*w as u32, *h as u32),
+            other => return Err(contract(format!("{:?} must be [height, width] > 0, got {other:?}", size.name))),
+        },
+    };
+
+    let mut detections = Vec::new();
+    for i in 0..count {
+        if !valid[i] || scores[i] < models.min_detection_confidence {
+            continue;
+        }
+        let class_id = u32::try_from(classes[i])
+            .ok()
+            .filter(|&id| (id as usize) < models.class_names.len())
+            .ok_or_else(|| contract(format!("class id {} is outside the {} configured class names", classes[i], models.class_names.len())))?;
+        let row = box_embeddings[i * dim..(i + 1) * dim].to_vec();
+        let embedding = normalized(row)
+            .ok_or_else(|| contract(format!("detection {i} is marked valid but its embedding is zero or not finite")))?;
+        let bbox = [boxes[i * 4], boxes[i * 4 + 1], boxes[i * 4 + 2], boxes[i * 4 + 3]];
+        detections.push(Detection { class_id, confidence: scores[i], bbox, embedding });
+    }
+    Ok(ImageAnalysis { width, height, embedding, detections })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use triton_client::OutputTensor;
+
+    fn tensor(name: &str, datatype: &str, shape: Vec<i64>, raw: Vec<u8>) -> OutputTensor {
+        OutputTensor { name: name.into(), datatype: datatype.into(), shape, raw: raw.into() }
+    }
+    fn f32s(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+    fn i32s(values: &[i32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn models(dim: usize) -> ModelsConfig {
+        ModelsConfig { embedding_dim: dim, ..ModelsConfig::default() }
+    }
+
+    /// Three detections (K = 4): the second invalid, the third below a 0.3 floor.
+    fn response() -> InferResponse {
+        let outputs = vec![
+            tensor("num_dets", "INT32", vec![1, 1], i32s(&[3])),
+            tensor("boxes", "FP32", vec![1, 4, 4], f32s(&[1., 2., 3., 4., 0., 0., 0., 0., 5., 5., 9., 9., 0., 0., 0., 0.])),
+            tensor("scores", "FP32", vec![1, 4], f32s(&[0.9, 0.8, 0.2, 0.0])),
+            tensor("classes", "INT32", vec![1, 4], i32s(&[0, 2, 16, 0])),
+            tensor("embedding", "FP32", vec![1, 2], f32s(&[3.0, 4.0])),
+            tensor("box_embeddings", "FP32", vec![1, 3, 2], f32s(&[0., 2., 0., 0., 1., 1.])),
+            tensor("box_valid", "BOOL", vec![1, 3], vec![1, 0, 1]),
+            tensor("image_size", "INT32", vec![2], i32s(&[480, 640])),
+        ];
+        InferResponse { model: "visual_ingest".into(), outputs }
+    }
+
+    #[test]
+    fn keeps_valid_rows_in_order_and_normalises() {
+        let analysis = decode_ingest(&response(), &models(2)).unwrap();
+        assert_eq!((analysis.width, analysis.height), (640, 480));
+        assert_eq!(analysis.embedding, vec![0.6, 0.8]);
+        assert_eq!(analysis.detections.len(), 2);
+        assert_eq!(analysis.detections[0].bbox, [1., 2., 3., 4.]);
+        assert_eq!(analysis.detections[0].embedding, vec![0.0, 1.0]);
+        assert_eq!(analysis.detections[1].class_id, 16);
+        assert_eq!(analysis.detections[1].bbox, [5., 5., 9., 9.]);
+    }
+
+    #[test]
+    fn confidence_floor_drops_weak_detections() {
+        let config = ModelsConfig { min_detection_confidence: 0.3, ..models(2) };
+        let analysis = decode_ingest(&response(), &config).unwrap();
+        assert_eq!(analysis.detections.len(), 1);
+    }
+
+    #[test]
+    fn wrong_dimension_is_a_contract_error_naming_the_output() {
+        let err = decode_ingest(&response(), &models(3)).unwrap_err().to_string();
+        assert!(err.contains("box_embeddings") || err.contains("embedding"), "{err}");
+    }
+
+    #[test]
+    fn more_dets_than_rows_is_rejected() {
+        let mut response = response();
+        response.outputs[0] = tensor("num_dets", "INT32", vec![1, 1], i32s(&[5]));
+        let err = decode_ingest(&response, &models(2)).unwrap_err().to_string();
+        assert!(err.contains("num_dets = 5"), "{err}");
+    }
+
+    #[test]
+    fn unknown_class_id_is_rejected() {
+        let mut response = response();
+        response.outputs[3] = tensor("classes", "INT32", vec![1, 4], i32s(&[0, 2, 80, 0]));
+        let err = decode_ingest(&response, &models(2)).unwrap_err().to_string();
+        assert!(err.contains("class id 80"), "{err}");
+    }
+
+    #[test]
+    fn missing_image_size_leaves_zero_size() {
+        let mut response = response();
+        response.outputs.pop();
+        let analysis = decode_ingest(&response, &models(2)).unwrap();
+        assert_eq!((analysis.width, analysis.height), (0, 0));
+    }
+
+    #[test]
+    fn zero_vector_has_no_direction() {
+        assert_eq!(normalized(vec![0.0, 0.0]), None);
+        assert_eq!(normalized(vec![f32::NAN, 1.0]), None);
+    }
+}

@@ -1,0 +1,380 @@
+//! Query building and execution, shared by every search endpoint: validation of k,
+//! offset, scores, class names and dates into a `visual_store::SearchFilter` + `Page`;
+//! the LRU cache of text-query embeddings; and the store calls that turn hits into
+//! results with the matching object of each image.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveDate};
+use lru::LruCache;
+use visual_store::{ImageRecord, Page, SearchFilter};
+
+use crate::api::{
+    file_url, object_view, DateBound, HybridQuery, ImageResult, MatchedObject, ObjectQuery, ObjectResult,
+};
+use crate::config::SearchConfig;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Longest text query accepted, in characters (CLIP keeps 77 tokens anyway).
+const MAX_QUERY_CHARS: usize = 1000;
+
+/// k and offset checked against the configured limits.
+pub fn page(k: Option<usize>, offset: Option<usize>, limits: &SearchConfig) -> Result<Page, AppError> {
+    let k = k.unwrap_or(limits.default_k);
+    if k == 0 || k > limits.max_k {
+        return Err(AppError::BadRequest(format!("k must be between 1 and {}, got {k}", limits.max_k)));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset.saturating_add(k) > limits.max_window {
+        return Err(AppError::BadRequest(format!(
+            "offset + k must be at most {}, got {offset} + {k}",
+            limits.max_window
+        )));
+    }
+    Ok(Page { k, offset })
+}
+
+/// Cosine threshold: results scoring below it are dropped. Absent means no threshold.
+pub fn min_score(value: Option<f32>) -> Result<f32, AppError> {
+    match value {
+        None => Ok(-1.0),
+        Some(v) if v.is_finite() && (-1.0..=1.0).contains(&v) => Ok(v),
+        Some(v) => Err(AppError::BadRequest(format!("min_score must be a cosine in [-1, 1], got {v}"))),
+    }
+}
+
+pub fn query_text(text: Option<&str>) -> Result<String, AppError> {
+    let text = text.unwrap_or("").trim();
+    if text.is_empty() {
+        return Err(AppError::BadRequest("the text query is empty".into()));
+    }
+    if text.chars().count() > MAX_QUERY_CHARS {
+        return Err(AppError::BadRequest(format!("the text query is longer than {MAX_QUERY_CHARS} characters")));
+    }
+    Ok(text.to_owned())
+}
+
+fn min_confidence(value: Option<f32>) -> Result<f32, AppError> {
+    match value {
+        None => Ok(0.0),
+        Some(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
+        Some(v) => Err(AppError::BadRequest(format!("min_confidence must be in [0, 1], got {v}"))),
+    }
+}
+
+/// The canonical class names (case-insensitive match); unknown names are one 400
+/// listing every one of them.
+pub fn classes(requested: &[String], known: &[String]) -> Result<Vec<String>, AppError> {
+    let mut resolved = Vec::new();
+    let mut unknown = Vec::new();
+    for name in requested {
+        let wanted = name.trim();
+        match known.iter().find(|k| k.eq_ignore_ascii_case(wanted)) {
+            Some(k) if !resolved.contains(k) => resolved.push(k.clone()),
+            Some(_) => {}
+            None => unknown.push(format!("{name:?}")),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(AppError::BadRequest(format!(
+            "unknown class name(s): {}; known classes are the detector's: {}",
+            unknown.join(", "),
+            known.join(", ")
+        )));
+    }
+    Ok(resolved)
+}
+
+/// Unix seconds of a bound; a bare day means its first second (`from`) or last (`to`).
+pub fn date_bound(field: &str, bound: &DateBound, end_of_day: bool) -> Result<i64, AppError> {
+    let text = match bound {
+        DateBound::Seconds(seconds) => return Ok(*seconds),
+        DateBound::Text(text) => text.trim(),
+    };
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp());
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let time = if end_of_day { day.and_hms_opt(23, 59, 59) } else { day.and_hms_opt(0, 0, 0) };
+        return Ok(time.expect("valid time of day").and_utc().timestamp());
+    }
+    Err(AppError::BadRequest(format!(
+        "{field} must be unix seconds, an RFC 3339 timestamp or YYYY-MM-DD, got {text:?}"
+    )))
+}
+
+fn tags(requested: &[String]) -> Vec<String> {
+    let mut tags: Vec<String> = requested.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+    tags.dedup();
+    tags
+}
+
+/// The filter of a hybrid query.
+pub fn hybrid_filter(query: &HybridQuery, known_classes: &[String]) -> Result<SearchFilter, AppError> {
+    let created_from = query.date_from.as_ref().map(|b| date_bound("date_from", b, false)).transpose()?;
+    let created_to = query.date_to.as_ref().map(|b| date_bound("date_to", b, true)).transpose()?;
+    if let (Some(from), Some(to)) = (created_from, created_to) {
+        if from > to {
+            return Err(AppError::BadRequest("date_from is after date_to".into()));
+        }
+    }
+    Ok(SearchFilter {
+        classes: classes(&query.classes, known_classes)?,
+        min_confidence: min_confidence(query.min_confidence)?,
+        created_from,
+        created_to,
+        tags: tags(&query.tags),
+    })
+}
+
+/// The filter of an object query: classes restrict the objects themselves.
+pub fn object_filter(query: &ObjectQuery, known_classes: &[String]) -> Result<SearchFilter, AppError> {
+    Ok(SearchFilter {
+        classes: classes(&query.classes, known_classes)?,
+        min_confidence: min_confidence(query.min_confidence)?,
+        ..SearchFilter::default()
+    })
+}
+
+/// Text-query embeddings by query text, so a repeated query skips tokenizer and Triton.
+pub struct TextEmbeddingCache {
+    entries: Mutex<LruCache<String, Arc<Vec<f32>>>>,
+}
+
+impl TextEmbeddingCache {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        TextEmbeddingCache { entries: Mutex::new(LruCache::new(capacity)) }
+    }
+
+    fn get(&self, text: &str) -> Option<Arc<Vec<f32>>> {
+        self.entries.lock().expect("cache lock").get(text).cloned()
+    }
+
+    fn insert(&self, text: String, embedding: Arc<Vec<f32>>) {
+        self.entries.lock().expect("cache lock").put(text, embedding);
+    }
+}
+
+/// The embedding of a (validated) text query, from the cache or Triton.
+pub async fn embed_text(state: &AppState, text: &str) -> Result<Arc<Vec<f32>>, AppError> {
+    if let Some(hit) = state.text_cache.get(text) {
+        state.metrics.count_text_cache(true);
+        return Ok(hit);
+    }
+    state.metrics.count_text_cache(false);
+    let embedding = Arc::new(state.inference.embed_text(text).await?);
+    state.text_cache.insert(text.to_owned(), embedding.clone());
+    Ok(embedding)
+}
+
+/// The embedding of a query photo: the stored one when the same bytes were ingested
+/// (no Triton call), else the ensemble's whole-image embedding.
+pub async fn embed_image(state: &AppState, image: bytes::Bytes) -> Result<Vec<f32>, AppError> {
+    if let Some(record) = state.store.get(&crate::blobs::content_id(&image)).await? {
+        return Ok(record.embedding);
+    }
+    Ok(state.inference.analyze_image(image).await?.embedding)
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The record's object closest to the query among those the filter allows.
+pub fn best_object(record: &ImageRecord, query: &[f32], filter: &SearchFilter) -> Option<MatchedObject> {
+    record
+        .objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| filter.classes.is_empty() || filter.classes.contains(&o.class_name))
+        .filter(|(_, o)| o.confidence >= filter.min_confidence)
+        .map(|(i, o)| (i, o, cosine(&o.embedding, query)))
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(i, o, score)| MatchedObject { object: object_view(i, o), score })
+}
+
+/// Whole-image k-NN with the filter, then each hit's record for display.
+pub async fn images(
+    state: &AppState,
+    query: &[f32],
+    filter: &SearchFilter,
+    page: Page,
+    min_score: f32,
+) -> Result<Vec<ImageResult>, AppError> {
+    let hits = state.store.search_images(query, filter, page).await?;
+    let mut results = Vec::with_capacity(hits.len());
+    for hit in hits.into_iter().filter(|h| h.score >= min_score) {
+        // A hit deleted between the search and this read is simply left out.
+        let Some(record) = state.store.get(&hit.image_id).await? else { continue };
+        results.push(ImageResult {
+            matched_object: best_object(&record, query, filter),
+            objects: record.objects.iter().enumerate().map(|(i, o)| object_view(i, o)).collect(),
+            file_url: file_url(&record.id),
+            image_id: record.id,
+            score: hit.score,
+            width: record.width,
+            height: record.height,
+            created_at: record.created_at,
+            tags: record.tags,
+            metadata: record.metadata,
+        });
+    }
+    Ok(results)
+}
+
+/// Object-level k-NN: each result names its image and box.
+pub async fn objects(
+    state: &AppState,
+    query: &[f32],
+    filter: &SearchFilter,
+    page: Page,
+    min_score: f32,
+) -> Result<Vec<ObjectResult>, AppError> {
+    let hits = state.store.search_objects(query, filter, page).await?;
+    let mut results = Vec::with_capacity(hits.len());
+    for hit in hits.into_iter().filter(|h| h.score >= min_score) {
+        let Some(record) = state.store.get(&hit.image_id).await? else { continue };
+        results.push(ObjectResult {
+            file_url: file_url(&hit.image_id),
+            image_id: hit.image_id,
+            object_index: hit.object_index,
+            class_name: hit.class_name,
+            confidence: hit.confidence,
+            bbox: hit.bbox,
+            score: hit.score,
+            width: record.width,
+            height: record.height,
+        });
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GatewayConfig;
+    use visual_store::ObjectRecord;
+
+    fn limits() -> SearchConfig {
+        GatewayConfig::default().search
+    }
+    fn known() -> Vec<String> {
+        GatewayConfig::default().models.class_names
+    }
+
+    #[test]
+    fn k_bounds_are_enforced() {
+        assert_eq!(page(None, None, &limits()).unwrap(), Page { k: 10, offset: 0 });
+        assert_eq!(page(Some(1000), Some(5), &limits()).unwrap(), Page { k: 1000, offset: 5 });
+        for k in [0, 1001, 100_000] {
+            let err = page(Some(k), None, &limits()).unwrap_err();
+            assert!(err.to_string().contains("k must be between 1 and 1000"), "{err}");
+        }
+        assert!(page(Some(10), Some(9_995), &limits()).is_err());
+    }
+
+    #[test]
+    fn empty_and_blank_queries_are_rejected() {
+        assert!(query_text(None).is_err());
+        assert!(query_text(Some("  ")).is_err());
+        assert_eq!(query_text(Some(" red car ")).unwrap(), "red car");
+        assert!(query_text(Some(&"a".repeat(1001))).is_err());
+    }
+
+    #[test]
+    fn unknown_classes_are_all_named() {
+        assert_eq!(classes(&["Person".into(), "dog".into()], &known()).unwrap(), vec!["person", "dog"]);
+        let err = classes(&["person".into(), "unicorn".into(), "dragon".into()], &known()).unwrap_err().to_string();
+        assert!(err.contains("\"unicorn\"") && err.contains("\"dragon\""), "{err}");
+        assert!(!err.starts_with("unknown class name(s): \"person\""), "{err}");
+    }
+
+    #[test]
+    fn dates_accept_seconds_rfc3339_and_days() {
+        assert_eq!(date_bound("date_from", &DateBound::Seconds(5), false).unwrap(), 5);
+        let day = DateBound::Text("2024-01-02".into());
+        assert_eq!(date_bound("date_from", &day, false).unwrap(), 1_704_153_600);
+        assert_eq!(date_bound("date_to", &day, true).unwrap(), 1_704_153_600 + 86_399);
+        let time = DateBound::Text("2024-01-02T00:00:10Z".into());
+        assert_eq!(date_bound("date_from", &time, false).unwrap(), 1_704_153_610);
+        let err = date_bound("date_to", &DateBound::Text("yesterday".into()), true).unwrap_err().to_string();
+        assert!(err.contains("date_to"), "{err}");
+    }
+
+    #[test]
+    fn hybrid_filter_is_built_from_every_field() {
+        let query: HybridQuery = serde_json::from_value(serde_json::json!({
+            "text": "a dog", "classes": ["dog"], "min_confidence": 0.5,
+            "date_from": "2024-01-01", "date_to": 1_800_000_000, "tags": ["park", " ", "park"]
+        }))
+        .unwrap();
+        let filter = hybrid_filter(&query, &known()).unwrap();
+        assert_eq!(filter.classes, vec!["dog"]);
+        assert_eq!(filter.min_confidence, 0.5);
+        assert_eq!(filter.created_from, Some(1_704_067_200));
+        assert_eq!(filter.created_to, Some(1_800_000_000));
+        assert_eq!(filter.tags, vec!["park"]);
+    }
+
+    #[test]
+    fn hybrid_filter_rejects_bad_values() {
+        let bad = [
+            serde_json::json!({"text": "x", "min_confidence": 1.5}),
+            serde_json::json!({"text": "x", "date_from": "2024-02-01", "date_to": "2024-01-01"}),
+            serde_json::json!({"text": "x", "classes": ["spaceship"]}),
+        ];
+        for body in bad {
+            let query: HybridQuery = serde_json::from_value(body.clone()).unwrap();
+            assert!(hybrid_filter(&query, &known()).is_err(), "{body}");
+        }
+        assert!(serde_json::from_value::<HybridQuery>(serde_json::json!({"txt": "x"})).is_err());
+    }
+
+    #[test]
+    fn min_score_must_be_a_cosine() {
+        assert_eq!(min_score(None).unwrap(), -1.0);
+        assert_eq!(min_score(Some(0.2)).unwrap(), 0.2);
+        assert!(min_score(Some(1.5)).is_err());
+        assert!(min_score(Some(f32::NAN)).is_err());
+    }
+
+    #[test]
+    fn best_object_respects_the_filter() {
+        let object = |class: &str, confidence: f32, embedding: Vec<f32>| ObjectRecord {
+            class_id: 0,
+            class_name: class.into(),
+            confidence,
+            bbox: [0.0; 4],
+            embedding,
+        };
+        let record = ImageRecord {
+            id: "a".repeat(64),
+            width: 10,
+            height: 10,
+            created_at: 0,
+            tags: vec![],
+            metadata: serde_json::json!({}),
+            embedding: vec![1.0, 0.0],
+            objects: vec![object("dog", 0.9, vec![0.0, 1.0]), object("person", 0.4, vec![1.0, 0.0])],
+            faces: vec![],
+        };
+        let query = [1.0, 0.0];
+        assert_eq!(best_object(&record, &query, &SearchFilter::default()).unwrap().object.index, 1);
+        let strict = SearchFilter { min_confidence: 0.5, ..SearchFilter::default() };
+        assert_eq!(best_object(&record, &query, &strict).unwrap().object.index, 0);
+        let cats = SearchFilter { classes: vec!["cat".into()], ..SearchFilter::default() };
+        assert!(best_object(&record, &query, &cats).is_none());
+    }
+
+    #[test]
+    fn cache_returns_what_was_inserted() {
+        let cache = TextEmbeddingCache::new(1);
+        cache.insert("a".into(), Arc::new(vec![1.0]));
+        cache.insert("b".into(), Arc::new(vec![2.0]));
+        assert!(cache.get("a").is_none());
+        assert_eq!(cache.get("b").unwrap().as_slice(), &[2.0]);
+    }
+}

@@ -1,0 +1,125 @@
+//! `gateway serve`: opens the store, the photo folder, the tokenizer and the Triton
+//! channel, binds the listener and serves until SIGINT/SIGTERM, then drains requests in
+//! flight for at most `server.shutdown_timeout_s` and checkpoints the embedded store.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clip_tokenizer::ClipTokenizer;
+use tokio::net::TcpListener;
+use triton_client::{ClientConfig, TritonClient};
+use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
+use visual_store::{QueryLimits, Store};
+
+use crate::blobs::BlobStore;
+use crate::config::{GatewayConfig, StoreKind};
+use crate::metrics::Metrics;
+use crate::pipeline::TritonInference;
+use crate::routes::app;
+use crate::state::AppState;
+
+pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    let data_dir = &config.store.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+
+    let (store, embedded) = open_store(&config).await?;
+    let blobs = BlobStore::open(data_dir.join("photos")).context("opening the photo folder")?;
+    let tokenizer_dir = &config.models.tokenizer_dir;
+    let tokenizer = ClipTokenizer::from_files(tokenizer_dir.join("clip-vocab.json"), tokenizer_dir.join("clip-merges.txt"))
+        .with_context(|| format!("loading the CLIP tokenizer from {}", tokenizer_dir.display()))?;
+    let triton = &config.triton;
+    let client = TritonClient::new(ClientConfig {
+        endpoint: triton.endpoint.clone(),
+        request_timeout: triton.request_timeout(),
+        connect_timeout: triton.connect_timeout(),
+        max_retries: triton.max_retries,
+        initial_backoff: triton.initial_backoff(),
+        ..ClientConfig::default()
+    })
+    .context("creating the Triton client")?;
+    let metrics = Arc::new(Metrics::new());
+    let inference = Arc::new(TritonInference::new(client, config.models.clone(), tokenizer, metrics.clone()));
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    let shutdown_timeout = Duration::from_secs(config.server.shutdown_timeout_s);
+    tracing::info!(%address, store = store.kind(), triton = %config.triton.endpoint, "gateway listening");
+    println!("gateway listening on http://{address}");
+
+    let state = Arc::new(AppState::new(config, store, inference, blobs, metrics));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        stop_rx.await.ok();
+    });
+    let mut server = tokio::spawn(server.into_future());
+    tokio::select! {
+        result = &mut server => return result.context("server task")?.context("serving"),
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+    }
+    stop_tx.send(()).ok();
+    match tokio::time::timeout(shutdown_timeout, &mut server).await {
+        Ok(result) => result.context("server task")?.context("serving")?,
+        Err(_) => {
+            tracing::warn!(?shutdown_timeout, "requests still in flight at the shutdown deadline; leaving them");
+            server.abort();
+        }
+    }
+    if let Some(embedded) = embedded {
+        // Every put is already durable; the checkpoint only spares the next start a graph rebuild.
+        tokio::task::spawn_blocking(move || embedded.checkpoint()).await?.context("checkpointing the store")?;
+    }
+    Ok(())
+}
+
+/// The configured store; the embedded one is also returned concretely for its checkpoint.
+async fn open_store(config: &GatewayConfig) -> anyhow::Result<(Arc<dyn Store>, Option<EmbeddedStore>)> {
+    let limits = QueryLimits { max_k: config.search.max_k, max_window: config.search.max_window };
+    match config.store.kind {
+        StoreKind::Embedded => {
+            let path = config.store.data_dir.join("store");
+            let store_config = EmbeddedConfig {
+                dimension: Some(config.models.embedding_dim),
+                limits,
+                ..EmbeddedConfig::new(&path)
+            };
+            let store = EmbeddedStore::open_async(store_config)
+                .await
+                .with_context(|| format!("opening the embedded store in {}", path.display()))?;
+            tracing::info!(path = %path.display(), recovery = ?store.recovery(), "embedded store open");
+            Ok((Arc::new(store.clone()), Some(store)))
+        }
+        StoreKind::Opensearch => {
+            let (url, index) = (&config.store.opensearch_url, &config.store.opensearch_index);
+            let store_config = OpenSearchConfig { limits, ..OpenSearchConfig::new(url, index, config.models.embedding_dim) };
+            let store = OpenSearchStore::connect(store_config)
+                .await
+                .with_context(|| format!("connecting to OpenSearch at {url} (index {index})"))?;
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, naming which.
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = terminate => "SIGTERM",
+    }
+}

@@ -1,0 +1,411 @@
+//! The router end to end through `oneshot`, with the real embedded store in a temporary
+//! folder and a scripted `Inference` in place of Triton: status codes, JSON error bodies,
+//! idempotent ingest, filters, pagination limits and the OpenAPI document.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use bytes::Bytes;
+use gateway::blobs::{content_id, BlobStore};
+use gateway::config::GatewayConfig;
+use gateway::metrics::Metrics;
+use gateway::pipeline::{Detection, ImageAnalysis, Inference, InferenceHealth, PipelineError};
+use gateway::routes::app;
+use gateway::state::AppState;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use triton_client::ClientError;
+use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use visual_store::Store;
+
+const DIM: usize = 8;
+const JPEG_MAGIC: [u8; 3] = [0xFF, 0xD8, 0xFF];
+
+/// Triton stand-in: a "photo" is JPEG magic + a seed byte; its embedding is a one-hot-ish
+/// vector of the seed; even seeds hold a person (0.9), odd seeds a dog (0.6).
+#[derive(Default)]
+struct ScriptedInference {
+    image_calls: AtomicUsize,
+    text_calls: AtomicUsize,
+    unavailable: AtomicBool,
+}
+
+fn seed_vector(seed: u8) -> Vec<f32> {
+    let mut v = [0.1; DIM];
+    v[seed as usize % DIM] = 1.0;
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / norm).collect()
+}
+
+fn photo(seed: u8) -> Vec<u8> {
+    let mut bytes = JPEG_MAGIC.to_vec();
+    bytes.push(seed);
+    bytes
+}
+
+#[async_trait]
+impl Inference for ScriptedInference {
+    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError> {
+        self.image_calls.fetch_add(1, Ordering::SeqCst);
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(ClientError::Unavailable { endpoint: "http://127.0.0.1:1".into(), method: "ModelInfer", attempts: 4, message: "connection refused".into() }.into());
+        }
+        if !image.starts_with(&JPEG_MAGIC) || image.len() < 4 {
+            return Err(ClientError::Rejected {
+                method: "ModelInfer",
+                model: "visual_ingest".into(),
+                code: "InvalidArgument".into(),
+                message: "preprocess: cannot decode the image".into(),
+            }
+            .into());
+        }
+        let seed = image[3];
+        let (class_id, confidence) = if seed.is_multiple_of(2) { (0, 0.9) } else { (16, 0.6) };
+        Ok(ImageAnalysis {
+            width: 640,
+            height: 480,
+            embedding: seed_vector(seed),
+            detections: vec![Detection { class_id, confidence, bbox: [10.0, 20.0, 110.0, 220.0], embedding: seed_vector(seed.wrapping_add(1)) }],
+        })
+    }
+
+    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
+        self.text_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(seed_vector(text.len() as u8))
+    }
+
+    async fn health(&self) -> InferenceHealth {
+        InferenceHealth { ready: !self.unavailable.load(Ordering::SeqCst), server_ready: true, models: vec![], error: None }
+    }
+}
+
+struct Harness {
+    app: Router,
+    inference: Arc<ScriptedInference>,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = GatewayConfig::default();
+    config.models.embedding_dim = DIM;
+    config.server.max_request_bytes = 64 * 1024;
+    let store_config = EmbeddedConfig { dimension: Some(DIM), ..EmbeddedConfig::new(dir.path().join("store")) };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(store_config).unwrap());
+    let inference = Arc::new(ScriptedInference::default());
+    let blobs = BlobStore::open(dir.path().join("photos")).unwrap();
+    let state = AppState::new(config, store.clone(), inference.clone(), blobs, Arc::new(Metrics::new()));
+    Harness { app: app(Arc::new(state)), inference, store, _dir: dir }
+}
+
+const BOUNDARY: &str = "gatewaytestboundary";
+
+/// A multipart body: (field name, optional filename, bytes).
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, filename, bytes) in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    async fn post_json(&self, uri: &str, body: &str) -> (StatusCode, Value) {
+        let request = Request::post(uri).header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_owned())).unwrap();
+        self.send(request).await
+    }
+
+    async fn post_form(&self, uri: &str, parts: &[(&str, Option<&str>, &[u8])]) -> (StatusCode, Value) {
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(Body::from(multipart(parts)))
+            .unwrap();
+        self.send(request).await
+    }
+
+    async fn ingest(&self, seed: u8, extra: &[(&str, Option<&str>, &[u8])]) -> (StatusCode, Value) {
+        let image = photo(seed);
+        let mut parts = vec![("image", Some("p.jpg"), image.as_slice())];
+        parts.extend_from_slice(extra);
+        self.post_form("/ingest", &parts).await
+    }
+
+    async fn count(&self) -> usize {
+        self.store.count().await.unwrap()
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, needle: &str) {
+    assert_eq!(status, expected, "{body}");
+    let message = body["error"].as_str().unwrap_or_else(|| panic!("no JSON error in {body}"));
+    assert!(message.contains(needle), "{message:?} should mention {needle:?}");
+}
+
+#[tokio::test]
+async fn ingest_is_idempotent_and_stores_the_photo() {
+    let h = harness();
+    let (status, body) = h.ingest(2, &[("tags", None, b"beach, dog"), ("metadata", None, br#"{"camera":"x"}"#), ("created_at", None, b"2024-01-02")]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(id, content_id(&photo(2)));
+    assert_eq!(body["objects"], 1);
+
+    let (status, body) = h.ingest(2, &[]).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("already_stored")));
+    assert_eq!(h.inference.image_calls.load(Ordering::SeqCst), 1, "re-ingest must not call Triton");
+
+    let (status, record) = h.get(&format!("/images/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(record["tags"], json!(["beach", "dog"]));
+    assert_eq!(record["metadata"]["camera"], "x");
+    assert_eq!(record["created_at"], 1_704_153_600);
+    assert_eq!(record["objects"][0]["class_name"], "person");
+    assert!(record.get("embedding").is_none() && record["objects"][0].get("embedding").is_none());
+
+    let response = h.app.clone().oneshot(Request::get(format!("/images/{id}/file")).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes().as_ref(), photo(2).as_slice());
+}
+
+#[tokio::test]
+async fn bad_uploads_are_4xx_and_store_nothing() {
+    let h = harness();
+    h.ingest(1, &[]).await;
+    let (status, body) = h.post_form("/ingest", &[("image", Some("notes.txt"), b"hello, not an image")]).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "cannot decode");
+    let (status, body) = h.post_form("/ingest", &[("image", Some("empty.jpg"), b"")]).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "empty");
+    let big = vec![0xFFu8; 100 * 1024];
+    let (status, body) = h.post_form("/ingest", &[("image", Some("big.jpg"), &big)]).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "too large");
+    // With a Content-Length over the limit the layer answers before reading the body.
+    let request = Request::post("/ingest")
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+        .header(header::CONTENT_LENGTH, big.len().to_string())
+        .body(Body::from(big.clone()))
+        .unwrap();
+    let (status, body) = h.send(request).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "too large");
+    let (status, body) = h.ingest(3, &[("metadata", None, b"{oops")]).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "metadata");
+    let (status, body) = h.ingest(3, &[("colour", None, b"red")]).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "colour");
+    let (status, body) = h.post_form("/ingest", &[("tags", None, b"x")]).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no image");
+    assert_eq!(h.count().await, 1);
+}
+
+#[tokio::test]
+async fn triton_unavailable_is_503() {
+    let h = harness();
+    h.inference.unavailable.store(true, Ordering::SeqCst);
+    let (status, body) = h.ingest(4, &[]).await;
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let (status, body) = h.get("/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(h.count().await, 0);
+}
+
+#[tokio::test]
+async fn text_search_ranks_by_cosine_and_caches_the_query() {
+    let h = harness();
+    for seed in 0..6 {
+        h.ingest(seed, &[]).await;
+    }
+    let (status, body) = h.get("/search/text?q=abc&k=4").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let scores: Vec<f64> = body["results"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert_eq!(scores.len(), 4);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // "abc" has length 3: the photo with seed 3 points the same way.
+    assert_eq!(body["results"][0]["image_id"], content_id(&photo(3)));
+    assert!((scores[0] - 1.0).abs() < 1e-4);
+    assert!(body["results"][0]["matched_object"]["bbox"].is_array());
+    h.get("/search/text?q=abc&k=4").await;
+    assert_eq!(h.inference.text_calls.load(Ordering::SeqCst), 1, "the second query must come from the cache");
+    let (_, body) = h.get("/search/text?q=abc&k=4&min_score=0.99").await;
+    assert_eq!(body["count"], 1);
+}
+
+#[tokio::test]
+async fn bad_queries_are_400_with_the_reason() {
+    let h = harness();
+    for (uri, needle) in [
+        ("/search/text?q=&k=5", "empty"),
+        ("/search/text?k=5", "empty"),
+        ("/search/text?q=dog&k=0", "k must be between 1 and 1000"),
+        ("/search/text?q=dog&k=100000", "k must be between 1 and 1000"),
+        ("/search/text?q=dog&k=abc", "k"),
+        ("/search/text?q=dog&min_score=3", "min_score"),
+        ("/images/not-a-hash", "not an image id"),
+    ] {
+        let (status, body) = h.get(uri).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
+    }
+    for (body, needle) in [
+        (r#"{"text": "dog", "classes": ["person", "unicorn"]}"#, "\"unicorn\""),
+        (r#"{"text": "dog""#, "JSON"),
+        (r#"{"text": ""}"#, "empty"),
+        (r#"{"text": "dog", "k": 0}"#, "k must be"),
+        (r#"{"text": "dog", "colour": "red"}"#, "colour"),
+    ] {
+        let (status, response) = h.post_json("/search/hybrid", body).await;
+        assert!(status.is_client_error(), "{body} -> {status}");
+        assert!(response["error"].as_str().unwrap().contains(needle), "{body} -> {response}");
+    }
+    let (status, body) = h.post_json("/search/objects", r#"{"text": "   "}"#).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "empty");
+    assert_eq!(h.inference.text_calls.load(Ordering::SeqCst), 0, "no bad query may reach Triton");
+    let (status, body) = h.get("/no/such/route").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no such endpoint");
+}
+
+#[tokio::test]
+async fn hybrid_filters_by_class_confidence_date_and_tag() {
+    let h = harness();
+    for seed in 0..8u8 {
+        let date = if seed < 4 { "2023-06-01" } else { "2024-06-01" };
+        let tag: &[u8] = if seed % 3 == 0 { b"beach" } else { b"city" };
+        h.ingest(seed, &[("created_at", None, date.as_bytes()), ("tags", None, tag)]).await;
+    }
+    let (status, body) = h.post_json("/search/hybrid", r#"{"text": "ab", "classes": ["person"], "min_confidence": 0.5, "k": 10}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["image_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 4, "{body}");
+    for result in body["results"].as_array().unwrap() {
+        assert_eq!(result["matched_object"]["class_name"], "person");
+    }
+    let (_, body) = h.post_json("/search/hybrid", r#"{"text": "ab", "classes": ["dog"], "min_confidence": 0.7}"#).await;
+    assert_eq!(body["count"], 0);
+    let (_, body) = h.post_json("/search/hybrid", r#"{"text": "ab", "date_from": "2024-01-01", "tags": ["beach"]}"#).await;
+    // Seeds 4..8 with seed % 3 == 0: only 6.
+    assert_eq!(body["count"], 1, "{body}");
+    assert_eq!(body["results"][0]["image_id"], content_id(&photo(6)));
+}
+
+#[tokio::test]
+async fn similar_and_object_search() {
+    let h = harness();
+    for seed in 0..5 {
+        h.ingest(seed, &[]).await;
+    }
+    let calls = h.inference.image_calls.load(Ordering::SeqCst);
+    let image = photo(2);
+    let (status, body) = h.post_form("/search/similar?k=3", &[("image", Some("q.jpg"), &image)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["image_id"], content_id(&image));
+    assert!((body["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+    assert_eq!(h.inference.image_calls.load(Ordering::SeqCst), calls, "a stored photo is its own query");
+
+    // Object embeddings are seed + 1: a query photo with seed 4 matches the object of photo 3.
+    let query = photo(4 + DIM as u8);
+    let (status, body) = h.post_form("/search/objects?k=2", &[("image", Some("crop.jpg"), &query)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hit = &body["results"][0];
+    assert_eq!(hit["image_id"], content_id(&photo(3)));
+    assert_eq!((hit["object_index"].as_u64(), hit["class_name"].as_str()), (Some(0), Some("dog")));
+    assert_eq!(hit["bbox"], json!([10.0, 20.0, 110.0, 220.0]));
+
+    let (status, body) = h.post_json("/search/objects", r#"{"text": "abcd", "classes": ["person"], "k": 5}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["results"].as_array().unwrap().iter().all(|r| r["class_name"] == "person"), "{body}");
+}
+
+#[tokio::test]
+async fn batch_reports_each_photo() {
+    let h = harness();
+    let (a, b) = (photo(10), photo(11));
+    let (status, body) = h
+        .post_form("/ingest/batch", &[("image", Some("a.jpg"), &a), ("image", Some("bad.txt"), b"text"), ("image", Some("b.jpg"), &b), ("image", Some("a2.jpg"), &a)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let statuses: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["created", "failed", "created", "already_stored"]);
+    assert_eq!(body["results"][1]["http_status"], 422);
+    assert_eq!((body["created"].as_u64(), body["failed"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(h.count().await, 2);
+}
+
+#[tokio::test]
+async fn delete_removes_record_and_file() {
+    let h = harness();
+    let (_, body) = h.ingest(7, &[]).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (status, _) = h.send(Request::delete(format!("/images/{id}")).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h.get(&format!("/images/{id}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(h.get(&format!("/images/{id}/file")).await.0, StatusCode::NOT_FOUND);
+    let (status, body) = h.send(Request::delete(format!("/images/{id}")).body(Body::empty()).unwrap()).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no image");
+}
+
+#[tokio::test]
+async fn service_endpoints_work() {
+    let h = harness();
+    h.ingest(1, &[]).await;
+    let (status, health) = h.get("/health").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!((health["store"]["kind"].as_str(), health["store"]["images"].as_u64()), (Some("embedded"), Some(1)));
+    let (status, metrics) = h.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("gateway_ingested_images_total{outcome=\"created\"} 1"), "{metrics}");
+    assert!(metrics.contains("route=\"/ingest\""), "{metrics}");
+    let (status, page) = h.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("/search/text"));
+}
+
+/// Every path and method of the OpenAPI document is routed, and every route is documented.
+#[tokio::test]
+async fn openapi_document_matches_the_router() {
+    let h = harness();
+    let (status, doc) = h.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let uri = path.replace("{id}", &"0".repeat(64));
+            let request = Request::builder().method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap()).uri(&uri).body(Body::empty()).unwrap();
+            let status = h.app.clone().oneshot(request).await.unwrap().status();
+            // An unknown id is a 404 from the handler, which is routed.
+            let routed = status != StatusCode::NOT_FOUND || uri.contains("/images/");
+            assert!(routed && status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} -> {status}");
+        }
+    }
+    documented.sort();
+    let expected = [
+        "DELETE /images/{id}", "GET /", "GET /health", "GET /images/{id}", "GET /images/{id}/file", "GET /metrics", "GET /openapi.json",
+        "GET /search/text", "POST /ingest", "POST /ingest/batch", "POST /search/hybrid", "POST /search/objects", "POST /search/similar",
+    ];
+    assert_eq!(documented, expected);
+}

@@ -1,0 +1,225 @@
+//! Everything about the stored images except their vectors, in memory: what filters test
+//! against, and the cheap indexes (class -> images, tag -> images, created_at order) that
+//! tell how selective a filter is and enumerate its candidates without touching vectors.
+//! Rebuilt from redb on open; changed only after the durable commit.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::{ImageRecord, SearchFilter};
+
+/// The part of a stored object a filter or a hit needs.
+pub struct ObjectEntry {
+    pub class: u32,
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+}
+
+pub struct ImageEntry {
+    pub id: Arc<str>,
+    created_at: i64,
+    tags: Box<[u32]>,
+    pub objects: Box<[ObjectEntry]>,
+    pub face_boxes: Box<[[f32; 4]]>,
+}
+
+/// Interned strings: filters compare numbers, not strings.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(name.to_owned(), id);
+        self.names.push(name.to_owned());
+        id
+    }
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    images: HashMap<u64, ImageEntry>,
+    class_names: Names,
+    tag_names: Names,
+    /// Images with at least one object of the class (any confidence).
+    by_class: HashMap<u32, HashSet<u64>>,
+    by_tag: HashMap<u32, HashSet<u64>>,
+    by_time: BTreeSet<(i64, u64)>,
+}
+
+/// A `SearchFilter` with names turned into interned ids.
+pub struct ResolvedFilter {
+    /// `Some` when the object condition is active; an empty set means any class.
+    object_classes: Option<HashSet<u32>>,
+    min_confidence: f32,
+    created: (i64, i64),
+    tags: Vec<u32>,
+}
+
+impl ResolvedFilter {
+    pub fn is_empty(&self) -> bool {
+        self.object_classes.is_none() && self.tags.is_empty() && self.created == (i64::MIN, i64::MAX)
+    }
+
+    pub fn object_matches(&self, object: &ObjectEntry) -> bool {
+        match &self.object_classes {
+            None => true,
+            Some(classes) => {
+                (classes.is_empty() || classes.contains(&object.class)) && object.confidence >= self.min_confidence
+            }
+        }
+    }
+}
+
+/// What the cheap indexes say about a filter.
+pub enum Candidates {
+    /// At most the planner's limit of images may match; these are exactly the matching ones.
+    Few(Vec<u64>),
+    /// Too many to scan; roughly this fraction of the images may match (an upper bound).
+    Many { fraction: f32 },
+}
+
+/// Which conditions an image must meet: object search tests the object condition on the
+/// object itself instead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Image,
+    ImageOfObject,
+}
+
+impl Catalog {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn image(&self, slot: u64) -> Option<&ImageEntry> {
+        self.images.get(&slot)
+    }
+
+    pub fn class_name(&self, class: u32) -> &str {
+        &self.class_names.names[class as usize]
+    }
+
+    pub fn insert(&mut self, slot: u64, record: &ImageRecord) {
+        let id: Arc<str> = Arc::from(record.id.as_str());
+        let objects: Box<[ObjectEntry]> = record
+            .objects
+            .iter()
+            .map(|o| ObjectEntry { class: self.class_names.intern(&o.class_name), confidence: o.confidence, bbox: o.bbox })
+            .collect();
+        let tags: Box<[u32]> = record.tags.iter().map(|t| self.tag_names.intern(t)).collect();
+        for object in objects.iter() {
+            self.by_class.entry(object.class).or_default().insert(slot);
+        }
+        for tag in tags.iter() {
+            self.by_tag.entry(*tag).or_default().insert(slot);
+        }
+        self.by_time.insert((record.created_at, slot));
+        let face_boxes = record.faces.iter().map(|f| f.bbox).collect();
+        self.images.insert(slot, ImageEntry { id, created_at: record.created_at, tags, objects, face_boxes });
+    }
+
+    pub fn remove(&mut self, slot: u64) -> Option<ImageEntry> {
+        let entry = self.images.remove(&slot)?;
+        for object in entry.objects.iter() {
+            if let Some(set) = self.by_class.get_mut(&object.class) {
+                set.remove(&slot);
+            }
+        }
+        for tag in entry.tags.iter() {
+            if let Some(set) = self.by_tag.get_mut(tag) {
+                set.remove(&slot);
+            }
+        }
+        self.by_time.remove(&(entry.created_at, slot));
+        Some(entry)
+    }
+
+    /// `None` when no image can match (a class or tag that no stored image has).
+    pub fn resolve(&self, filter: &SearchFilter) -> Option<ResolvedFilter> {
+        let object_classes = if filter.classes.is_empty() && filter.min_confidence <= 0.0 {
+            None
+        } else {
+            let known: HashSet<u32> = filter.classes.iter().filter_map(|c| self.class_names.ids.get(c).copied()).collect();
+            if known.is_empty() && !filter.classes.is_empty() {
+                return None;
+            }
+            Some(known)
+        };
+        let mut tags = Vec::with_capacity(filter.tags.len());
+        for tag in &filter.tags {
+            tags.push(*self.tag_names.ids.get(tag)?);
+        }
+        let created = (filter.created_from.unwrap_or(i64::MIN), filter.created_to.unwrap_or(i64::MAX));
+        Some(ResolvedFilter { object_classes, min_confidence: filter.min_confidence, created, tags })
+    }
+
+    pub fn image_matches(&self, filter: &ResolvedFilter, slot: u64, scope: Scope) -> bool {
+        let Some(image) = self.images.get(&slot) else { return false };
+        (filter.created.0..=filter.created.1).contains(&image.created_at)
+            && filter.tags.iter().all(|t| image.tags.contains(t))
+            && (scope == Scope::ImageOfObject
+                || filter.object_classes.is_none()
+                || image.objects.iter().any(|o| filter.object_matches(o)))
+    }
+
+    /// Every image that matches; a full pass over the catalog, for when the ANN path came
+    /// back short.
+    pub fn all_matching(&self, filter: &ResolvedFilter, scope: Scope) -> Vec<u64> {
+        self.images.keys().copied().filter(|slot| self.image_matches(filter, *slot, scope)).collect()
+    }
+
+    /// Uses the most selective cheap index to decide between an exact scan over at most
+    /// `limit` images and a filtered ANN search.
+    pub fn candidates(&self, filter: &ResolvedFilter, scope: Scope, limit: usize) -> Candidates {
+        let total = self.images.len().max(1);
+        if self.images.len() <= limit {
+            return Candidates::Few(self.all_matching(filter, scope));
+        }
+        let mut drivers: Vec<Vec<u64>> = Vec::new();
+        let mut smallest = total;
+        // Images having an object of the classes; for object search too, since an object
+        // of class c lives in an image listed under c.
+        if let Some(classes) = filter.object_classes.as_ref().filter(|c| !c.is_empty()) {
+            let size: usize = classes.iter().map(|c| self.by_class.get(c).map_or(0, HashSet::len)).sum();
+            smallest = smallest.min(size);
+            if size <= limit {
+                drivers.push(classes.iter().flat_map(|c| self.by_class.get(c).into_iter().flatten().copied()).collect());
+            }
+        }
+        for tag in &filter.tags {
+            let set = &self.by_tag[tag];
+            smallest = smallest.min(set.len());
+            if set.len() <= limit {
+                drivers.push(set.iter().copied().collect());
+            }
+        }
+        if filter.created != (i64::MIN, i64::MAX) {
+            let range: Vec<u64> = self
+                .by_time
+                .range((filter.created.0, 0)..=(filter.created.1, u64::MAX))
+                .take(limit + 1)
+                .map(|(_, slot)| *slot)
+                .collect();
+            if range.len() <= limit {
+                smallest = smallest.min(range.len());
+                drivers.push(range);
+            }
+        }
+        match drivers.into_iter().min_by_key(Vec::len) {
+            Some(mut slots) => {
+                slots.sort_unstable();
+                slots.dedup();
+                slots.retain(|slot| self.image_matches(filter, *slot, scope));
+                Candidates::Few(slots)
+            }
+            None => Candidates::Many { fraction: smallest as f32 / total as f32 },
+        }
+    }
+}

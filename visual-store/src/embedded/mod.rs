@@ -1,0 +1,615 @@
+//! The embedded store: no server, one folder on disk.
+//!
+//! Records live in [redb](https://docs.rs/redb), an ACID key-value store with copy-on-write
+//! B-trees and checksummed, fsync'ed commits: a `put` returns after its write transaction
+//! commits with `Durability::Immediate`, so `kill -9` at any moment loses nothing that was
+//! acknowledged, and a torn write is never visible. redb is pure Rust, maintained and
+//! stable-format since 2.0.
+//!
+//! Vectors are searched in [usearch](https://docs.rs/usearch) HNSW graphs (one each for
+//! images, objects and faces). usearch was chosen over `hnsw_rs` and `instant-distance`
+//! because its search takes a predicate that is tested inside the graph traversal (filtered
+//! k-NN without losing results to post-filtering), it removes vectors, saves and loads
+//! graphs, and is actively released. The graphs are a cache of what redb holds: on open
+//! the saved graphs (written by [`EmbeddedStore::checkpoint`] and on drop) are loaded
+//! and reconciled key by key with the records, or rebuilt from the records when absent
+//! or unreadable.
+//!
+//! Filtered search plans per query (see [`catalog`]): when the cheap indexes show at most
+//! `exact_scan_limit` candidate images, their vectors are scored exactly; otherwise the
+//! filtered HNSW search runs with a candidate list widened by the filter's selectivity,
+//! and if it still comes back short of `k`, an exact scan over every matching image
+//! fills the page. Scores are true cosine either way.
+
+mod catalog;
+mod codec;
+mod vectors;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use rayon::prelude::*;
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+
+use crate::validate::{check_query, check_record, cosine};
+use crate::{
+    FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
+};
+use catalog::{Candidates, Catalog, ResolvedFilter, Scope};
+pub use vectors::HnswParams;
+use vectors::{part_key, split_part_key, VectorIndex};
+
+/// Image id -> codec value (slot, record header, vectors).
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// Store-wide counters and settings.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_SCHEMA: &str = "schema_version";
+const META_DIMENSION: &str = "dimension";
+const META_NEXT_SLOT: &str = "next_slot";
+
+/// Version of the on-disk layout (codec and tables); a store written by another version
+/// is refused with `SchemaMismatch` instead of being misread.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Records inserted into the graphs together (in parallel) while rebuilding.
+const RECOVERY_BATCH: usize = 1024;
+
+const RECORDS_FILE: &str = "records.redb";
+const GRAPH_FILES: [&str; 3] = ["images.usearch", "objects.usearch", "faces.usearch"];
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// Folder of the store; created if missing.
+    pub path: PathBuf,
+    /// Vector length; `None` takes it from the store on disk or from the first record.
+    pub dimension: Option<usize>,
+    pub limits: QueryLimits,
+    pub hnsw: HnswParams,
+    /// A filter whose candidates (from the class, tag and date indexes) number at most
+    /// this many images is answered by an exact scan instead of the graph.
+    pub exact_scan_limit: usize,
+}
+
+impl EmbeddedConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            path: path.into(),
+            dimension: None,
+            limits: QueryLimits::default(),
+            hnsw: HnswParams::default(),
+            exact_scan_limit: 5_000,
+        }
+    }
+}
+
+/// How the last open brought the graphs up to date (for logs and the benchmark).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexRecovery {
+    /// Nothing was stored.
+    Empty,
+    /// Saved graphs loaded; this many vectors added and removed to match the records.
+    Loaded { added: usize, removed: usize },
+    /// No usable saved graphs: every vector was inserted again.
+    Rebuilt,
+}
+
+/// The three graphs; they exist once the dimension is known.
+struct Graphs {
+    images: VectorIndex,
+    objects: VectorIndex,
+    faces: VectorIndex,
+}
+
+impl Graphs {
+    fn new(dimension: usize, params: HnswParams) -> Result<Self> {
+        Ok(Graphs {
+            images: VectorIndex::new(dimension, params)?,
+            objects: VectorIndex::new(dimension, params)?,
+            faces: VectorIndex::new(dimension, params)?,
+        })
+    }
+
+    fn load(folder: &Path, dimension: usize, params: HnswParams) -> Result<Self> {
+        let [images, objects, faces] = GRAPH_FILES.map(|name| folder.join(name));
+        Ok(Graphs {
+            images: VectorIndex::load(&images, dimension, params)?,
+            objects: VectorIndex::load(&objects, dimension, params)?,
+            faces: VectorIndex::load(&faces, dimension, params)?,
+        })
+    }
+
+    /// Adds every vector of a record (objects and faces of one record in parallel).
+    fn add(&self, slot: u64, record: &ImageRecord) -> Result<()> {
+        self.images.add(slot, &record.embedding)?;
+        record.objects.par_iter().enumerate().try_for_each(|(i, o)| self.objects.add(part_key(slot, i), &o.embedding))?;
+        record.faces.par_iter().enumerate().try_for_each(|(i, f)| self.faces.add(part_key(slot, i), &f.embedding))
+    }
+
+    /// Adds the vectors of many records, records in parallel; returns how many.
+    fn add_all(&self, records: &[(u64, ImageRecord)]) -> Result<usize> {
+        self.reserve_for(records.iter().map(|(_, r)| r))?;
+        records.par_iter().try_for_each(|(slot, record)| self.add(*slot, record))?;
+        Ok(records.len())
+    }
+
+    fn reserve_for<'a>(&self, records: impl Iterator<Item = &'a ImageRecord>) -> Result<()> {
+        let (mut images, mut objects, mut faces) = (0, 0, 0);
+        for record in records {
+            images += 1;
+            objects += record.objects.len();
+            faces += record.faces.len();
+        }
+        self.images.reserve(images)?;
+        self.objects.reserve(objects)?;
+        self.faces.reserve(faces)
+    }
+
+    /// Removes every vector of `slot`; parts are numbered from 0 without gaps.
+    fn remove_slot(&self, slot: u64) -> Result<usize> {
+        let mut removed = 0;
+        if self.images.contains(slot) {
+            self.images.remove(slot)?;
+            removed += 1;
+        }
+        for parts in [&self.objects, &self.faces] {
+            let mut index = 0;
+            while parts.contains(part_key(slot, index)) {
+                parts.remove(part_key(slot, index))?;
+                removed += 1;
+                index += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+struct State {
+    dimension: Option<usize>,
+    catalog: Catalog,
+    graphs: Option<Graphs>,
+    next_slot: u64,
+    /// Changed since the graphs were last saved.
+    dirty: bool,
+}
+
+struct Inner {
+    config: EmbeddedConfig,
+    db: Database,
+    state: RwLock<State>,
+    /// One writer at a time from "is this id stored?" to the in-memory update.
+    writer: Mutex<()>,
+    recovery: IndexRecovery,
+}
+
+/// The embedded store; cheap to clone (all clones share one open store).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+fn db_error(context: &'static str) -> impl Fn(redb::Error) -> StoreError {
+    move |e| StoreError::Io(format!("record store: {context}: {e}"))
+}
+
+fn redb_err<E: Into<redb::Error>>(context: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| db_error(context)(e.into())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store and brings the vector graphs up to date. Blocking:
+    /// from async code call it through `spawn_blocking`, or use [`EmbeddedStore::open_async`].
+    pub fn open(config: EmbeddedConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.path)
+            .map_err(|e| StoreError::Io(format!("create store folder {}: {e}", config.path.display())))?;
+        let db = Database::create(config.path.join(RECORDS_FILE)).map_err(redb_err("open"))?;
+        let (stored_dimension, next_slot) = Self::read_meta(&db)?;
+        if let (Some(configured), Some(stored)) = (config.dimension, stored_dimension) {
+            if configured != stored {
+                return Err(StoreError::SchemaMismatch(format!(
+                    "store {} holds {stored}-dimensional vectors, configured for {configured}",
+                    config.path.display()
+                )));
+            }
+        }
+        let dimension = stored_dimension.or(config.dimension);
+        let mut state = State { dimension, catalog: Catalog::default(), graphs: None, next_slot, dirty: false };
+        let recovery = Self::recover(&db, &config, &mut state)?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner { config, db, state: RwLock::new(state), writer: Mutex::new(()), recovery }),
+        })
+    }
+
+    pub async fn open_async(config: EmbeddedConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::open(config))
+            .await
+            .map_err(|e| StoreError::Io(format!("open task: {e}")))?
+    }
+
+    pub fn recovery(&self) -> IndexRecovery {
+        self.inner.recovery
+    }
+
+    fn read_meta(db: &Database) -> Result<(Option<usize>, u64)> {
+        let txn = db.begin_write().map_err(redb_err("begin"))?;
+        let (dimension, next_slot) = {
+            let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+            txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+            let get = |meta: &redb::Table<&str, u64>, key| meta.get(key).map(|v| v.map(|g| g.value()));
+            match get(&meta, META_SCHEMA).map_err(redb_err("read meta"))? {
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(StoreError::SchemaMismatch(format!(
+                        "store layout version {other}, this build reads version {SCHEMA_VERSION}"
+                    )))
+                }
+                None => {
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(redb_err("write meta"))?;
+                }
+            }
+            let dimension = get(&meta, META_DIMENSION).map_err(redb_err("read meta"))?.map(|d| d as usize);
+            (dimension, get(&meta, META_NEXT_SLOT).map_err(redb_err("read meta"))?.unwrap_or(0))
+        };
+        txn.commit().map_err(redb_err("commit meta"))?;
+        Ok((dimension, next_slot))
+    }
+
+    /// Fills the catalog from the records and brings the graphs in line with them.
+    fn recover(db: &Database, config: &EmbeddedConfig, state: &mut State) -> Result<IndexRecovery> {
+        let Some(dimension) = state.dimension else { return Ok(IndexRecovery::Empty) };
+        let (graphs, loaded) = match Graphs::load(&config.path, dimension, config.hnsw) {
+            Ok(graphs) => (graphs, true),
+            Err(_) => (Graphs::new(dimension, config.hnsw)?, false),
+        };
+        let txn = db.begin_read().map_err(redb_err("begin read"))?;
+        let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+        let mut added = 0;
+        let mut missing = Vec::new();
+        for entry in table.iter().map_err(redb_err("scan records"))? {
+            let (_, value) = entry.map_err(redb_err("scan records"))?;
+            let (slot, record) = codec::decode(value.value())?;
+            state.catalog.insert(slot, &record);
+            let incomplete = !graphs.images.contains(slot)
+                || (0..record.objects.len()).any(|i| !graphs.objects.contains(part_key(slot, i)))
+                || (0..record.faces.len()).any(|i| !graphs.faces.contains(part_key(slot, i)));
+            if incomplete {
+                missing.push((slot, record));
+            }
+            if missing.len() == RECOVERY_BATCH {
+                added += graphs.add_all(&missing)?;
+                missing.clear();
+            }
+        }
+        added += graphs.add_all(&missing)?;
+        let mut removed = 0;
+        if loaded {
+            for slot in 0..state.next_slot {
+                if state.catalog.image(slot).is_none() {
+                    removed += graphs.remove_slot(slot)?;
+                }
+            }
+        }
+        state.dirty = !loaded || added > 0 || removed > 0;
+        state.graphs = Some(graphs);
+        Ok(match (loaded, state.catalog.len()) {
+            (_, 0) if !loaded => IndexRecovery::Empty,
+            (true, _) => IndexRecovery::Loaded { added, removed },
+            (false, _) => IndexRecovery::Rebuilt,
+        })
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the state is
+/// changed in steps that each leave it usable, so carry on.
+fn read(lock: &RwLock<State>) -> RwLockReadGuard<'_, State> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(lock: &RwLock<State>) -> RwLockWriteGuard<'_, State> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn put_batch(&self, records: Vec<ImageRecord>) -> Result<Vec<Result<PutOutcome>>> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut dimension, mut next_slot) = {
+            let state = read(&self.state);
+            (state.dimension, state.next_slot)
+        };
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut created: Vec<(u64, ImageRecord)> = Vec::new();
+        let txn = {
+            let mut txn = self.db.begin_write().map_err(redb_err("begin write"))?;
+            txn.set_durability(Durability::Immediate);
+            txn
+        };
+        {
+            let mut table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+            let mut batch_ids = std::collections::HashSet::new();
+            for record in records {
+                let dim = match check_record(&record, dimension) {
+                    Ok(dim) => dim,
+                    Err(e) => {
+                        outcomes.push(Err(e));
+                        continue;
+                    }
+                };
+                dimension = Some(dim);
+                let stored = table.get(record.id.as_str()).map_err(redb_err("read record"))?.is_some();
+                if stored || !batch_ids.insert(record.id.clone()) {
+                    outcomes.push(Ok(PutOutcome::AlreadyStored));
+                    continue;
+                }
+                table.insert(record.id.as_str(), codec::encode(next_slot, &record).as_slice()).map_err(redb_err("write record"))?;
+                created.push((next_slot, record));
+                next_slot += 1;
+                outcomes.push(Ok(PutOutcome::Created));
+            }
+            let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
+            meta.insert(META_NEXT_SLOT, next_slot).map_err(redb_err("write meta"))?;
+            if let Some(dim) = dimension {
+                meta.insert(META_DIMENSION, dim as u64).map_err(redb_err("write meta"))?;
+            }
+        }
+        if created.is_empty() {
+            txn.abort().map_err(redb_err("abort"))?;
+            return Ok(outcomes);
+        }
+        // The records are durable once this returns; only then do searches see them.
+        txn.commit().map_err(redb_err("commit"))?;
+
+        let mut state = write(&self.state);
+        state.dimension = dimension;
+        state.next_slot = next_slot;
+        state.dirty = true;
+        if state.graphs.is_none() {
+            let dim = dimension.expect("a created record fixed the dimension");
+            state.graphs = Some(Graphs::new(dim, self.config.hnsw)?);
+        }
+        for (slot, record) in &created {
+            state.catalog.insert(*slot, record);
+        }
+        let graphs = state.graphs.as_ref().expect("created above");
+        graphs.add_all(&created)?;
+        Ok(outcomes)
+    }
+
+    fn delete(&self, image_id: &str) -> Result<bool> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut txn = self.db.begin_write().map_err(redb_err("begin write"))?;
+        txn.set_durability(Durability::Immediate);
+        let slot = {
+            let mut table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+            let removed = table.remove(image_id).map_err(redb_err("delete record"))?;
+            match removed {
+                Some(value) => codec::decode_slot(value.value())?,
+                None => return Ok(false),
+            }
+        };
+        txn.commit().map_err(redb_err("commit"))?;
+        let mut state = write(&self.state);
+        state.catalog.remove(slot);
+        state.dirty = true;
+        if let Some(graphs) = &state.graphs {
+            graphs.remove_slot(slot)?;
+        }
+        Ok(true)
+    }
+
+    fn get(&self, image_id: &str) -> Result<Option<ImageRecord>> {
+        let txn = self.db.begin_read().map_err(redb_err("begin read"))?;
+        let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+        let value = table.get(image_id).map_err(redb_err("read record"))?;
+        value.map(|v| codec::decode(v.value()).map(|(_, record)| record)).transpose()
+    }
+
+    /// Saves the graphs next to the records (write to a temporary file, fsync, rename), so
+    /// that the next open loads them instead of rebuilding.
+    fn checkpoint(&self) -> Result<()> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = write(&self.state);
+        let Some(graphs) = state.graphs.as_ref().filter(|_| state.dirty) else { return Ok(()) };
+        for (graph, name) in [&graphs.images, &graphs.objects, &graphs.faces].into_iter().zip(GRAPH_FILES) {
+            let path = self.config.path.join(name);
+            let temporary = self.config.path.join(format!("{name}.tmp"));
+            graph.save(&temporary)?;
+            std::fs::rename(&temporary, &path)
+                .map_err(|e| StoreError::Io(format!("rename {} -> {}: {e}", temporary.display(), path.display())))?;
+        }
+        std::fs::File::open(&self.config.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| StoreError::Io(format!("fsync {}: {e}", self.config.path.display())))?;
+        state.dirty = false;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Best effort: a failed save only means the next open replays more records.
+        let _ = self.checkpoint();
+    }
+}
+
+/// Ranked (key, cosine) pairs: best first, ties by key so pages are stable.
+fn rank(mut scored: Vec<(u64, f32)>, page: Page) -> Vec<(u64, f32)> {
+    scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.into_iter().skip(page.offset).take(page.k).collect()
+}
+
+/// The three kinds of search differ only in which graph they use, which keys belong to a
+/// candidate image and which keys pass the filter.
+struct SearchPlan<'a> {
+    graph: &'a VectorIndex,
+    scope: Scope,
+    /// Keys of the vectors of one image that pass the filter.
+    keys_of: &'a dyn Fn(u64) -> Vec<u64>,
+    keep: &'a dyn Fn(u64) -> bool,
+}
+
+impl EmbeddedStore {
+    /// Saves the vector graphs now (also done when the last clone is dropped); blocking.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint()
+    }
+
+    fn search<T>(
+        &self,
+        query: &[f32],
+        filter: &SearchFilter,
+        page: Page,
+        plan: impl for<'s> Fn(&'s State, &'s ResolvedFilter, &dyn Fn(SearchPlan<'_>) -> Result<Vec<(u64, f32)>>) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let state = read(&self.inner.state);
+        check_query(query, filter, page, self.inner.config.limits, state.dimension)?;
+        let (Some(_), Some(resolved)) = (state.graphs.as_ref(), state.catalog.resolve(filter)) else {
+            return Ok(Vec::new());
+        };
+        let run = |search: SearchPlan<'_>| self.ranked(&state, &resolved, query, page, search);
+        plan(&state, &resolved, &run)
+    }
+
+    fn ranked(&self, state: &State, filter: &ResolvedFilter, query: &[f32], page: Page, plan: SearchPlan<'_>) -> Result<Vec<(u64, f32)>> {
+        let want = page.k + page.offset;
+        let exact = |slots: Vec<u64>| {
+            let mut buffer = vec![0.0f32; plan.graph.dimension()];
+            let mut scored = Vec::new();
+            for slot in slots {
+                for key in (plan.keys_of)(slot) {
+                    if plan.graph.vector(key, &mut buffer) {
+                        scored.push((key, cosine(query, &buffer)));
+                    }
+                }
+            }
+            rank(scored, page)
+        };
+        if plan.graph.len() == 0 {
+            return Ok(Vec::new());
+        }
+        match state.catalog.candidates(filter, plan.scope, self.inner.config.exact_scan_limit) {
+            Candidates::Few(slots) => Ok(exact(slots)),
+            Candidates::Many { fraction } => {
+                let floor = self.inner.config.hnsw.expansion_search.max(want);
+                let found = if filter.is_empty() && plan.scope == Scope::Image {
+                    plan.graph.search(query, floor, None)?
+                } else {
+                    // A filter passing a fraction f of the vectors needs about 1/f times the
+                    // candidates to find the same number of matches.
+                    let widened = ((want as f32 / fraction.max(1e-3)).ceil() as usize).clamp(floor, MAX_CANDIDATES.max(floor));
+                    plan.graph.search(query, widened, Some(plan.keep))?
+                };
+                if found.len() >= want || found.len() >= plan.graph.len() {
+                    Ok(rank(found, page))
+                } else {
+                    Ok(exact(state.catalog.all_matching(filter, plan.scope)))
+                }
+            }
+        }
+    }
+}
+
+/// Most candidates a filtered graph search considers before the exact fallback.
+const MAX_CANDIDATES: usize = 4096;
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn put(&self, record: ImageRecord) -> Result<PutOutcome> {
+        let mut outcomes = self.put_batch(vec![record]).await?;
+        outcomes.pop().expect("one outcome per record")
+    }
+
+    async fn put_batch(&self, records: Vec<ImageRecord>) -> Result<Vec<Result<PutOutcome>>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.put_batch(records)).await
+    }
+
+    async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>> {
+        let (inner, id) = (self.inner.clone(), image_id.to_owned());
+        blocking(move || inner.get(&id)).await
+    }
+
+    async fn delete(&self, image_id: &str) -> Result<bool> {
+        let (inner, id) = (self.inner.clone(), image_id.to_owned());
+        blocking(move || inner.delete(&id)).await
+    }
+
+    async fn count(&self) -> Result<usize> {
+        Ok(read(&self.inner.state).catalog.len())
+    }
+
+    async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
+        self.search(query, filter, page, |state, resolved, run| {
+            let keys_of = |slot| vec![slot];
+            let keep = |slot| state.catalog.image_matches(resolved, slot, Scope::Image);
+            let ranked = run(SearchPlan { graph: &state.graphs.as_ref().expect("checked").images, scope: Scope::Image, keys_of: &keys_of, keep: &keep })?;
+            Ok(ranked
+                .into_iter()
+                .filter_map(|(slot, score)| Some(ImageHit { image_id: state.catalog.image(slot)?.id.to_string(), score }))
+                .collect())
+        })
+    }
+
+    async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
+        self.search(query, filter, page, |state, resolved, run| {
+            let keys_of = |slot| {
+                let objects = state.catalog.image(slot).map_or(&[][..], |image| &image.objects[..]);
+                objects.iter().enumerate().filter(|(_, o)| resolved.object_matches(o)).map(|(i, _)| part_key(slot, i)).collect()
+            };
+            let keep = |key| {
+                let (slot, index) = split_part_key(key);
+                state.catalog.image_matches(resolved, slot, Scope::ImageOfObject)
+                    && state.catalog.image(slot).and_then(|image| image.objects.get(index)).is_some_and(|o| resolved.object_matches(o))
+            };
+            let graph = &state.graphs.as_ref().expect("checked").objects;
+            let ranked = run(SearchPlan { graph, scope: Scope::ImageOfObject, keys_of: &keys_of, keep: &keep })?;
+            Ok(ranked
+                .into_iter()
+                .filter_map(|(key, score)| {
+                    let (slot, object_index) = split_part_key(key);
+                    let image = state.catalog.image(slot)?;
+                    let object = image.objects.get(object_index)?;
+                    Some(ObjectHit {
+                        image_id: image.id.to_string(),
+                        object_index,
+                        class_name: state.catalog.class_name(object.class).to_owned(),
+                        confidence: object.confidence,
+                        bbox: object.bbox,
+                        score,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    async fn search_faces(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>> {
+        self.search(query, filter, page, |state, resolved, run| {
+            let keys_of = |slot| {
+                let faces = state.catalog.image(slot).map_or(0, |image| image.face_boxes.len());
+                (0..faces).map(|i| part_key(slot, i)).collect()
+            };
+            let keep = |key| state.catalog.image_matches(resolved, split_part_key(key).0, Scope::Image);
+            let graph = &state.graphs.as_ref().expect("checked").faces;
+            let ranked = run(SearchPlan { graph, scope: Scope::Image, keys_of: &keys_of, keep: &keep })?;
+            Ok(ranked
+                .into_iter()
+                .filter_map(|(key, score)| {
+                    let (slot, face_index) = split_part_key(key);
+                    let image = state.catalog.image(slot)?;
+                    Some(FaceHit { image_id: image.id.to_string(), face_index, bbox: *image.face_boxes.get(face_index)?, score })
+                })
+                .collect())
+        })
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Io(format!("storage task failed: {e}")))?
+}

@@ -1,0 +1,145 @@
+//! One HNSW graph (usearch, cosine, f32) per kind of vector: images, objects, faces.
+//!
+//! Keys: an image's vector is keyed by its slot; object and face vectors by
+//! `slot << 16 | index`, so a key alone names the image and the part.
+
+use std::path::Path;
+
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::validate::MAX_PARTS_PER_IMAGE;
+use crate::StoreError;
+
+/// HNSW build and search parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HnswParams {
+    /// Graph degree (M).
+    pub connectivity: usize,
+    /// Candidate list size while inserting (efConstruction).
+    pub expansion_add: usize,
+    /// Smallest candidate list size while searching (ef); a query asking for more
+    /// results widens it to that many.
+    pub expansion_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams { connectivity: 16, expansion_add: 128, expansion_search: 96 }
+    }
+}
+
+pub const PART_BITS: u32 = MAX_PARTS_PER_IMAGE.trailing_zeros();
+
+pub fn part_key(slot: u64, index: usize) -> u64 {
+    (slot << PART_BITS) | index as u64
+}
+
+pub fn split_part_key(key: u64) -> (u64, usize) {
+    (key >> PART_BITS, (key & (MAX_PARTS_PER_IMAGE as u64 - 1)) as usize)
+}
+
+pub struct VectorIndex {
+    index: Index,
+    dimension: usize,
+}
+
+fn index_error(context: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(format!("vector index: {context}: {error}"))
+}
+
+impl VectorIndex {
+    pub fn new(dimension: usize, params: HnswParams) -> Result<Self, StoreError> {
+        let options = IndexOptions {
+            dimensions: dimension,
+            metric: MetricKind::Cos,
+            quantization: ScalarKind::F32,
+            connectivity: params.connectivity,
+            expansion_add: params.expansion_add,
+            expansion_search: params.expansion_search,
+            multi: false,
+        };
+        let index = Index::new(&options).map_err(|e| index_error("create", e))?;
+        Ok(VectorIndex { index, dimension })
+    }
+
+    /// Loads a saved graph; fails if it was built for another dimension.
+    pub fn load(path: &Path, dimension: usize, params: HnswParams) -> Result<Self, StoreError> {
+        let loaded = Self::new(dimension, params)?;
+        loaded.index.load(&path.to_string_lossy()).map_err(|e| index_error(&format!("load {}", path.display()), e))?;
+        if loaded.index.dimensions() != dimension {
+            return Err(index_error("load", format!("saved graph has dimension {}", loaded.index.dimensions())));
+        }
+        loaded.index.change_expansion_search(params.expansion_search);
+        Ok(loaded)
+    }
+
+    /// Writes the graph to `path` and fsyncs it.
+    pub fn save(&self, path: &Path) -> Result<(), StoreError> {
+        self.index.save(&path.to_string_lossy()).map_err(|e| index_error(&format!("save {}", path.display()), e))?;
+        std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| index_error("fsync", e))
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.size()
+    }
+
+    /// Makes room for `additional` more vectors, doubling so that growth is amortised.
+    pub fn reserve(&self, additional: usize) -> Result<(), StoreError> {
+        let needed = self.index.size() + additional;
+        if needed > self.index.capacity() {
+            let capacity = needed.max(self.index.capacity() * 2).max(1024);
+            let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).max(4);
+            self.index.reserve_capacity_and_threads(capacity, threads).map_err(|e| index_error("reserve", e))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a vector; the caller has reserved room. A key already present is left as is,
+    /// so replaying a record onto a loaded snapshot is harmless.
+    pub fn add(&self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
+        if self.index.contains(key) {
+            return Ok(());
+        }
+        self.index.add(key, vector).map_err(|e| index_error("add", e))
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.index.contains(key)
+    }
+
+    pub fn remove(&self, key: u64) -> Result<(), StoreError> {
+        self.index.remove(key).map(drop).map_err(|e| index_error("remove", e))
+    }
+
+    /// Copies the stored vector of `key` into `buffer`; false when absent.
+    pub fn vector(&self, key: u64, buffer: &mut [f32]) -> bool {
+        matches!(self.index.get(key, buffer), Ok(n) if n > 0)
+    }
+
+    /// Approximate nearest neighbours as (key, cosine), best first. `count` results are
+    /// asked for, which also sets the candidate list to at least `count`; `keep` is tested
+    /// inside the graph search, so non-matching vectors never take a result's place.
+    pub fn search(&self, query: &[f32], count: usize, keep: Option<&dyn Fn(u64) -> bool>) -> Result<Vec<(u64, f32)>, StoreError> {
+        let matches = match keep {
+            None => self.index.search(query, count),
+            Some(keep) => self.index.filtered_search(query, count, |key| keep(key)),
+        }
+        .map_err(|e| index_error("search", e))?;
+        Ok(matches.keys.into_iter().zip(matches.distances).map(|(key, distance)| (key, (1.0 - distance).clamp(-1.0, 1.0))).collect())
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_keys_round_trip() {
+        assert_eq!(split_part_key(part_key(123_456, 65_535)), (123_456, 65_535));
+        assert_eq!(split_part_key(part_key(0, 0)), (0, 0));
+    }
+}

@@ -1,0 +1,261 @@
+//! The OpenSearch store: one k-NN index (lucene HNSW, cosine) holding each image as a
+//! document with its vector, and its objects and faces as nested documents with theirs.
+//! Request bodies come from [`query`]; this module sends them and reads the answers.
+//!
+//! Durability: writes use `refresh=wait_for`, so an acknowledged put is both persisted
+//! (OpenSearch fsyncs its translog before acknowledging, `index.translog.durability:
+//! request`) and visible to the next search.
+
+pub mod query;
+
+use async_trait::async_trait;
+use opensearch::http::transport::Transport;
+use opensearch::http::response::Response;
+use opensearch::http::request::JsonBody;
+use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesGetMappingParts};
+use opensearch::params::Refresh;
+use opensearch::{BulkParts, CountParts, DeleteParts, GetParts, OpenSearch, SearchParts};
+use serde_json::Value;
+
+use crate::validate::{check_query, check_record};
+use crate::{FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct OpenSearchConfig {
+    /// e.g. `http://127.0.0.1:9200`
+    pub url: String,
+    pub index: String,
+    /// Vector length; fixed in the mapping.
+    pub dimension: usize,
+    pub limits: QueryLimits,
+}
+
+impl OpenSearchConfig {
+    pub fn new(url: &str, index: &str, dimension: usize) -> Self {
+        OpenSearchConfig { url: url.to_owned(), index: index.to_owned(), dimension, limits: QueryLimits::default() }
+    }
+}
+
+#[derive(Clone)]
+pub struct OpenSearchStore {
+    client: OpenSearch,
+    config: OpenSearchConfig,
+}
+
+fn unavailable(context: &str) -> impl Fn(opensearch::Error) -> StoreError + '_ {
+    move |e| StoreError::Unavailable(format!("opensearch {context}: {e}"))
+}
+
+/// The body of a response, or an error naming the status and OpenSearch's reason.
+async fn json_ok(response: Response, context: &str) -> Result<Value> {
+    let status = response.status_code();
+    let body: Value = response.json().await.map_err(unavailable(context))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(StoreError::Io(format!("opensearch {context}: HTTP {status}: {}", body["error"])))
+    }
+}
+
+impl OpenSearchStore {
+    /// Connects, creates the index with the versioned mapping if it is missing, and checks
+    /// the mapping of an existing one (`SchemaMismatch` when it differs).
+    pub async fn connect(config: OpenSearchConfig) -> Result<Self> {
+        let transport = Transport::single_node(&config.url)
+            .map_err(|e| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url)))?;
+        let store = OpenSearchStore { client: OpenSearch::new(transport), config };
+        store.ensure_index().await?;
+        Ok(store)
+    }
+
+    async fn ensure_index(&self) -> Result<()> {
+        let index = self.config.index.as_str();
+        let exists = self.client.indices().exists(IndicesExistsParts::Index(&[index])).send().await.map_err(unavailable("index exists"))?;
+        if exists.status_code().as_u16() == 404 {
+            let response = self
+                .client
+                .indices()
+                .create(IndicesCreateParts::Index(index))
+                .body(query::create_index(self.config.dimension))
+                .send()
+                .await
+                .map_err(unavailable("create index"))?;
+            let status = response.status_code().as_u16();
+            let body: Value = response.json().await.map_err(unavailable("create index"))?;
+            // Another process may have created it first; its mapping is checked below.
+            if status != 200 && body["error"]["type"] != "resource_already_exists_exception" {
+                return Err(StoreError::Io(format!("opensearch create index {index}: HTTP {status}: {}", body["error"])));
+            }
+        }
+        self.check_mapping().await
+    }
+
+    async fn check_mapping(&self) -> Result<()> {
+        let index = self.config.index.as_str();
+        let response = self.client.indices().get_mapping(IndicesGetMappingParts::Index(&[index])).send().await.map_err(unavailable("get mapping"))?;
+        let body = json_ok(response, "get mapping").await?;
+        let meta = body.as_object().and_then(|indices| indices.values().next()).map(|i| &i["mappings"]["_meta"]);
+        query::check_mapping_meta(meta.filter(|m| !m.is_null()), self.config.dimension)
+            .map_err(|message| StoreError::SchemaMismatch(format!("index {index}: {message}")))
+    }
+
+    /// Deletes the whole index (tests clean up with it).
+    pub async fn delete_index(&self) -> Result<()> {
+        let response = self.client.indices().delete(IndicesDeleteParts::Index(&[&self.config.index])).send().await.map_err(unavailable("delete index"))?;
+        json_ok(response, "delete index").await.map(drop)
+    }
+
+    async fn search(&self, body: Value) -> Result<Vec<Value>> {
+        let response = self.client.search(SearchParts::Index(&[&self.config.index])).body(body).send().await.map_err(unavailable("search"))?;
+        let body = json_ok(response, "search").await?;
+        Ok(body["hits"]["hits"].as_array().cloned().unwrap_or_default())
+    }
+
+    fn check(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<()> {
+        check_query(query, filter, page, self.config.limits, Some(self.config.dimension))
+    }
+
+    /// Every part (inner hit) of the image hits, as (image id, part index, source, cosine),
+    /// ranked best first, ties by image id and index as in the embedded store.
+    async fn ranked_parts(&self, path: &str, body: Value, page: Page) -> Result<Vec<(String, usize, Value, f32)>> {
+        let mut parts = Vec::new();
+        for hit in self.search(body).await? {
+            let image_id = hit["_id"].as_str().unwrap_or_default().to_owned();
+            for inner in hit["inner_hits"][path]["hits"]["hits"].as_array().into_iter().flatten() {
+                let index = inner["_nested"]["offset"].as_u64().unwrap_or_default() as usize;
+                let score = query::cosine_from_score(inner["_score"].as_f64().unwrap_or_default());
+                parts.push((image_id.clone(), index, inner["_source"].clone(), score));
+            }
+        }
+        parts.sort_by(|a, b| b.3.total_cmp(&a.3).then_with(|| (&a.0, a.1).cmp(&(&b.0, b.1))));
+        Ok(parts.into_iter().skip(page.offset).take(page.k).collect())
+    }
+}
+
+fn bbox(source: &Value) -> [f32; 4] {
+    let mut bbox = [0.0; 4];
+    for (slot, value) in bbox.iter_mut().zip(source["bbox"].as_array().into_iter().flatten()) {
+        *slot = value.as_f64().unwrap_or_default() as f32;
+    }
+    bbox
+}
+
+#[async_trait]
+impl Store for OpenSearchStore {
+    fn kind(&self) -> &'static str {
+        "opensearch"
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.check_mapping().await
+    }
+
+    async fn put(&self, record: ImageRecord) -> Result<PutOutcome> {
+        let mut outcomes = self.put_batch(vec![record]).await?;
+        outcomes.pop().expect("one outcome per record")
+    }
+
+    /// One `_bulk` request; each item's own status decides its outcome (201 created,
+    /// 409 already stored, anything else an error naming the item and the reason).
+    async fn put_batch(&self, records: Vec<ImageRecord>) -> Result<Vec<Result<PutOutcome>>> {
+        let mut outcomes: Vec<Option<Result<PutOutcome>>> = Vec::with_capacity(records.len());
+        let mut valid = Vec::new();
+        for record in records {
+            match check_record(&record, Some(self.config.dimension)) {
+                Ok(_) => {
+                    outcomes.push(None);
+                    valid.push(record);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        if !valid.is_empty() {
+            let lines: Vec<JsonBody<Value>> = query::bulk_create(&self.config.index, &valid).into_iter().map(JsonBody::new).collect();
+            let response = self.client.bulk(BulkParts::None).body(lines).refresh(Refresh::WaitFor).send().await.map_err(unavailable("bulk"))?;
+            let body = json_ok(response, "bulk").await?;
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            if items.len() != valid.len() {
+                return Err(StoreError::Io(format!("opensearch bulk: {} items answered for {} records", items.len(), valid.len())));
+            }
+            let mut answers = items.iter().zip(&valid).map(|(item, record)| {
+                let item = &item["create"];
+                match item["status"].as_u64() {
+                    Some(200 | 201) => Ok(PutOutcome::Created),
+                    Some(409) => Ok(PutOutcome::AlreadyStored),
+                    status => Err(StoreError::Io(format!("opensearch bulk: image {:?} failed (status {status:?}): {}", record.id, item["error"]))),
+                }
+            });
+            for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+                *outcome = answers.next();
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every record answered")).collect())
+    }
+
+    async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>> {
+        let response = self.client.get(GetParts::IndexId(&self.config.index, image_id)).send().await.map_err(unavailable("get"))?;
+        if response.status_code().as_u16() == 404 {
+            return Ok(None);
+        }
+        let body = json_ok(response, "get").await?;
+        serde_json::from_value(body["_source"].clone())
+            .map(Some)
+            .map_err(|e| StoreError::Io(format!("opensearch get {image_id:?}: stored document does not parse: {e}")))
+    }
+
+    async fn delete(&self, image_id: &str) -> Result<bool> {
+        let response = self
+            .client
+            .delete(DeleteParts::IndexId(&self.config.index, image_id))
+            .refresh(Refresh::WaitFor)
+            .send()
+            .await
+            .map_err(unavailable("delete"))?;
+        if response.status_code().as_u16() == 404 {
+            return Ok(false);
+        }
+        json_ok(response, "delete").await.map(|_| true)
+    }
+
+    async fn count(&self) -> Result<usize> {
+        let response = self.client.count(CountParts::Index(&[&self.config.index])).send().await.map_err(unavailable("count"))?;
+        let body = json_ok(response, "count").await?;
+        Ok(body["count"].as_u64().unwrap_or_default() as usize)
+    }
+
+    async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
+        self.check(query, filter, page)?;
+        let hits = self.search(query::search_images(query, filter, page.k, page.offset)).await?;
+        Ok(hits
+            .iter()
+            .map(|hit| ImageHit {
+                image_id: hit["_id"].as_str().unwrap_or_default().to_owned(),
+                score: query::cosine_from_score(hit["_score"].as_f64().unwrap_or_default()),
+            })
+            .collect())
+    }
+
+    async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
+        self.check(query, filter, page)?;
+        let body = query::search_objects(query, filter, page.k + page.offset);
+        let parts = self.ranked_parts("objects", body, page).await?;
+        Ok(parts
+            .into_iter()
+            .map(|(image_id, object_index, source, score)| ObjectHit {
+                image_id,
+                object_index,
+                class_name: source["class_name"].as_str().unwrap_or_default().to_owned(),
+                confidence: source["confidence"].as_f64().unwrap_or_default() as f32,
+                bbox: bbox(&source),
+                score,
+            })
+            .collect())
+    }
+
+    async fn search_faces(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>> {
+        self.check(query, filter, page)?;
+        let body = query::search_faces(query, filter, page.k + page.offset);
+        let parts = self.ranked_parts("faces", body, page).await?;
+        Ok(parts.into_iter().map(|(image_id, face_index, source, score)| FaceHit { image_id, face_index, bbox: bbox(&source), score }).collect())
+    }
+}

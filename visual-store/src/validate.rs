@@ -1,0 +1,168 @@
+//! The rules both stores apply to queries and records before touching storage, so that a
+//! bad request gets the same `InvalidQuery` / `InvalidRecord` message from either store.
+
+use crate::{ImageRecord, Page, Result, SearchFilter, StoreError};
+
+/// Most objects (and, separately, faces) one record may carry; the embedded store packs
+/// the index into the low 16 bits of a vector key.
+pub const MAX_PARTS_PER_IMAGE: usize = 1 << 16;
+
+/// Bounds on what one search may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Largest `Page::k`.
+    pub max_k: usize,
+    /// Largest `offset + k` (OpenSearch's default `index.max_result_window` is 10,000).
+    pub max_window: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { max_k: 1000, max_window: 10_000 }
+    }
+}
+
+/// Checks a search request. `dimension` is the store's vector length, `None` while an
+/// embedded store has not seen its first record (any length is then accepted).
+pub fn check_query(
+    query: &[f32],
+    filter: &SearchFilter,
+    page: Page,
+    limits: QueryLimits,
+    dimension: Option<usize>,
+) -> Result<()> {
+    let invalid = |message: String| Err(StoreError::InvalidQuery(message));
+    if page.k == 0 {
+        return invalid("k must be at least 1".into());
+    }
+    if page.k > limits.max_k {
+        return invalid(format!("k = {} exceeds the maximum of {}", page.k, limits.max_k));
+    }
+    if page.offset.saturating_add(page.k) > limits.max_window {
+        return invalid(format!(
+            "offset + k = {} exceeds the result window of {}",
+            page.offset.saturating_add(page.k),
+            limits.max_window
+        ));
+    }
+    if query.is_empty() {
+        return invalid("the query vector is empty".into());
+    }
+    if let Some(expected) = dimension {
+        if query.len() != expected {
+            return invalid(format!("the query vector has {} dimensions, the store holds {expected}", query.len()));
+        }
+    }
+    if let Some(position) = query.iter().position(|v| !v.is_finite()) {
+        return invalid(format!("the query vector has a non-finite value at index {position}"));
+    }
+    if query.iter().all(|v| *v == 0.0) {
+        return invalid("the query vector is all zeros (no direction to compare)".into());
+    }
+    if !(0.0..=1.0).contains(&filter.min_confidence) {
+        return invalid(format!("min_confidence = {} is outside [0, 1]", filter.min_confidence));
+    }
+    if let (Some(from), Some(to)) = (filter.created_from, filter.created_to) {
+        if from > to {
+            return invalid(format!("created_from = {from} is after created_to = {to}"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a record before it is stored; returns its vector length. `dimension` as in
+/// [`check_query`].
+pub fn check_record(record: &ImageRecord, dimension: Option<usize>) -> Result<usize> {
+    let invalid = |message: String| Err(StoreError::InvalidRecord(format!("image {:?}: {message}", record.id)));
+    if record.id.is_empty() {
+        return invalid("the id is empty".into());
+    }
+    let dim = dimension.unwrap_or(record.embedding.len());
+    if dim == 0 {
+        return invalid("the embedding is empty".into());
+    }
+    if record.objects.len() > MAX_PARTS_PER_IMAGE || record.faces.len() > MAX_PARTS_PER_IMAGE {
+        return invalid(format!("more than {MAX_PARTS_PER_IMAGE} objects or faces"));
+    }
+    let vectors = std::iter::once(("embedding".to_string(), &record.embedding))
+        .chain(record.objects.iter().enumerate().map(|(i, o)| (format!("objects[{i}].embedding"), &o.embedding)))
+        .chain(record.faces.iter().enumerate().map(|(i, f)| (format!("faces[{i}].embedding"), &f.embedding)));
+    for (name, vector) in vectors {
+        if vector.len() != dim {
+            return invalid(format!("{name} has {} dimensions, expected {dim}", vector.len()));
+        }
+        if vector.iter().any(|v| !v.is_finite()) {
+            return invalid(format!("{name} has a non-finite value"));
+        }
+        if vector.iter().all(|v| *v == 0.0) {
+            return invalid(format!("{name} is all zeros"));
+        }
+    }
+    for (i, object) in record.objects.iter().enumerate() {
+        if !(0.0..=1.0).contains(&object.confidence) {
+            return invalid(format!("objects[{i}].confidence = {} is outside [0, 1]", object.confidence));
+        }
+    }
+    Ok(dim)
+}
+
+/// Cosine similarity of two equal-length vectors (not assumed normalised). Eight
+/// independent accumulators per sum let the compiler vectorise the loop (a single running
+/// f32 sum cannot be reordered); the exact-scan path spends its time here.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let (mut dot, mut norm_a, mut norm_b) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail = chunks_a.remainder().iter().zip(chunks_b.remainder());
+    for (x, y) in chunks_a.zip(chunks_b) {
+        for lane in 0..LANES {
+            dot[lane] += x[lane] * y[lane];
+            norm_a[lane] += x[lane] * x[lane];
+            norm_b[lane] += y[lane] * y[lane];
+        }
+    }
+    let (mut dot, mut norm_a, mut norm_b) = (dot.iter().sum::<f32>(), norm_a.iter().sum::<f32>(), norm_b.iter().sum::<f32>());
+    for (x, y) in tail {
+        dot += x * y;
+        norm_a += x * x;
+        norm_b += y * y;
+    }
+    let denominator = (norm_a * norm_b).sqrt();
+    if denominator == 0.0 {
+        0.0
+    } else {
+        (dot / denominator).clamp(-1.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(k: usize, offset: usize) -> Page {
+        Page { k, offset }
+    }
+
+    #[test]
+    fn rejects_bad_queries_with_the_reason() {
+        let limits = QueryLimits::default();
+        let filter = SearchFilter::default();
+        let q = [1.0, 0.0];
+        let message = |r: Result<()>| r.unwrap_err().to_string();
+        assert!(message(check_query(&q, &filter, page(0, 0), limits, Some(2))).contains("k must be at least 1"));
+        assert!(message(check_query(&q, &filter, page(1001, 0), limits, Some(2))).contains("maximum of 1000"));
+        assert!(message(check_query(&q, &filter, page(10, 9995), limits, Some(2))).contains("result window"));
+        assert!(message(check_query(&q, &filter, page(10, 0), limits, Some(3))).contains("has 2 dimensions, the store holds 3"));
+        assert!(message(check_query(&[f32::NAN, 1.0], &filter, page(10, 0), limits, Some(2))).contains("non-finite value at index 0"));
+        assert!(message(check_query(&[0.0, 0.0], &filter, page(10, 0), limits, Some(2))).contains("all zeros"));
+        assert!(check_query(&q, &filter, page(10, 0), limits, None).is_ok());
+    }
+
+    #[test]
+    fn cosine_ignores_length() {
+        assert!((cosine(&[2.0, 0.0], &[1.0, 1.0]) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        assert_eq!(cosine(&[1.0, 0.0], &[-3.0, 0.0]), -1.0);
+        let long: Vec<f32> = (0..21).map(|i| i as f32).collect();
+        assert!((cosine(&long, &long) - 1.0).abs() < 1e-6);
+    }
+}

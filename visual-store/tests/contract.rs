@@ -1,0 +1,79 @@
+//! The store contract (tests/common) run against each store.
+
+mod common;
+
+use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();
+    common::run_contract(&store).await;
+}
+
+/// Small exact-scan limit: the same contract through the HNSW path and its fallbacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_meets_the_contract_through_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig { exact_scan_limit: 8, ..EmbeddedConfig::new(dir.path()) };
+    let store = EmbeddedStore::open_async(config).await.unwrap();
+    common::run_contract(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_keeps_everything_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = common::documents();
+    {
+        let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();
+        common::ingest(&store, &docs).await;
+    }
+    let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();
+    common::image_search_is_exact(&store, &docs).await;
+    common::get_returns_the_record(&store, &docs).await;
+    common::delete_removes_everywhere(&store, &docs).await;
+    drop(store);
+    // Reopen after a delete: the saved graphs still hold the deleted vectors until reconciled.
+    let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();
+    assert_eq!(store.recovery(), visual_store::embedded::IndexRecovery::Loaded { added: 0, removed: 0 });
+    let deleted = docs.iter().find(|d| !d.objects.is_empty()).unwrap().id.clone();
+    let remaining: Vec<_> = docs.into_iter().filter(|d| d.id != deleted).collect();
+    common::image_search_is_exact(&store, &remaining).await;
+    common::object_search_names_the_box(&store, &remaining).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_refuses_another_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = common::documents();
+    {
+        let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();
+        common::ingest(&store, &docs[..3]).await;
+    }
+    let config = EmbeddedConfig { dimension: Some(common::DIMENSION + 1), ..EmbeddedConfig::new(dir.path()) };
+    match EmbeddedStore::open_async(config).await {
+        Err(visual_store::StoreError::SchemaMismatch(message)) => assert!(message.contains("32-dimensional"), "{message}"),
+        other => panic!("expected SchemaMismatch, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_store_meets_the_contract() {
+    let Ok(url) = std::env::var("OPENSEARCH_URL") else {
+        println!("SKIPPED opensearch_store_meets_the_contract: OPENSEARCH_URL is not set");
+        eprintln!("SKIPPED opensearch_store_meets_the_contract: OPENSEARCH_URL is not set");
+        return;
+    };
+    let index = format!("visual-store-contract-{}-{}", std::process::id(), common::Rng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64).next_u64() % 1_000_000);
+    let store = OpenSearchStore::connect(OpenSearchConfig::new(&url, &index, common::DIMENSION)).await.unwrap();
+    let outcome = tokio::spawn({
+        let store = store.clone();
+        async move { common::run_contract(&store).await }
+    })
+    .await;
+    store.delete_index().await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
