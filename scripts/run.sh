@@ -21,6 +21,8 @@ GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
 cargo build --release --workspace
 scripts/setup_triton.sh
 .venv/bin/python scripts/gen_encoders.py
+.venv/bin/python scripts/link_models.py
+.venv/bin/python scripts/link_models.py
 
 gateway_pid=""
 stop_all() {
