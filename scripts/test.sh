@@ -23,6 +23,8 @@ fi
 # --- end OpenSearch
 cargo test --release --workspace
 scripts/setup_triton.sh
+scripts/setup_browser.sh
 .venv/bin/python scripts/gen_encoders.py
+.venv/bin/python scripts/link_models.py
 # The build above must have produced the backend: missing it is a failure here, not a skip.
-BOX_EMBED_REQUIRE_BACKEND=1 .venv/bin/python -m pytest tests/ -v "$@"
+BOX_EMBED_REQUIRE_BACKEND=1 GATEWAY_REQUIRE=1 .venv/bin/python -m pytest tests/ -v "$@"

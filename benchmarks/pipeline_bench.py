@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Benchmark the whole ingest pipeline and the gateway's text search on this machine.
+
+One tritonserver (scripts/tritonctl.py, CPU instances as configured in model_repository/)
+serves the `visual_ingest` ensemble and `clip_text`; the real COCO photos go through it:
+
+- ensemble: single-photo latency (concurrency 1) and throughput at concurrency 8 (images/s,
+  p50, p99), straight to Triton over HTTP;
+- gateway: the built gateway binary with a fresh embedded store ingests every photo through
+  `gateway ingest` (images/s end to end: upload, ensemble, durable store commit), then
+  answers text queries taken from the COCO captions (p50/p99 over HTTP, cache disabled
+  by unique queries).
+
+The store's own search cost at 10,000 and 100,000 images is measured by
+`cargo run --release -p visual-store --example store_bench` (synthetic vectors); this script
+merges the "ingest" and "search" sections into benchmarks/results/box_embed_cpu.json.
+Runs unchanged on the GPU machine (the instance kinds come from the model configs).
+
+Usage: benchmarks/pipeline_bench.py [--requests N] [--queries N] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
+
+import tritonctl  # noqa: E402
+from kserve_http import infer  # noqa: E402
+
+COCO_DIR = os.environ.get("COCO_SUBSET_DIR", os.path.normpath(
+    os.path.join(REPO_ROOT, "..", "shared", "data", "coco_val2017_subset")))
+TOKENIZER_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "models", "clip_tokenizer"))
+MODELS = ["preprocess", "yolo", "clip_image", "box_embed", "visual_ingest", "clip_text"]
+OUTPUTS = ["num_dets", "boxes", "scores", "classes", "embedding", "box_embeddings", "box_valid"]
+GATEWAY_BIN = os.environ.get("GATEWAY_BIN", os.path.join(REPO_ROOT, "target", "release", "gateway"))
+WORK_DIR = os.path.join(REPO_ROOT, ".cache", "bench")
+
+
+def load(fn, count: int, concurrency: int) -> tuple[float, np.ndarray]:
+    """Calls fn(i) for i in range(count) from `concurrency` threads; (wall s, latencies ms)."""
+    latencies = np.zeros(count)
+    indices = iter(range(count))
+    lock = threading.Lock()
+    errors: list[Exception] = []
+
+    def worker():
+        while not errors:
+            with lock:
+                i = next(indices, None)
+            if i is None:
+                return
+            start = time.perf_counter()
+            try:
+                fn(i)
+            except Exception as e:  # reported after the join
+                errors.append(e)
+                return
+            latencies[i] = (time.perf_counter() - start) * 1e3
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - start, latencies
+
+
+def summary(wall: float, latencies: np.ndarray) -> dict:
+    return {"images_per_s": round(len(latencies) / wall, 2),
+            "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 2)}
+
+
+def compute_ms(url: str, model: str) -> tuple[int, int]:
+    """(successful requests, compute_infer ns) from Triton's statistics of `model`."""
+    with urllib.request.urlopen(f"{url}/v2/models/{model}/stats", timeout=10) as r:
+        stats = json.load(r)["model_stats"][0]["inference_stats"]
+    return int(stats["success"]["count"]), int(stats["compute_infer"]["ns"])
+
+
+def bench_ensemble(url: str, photos: list[bytes], requests_: int) -> dict:
+    def one(i):
+        r = infer(url, "visual_ingest", {"image": np.frombuffer(photos[i % len(photos)], np.uint8)[None]}, OUTPUTS)
+        if not r.ok:
+            raise RuntimeError(f"visual_ingest failed: HTTP {r.status}: {r.error}")
+
+    load(one, 16, 4)  # warm-up: sessions, batcher, thread pools
+    result = {}
+    steps = [m for m in MODELS if m not in ("visual_ingest", "clip_text")]
+    for concurrency in (1, 8):
+        before = {m: compute_ms(url, m) for m in steps}
+        row = summary(*load(one, requests_, concurrency))
+        after = {m: compute_ms(url, m) for m in steps}
+        # Server compute per photo of each step (box_embed's includes its in-process encoder calls).
+        row["compute_ms_per_image"] = {m: round((after[m][1] - before[m][1]) / 1e6 / requests_, 2) for m in steps}
+        result[f"concurrency_{concurrency}"] = row
+        print(f"  visual_ingest c={concurrency}: {row['images_per_s']:.1f} img/s  p50 {row['p50_ms']:.1f} ms  "
+              f"p99 {row['p99_ms']:.1f} ms; compute ms/photo {row['compute_ms_per_image']}", flush=True)
+    return result
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited during startup (code {proc.returncode})")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"gateway not healthy after {timeout}s")
+
+
+def captions(count: int) -> list[str]:
+    with open(os.path.join(COCO_DIR, "captions_val2017_subset.json")) as f:
+        texts = sorted({a["caption"].strip() for a in json.load(f)["annotations"]})
+    return texts[:count]
+
+
+def bench_gateway(server: tritonctl.TritonServer, photo_dir: str, photo_count: int, queries: int) -> tuple[dict, dict]:
+    data_dir = tempfile.mkdtemp(prefix="gateway-", dir=WORK_DIR)
+    port = tritonctl.free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(os.path.join(WORK_DIR, "gateway.log"), "wb")
+    proc = subprocess.Popen([GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{port}",
+                             "--triton", f"http://{server.grpc_address}", "--data-dir", data_dir,
+                             "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        wait_healthy(url, proc)
+        start = time.perf_counter()
+        subprocess.run([GATEWAY_BIN, "ingest", photo_dir, "--url", url, "--concurrency", "8"],
+                       check=True, cwd=REPO_ROOT, capture_output=True)
+        ingest_s = time.perf_counter() - start
+        ingest = {"photos": photo_count, "concurrency": 8, "images_per_s": round(photo_count / ingest_s, 2)}
+        print(f"  gateway ingest: {photo_count} photos in {ingest_s:.1f} s = {ingest['images_per_s']:.1f} img/s", flush=True)
+
+        texts = captions(queries)
+
+        def one(i):
+            query = urllib.parse.urlencode({"q": texts[i], "k": 10})
+            with urllib.request.urlopen(f"{url}/search/text?{query}", timeout=30) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"search failed: HTTP {r.status}")
+
+        wall, latencies = load(one, len(texts), 1)
+        search = {"stored_images": photo_count, "concurrency": 1, **summary(wall, latencies)}
+        del search["images_per_s"]
+        search["queries_per_s"] = round(len(texts) / wall, 2)
+        print(f"  gateway text search over {photo_count} images: p50 {search['p50_ms']:.1f} ms  "
+              f"p99 {search['p99_ms']:.1f} ms ({search['queries_per_s']:.0f} queries/s)", flush=True)
+        return ingest, search
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=200, help="ensemble requests per concurrency level")
+    p.add_argument("--queries", type=int, default=300, help="distinct text queries against the gateway")
+    p.add_argument("--out", default=os.path.join(BENCH_DIR, "results", "box_embed_cpu.json"))
+    a = p.parse_args(argv)
+    if not os.path.exists(GATEWAY_BIN):
+        raise SystemExit(f"{GATEWAY_BIN} missing: run `cargo build --release --workspace`")
+    photo_dir = os.path.join(COCO_DIR, "images")
+    paths = sorted(glob.glob(os.path.join(photo_dir, "*.jpg")))
+    photos = [open(path, "rb").read() for path in paths]
+    print(f"{len(photos)} photos from {photo_dir}")
+
+    for note in tritonctl.install_backends():
+        print(note)
+    os.makedirs(WORK_DIR, exist_ok=True)
+    server = tritonctl.TritonServer(os.path.join(REPO_ROOT, "model_repository"), MODELS,
+                                    log_path=os.path.join(WORK_DIR, "tritonserver-pipeline.log"))
+    server.start()
+    try:
+        server.wait_ready(timeout=300)
+        ensemble = bench_ensemble(server.http_url, photos, a.requests)
+        ingest, search = bench_gateway(server, photo_dir, len(photos), a.queries)
+        if not server.alive() or server.crash_lines():
+            raise RuntimeError(f"tritonserver died or logged a crash; log {server.log_path}")
+    finally:
+        print(f"tritonserver: {server.stop()}")
+
+    result = {}
+    if os.path.exists(a.out):
+        with open(a.out) as f:
+            result = json.load(f)
+    result["ingest"] = {"visual_ingest": ensemble, "gateway": ingest}
+    result.setdefault("search", {})["gateway_text"] = search
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"wrote ingest/search sections of {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
