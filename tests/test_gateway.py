@@ -264,8 +264,8 @@ BAD_REQUESTS = [
 ]
 
 
-# What the error must say: the reason the decoding stage found, not the ensemble's
-# generic failure (see gateway::pipeline::explain_ingest_failure).
+# What the error must say: the reason the decoding stage found, which the ensemble passes
+# on because the gateway requests all its outputs (see docs/gateway.md, Triton 2.51).
 BAD_REQUEST_REASONS = {"non-image upload": "not a JPEG, PNG or WebP", "truncated JPEG": "truncated",
                        "unknown class": "unicorn"}
 

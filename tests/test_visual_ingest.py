@@ -143,3 +143,6 @@ def test_corrupt_image_fails_alone(url):
         else:
             assert r.status == 400 and words in r.error, f"{name}: HTTP {r.status} {r.error}"
     assert ingest(url, good).ok, "server stopped serving after corrupt images"
+    alone = ingest(url, b"plain text, no picture here")
+    print(f"\nlone corrupt request: HTTP {alone.status} {alone.error}")
+    assert alone.status == 400

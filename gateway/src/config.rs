@@ -51,10 +51,6 @@ pub struct TritonConfig {
 pub struct ModelsConfig {
     pub ingest_model: String,
     pub ingest_input: String,
-    /// The ensemble's decoding stage, asked directly for the reason when the ensemble
-    /// fails (Triton 2.51's ensemble scheduler replaces a step's error by "unexpected
-    /// deadlock"); empty disables that. It must take `ingest_input` and output `image_size_output`.
-    pub decode_model: String,
     pub num_dets_output: String,
     pub boxes_output: String,
     pub scores_output: String,
@@ -134,7 +130,6 @@ impl Default for ModelsConfig {
         ModelsConfig {
             ingest_model: "visual_ingest".into(),
             ingest_input: "image".into(),
-            decode_model: "preprocess".into(),
             num_dets_output: "num_dets".into(),
             boxes_output: "boxes".into(),
             scores_output: "scores".into(),

@@ -131,26 +131,6 @@ impl TritonInference {
             })
             .await
     }
-
-    /// A photo the ensemble rejected: Triton 2.51 reports any failed step as "unexpected
-    /// deadlock", so the decoding stage is asked directly; its error (corrupt, truncated,
-    /// not an image, too large) is what the client needs. Other failures pass through.
-    async fn explain_ingest_failure(&self, image: Bytes, err: PipelineError) -> PipelineError {
-        let PipelineError::Triton(ClientError::Rejected { .. }) = &err else { return err };
-        if self.models.decode_model.is_empty() || self.models.image_size_output.is_empty() {
-            return err;
-        }
-        let shape = vec![1, image.len() as i64];
-        let request = InferRequest {
-            model: self.models.decode_model.clone(),
-            inputs: vec![InputTensor::uint8(self.models.ingest_input.clone(), shape, image)],
-            outputs: vec![self.models.image_size_output.clone()],
-        };
-        match self.infer(request).await {
-            Err(decode_err @ PipelineError::Triton(ClientError::Rejected { .. })) => decode_err,
-            _ => err,
-        }
-    }
 }
 
 fn required_ingest_outputs(models: &ModelsConfig) -> [&str; 7] {
@@ -172,14 +152,11 @@ impl Inference for TritonInference {
         let shape = vec![1, image.len() as i64];
         let request = InferRequest {
             model: self.models.ingest_model.clone(),
-            // Bytes clones share the buffer: kept for explaining a failure.
-            inputs: vec![InputTensor::uint8(self.models.ingest_input.clone(), shape, image.clone())],
+            inputs: vec![InputTensor::uint8(self.models.ingest_input.clone(), shape, image)],
             outputs,
         };
-        match self.infer(request).await {
-            Ok(response) => decode_ingest(&response, &self.models),
-            Err(err) => Err(self.explain_ingest_failure(image, err).await),
-        }
+        let response = self.infer(request).await?;
+        decode_ingest(&response, &self.models)
     }
 
     async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
