@@ -3,6 +3,8 @@
 # the text encoder, start the gateway (embedded store in .cache/gateway/data), ingest the
 # sample photos (or the folder given as $1) with the gateway CLI, print the search page URL,
 # and serve until Ctrl-C; then stop the gateway and Triton by pid.
+# GATEWAY_STORE=opensearch uses OpenSearch instead of the embedded store: the cluster at
+# OPENSEARCH_URL, or a local node started (and stopped) here (docs/opensearch.md).
 # Ports: GATEWAY_PORT (8080), TRITON_HTTP_PORT (8000), TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +17,8 @@ GATEWAY_LOG=.cache/gateway/gateway.log
 # visual_ingest is an ensemble: its composing models load first.
 MODELS=preprocess,yolo,clip_image,box_embed,visual_ingest,clip_text
 GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
+STORE="${GATEWAY_STORE:-embedded}"
+OPENSEARCH_STATE_DIR=.cache/opensearch/run-state
 
 [[ -d "$PHOTOS" ]] || { echo "no photo folder $PHOTOS" >&2; exit 2; }
 
@@ -25,6 +29,7 @@ scripts/setup_triton.sh
 .venv/bin/python scripts/link_models.py
 
 gateway_pid=""
+opensearch_started=""
 stop_all() {
   trap - EXIT INT TERM
   if [[ -n "$gateway_pid" ]] && kill -0 "$gateway_pid" 2>/dev/null; then
@@ -32,15 +37,30 @@ stop_all() {
     wait "$gateway_pid" || true
   fi
   .venv/bin/python scripts/tritonctl.py stop || true
+  if [[ -n "$opensearch_started" ]]; then
+    python3 scripts/opensearchctl.py stop --state-dir "$OPENSEARCH_STATE_DIR" || true
+  fi
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 .venv/bin/python scripts/tritonctl.py start --models "$MODELS" --timeout 300
 
+case "$STORE" in
+  embedded) STORE_ARGS=(--store embedded) ;;
+  opensearch)
+    if [[ -z "${OPENSEARCH_URL:-}" ]]; then
+      scripts/setup_opensearch.sh
+      opensearch_started=1
+      OPENSEARCH_URL=$(python3 scripts/opensearchctl.py start --print-url --state-dir "$OPENSEARCH_STATE_DIR")
+    fi
+    STORE_ARGS=(--store opensearch --opensearch-url "$OPENSEARCH_URL") ;;
+  *) echo "GATEWAY_STORE must be embedded or opensearch, not '$STORE'" >&2; exit 2 ;;
+esac
+
 mkdir -p "$DATA_DIR" "$(dirname "$GATEWAY_LOG")"
 target/release/gateway serve --listen "127.0.0.1:${GATEWAY_PORT}" --triton "http://127.0.0.1:${TRITON_GRPC_PORT}" \
-  --data-dir "$DATA_DIR" --tokenizer-dir ../shared/models/clip_tokenizer --store embedded >"$GATEWAY_LOG" 2>&1 &
+  --data-dir "$DATA_DIR" --tokenizer-dir ../shared/models/clip_tokenizer "${STORE_ARGS[@]}" >"$GATEWAY_LOG" 2>&1 &
 gateway_pid=$!
 
 # Bounded wait until the gateway reports Triton and the store ready.
