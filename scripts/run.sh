@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole service on loopback: build, set up Triton, start it with the ingest ensemble and
-# the text encoder, start the gateway (embedded store in .cache/gateway/data), ingest the
-# sample photos (or the folder given as $1) with the gateway CLI, print the search page URL,
-# and serve until Ctrl-C; then stop the gateway and Triton by pid.
+# The whole service on loopback: build, set up Triton, start it with the ingest ensemble, the
+# text encoder and the face ensemble, start the gateway (embedded store in .cache/gateway/data,
+# faces indexed on ingest), ingest the sample photos (or the folder given as $1) with the
+# gateway CLI, print the search page URL, and serve until Ctrl-C; then stop the gateway and
+# Triton by pid.
 # GATEWAY_STORE=opensearch uses OpenSearch instead of the embedded store: the cluster at
 # OPENSEARCH_URL, or a local node started (and stopped) here (docs/opensearch.md).
 # Ports: GATEWAY_PORT (8080), TRITON_HTTP_PORT (8000), TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002).
@@ -14,8 +15,8 @@ GATEWAY_PORT="${GATEWAY_PORT:-8080}"
 TRITON_GRPC_PORT="${TRITON_GRPC_PORT:-8001}"
 DATA_DIR="${GATEWAY_DATA_DIR:-.cache/gateway/data}"
 GATEWAY_LOG=.cache/gateway/gateway.log
-# visual_ingest is an ensemble: its composing models load first.
-MODELS=preprocess,yolo,clip_image,box_embed,visual_ingest,clip_text
+# visual_ingest and face_embed are ensembles: their composing models load first.
+MODELS=preprocess,yolo,clip_image,box_embed,visual_ingest,clip_text,face_detect,face_encoder,face_align,face_embed
 GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
 STORE="${GATEWAY_STORE:-embedded}"
 OPENSEARCH_STATE_DIR=.cache/opensearch/run-state
@@ -25,7 +26,6 @@ OPENSEARCH_STATE_DIR=.cache/opensearch/run-state
 cargo build --release --workspace
 scripts/setup_triton.sh
 .venv/bin/python scripts/gen_encoders.py
-.venv/bin/python scripts/link_models.py
 .venv/bin/python scripts/link_models.py
 
 gateway_pid=""
@@ -60,7 +60,7 @@ esac
 
 mkdir -p "$DATA_DIR" "$(dirname "$GATEWAY_LOG")"
 target/release/gateway serve --listen "127.0.0.1:${GATEWAY_PORT}" --triton "http://127.0.0.1:${TRITON_GRPC_PORT}" \
-  --data-dir "$DATA_DIR" --tokenizer-dir ../shared/models/clip_tokenizer "${STORE_ARGS[@]}" >"$GATEWAY_LOG" 2>&1 &
+  --data-dir "$DATA_DIR" --tokenizer-dir ../shared/models/clip_tokenizer --index-faces true "${STORE_ARGS[@]}" >"$GATEWAY_LOG" 2>&1 &
 gateway_pid=$!
 
 # Bounded wait until the gateway reports Triton and the store ready.

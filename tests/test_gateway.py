@@ -2,7 +2,7 @@
 
 One gateway per session (embedded store in a temporary data dir), started from
 target/release/gateway (GATEWAY_BIN overrides) and pointed at the session Triton's gRPC
-port. The models it needs (visual_ingest and its parts, clip_text) are loaded into the
+port. The models it needs (visual_ingest and its parts, clip_text, face_embed and its parts) are loaded into the
 session server through Triton's repository API; a missing model or binary skips the
 module with a loud notice unless GATEWAY_REQUIRE=1.
 """
@@ -32,7 +32,8 @@ COCO_IMAGES = os.path.join(os.environ.get("COCO_SUBSET_DIR", os.path.join(SHARED
 TOKENIZER_DIR = os.path.join(SHARED, "models", "clip_tokenizer")
 GATEWAY_BIN = os.environ.get("GATEWAY_BIN", os.path.join(REPO_ROOT, "target", "release", "gateway"))
 # Order matters for explicit loading: an ensemble needs its composing models.
-GATEWAY_MODELS = ["preprocess", "yolo", "clip_image", "box_embed", "visual_ingest", "clip_text"]
+GATEWAY_MODELS = ["preprocess", "yolo", "clip_image", "box_embed", "visual_ingest", "clip_text",
+                  "face_detect", "face_encoder", "face_align", "face_embed"]
 INDEXED = 50
 LOG_DIR = os.path.join(REPO_ROOT, ".cache", "gateway", "test-logs")
 
@@ -56,9 +57,10 @@ def sha256(path: str) -> str:
 class Gateway:
     """One gateway process on a free loopback port; stop by pid (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, data_dir: str, triton_grpc: str):
+    def __init__(self, data_dir: str, triton_grpc: str, extra_args: tuple = ()):
         self.data_dir = data_dir
         self.triton_grpc = triton_grpc
+        self.extra_args = list(extra_args)
         self.port = tritonctl.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -69,7 +71,7 @@ class Gateway:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--triton", f"http://{self.triton_grpc}",
-             "--data-dir", self.data_dir, "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded"],
+             "--data-dir", self.data_dir, "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
         log.close()
         deadline = time.monotonic() + timeout
@@ -291,7 +293,10 @@ def test_bad_input_is_4xx_and_changes_nothing(gateway, indexed, name, send, stat
 def test_service_endpoints(gateway, indexed):
     health = gateway.get("/health").json()
     assert health["status"] == "ok" and health["store"]["kind"] == "embedded"
-    assert {m["name"] for m in health["triton"]["models"]} == {"visual_ingest", "clip_text"}
+    models = {m["name"]: m for m in health["triton"]["models"]}
+    assert {name for name, m in models.items() if m["required"]} == {"visual_ingest", "clip_text"}
+    assert set(models) == {"visual_ingest", "clip_text", "face_embed", "face_detect", "face_align", "face_encoder"}
+    assert health["faces"]["rerank_scorer"] == "native" and health["faces"]["index_on_ingest"] is False
     metrics = gateway.get("/metrics").text
     for name in ("gateway_http_requests_total", "gateway_http_request_duration_seconds_bucket",
                  "gateway_ingested_images_total", "gateway_triton_request_duration_seconds"):

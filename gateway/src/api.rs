@@ -203,3 +203,157 @@ impl From<&ImageRecord> for ImageView {
         }
     }
 }
+
+/// Options of POST /faces/embeddings (JSON `options`, or form fields of the same names).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaceOptions {
+    /// The 112 x 112 aligned crops as PNG: not supported (docs/faces.md says why).
+    pub aligned_faces: bool,
+    /// Embeddings before L2 normalisation: not available (face_encoder normalises inside Triton).
+    pub raw_embeddings: bool,
+    /// Adds each face's box in the detector's frame and the faces whose landmarks
+    /// face_align rejected (they carry no embedding).
+    pub raw_boxes: bool,
+}
+
+/// One image of the JSON form of POST /faces/embeddings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base64Image {
+    /// Echoed back in the result, like a multipart file name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The encoded photo (JPEG, PNG or WebP), standard base64.
+    pub data: String,
+}
+
+/// JSON body of POST /faces/embeddings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceEmbeddingsRequest {
+    pub images: Vec<Base64Image>,
+    #[serde(default)]
+    pub options: FaceOptions,
+}
+
+/// One face of one image.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FaceEmbeddingView {
+    pub index: usize,
+    /// Detector score in [0, 1].
+    pub score: f32,
+    /// x1, y1, x2, y2 in the photo's pixels (after EXIF orientation).
+    pub bbox: [f32; 4],
+    /// Eyes, nose, mouth corners (x, y), image-left first per pair.
+    pub landmarks: [[f32; 2]; 5],
+    /// L2-normalised; null for a face whose landmarks were rejected (only with raw_boxes).
+    pub embedding: Option<Vec<f32>>,
+    /// With raw_boxes: the detector's box in preprocess's `original` pixels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detector_bbox: Option<[f32; 4]>,
+}
+
+/// The faces of one input image, in request order.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaceImageResult {
+    /// Position of the image in the request.
+    pub index: usize,
+    pub name: Option<String>,
+    /// Hex SHA-256 of the image bytes (absent when base64 decoding failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// The same bytes came earlier in the request, at this index: analysed once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub faces: Vec<FaceEmbeddingView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The HTTP status this image alone would have got.
+    pub http_status: u16,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FaceEmbeddingsResponse {
+    pub images: usize,
+    /// Images sent to Triton (distinct, valid ones).
+    pub analyzed: usize,
+    pub failed: usize,
+    pub faces: usize,
+    pub embedding_dim: usize,
+    pub took_ms: f64,
+    pub results: Vec<FaceImageResult>,
+}
+
+/// Body of POST /faces/rerank.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRequest {
+    pub query: Vec<f32>,
+    pub candidates: Vec<RerankCandidate>,
+    /// Score in [0, 1] under which candidates are dropped; default `faces.rerank_threshold`.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankCandidate {
+    pub id: String,
+    pub embedding: Vec<f32>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RerankHit {
+    pub id: String,
+    /// (1 + cos) / 2 of the L2-normalised vectors, in [0, 1].
+    pub score: f32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RerankDiagnostics {
+    /// `native`, or `plugin:<library path>`.
+    pub scorer: String,
+    pub threshold: f32,
+    pub candidates: usize,
+    pub returned: usize,
+    pub dim: usize,
+    /// Checking, scoring and sorting, in milliseconds.
+    pub latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RerankResponse {
+    pub results: Vec<RerankHit>,
+    pub diagnostics: RerankDiagnostics,
+}
+
+/// JSON body of POST /search/faces (the multipart form carries a photo instead).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaceQuery {
+    /// A face embedding of `faces.embedding_dim` values (normalised here).
+    pub embedding: Vec<f32>,
+    pub k: Option<usize>,
+    pub offset: Option<usize>,
+    pub min_score: Option<f32>,
+}
+
+/// One stored face matching the query: its image and box.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaceResult {
+    pub image_id: String,
+    pub file_url: String,
+    pub face_index: usize,
+    pub bbox: [f32; 4],
+    /// Cosine similarity of the face's embedding to the query.
+    pub score: f32,
+    pub width: u32,
+    pub height: u32,
+}

@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Folder with clip-vocab.json and clip-merges.txt.
     #[arg(long, env = "GATEWAY_TOKENIZER_DIR")]
     pub tokenizer_dir: Option<PathBuf>,
+    /// Store each ingested photo's faces (faces.index_on_ingest).
+    #[arg(long, env = "GATEWAY_INDEX_FACES")]
+    pub index_faces: Option<bool>,
+    /// Shared library with the rerank C ABI replacing the native scorer (faces.rerank_library).
+    #[arg(long, env = "GATEWAY_RERANK_LIBRARY")]
+    pub rerank_library: Option<PathBuf>,
 }
 
 fn parse_store_kind(text: &str) -> Result<StoreKind, String> {
@@ -83,6 +89,12 @@ impl ServeArgs {
         }
         if let Some(dir) = self.tokenizer_dir {
             config.models.tokenizer_dir = dir;
+        }
+        if let Some(index_faces) = self.index_faces {
+            config.faces.index_on_ingest = index_faces;
+        }
+        if let Some(library) = self.rerank_library {
+            config.faces.rerank_library = Some(library);
         }
         config.validate()?;
         Ok(config)

@@ -19,6 +19,7 @@ pub struct GatewayConfig {
     pub models: ModelsConfig,
     pub search: SearchConfig,
     pub store: StoreConfig,
+    pub faces: FacesConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -83,6 +84,45 @@ pub struct SearchConfig {
     pub max_window: usize,
     /// Text-query embeddings kept in the LRU cache.
     pub text_cache_size: usize,
+}
+
+/// Faces: the `face_embed` ensemble and its tensors, request limits, face indexing on
+/// ingest and the rerank scorer (docs/faces.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FacesConfig {
+    /// Ingest also stores each photo's faces (one more Triton call per photo) and
+    /// /health then requires the face model.
+    pub index_on_ingest: bool,
+    pub model: String,
+    /// The models `model` is made of, shown in /health.
+    pub component_models: Vec<String>,
+    pub input: String,
+    pub image_size_output: String,
+    pub num_faces_output: String,
+    pub boxes_output: String,
+    pub scores_output: String,
+    pub landmarks_output: String,
+    pub embeddings_output: String,
+    pub valid_output: String,
+    /// D of the face embeddings (128 for the MobileFaceNet stand-in).
+    pub embedding_dim: usize,
+    /// preprocess's `original_max_side`: boxes and landmarks come in the pixels of the
+    /// capped `original` and are scaled back to the photo's with this rule.
+    pub original_max_side: u32,
+    /// Faces below this detector score are not returned or stored.
+    pub min_score: f32,
+    /// POST /faces/embeddings: most images per request, and bytes per image.
+    pub max_images_per_request: usize,
+    pub max_image_bytes: usize,
+    /// POST /faces/rerank: most candidates, longest embedding.
+    pub max_rerank_candidates: usize,
+    pub max_rerank_dim: usize,
+    /// Default rerank threshold on the (1 + cos) / 2 score.
+    pub rerank_threshold: f32,
+    /// A shared library with the rerank C ABI (docs/faces.md) that replaces the native
+    /// scorer; loaded once at start, and the gateway refuses to start if it cannot be.
+    pub rerank_library: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -155,6 +195,35 @@ impl Default for SearchConfig {
     }
 }
 
+impl Default for FacesConfig {
+    fn default() -> Self {
+        FacesConfig {
+            index_on_ingest: false,
+            model: "face_embed".into(),
+            component_models: vec!["face_detect".into(), "face_align".into(), "face_encoder".into()],
+            input: "image".into(),
+            image_size_output: "image_size".into(),
+            num_faces_output: "num_faces".into(),
+            boxes_output: "face_boxes".into(),
+            scores_output: "face_scores".into(),
+            landmarks_output: "face_landmarks".into(),
+            embeddings_output: "face_embeddings".into(),
+            valid_output: "face_valid".into(),
+            embedding_dim: 128,
+            original_max_side: 1920,
+            min_score: 0.0,
+            max_images_per_request: 16,
+            max_image_bytes: 10 * 1024 * 1024,
+            max_rerank_candidates: 10_000,
+            max_rerank_dim: 4096,
+            // cos 0.4: above the 99th percentile (0.401) of faces from different photos
+            // measured with the stand-in encoder (docs/faces.md).
+            rerank_threshold: 0.7,
+            rerank_library: None,
+        }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -199,6 +268,22 @@ impl GatewayConfig {
         anyhow::ensure!(!self.models.class_names.is_empty(), "models.class_names must not be empty");
         anyhow::ensure!(self.server.batch_concurrency >= 1, "server.batch_concurrency must be at least 1");
         anyhow::ensure!(self.server.max_request_bytes >= 1024, "server.max_request_bytes is too small");
+        let f = &self.faces;
+        anyhow::ensure!(f.embedding_dim >= 1, "faces.embedding_dim must be at least 1");
+        // The store holds one vector length; face vectors are zero-padded up to it.
+        anyhow::ensure!(
+            !f.index_on_ingest || f.embedding_dim <= self.models.embedding_dim,
+            "faces.embedding_dim ({}) must not exceed models.embedding_dim ({}) when faces.index_on_ingest is on",
+            f.embedding_dim,
+            self.models.embedding_dim
+        );
+        anyhow::ensure!(f.original_max_side >= 1, "faces.original_max_side must be at least 1");
+        anyhow::ensure!((0.0..=1.0).contains(&f.min_score), "faces.min_score must be in [0, 1]");
+        anyhow::ensure!(f.max_images_per_request >= 1, "faces.max_images_per_request must be at least 1");
+        anyhow::ensure!(f.max_image_bytes >= 1, "faces.max_image_bytes must be at least 1");
+        anyhow::ensure!(f.max_rerank_candidates >= 1, "faces.max_rerank_candidates must be at least 1");
+        anyhow::ensure!(f.max_rerank_dim >= 1, "faces.max_rerank_dim must be at least 1");
+        anyhow::ensure!((0.0..=1.0).contains(&f.rerank_threshold), "faces.rerank_threshold must be in [0, 1]");
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Ingest: the multipart upload form (images, tags, metadata, created_at), and storing
 //! a photo: id = SHA-256 of its bytes; a photo already stored is answered without a
-//! Triton call; otherwise the ensemble's analysis becomes an `ImageRecord`, the file is
+//! Triton call; otherwise the ensemble's analysis (and, with face indexing on, the photo's
+//! faces: `faces::analyze_for_ingest`) becomes an `ImageRecord`, the file is
 //! written (durably) before the record, so every acknowledged id has its photo.
 
 use std::collections::HashSet;
@@ -9,11 +10,12 @@ use axum::extract::Multipart;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use visual_store::{ImageRecord, ObjectRecord, PutOutcome};
+use visual_store::{FaceRecord, ImageRecord, ObjectRecord, PutOutcome};
 
 use crate::api::{BatchItem, BatchResponse, DateBound, IngestResult};
 use crate::blobs::content_id;
 use crate::error::AppError;
+use crate::faces::analyze_for_ingest;
 use crate::metrics::IngestOutcome;
 use crate::pipeline::ImageAnalysis;
 use crate::search::date_bound;
@@ -118,7 +120,12 @@ pub fn parse_fields(raw_tags: &[String], metadata: Option<&str>, created_at: Opt
     Ok(IngestFields { tags, metadata, created_at })
 }
 
-fn build_record(id: String, analysis: ImageAnalysis, fields: &IngestFields, class_names: &[String]) -> ImageRecord {
+fn build_record(
+    id: String,
+    (analysis, faces): (ImageAnalysis, Vec<FaceRecord>),
+    fields: &IngestFields,
+    class_names: &[String],
+) -> ImageRecord {
     let objects = analysis
         .detections
         .into_iter()
@@ -140,7 +147,7 @@ fn build_record(id: String, analysis: ImageAnalysis, fields: &IngestFields, clas
         metadata: serde_json::Value::Object(fields.metadata.clone()),
         embedding: analysis.embedding,
         objects,
-        faces: Vec::new(),
+        faces,
     }
 }
 
@@ -178,7 +185,7 @@ async fn ingest_one_unmetered(state: &AppState, upload: Upload, fields: &IngestF
     if let Some(record) = state.store.get(&id).await? {
         return Ok(already_stored(&record));
     }
-    let analysis = state.inference.analyze_image(upload.bytes.clone()).await?;
+    let analysis = analyze_for_ingest(state, upload.bytes.clone()).await?;
     let record = build_record(id.clone(), analysis, fields, &state.config.models.class_names);
     state.blobs.put(&id, upload.bytes).await.map_err(|e| AppError::Internal(format!("writing the photo: {e}")))?;
     let outcome = state.store.put(record.clone()).await?;
@@ -308,7 +315,7 @@ async fn analyze_for_batch(state: &AppState, upload: Upload, id: String, duplica
         let result = IngestResult { id, status: "already_stored", width: 0, height: 0, objects: 0 };
         return Pending::Done(BatchItem { objects: None, ..stored(filename, result, StatusCode::OK) });
     }
-    match state.inference.analyze_image(upload.bytes.clone()).await {
+    match analyze_for_ingest(state, upload.bytes.clone()).await {
         Ok(analysis) => Pending::Analyzed {
             filename,
             record: build_record(id, analysis, fields, &state.config.models.class_names),

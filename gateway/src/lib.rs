@@ -5,7 +5,9 @@
 //!
 //! Modules, one job each: `config` (TOML + overrides), `api` (wire types), `error`
 //! (HTTP error mapping), `pipeline` (Triton calls), `search` (query building and
-//! execution), `ingest` (upload form and storing photos), `blobs` (photo files),
+//! execution), `ingest` (upload form and storing photos), `faces` (the face endpoints
+//! and faces on ingest), `rerank` (face rerank scoring), `plugin` (the C-ABI rerank
+//! library), `blobs` (photo files),
 //! `metrics`, `routes` (the router), `page` (GET /), `openapi`, `serve` (process
 //! lifetime), `cli` (commands and the ingest client).
 
@@ -15,11 +17,14 @@ pub mod cli;
 pub mod coco;
 pub mod config;
 pub mod error;
+pub mod faces;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod pipeline;
+pub mod plugin;
+pub mod rerank;
 pub mod routes;
 pub mod search;
 pub mod serve;

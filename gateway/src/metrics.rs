@@ -1,13 +1,13 @@
 //! Prometheus metrics of the gateway (its own registry, served as text on /metrics):
 //! HTTP requests and latency per route, ingests by outcome, Triton call latency and
-//! errors per model, text-embedding cache hits.
+//! errors per model, text-embedding cache hits, faces detected, rerank calls and latency.
 
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 use triton_client::ClientError;
 
 pub struct Metrics {
@@ -18,6 +18,9 @@ pub struct Metrics {
     triton_latency: HistogramVec,
     triton_errors: IntCounterVec,
     text_cache: IntCounterVec,
+    faces_detected: IntCounter,
+    rerank_requests: IntCounterVec,
+    rerank_latency: HistogramVec,
 }
 
 /// What happened to one uploaded photo.
@@ -28,6 +31,8 @@ pub enum IngestOutcome {
     Failed,
 }
 
+/// Rerank of 100 to 10,000 candidates takes microseconds to milliseconds.
+const RERANK_BUCKETS: &[f64] = &[0.000_01, 0.000_05, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1];
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 impl Metrics {
@@ -65,13 +70,39 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
-        for metric in [&http_requests, &ingests, &triton_errors, &text_cache] {
+        let faces_detected =
+            IntCounter::new("gateway_faces_detected_total", "faces face_embed returned (face endpoints and ingest)")
+                .expect("valid metric");
+        let rerank_requests = IntCounterVec::new(
+            Opts::new("gateway_rerank_requests_total", "face rerank calls by scorer (native, plugin) and outcome"),
+            &["scorer", "outcome"],
+        )
+        .expect("valid metric");
+        let rerank_latency = HistogramVec::new(
+            HistogramOpts::new("gateway_rerank_duration_seconds", "face rerank scoring and sorting time by scorer")
+                .buckets(RERANK_BUCKETS.to_vec()),
+            &["scorer"],
+        )
+        .expect("valid metric");
+        for metric in [&http_requests, &ingests, &triton_errors, &text_cache, &rerank_requests] {
             registry.register(Box::new(metric.clone())).expect("unique metric");
         }
-        for metric in [&http_latency, &triton_latency] {
+        for metric in [&http_latency, &triton_latency, &rerank_latency] {
             registry.register(Box::new(metric.clone())).expect("unique metric");
         }
-        Metrics { registry, http_requests, http_latency, ingests, triton_latency, triton_errors, text_cache }
+        registry.register(Box::new(faces_detected.clone())).expect("unique metric");
+        Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            ingests,
+            triton_latency,
+            triton_errors,
+            text_cache,
+            faces_detected,
+            rerank_requests,
+            rerank_latency,
+        }
     }
 
     pub fn observe_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
@@ -103,6 +134,19 @@ impl Metrics {
 
     pub fn count_text_cache(&self, hit: bool) {
         self.text_cache.with_label_values(&[if hit { "hit" } else { "miss" }]).inc();
+    }
+
+    pub fn count_faces(&self, faces: usize) {
+        self.faces_detected.inc_by(faces as u64);
+    }
+
+    /// One rerank call: `scorer` is `native` or `plugin`; a failed call has no latency.
+    pub fn observe_rerank(&self, scorer: &str, elapsed: Option<Duration>) {
+        let outcome = if elapsed.is_some() { "ok" } else { "failed" };
+        self.rerank_requests.with_label_values(&[scorer, outcome]).inc();
+        if let Some(elapsed) = elapsed {
+            self.rerank_latency.with_label_values(&[scorer]).observe(elapsed.as_secs_f64());
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -143,6 +187,8 @@ mod tests {
         metrics.count_ingest(IngestOutcome::Created);
         metrics.observe_triton("clip_text", Duration::from_millis(2), None);
         metrics.count_text_cache(true);
+        metrics.count_faces(3);
+        metrics.observe_rerank("native", Some(Duration::from_micros(40)));
         let text = metrics.render();
         for name in [
             "gateway_http_requests_total",
@@ -150,6 +196,9 @@ mod tests {
             "gateway_ingested_images_total{outcome=\"created\"} 1",
             "gateway_triton_request_duration_seconds",
             "gateway_text_embedding_cache_total{result=\"hit\"} 1",
+            "gateway_faces_detected_total 3",
+            "gateway_rerank_requests_total{outcome=\"ok\",scorer=\"native\"} 1",
+            "gateway_rerank_duration_seconds_bucket",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

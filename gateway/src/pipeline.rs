@@ -1,5 +1,6 @@
 //! The Triton calls: one photo through the `visual_ingest` ensemble (detections,
-//! global and per-object embeddings) and one text query through the tokenizer and
+//! global and per-object embeddings), one photo through the `face_embed` ensemble (faces,
+//! landmarks, face embeddings) and one text query through the tokenizer and
 //! `clip_text`. `Inference` is the seam the handlers use, so routes are tested with
 //! a fake and run against the real server through `TritonInference`.
 //!
@@ -17,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use triton_client::{ClientError, InferRequest, InferResponse, InputTensor, TritonClient};
 
-use crate::config::ModelsConfig;
+use crate::config::{FacesConfig, ModelsConfig};
 use crate::metrics::Metrics;
 
 /// One detected object as the ensemble reported it, in the photo's pixels.
@@ -36,6 +37,30 @@ pub struct ImageAnalysis {
     pub height: u32,
     pub embedding: Vec<f32>,
     pub detections: Vec<Detection>,
+}
+
+/// One face as `face_embed` reported it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectedFace {
+    /// Detector score (sigmoid).
+    pub score: f32,
+    /// x1, y1, x2, y2 in the photo's pixels (after EXIF orientation).
+    pub bbox: [f32; 4],
+    /// The detector's own box: in the pixels of preprocess's `original`, which differ
+    /// from the photo's only when its longest side was capped.
+    pub detector_bbox: [f32; 4],
+    /// Eyes, nose, mouth corners (x, y) in the photo's pixels, image-left first per pair.
+    pub landmarks: [[f32; 2]; 5],
+    /// L2-normalised; `None` when face_align rejected the landmarks (`face_valid` false).
+    pub embedding: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaceAnalysis {
+    pub width: u32,
+    pub height: u32,
+    /// Best score first, as the detector ranks them.
+    pub faces: Vec<DetectedFace>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +86,16 @@ pub struct InferenceHealth {
 pub struct ModelHealth {
     pub name: String,
     pub ready: bool,
+    /// Whether the gateway's readiness depends on this model (face models only when
+    /// faces are indexed on ingest).
+    pub required: bool,
 }
 
 #[async_trait]
 pub trait Inference: Send + Sync {
     async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError>;
+    /// The faces of one photo through `face_embed`.
+    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError>;
     /// The L2-normalised embedding of a text query.
     async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError>;
     async fn health(&self) -> InferenceHealth;
@@ -74,6 +104,7 @@ pub trait Inference: Send + Sync {
 pub struct TritonInference {
     client: TritonClient,
     models: ModelsConfig,
+    faces: FacesConfig,
     tokenizer: ClipTokenizer,
     metrics: Arc<Metrics>,
     /// Outputs requested from the ingest model, settled from its metadata on first use
@@ -82,8 +113,14 @@ pub struct TritonInference {
 }
 
 impl TritonInference {
-    pub fn new(client: TritonClient, models: ModelsConfig, tokenizer: ClipTokenizer, metrics: Arc<Metrics>) -> Self {
-        TritonInference { client, models, tokenizer, metrics, ingest_outputs: OnceCell::new() }
+    pub fn new(
+        client: TritonClient,
+        models: ModelsConfig,
+        faces: FacesConfig,
+        tokenizer: ClipTokenizer,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        TritonInference { client, models, faces, tokenizer, metrics, ingest_outputs: OnceCell::new() }
     }
 
     async fn infer(&self, request: InferRequest) -> Result<InferResponse, PipelineError> {
@@ -159,6 +196,20 @@ impl Inference for TritonInference {
         decode_ingest(&response, &self.models)
     }
 
+    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError> {
+        let faces = &self.faces;
+        let request = InferRequest {
+            model: faces.model.clone(),
+            inputs: vec![InputTensor::uint8(faces.input.clone(), vec![1, image.len() as i64], image)],
+            // Every output, so a failing step's own message reaches the client (docs/gateway.md).
+            outputs: face_outputs(faces).map(str::to_owned).to_vec(),
+        };
+        let response = self.infer(request).await?;
+        let analysis = decode_faces(&response, faces)?;
+        self.metrics.count_faces(analysis.faces.len());
+        Ok(analysis)
+    }
+
     async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
         let tokens = self.tokenizer.tokenize(text);
         let request = InferRequest {
@@ -189,7 +240,11 @@ impl Inference for TritonInference {
         };
         let mut models = Vec::new();
         let mut error = None;
-        for name in [&self.models.ingest_model, &self.models.text_model] {
+        let required_faces = self.faces.index_on_ingest;
+        let wanted = [(&self.models.ingest_model, true), (&self.models.text_model, true), (&self.faces.model, required_faces)]
+            .into_iter()
+            .chain(self.faces.component_models.iter().map(|name| (name, required_faces)));
+        for (name, required) in wanted {
             let ready = match self.client.model_ready(name).await {
                 Ok(ready) => ready,
                 Err(err) => {
@@ -197,9 +252,9 @@ impl Inference for TritonInference {
                     false
                 }
             };
-            models.push(ModelHealth { name: name.clone(), ready });
+            models.push(ModelHealth { name: name.clone(), ready, required });
         }
-        let ready = server_ready && models.iter().all(|m| m.ready);
+        let ready = server_ready && models.iter().all(|m| m.ready || !m.required);
         InferenceHealth { ready, server_ready, models, error }
     }
 }
@@ -279,6 +334,73 @@ pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<
         detections.push(Detection { class_id, confidence: scores[i], bbox, embedding });
     }
     Ok(ImageAnalysis { width, height, embedding, detections })
+}
+
+fn face_outputs(faces: &FacesConfig) -> [&str; 7] {
+    [
+        &faces.image_size_output,
+        &faces.num_faces_output,
+        &faces.boxes_output,
+        &faces.scores_output,
+        &faces.landmarks_output,
+        &faces.embeddings_output,
+        &faces.valid_output,
+    ]
+}
+
+/// Turns `face_embed`'s tensors into a `FaceAnalysis`: the first `num_faces` rows, faces
+/// under `faces.min_score` left out, boxes and landmarks scaled from `original` to the
+/// photo's pixels, embeddings L2-normalised (and checked against `faces.embedding_dim`).
+pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<FaceAnalysis, PipelineError> {
+    let contract = |reason: String| PipelineError::Contract { model: faces.model.clone(), reason };
+    let dim = faces.embedding_dim;
+    let (width, height) = match response.output(&faces.image_size_output)?.as_i32()?.as_slice() {
+        [h, w] if *h > 0 && *w > 0 => (*w as u32, *h as u32),
+        other => return Err(contract(format!("{:?} must be [height, width] > 0, got {other:?}", faces.image_size_output))),
+    };
+    let count = match response.output(&faces.num_faces_output)?.as_i32()?.as_slice() {
+        [n] if *n >= 0 => *n as usize,
+        other => return Err(contract(format!("{:?} must hold one count >= 0, got {other:?}", faces.num_faces_output))),
+    };
+    let rows = |name: &str, values: usize, width: usize| -> Result<(), PipelineError> {
+        if !values.is_multiple_of(width) || values / width < count {
+            return Err(contract(format!("{name:?} has {values} values: not {count} rows of {width} (num_faces = {count})")));
+        }
+        Ok(())
+    };
+    let boxes = response.output(&faces.boxes_output)?.as_f32()?;
+    rows(&faces.boxes_output, boxes.len(), 4)?;
+    let scores = response.output(&faces.scores_output)?.as_f32()?;
+    rows(&faces.scores_output, scores.len(), 1)?;
+    let landmarks = response.output(&faces.landmarks_output)?.as_f32()?;
+    rows(&faces.landmarks_output, landmarks.len(), 10)?;
+    let embeddings = response.output(&faces.embeddings_output)?.as_f32()?;
+    rows(&faces.embeddings_output, embeddings.len(), dim)?;
+    let valid = response.output(&faces.valid_output)?.as_bool()?;
+    rows(&faces.valid_output, valid.len(), 1)?;
+
+    // `original` is the photo with its longest side capped: the same rule as preprocess.
+    let (original_width, original_height) =
+        preprocess_core::geometry::capped_size(width, height, faces.original_max_side);
+    let (sx, sy) = (width as f32 / original_width as f32, height as f32 / original_height as f32);
+    let mut detected = Vec::with_capacity(count);
+    for i in 0..count {
+        if scores[i] < faces.min_score {
+            continue;
+        }
+        let detector_bbox = [boxes[i * 4], boxes[i * 4 + 1], boxes[i * 4 + 2], boxes[i * 4 + 3]];
+        let bbox = [detector_bbox[0] * sx, detector_bbox[1] * sy, detector_bbox[2] * sx, detector_bbox[3] * sy];
+        let points = &landmarks[i * 10..(i + 1) * 10];
+        let landmarks = std::array::from_fn(|p| [points[2 * p] * sx, points[2 * p + 1] * sy]);
+        let embedding = match valid[i] {
+            false => None,
+            true => Some(normalized(embeddings[i * dim..(i + 1) * dim].to_vec()).ok_or_else(|| {
+                contract(format!("face {i} is marked valid but its embedding is zero or not finite"))
+            })?),
+        };
+        detected.push(DetectedFace { score: scores[i], bbox, detector_bbox, landmarks, embedding });
+    }
+    Ok(FaceAnalysis { width, height, faces: detected })
 }
 
 #[cfg(test)]
@@ -362,6 +484,50 @@ mod tests {
         response.outputs.pop();
         let analysis = decode_ingest(&response, &models(2)).unwrap();
         assert_eq!((analysis.width, analysis.height), (0, 0));
+    }
+
+    /// Two faces of a 4000 x 2000 photo (original capped to 1920 x 960): the second invalid.
+    fn face_response() -> InferResponse {
+        let outputs = vec![
+            tensor("image_size", "INT32", vec![1, 2], i32s(&[2000, 4000])),
+            tensor("num_faces", "INT32", vec![1, 1], i32s(&[2])),
+            tensor("face_boxes", "FP32", vec![1, 3, 4], f32s(&[96., 48., 192., 144., 10., 10., 20., 20., 0., 0., 0., 0.])),
+            tensor("face_scores", "FP32", vec![1, 3], f32s(&[0.9, 0.6, 0.0])),
+            tensor("face_landmarks", "FP32", vec![1, 3, 5, 2], f32s(&[[120., 96.]; 15].concat())),
+            tensor("face_embeddings", "FP32", vec![1, 2, 2], f32s(&[0., 3., 0., 0.])),
+            tensor("face_valid", "BOOL", vec![1, 2], vec![1, 0]),
+        ];
+        InferResponse { model: "face_embed".into(), outputs }
+    }
+
+    fn face_config(dim: usize) -> FacesConfig {
+        FacesConfig { embedding_dim: dim, ..FacesConfig::default() }
+    }
+
+    #[test]
+    fn faces_are_scaled_to_the_photo_and_invalid_ones_carry_no_embedding() {
+        let analysis = decode_faces(&face_response(), &face_config(2)).unwrap();
+        assert_eq!((analysis.width, analysis.height), (4000, 2000));
+        assert_eq!(analysis.faces.len(), 2);
+        let first = &analysis.faces[0];
+        let scale = 4000.0 / 1920.0;
+        assert_eq!(first.detector_bbox, [96., 48., 192., 144.]);
+        assert_eq!(first.bbox, [96. * scale, 48. * scale, 192. * scale, 144. * scale]);
+        assert_eq!(first.landmarks[4], [120. * scale, 96. * scale]);
+        assert_eq!(first.embedding, Some(vec![0.0, 1.0]));
+        assert_eq!(analysis.faces[1].embedding, None);
+    }
+
+    #[test]
+    fn face_floor_and_contract_errors() {
+        let config = FacesConfig { min_score: 0.7, ..face_config(2) };
+        assert_eq!(decode_faces(&face_response(), &config).unwrap().faces.len(), 1);
+        let err = decode_faces(&face_response(), &face_config(3)).unwrap_err().to_string();
+        assert!(err.contains("face_embeddings") && err.contains("num_faces = 2"), "{err}");
+        let mut response = face_response();
+        response.outputs[5] = tensor("face_embeddings", "FP32", vec![1, 2, 2], f32s(&[0., 0., 0., 0.]));
+        let err = decode_faces(&response, &face_config(2)).unwrap_err().to_string();
+        assert!(err.contains("face 0 is marked valid"), "{err}");
     }
 
     #[test]

@@ -19,9 +19,13 @@ use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{HybridQuery, ImageResult, ImageView, ObjectQuery, ObjectResult, PageParams, SearchResponse};
+use crate::api::{
+    FaceEmbeddingsRequest, FaceEmbeddingsResponse, FaceQuery, FaceResult, HybridQuery, ImageResult, ImageView, ObjectQuery,
+    ObjectResult, PageParams, RerankRequest, RerankResponse, SearchResponse,
+};
 use crate::blobs::{is_valid_id, sniff_content_type};
 use crate::error::{ApiJson, AppError};
+use crate::faces;
 use crate::ingest::{self, Upload};
 use crate::metrics::track_http;
 use crate::search;
@@ -43,6 +47,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/search/hybrid", post(search_hybrid))
         .route("/search/similar", post(search_similar))
         .route("/search/objects", post(search_objects))
+        .route("/search/faces", post(search_faces))
+        .route("/faces/embeddings", post(face_embeddings))
+        .route("/faces/rerank", post(face_rerank))
         .route("/images/{id}", get(get_image).delete(delete_image))
         .route("/images/{id}/file", get(get_image_file))
         .with_state(state)
@@ -98,7 +105,12 @@ async fn health(State(state): Shared) -> Response {
     };
     let ready = triton.ready && store["ready"] == true;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({ "status": if ready { "ok" } else { "unavailable" }, "triton": triton, "store": store });
+    let faces = json!({
+        "model": state.config.faces.model,
+        "index_on_ingest": state.config.faces.index_on_ingest,
+        "rerank_scorer": state.scorer.name(),
+    });
+    let body = json!({ "status": if ready { "ok" } else { "unavailable" }, "triton": triton, "store": store, "faces": faces });
     (status, Json(body)).into_response()
 }
 
@@ -208,6 +220,60 @@ async fn search_objects(
         (None, None) => unreachable!("a JSON query always has its text validated"),
     };
     let results = search::objects(&state, &embedding, &filter, page, min_score).await?;
+    Ok(Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results }))
+}
+
+fn is_multipart(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
+}
+
+/// Multipart files (`image`, repeated) or JSON with base64 images; one result per image.
+async fn face_embeddings(State(state): Shared, request: Request) -> Result<Json<FaceEmbeddingsResponse>, AppError> {
+    let max_images = state.config.faces.max_images_per_request;
+    let (uploads, options) = if is_multipart(&request) {
+        faces::read_form(Multipart::from_request(request, &()).await?, max_images).await?
+    } else {
+        let ApiJson(body) = ApiJson::<FaceEmbeddingsRequest>::from_request(request, &()).await?;
+        faces::read_json(body, max_images)?
+    };
+    if uploads.is_empty() {
+        return Err(AppError::BadRequest("the request has no images".into()));
+    }
+    faces::check_options(&options)?;
+    Ok(Json(faces::embeddings(&state, uploads, options).await))
+}
+
+async fn face_rerank(State(state): Shared, ApiJson(request): ApiJson<RerankRequest>) -> Result<Json<RerankResponse>, AppError> {
+    Ok(Json(faces::rerank(&state, &request)?))
+}
+
+/// JSON `{embedding, k, offset, min_score}` or a multipart photo (its best face; `?k=`).
+async fn search_faces(
+    State(state): Shared,
+    params: Result<Query<PageParams>, QueryRejection>,
+    request: Request,
+) -> Result<Json<SearchResponse<FaceResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let (image, query) = if is_multipart(&request) {
+        let multipart = Multipart::from_request(request, &()).await?;
+        let query = FaceQuery { k: params.k, offset: params.offset, min_score: params.min_score, ..Default::default() };
+        (Some(ingest::read_query_image(multipart).await?), query)
+    } else {
+        let ApiJson(query) = ApiJson::<FaceQuery>::from_request(request, &()).await?;
+        (None, query)
+    };
+    // Everything is validated before Triton is asked for the query face.
+    let page = search::page(query.k, query.offset, &state.config.search)?;
+    let min_score = search::min_score(query.min_score)?;
+    let embedding = match image {
+        Some(image) => faces::query_from_photo(&state, image).await?,
+        None => faces::query_from_embedding(&state, query.embedding)?,
+    };
+    let results = faces::search(&state, embedding, page, min_score).await?;
     Ok(Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results }))
 }
 

@@ -1,6 +1,7 @@
-//! `gateway serve`: opens the store, the photo folder, the tokenizer and the Triton
-//! channel, binds the listener and serves until SIGINT/SIGTERM, then drains requests in
-//! flight for at most `server.shutdown_timeout_s` and checkpoints the embedded store.
+//! `gateway serve`: loads the rerank plugin if one is configured, opens the store, the
+//! photo folder, the tokenizer and the Triton channel, binds the listener and serves until
+//! SIGINT/SIGTERM, then drains requests in flight for at most `server.shutdown_timeout_s`
+//! and checkpoints the embedded store.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -18,11 +19,20 @@ use crate::blobs::BlobStore;
 use crate::config::{GatewayConfig, StoreKind};
 use crate::metrics::Metrics;
 use crate::pipeline::TritonInference;
+use crate::plugin::PluginScorer;
+use crate::rerank::Scorer;
 use crate::routes::app;
 use crate::state::AppState;
 
 pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     config.validate()?;
+    // A configured rerank library that cannot be used stops the start first, before the
+    // store is opened or anything listens.
+    let scorer = match &config.faces.rerank_library {
+        None => Scorer::Native,
+        Some(path) => Scorer::Plugin(PluginScorer::load(path).context("faces.rerank_library")?),
+    };
+    tracing::info!(scorer = %scorer.name(), "face rerank scorer");
     let data_dir = &config.store.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
@@ -42,7 +52,8 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     })
     .context("creating the Triton client")?;
     let metrics = Arc::new(Metrics::new());
-    let inference = Arc::new(TritonInference::new(client, config.models.clone(), tokenizer, metrics.clone()));
+    let inference =
+        Arc::new(TritonInference::new(client, config.models.clone(), config.faces.clone(), tokenizer, metrics.clone()));
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -52,7 +63,7 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     tracing::info!(%address, store = store.kind(), triton = %config.triton.endpoint, "gateway listening");
     println!("gateway listening on http://{address}");
 
-    let state = Arc::new(AppState::new(config, store, inference, blobs, metrics));
+    let state = Arc::new(AppState::new(config, store, inference, blobs, metrics).with_scorer(scorer));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         stop_rx.await.ok();

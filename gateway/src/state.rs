@@ -1,5 +1,5 @@
 //! `AppState`: what every handler shares (config, store, Triton pipeline, photo files,
-//! metrics, the text-embedding cache).
+//! metrics, the text-embedding cache, the face rerank scorer).
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use crate::blobs::BlobStore;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::Inference;
+use crate::rerank::Scorer;
 use crate::search::TextEmbeddingCache;
 
 pub struct AppState {
@@ -18,6 +19,7 @@ pub struct AppState {
     pub blobs: BlobStore,
     pub metrics: Arc<Metrics>,
     pub text_cache: TextEmbeddingCache,
+    pub scorer: Scorer,
 }
 
 impl AppState {
@@ -29,6 +31,11 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> AppState {
         let text_cache = TextEmbeddingCache::new(config.search.text_cache_size);
-        AppState { config, store, inference, blobs, metrics, text_cache }
+        AppState { config, store, inference, blobs, metrics, text_cache, scorer: Scorer::Native }
+    }
+
+    /// Replaces the native rerank scorer (with a loaded plugin).
+    pub fn with_scorer(self, scorer: Scorer) -> AppState {
+        AppState { scorer, ..self }
     }
 }

@@ -1,6 +1,7 @@
 //! The router end to end through `oneshot`, with the real embedded store in a temporary
 //! folder and a scripted `Inference` in place of Triton: status codes, JSON error bodies,
-//! idempotent ingest, filters, pagination limits and the OpenAPI document.
+//! idempotent ingest, filters, pagination limits, the face endpoints and the OpenAPI
+//! document.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use gateway::blobs::{content_id, BlobStore};
 use gateway::config::GatewayConfig;
 use gateway::metrics::Metrics;
-use gateway::pipeline::{Detection, ImageAnalysis, Inference, InferenceHealth, PipelineError};
+use gateway::pipeline::{DetectedFace, Detection, FaceAnalysis, ImageAnalysis, Inference, InferenceHealth, PipelineError};
 use gateway::routes::app;
 use gateway::state::AppState;
 use http_body_util::BodyExt;
@@ -24,13 +25,17 @@ use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use visual_store::Store;
 
 const DIM: usize = 8;
+const FACE_DIM: usize = 4;
 const JPEG_MAGIC: [u8; 3] = [0xFF, 0xD8, 0xFF];
 
 /// Triton stand-in: a "photo" is JPEG magic + a seed byte; its embedding is a one-hot-ish
-/// vector of the seed; even seeds hold a person (0.9), odd seeds a dog (0.6).
+/// vector of the seed; even seeds hold a person (0.9), odd seeds a dog (0.6). Even seeds
+/// also hold a face (embedding: the seed's FACE_DIM vector) and, from seed 4 on, a second
+/// face whose landmarks face_align rejected.
 #[derive(Default)]
 struct ScriptedInference {
     image_calls: AtomicUsize,
+    face_calls: AtomicUsize,
     text_calls: AtomicUsize,
     unavailable: AtomicBool,
 }
@@ -40,6 +45,23 @@ fn seed_vector(seed: u8) -> Vec<f32> {
     v[seed as usize % DIM] = 1.0;
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter().map(|x| x / norm).collect()
+}
+
+fn face_vector(seed: u8) -> Vec<f32> {
+    let mut v = [0.2; FACE_DIM];
+    v[seed as usize / 2 % FACE_DIM] = 1.0;
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / norm).collect()
+}
+
+fn decode_error() -> PipelineError {
+    ClientError::Rejected {
+        method: "ModelInfer",
+        model: "visual_ingest".into(),
+        code: "InvalidArgument".into(),
+        message: "preprocess: cannot decode the image".into(),
+    }
+    .into()
 }
 
 fn photo(seed: u8) -> Vec<u8> {
@@ -56,13 +78,7 @@ impl Inference for ScriptedInference {
             return Err(ClientError::Unavailable { endpoint: "http://127.0.0.1:1".into(), method: "ModelInfer", attempts: 4, message: "connection refused".into() }.into());
         }
         if !image.starts_with(&JPEG_MAGIC) || image.len() < 4 {
-            return Err(ClientError::Rejected {
-                method: "ModelInfer",
-                model: "visual_ingest".into(),
-                code: "InvalidArgument".into(),
-                message: "preprocess: cannot decode the image".into(),
-            }
-            .into());
+            return Err(decode_error());
         }
         let seed = image[3];
         let (class_id, confidence) = if seed.is_multiple_of(2) { (0, 0.9) } else { (16, 0.6) };
@@ -72,6 +88,27 @@ impl Inference for ScriptedInference {
             embedding: seed_vector(seed),
             detections: vec![Detection { class_id, confidence, bbox: [10.0, 20.0, 110.0, 220.0], embedding: seed_vector(seed.wrapping_add(1)) }],
         })
+    }
+
+    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError> {
+        self.face_calls.fetch_add(1, Ordering::SeqCst);
+        if !image.starts_with(&JPEG_MAGIC) || image.len() < 4 {
+            return Err(decode_error());
+        }
+        let seed = image[3];
+        let face = |score, embedding| DetectedFace {
+            score,
+            bbox: [30.0, 40.0, 90.0, 120.0],
+            detector_bbox: [30.0, 40.0, 90.0, 120.0],
+            landmarks: [[50.0, 60.0]; 5],
+            embedding,
+        };
+        let faces = match (seed % 2, seed >= 4) {
+            (0, false) => vec![face(0.9, Some(face_vector(seed)))],
+            (0, true) => vec![face(0.9, Some(face_vector(seed))), face(0.7, None)],
+            _ => vec![],
+        };
+        Ok(FaceAnalysis { width: 640, height: 480, faces })
     }
 
     async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
@@ -92,10 +129,16 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(|_| {})
+}
+
+fn harness_with(configure: impl FnOnce(&mut GatewayConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = GatewayConfig::default();
     config.models.embedding_dim = DIM;
+    config.faces.embedding_dim = FACE_DIM;
     config.server.max_request_bytes = 64 * 1024;
+    configure(&mut config);
     let store_config = EmbeddedConfig { dimension: Some(DIM), ..EmbeddedConfig::new(dir.path().join("store")) };
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(store_config).unwrap());
     let inference = Arc::new(ScriptedInference::default());
@@ -405,7 +448,144 @@ async fn openapi_document_matches_the_router() {
     documented.sort();
     let expected = [
         "DELETE /images/{id}", "GET /", "GET /health", "GET /images/{id}", "GET /images/{id}/file", "GET /metrics", "GET /openapi.json",
-        "GET /search/text", "POST /ingest", "POST /ingest/batch", "POST /search/hybrid", "POST /search/objects", "POST /search/similar",
+        "GET /search/text", "POST /faces/embeddings", "POST /faces/rerank", "POST /ingest", "POST /ingest/batch", "POST /search/faces",
+        "POST /search/hybrid", "POST /search/objects", "POST /search/similar",
     ];
     assert_eq!(documented, expected);
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn face_embeddings_group_by_image_dedupe_and_isolate_errors() {
+    let h = harness();
+    let (a, b) = (photo(2), photo(4));
+    let (status, body) = h
+        .post_form(
+            "/faces/embeddings",
+            &[("image", Some("a.jpg"), &a), ("image", Some("bad.jpg"), b"not an image"), ("image", Some("b.jpg"), &b), ("image", Some("a2.jpg"), &a)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(h.inference.face_calls.load(Ordering::SeqCst), 3, "the duplicate is analysed once");
+    let results = body["results"].as_array().unwrap();
+    let statuses: Vec<&str> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["ok", "failed", "ok", "ok"]);
+    assert_eq!((results[1]["http_status"].as_u64(), results[1]["name"].as_str()), (Some(422), Some("bad.jpg")));
+    assert!(results[1]["error"].as_str().unwrap().contains("cannot decode"));
+    assert_eq!(results[3]["duplicate_of"], 0);
+    assert_eq!(results[3]["faces"], results[0]["faces"]);
+    // Photo 4's second face has rejected landmarks: left out without raw_boxes.
+    assert_eq!(results[2]["faces"].as_array().unwrap().len(), 1);
+    let face = &results[0]["faces"][0];
+    assert_eq!(face["bbox"], json!([30.0, 40.0, 90.0, 120.0]));
+    assert_eq!(face["landmarks"].as_array().unwrap().len(), 5);
+    assert_eq!(face["embedding"].as_array().unwrap().len(), FACE_DIM);
+    assert!(face.get("detector_bbox").is_none());
+    assert_eq!((body["images"].as_u64(), body["analyzed"].as_u64(), body["failed"].as_u64()), (Some(4), Some(3), Some(1)));
+
+    let request = json!({"images": [{"name": "b.jpg", "data": b64(&b)}, {"data": "%%%"}], "options": {"raw_boxes": true}});
+    let (status, body) = h.post_json("/faces/embeddings", &request.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let faces = body["results"][0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 2);
+    assert!(faces[1]["embedding"].is_null() && faces[1]["detector_bbox"].is_array());
+    assert_eq!((body["results"][1]["status"].as_str(), body["results"][1]["http_status"].as_u64()), (Some("failed"), Some(400)));
+}
+
+#[tokio::test]
+async fn face_embedding_limits_and_options_are_400() {
+    let h = harness_with(|c| {
+        c.faces.max_images_per_request = 2;
+        c.faces.max_image_bytes = 16;
+    });
+    let image = photo(2);
+    let (status, body) = h.post_form("/faces/embeddings", &[("image", None, &image), ("image", None, &image), ("image", None, &image)]).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "the limit is 2");
+    let big = [JPEG_MAGIC.as_slice(), &[2u8; 20]].concat();
+    let (status, body) = h.post_form("/faces/embeddings", &[("image", None, &big), ("image", None, &image)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["http_status"], 413);
+    assert_eq!(body["results"][1]["status"], "ok");
+    for (options, needle) in [(r#"{"aligned_faces": true}"#, "aligned_faces is not supported"), (r#"{"raw_embeddings": true}"#, "raw_embeddings is not available")] {
+        let request = format!(r#"{{"images": [{{"data": "{}"}}], "options": {options}}}"#, b64(&image));
+        let (status, body) = h.post_json("/faces/embeddings", &request).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
+    }
+    let (status, body) = h.post_json("/faces/embeddings", r#"{"images": []}"#).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no images");
+    assert_eq!(h.inference.face_calls.load(Ordering::SeqCst), 1, "only the valid image of the 413 request reached Triton");
+}
+
+#[tokio::test]
+async fn rerank_sorts_thresholds_and_rejects_bad_lists() {
+    let h = harness_with(|c| c.faces.max_rerank_candidates = 3);
+    let body = json!({
+        "query": [1.0, 0.0],
+        "candidates": [{"id": "far", "embedding": [-1.0, 0.0]}, {"id": "same", "embedding": [5.0, 0.0]}, {"id": "side", "embedding": [0.0, 2.0]}],
+        "threshold": 0.4
+    });
+    let (status, response) = h.post_json("/faces/rerank", &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["results"], json!([{"id": "same", "score": 1.0}, {"id": "side", "score": 0.5}]));
+    let diagnostics = &response["diagnostics"];
+    assert_eq!((diagnostics["scorer"].as_str(), diagnostics["candidates"].as_u64(), diagnostics["returned"].as_u64()), (Some("native"), Some(3), Some(2)));
+    assert!((diagnostics["threshold"].as_f64().unwrap() - 0.4).abs() < 1e-6);
+    assert!(diagnostics["latency_ms"].as_f64().unwrap() >= 0.0);
+    // The default threshold (0.7) keeps only the same direction.
+    let mut default = body.clone();
+    default.as_object_mut().unwrap().remove("threshold");
+    let (_, response) = h.post_json("/faces/rerank", &default.to_string()).await;
+    assert_eq!(response["results"].as_array().unwrap().len(), 1);
+
+    for (bad, needle) in [
+        (json!({"query": [1.0, 0.0], "candidates": [{"id": "a", "embedding": [1.0]}]}), "has 1 dimensions but the query has 2"),
+        (json!({"query": [1.0, 0.0], "candidates": []}), "candidate list is empty"),
+        (json!({"query": [], "candidates": [{"id": "a", "embedding": [1.0]}]}), "query embedding is empty"),
+        (json!({"query": [1.0, 0.0], "candidates": (0..4).map(|i| json!({"id": i.to_string(), "embedding": [1.0, 0.0]})).collect::<Vec<_>>()}), "the limit is 3"),
+        (json!({"query": [1e39, 0.0], "candidates": [{"id": "a", "embedding": [1.0, 0.0]}]}), "NaN or infinite"),
+        (json!({"query": [1.0, 0.0], "candidates": [{"id": "a", "embedding": [1.0, 0.0]}], "threshold": 2}), "threshold"),
+    ] {
+        let (status, response) = h.post_json("/faces/rerank", &bad.to_string()).await;
+        assert_error(status, &response, StatusCode::BAD_REQUEST, needle);
+    }
+    let (status, response) = h.post_json("/faces/rerank", r#"{"query": [NaN], "candidates": []}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(metrics.as_str().unwrap().contains("gateway_rerank_requests_total{outcome=\"ok\",scorer=\"native\"} 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn faces_are_indexed_on_ingest_and_found_by_photo_or_embedding() {
+    let h = harness_with(|c| c.faces.index_on_ingest = true);
+    for seed in 0..6 {
+        h.ingest(seed, &[]).await;
+    }
+    assert_eq!(h.inference.face_calls.load(Ordering::SeqCst), 6, "one face call per ingested photo");
+    let (_, record) = h.get(&format!("/images/{}", content_id(&photo(4)))).await;
+    assert_eq!(record["faces"].as_array().unwrap().len(), 1, "the rejected face is not stored: {record}");
+
+    let query = photo(4);
+    let (status, body) = h.post_form("/search/faces?k=3", &[("image", Some("q.jpg"), &query)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hit = &body["results"][0];
+    assert_eq!(hit["image_id"], content_id(&photo(4)));
+    assert_eq!((hit["face_index"].as_u64(), &hit["bbox"]), (Some(0), &json!([30.0, 40.0, 90.0, 120.0])));
+    assert!((hit["score"].as_f64().unwrap() - 1.0).abs() < 1e-5, "{hit}");
+
+    let embedding = face_vector(2);
+    let (status, body) = h.post_json("/search/faces", &json!({"embedding": embedding, "k": 1}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["image_id"], content_id(&photo(2)));
+
+    let (status, body) = h.post_json("/search/faces", r#"{"embedding": [1.0, 0.0]}"#).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "faces.embedding_dim is 4");
+    let faceless = photo(3);
+    let (status, body) = h.post_form("/search/faces", &[("image", None, &faceless)]).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "no face");
+    let (_, health) = h.get("/health").await;
+    assert_eq!((health["faces"]["index_on_ingest"].as_bool(), health["faces"]["rerank_scorer"].as_str()), (Some(true), Some("native")));
 }
