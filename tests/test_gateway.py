@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import warnings
 
 import pytest
 import requests
@@ -49,6 +50,11 @@ def photo_paths() -> list[str]:
     return sorted(glob.glob(os.path.join(COCO_IMAGES, "*.jpg")))
 
 
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -67,7 +73,8 @@ class Gateway:
         os.makedirs(LOG_DIR, exist_ok=True)
         self.log_path = os.path.join(LOG_DIR, f"gateway-{os.getpid()}.log")
 
-    def start(self, timeout: float = 60.0) -> "Gateway":
+    def start(self, timeout: float = 60.0, require_healthy: bool = True) -> "Gateway":
+        """Waits until /health says ready, or (require_healthy=False) until it answers at all."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--triton", f"http://{self.triton_grpc}",
@@ -82,7 +89,7 @@ class Gateway:
             try:
                 r = requests.get(f"{self.url}/health", timeout=5)
                 last = r.text
-                if r.status_code == 200:
+                if r.status_code == 200 or not require_healthy:
                     return self
             except requests.RequestException as e:
                 last = str(e)
@@ -320,36 +327,63 @@ def test_restart_keeps_the_data(gateway, indexed):
     assert gateway.get(f"/images/{first}/file").status_code == 200
 
 
-def test_kill9_during_batch_ingest_keeps_every_acknowledged_image(gateway, indexed):
-    extra = photo_paths()[INDEXED:INDEXED + 40]
-    acknowledged: list[str] = []
-    stop = threading.Event()
+INGEST_MODELS = ["preprocess", "yolo", "clip_image", "box_embed", "visual_ingest", "clip_text"]
 
-    def upload_batches():
-        for start in range(0, len(extra), 4):
-            if stop.is_set():
-                return
-            files = [("image", (os.path.basename(p), open(p, "rb").read())) for p in extra[start:start + 4]]
-            try:
-                r = requests.post(f"{gateway.url}/ingest/batch", files=files, timeout=120)
-            except requests.RequestException:
-                return
-            if r.status_code == 200:
-                acknowledged.extend(x["id"] for x in r.json()["results"] if x["status"] in ("created", "already_stored"))
 
-    thread = threading.Thread(target=upload_batches)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while len(acknowledged) < 8 and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    gateway.kill9()
-    stop.set()
-    thread.join(timeout=130)
-    assert len(acknowledged) >= 8, "the batches were too slow to be acknowledged before the kill"
-    gateway.start()
-    missing = [i for i in acknowledged if gateway.get(f"/images/{i}").status_code != 200]
-    assert not missing, f"{len(missing)} acknowledged images lost after kill -9"
-    assert all(gateway.get(f"/images/{i}/file").status_code == 200 for i in acknowledged)
+def test_kill9_during_batch_ingest_keeps_every_acknowledged_image(triton, gateway, tmp_path):
+    """kill -9 of the gateway mid-batch loses no acknowledged image.
+
+    Runs on its own Triton: killing a gRPC client with calls in flight can crash Triton 2.51
+    (the gRPC frontend's cancellation race, triton-inference-server/server#7368 and #8034,
+    fixed in r24.12 by PR #7840), which must not take the session server down. If it
+    crashes here, the test says so; what it asserts is the gateway's durability."""
+    server = tritonctl.TritonServer(triton.repo, INGEST_MODELS,
+                                    log_path=os.path.join(LOG_DIR, f"tritonserver-kill9-{os.getpid()}.log"))
+    server.start()
+    try:
+        server.wait_ready(timeout=300)
+        victim = Gateway(str(tmp_path / "data"), server.grpc_address).start()
+        extra = photo_paths()[INDEXED:INDEXED + 40]
+        acknowledged: list[str] = []
+        stop = threading.Event()
+
+        def upload_batches():
+            for start in range(0, len(extra), 4):
+                if stop.is_set():
+                    return
+                files = [("image", (os.path.basename(p), read_bytes(p))) for p in extra[start:start + 4]]
+                try:
+                    r = requests.post(f"{victim.url}/ingest/batch", files=files, timeout=120)
+                except requests.RequestException:
+                    return
+                if r.status_code == 200:
+                    acknowledged.extend(x["id"] for x in r.json()["results"] if x["status"] in ("created", "already_stored"))
+
+        thread = threading.Thread(target=upload_batches)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while len(acknowledged) < 8 and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim.kill9()
+        stop.set()
+        thread.join(timeout=130)
+        assert len(acknowledged) >= 8, "the batches were too slow to be acknowledged before the kill"
+        # Reading records needs only the store, so this works whether or not Triton survived.
+        victim.start(require_healthy=False)
+        try:
+            missing = [i for i in acknowledged if victim.get(f"/images/{i}").status_code != 200]
+            assert not missing, f"{len(missing)} acknowledged images lost after kill -9"
+            assert all(victim.get(f"/images/{i}/file").status_code == 200 for i in acknowledged)
+        finally:
+            victim.stop()
+        time.sleep(1.0)  # let a crash triggered by the killed client's cancelled calls surface
+        if not server.alive() or server.crash_lines():
+            warnings.warn("Triton 2.51 crashed after the gateway was killed mid-request: the upstream gRPC "
+                          "cancellation bug (server#7368/#8034, fixed in r24.12); production needs Triton >= 24.12. "
+                          f"Log: {server.log_path}")
+    finally:
+        server.stop()
+    assert gateway.get("/health").status_code == 200, "the session gateway or Triton was affected"
 
 
 def _chromium() -> str | None:
