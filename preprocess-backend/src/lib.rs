@@ -19,10 +19,10 @@ pub mod execute;
 
 use config::PreprocessConfig;
 use execute::InstanceState;
-use triton_backend::entry::{guard, log};
+use triton_backend::entry::{check_api_version, guard, log};
 use triton_backend::model::{InstanceKind, Model, ModelInstance};
 use triton_backend::request::Request;
-use triton_backend::{call, sys, ErrorCode, TritonError};
+use triton_backend::{sys, ErrorCode, TritonError};
 
 type RawError = *mut sys::TRITONSERVER_Error;
 
@@ -30,22 +30,7 @@ type RawError = *mut sys::TRITONSERVER_Error;
 /// Called by Triton only, with handles that are valid for the duration of the call.
 #[no_mangle]
 pub unsafe extern "C" fn TRITONBACKEND_Initialize(_backend: *mut sys::TRITONBACKEND_Backend) -> RawError {
-    guard("TRITONBACKEND_Initialize", || {
-        let (mut major, mut minor) = (0, 0);
-        // SAFETY: valid out-pointers.
-        unsafe { call!(TRITONBACKEND_ApiVersion(&mut major, &mut minor))? };
-        if major != sys::TRITONBACKEND_API_VERSION_MAJOR || minor < sys::TRITONBACKEND_API_VERSION_MINOR {
-            return Err(TritonError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "preprocess needs backend API {}.{}+, the server offers {major}.{minor}",
-                    sys::TRITONBACKEND_API_VERSION_MAJOR,
-                    sys::TRITONBACKEND_API_VERSION_MINOR
-                ),
-            ));
-        }
-        Ok(())
-    })
+    guard("TRITONBACKEND_Initialize", || check_api_version("preprocess"))
 }
 
 /// # Safety
