@@ -61,12 +61,16 @@ def sha256(path: str) -> str:
 
 
 class Gateway:
-    """One gateway process on a free loopback port; stop by pid (SIGTERM, then SIGKILL)."""
+    """One gateway process on a free loopback port; stop by pid (SIGTERM, then SIGKILL).
 
-    def __init__(self, data_dir: str, triton_grpc: str, extra_args: tuple = ()):
+    `store_args` choose the store (the embedded one by default); `extra_args` add flags."""
+
+    def __init__(self, data_dir: str, triton_grpc: str, extra_args: tuple = (),
+                 store_args: tuple = ("--store", "embedded")):
         self.data_dir = data_dir
         self.triton_grpc = triton_grpc
         self.extra_args = list(extra_args)
+        self.store_args = list(store_args)
         self.port = tritonctl.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -78,7 +82,7 @@ class Gateway:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--triton", f"http://{self.triton_grpc}",
-             "--data-dir", self.data_dir, "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded", *self.extra_args],
+             "--data-dir", self.data_dir, "--tokenizer-dir", TOKENIZER_DIR, *self.store_args, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
         log.close()
         deadline = time.monotonic() + timeout

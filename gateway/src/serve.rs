@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use triton_client::{ClientConfig, TritonClient};
 use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
-use visual_store::{QueryLimits, Store};
+use visual_store::{QueryLimits, Store, StoreError};
 
 use crate::blobs::BlobStore;
 use crate::config::{GatewayConfig, StoreKind};
@@ -108,9 +108,18 @@ async fn open_store(config: &GatewayConfig) -> anyhow::Result<(Arc<dyn Store>, O
         StoreKind::Opensearch => {
             let (url, index) = (&config.store.opensearch_url, &config.store.opensearch_index);
             let store_config = OpenSearchConfig { limits, ..OpenSearchConfig::new(url, index, config.models.embedding_dim) };
-            let store = OpenSearchStore::connect(store_config)
-                .await
-                .with_context(|| format!("connecting to OpenSearch at {url} (index {index})"))?;
+            let context = || format!("connecting to OpenSearch at {url} (index {index})");
+            let store = OpenSearchStore::new(store_config).with_context(context)?;
+            match store.ensure_index().await {
+                Ok(()) => {}
+                // Unreachable now: serve anyway, /health says not ready and every store call
+                // answers 503 until the node is back (the index is then created or checked).
+                Err(StoreError::Unavailable(reason)) => {
+                    tracing::warn!(%reason, "OpenSearch is not reachable; serving as not ready until it is")
+                }
+                // A wrong mapping does not heal by waiting: refuse to start.
+                Err(err) => return Err(err).with_context(context),
+            }
             Ok((Arc::new(store), None))
         }
     }

@@ -7,6 +7,11 @@ use crate::{ImageRecord, Page, Result, SearchFilter, StoreError};
 /// the index into the low 16 bits of a vector key.
 pub const MAX_PARTS_PER_IMAGE: usize = 1 << 16;
 
+/// Longest id in bytes: OpenSearch's limit on `_id`. A longer one fails a whole `_bulk`
+/// request (`action_request_validation_exception`), not just its item, so it is refused
+/// here, per record, in both stores.
+pub const MAX_ID_BYTES: usize = 512;
+
 /// Bounds on what one search may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueryLimits {
@@ -76,6 +81,9 @@ pub fn check_record(record: &ImageRecord, dimension: Option<usize>) -> Result<us
     let invalid = |message: String| Err(StoreError::InvalidRecord(format!("image {:?}: {message}", record.id)));
     if record.id.is_empty() {
         return invalid("the id is empty".into());
+    }
+    if record.id.len() > MAX_ID_BYTES {
+        return invalid(format!("the id is {} bytes long, the limit is {MAX_ID_BYTES}", record.id.len()));
     }
     let dim = dimension.unwrap_or(record.embedding.len());
     if dim == 0 {
@@ -156,6 +164,24 @@ mod tests {
         assert!(message(check_query(&[f32::NAN, 1.0], &filter, page(10, 0), limits, Some(2))).contains("non-finite value at index 0"));
         assert!(message(check_query(&[0.0, 0.0], &filter, page(10, 0), limits, Some(2))).contains("all zeros"));
         assert!(check_query(&q, &filter, page(10, 0), limits, None).is_ok());
+    }
+
+    #[test]
+    fn rejects_an_id_opensearch_would_refuse() {
+        let record = |id: String| ImageRecord {
+            id,
+            width: 1,
+            height: 1,
+            created_at: 0,
+            tags: vec![],
+            metadata: serde_json::json!({}),
+            embedding: vec![1.0],
+            objects: vec![],
+            faces: vec![],
+        };
+        assert!(check_record(&record("a".repeat(MAX_ID_BYTES)), None).is_ok());
+        let message = check_record(&record("a".repeat(MAX_ID_BYTES + 1)), None).unwrap_err().to_string();
+        assert!(message.contains("513 bytes long, the limit is 512"), "{message}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ async fn opensearch_store_meets_the_contract() {
         eprintln!("SKIPPED opensearch_store_meets_the_contract: OPENSEARCH_URL is not set");
         return;
     };
-    let index = format!("visual-store-contract-{}-{}", std::process::id(), common::Rng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64).next_u64() % 1_000_000);
+    let index = common::unique_index_name("visual-store-contract");
     let store = OpenSearchStore::connect(OpenSearchConfig::new(&url, &index, common::DIMENSION)).await.unwrap();
     let outcome = tokio::spawn({
         let store = store.clone();

@@ -5,8 +5,15 @@
 //! Durability: writes use `refresh=wait_for`, so an acknowledged put is both persisted
 //! (OpenSearch fsyncs its translog before acknowledging, `index.translog.durability:
 //! request`) and visible to the next search.
+//!
+//! The index is created or checked once, by [`OpenSearchStore::connect`] or else by the
+//! first call that needs it: a store made with [`OpenSearchStore::new`] while OpenSearch is
+//! down answers `Unavailable` until the node is back, and never writes into an index it has
+//! not checked (a `_bulk` into a missing index would create one with a dynamic mapping).
 
 pub mod query;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use opensearch::http::transport::Transport;
@@ -16,6 +23,7 @@ use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsP
 use opensearch::params::Refresh;
 use opensearch::{BulkParts, CountParts, DeleteParts, GetParts, OpenSearch, SearchParts};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 use crate::validate::{check_query, check_record};
 use crate::{FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError};
@@ -40,6 +48,8 @@ impl OpenSearchConfig {
 pub struct OpenSearchStore {
     client: OpenSearch,
     config: OpenSearchConfig,
+    /// Set once the index exists with this store's mapping; shared by the clones.
+    index_checked: Arc<OnceCell<()>>,
 }
 
 fn unavailable(context: &str) -> impl Fn(opensearch::Error) -> StoreError + '_ {
@@ -61,14 +71,26 @@ impl OpenSearchStore {
     /// Connects, creates the index with the versioned mapping if it is missing, and checks
     /// the mapping of an existing one (`SchemaMismatch` when it differs).
     pub async fn connect(config: OpenSearchConfig) -> Result<Self> {
-        let transport = Transport::single_node(&config.url)
-            .map_err(|e| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url)))?;
-        let store = OpenSearchStore { client: OpenSearch::new(transport), config };
+        let store = OpenSearchStore::new(config)?;
         store.ensure_index().await?;
         Ok(store)
     }
 
-    async fn ensure_index(&self) -> Result<()> {
+    /// A store that has sent nothing yet; the index is created or checked by the first
+    /// call (see the module notes). Fails only on a malformed URL.
+    pub fn new(config: OpenSearchConfig) -> Result<Self> {
+        let transport = Transport::single_node(&config.url)
+            .map_err(|e| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url)))?;
+        Ok(OpenSearchStore { client: OpenSearch::new(transport), config, index_checked: Arc::new(OnceCell::new()) })
+    }
+
+    /// Creates the index if it is missing and checks its mapping, once per store: after
+    /// the first success this returns at once.
+    pub async fn ensure_index(&self) -> Result<()> {
+        self.index_checked.get_or_try_init(|| self.create_or_check_index()).await.map(drop)
+    }
+
+    async fn create_or_check_index(&self) -> Result<()> {
         let index = self.config.index.as_str();
         let exists = self.client.indices().exists(IndicesExistsParts::Index(&[index])).send().await.map_err(unavailable("index exists"))?;
         if exists.status_code().as_u16() == 404 {
@@ -106,6 +128,7 @@ impl OpenSearchStore {
     }
 
     async fn search(&self, body: Value) -> Result<Vec<Value>> {
+        self.ensure_index().await?;
         let response = self.client.search(SearchParts::Index(&[&self.config.index])).body(body).send().await.map_err(unavailable("search"))?;
         let body = json_ok(response, "search").await?;
         Ok(body["hits"]["hits"].as_array().cloned().unwrap_or_default())
@@ -146,7 +169,9 @@ impl Store for OpenSearchStore {
         "opensearch"
     }
 
+    /// The index is checked on every call, so one deleted or replaced after the start is noticed.
     async fn ready(&self) -> Result<()> {
+        self.ensure_index().await?;
         self.check_mapping().await
     }
 
@@ -155,9 +180,12 @@ impl Store for OpenSearchStore {
         outcomes.pop().expect("one outcome per record")
     }
 
-    /// One `_bulk` request; each item's own status decides its outcome (201 created,
-    /// 409 already stored, anything else an error naming the item and the reason).
+    /// One `_bulk` request; each item's own status decides its outcome: 201 created, 409
+    /// already stored, 400 `InvalidRecord` (the document itself is refused, e.g. a tag too
+    /// long for a keyword), 429 `Unavailable` (OpenSearch is overloaded: try again), any
+    /// other `Io`; every error names the image and carries OpenSearch's reason.
     async fn put_batch(&self, records: Vec<ImageRecord>) -> Result<Vec<Result<PutOutcome>>> {
+        self.ensure_index().await?;
         let mut outcomes: Vec<Option<Result<PutOutcome>>> = Vec::with_capacity(records.len());
         let mut valid = Vec::new();
         for record in records {
@@ -179,10 +207,14 @@ impl Store for OpenSearchStore {
             }
             let mut answers = items.iter().zip(&valid).map(|(item, record)| {
                 let item = &item["create"];
+                let failure = |status: &str| format!("opensearch bulk: image {:?} failed (status {status}): {}", record.id, item["error"]);
                 match item["status"].as_u64() {
                     Some(200 | 201) => Ok(PutOutcome::Created),
                     Some(409) => Ok(PutOutcome::AlreadyStored),
-                    status => Err(StoreError::Io(format!("opensearch bulk: image {:?} failed (status {status:?}): {}", record.id, item["error"]))),
+                    Some(400) => Err(StoreError::InvalidRecord(failure("400"))),
+                    Some(429) => Err(StoreError::Unavailable(failure("429"))),
+                    Some(status) => Err(StoreError::Io(failure(&status.to_string()))),
+                    None => Err(StoreError::Io(failure("missing"))),
                 }
             });
             for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
@@ -193,6 +225,7 @@ impl Store for OpenSearchStore {
     }
 
     async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>> {
+        self.ensure_index().await?;
         let response = self.client.get(GetParts::IndexId(&self.config.index, image_id)).send().await.map_err(unavailable("get"))?;
         if response.status_code().as_u16() == 404 {
             return Ok(None);
@@ -204,6 +237,7 @@ impl Store for OpenSearchStore {
     }
 
     async fn delete(&self, image_id: &str) -> Result<bool> {
+        self.ensure_index().await?;
         let response = self
             .client
             .delete(DeleteParts::IndexId(&self.config.index, image_id))
@@ -218,6 +252,7 @@ impl Store for OpenSearchStore {
     }
 
     async fn count(&self) -> Result<usize> {
+        self.ensure_index().await?;
         let response = self.client.count(CountParts::Index(&[&self.config.index])).send().await.map_err(unavailable("count"))?;
         let body = json_ok(response, "count").await?;
         Ok(body["count"].as_u64().unwrap_or_default() as usize)

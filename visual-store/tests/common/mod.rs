@@ -47,6 +47,12 @@ impl Rng {
     }
 }
 
+/// An index name no other run uses (tests share one node, and delete their index at the end).
+pub fn unique_index_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    format!("{prefix}-{}-{}", std::process::id(), Rng::new(nanos).next_u64() % 1_000_000)
+}
+
 pub fn image_id(i: usize) -> String {
     format!("img-{i:04}")
 }
