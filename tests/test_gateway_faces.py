@@ -148,10 +148,19 @@ def test_json_base64_equals_multipart_and_options(gateway):
     assert r.json()["results"][0]["faces"] == multipart["results"][0]["faces"]
     for face in multipart["results"][0]["faces"]:
         assert face["detector_bbox"] == pytest.approx(face["bbox"], abs=1e-3)  # photos <= 1920 px: same frame
-    for option in ("aligned_faces", "raw_embeddings"):
-        r = gateway.post("/faces/embeddings", json={"images": [{"data": base64.b64encode(data).decode()}],
-                                                    "options": {option: True}})
-        assert r.status_code == 400 and option in r.json()["error"], r.text
+    r = gateway.post("/faces/embeddings", json={"images": [{"data": base64.b64encode(data).decode()}],
+                                                "options": {"aligned_faces": True}})
+    assert r.status_code == 400 and "aligned_faces" in r.json()["error"], r.text
+    # raw_embeddings: the encoder's output before the gateway's normalisation, same direction
+    raw = embed(gateway, [(name, data)], raw_boxes="true", raw_embeddings="true")["results"][0]["faces"]
+    assert len(raw) == len(multipart["results"][0]["faces"]) > 0
+    for raw_face, face in zip(raw, multipart["results"][0]["faces"]):
+        if face["embedding"] is None:  # rejected landmarks
+            assert raw_face["embedding"] is None
+            continue
+        norm = math.sqrt(sum(v * v for v in raw_face["embedding"]))
+        assert norm > 2, f"raw embedding has norm {norm}"
+        assert [v / norm for v in raw_face["embedding"]] == pytest.approx(face["embedding"], abs=1e-6)
     too_many = [("image", (f"{i}.jpg", data)) for i in range(MAX_IMAGES + 1)]
     r = gateway.post("/faces/embeddings", files=too_many)
     assert r.status_code == 400 and "limit" in r.json()["error"], r.text

@@ -210,7 +210,7 @@ impl From<&ImageRecord> for ImageView {
 pub struct FaceOptions {
     /// The 112 x 112 aligned crops as PNG: not supported (docs/faces.md says why).
     pub aligned_faces: bool,
-    /// Embeddings before L2 normalisation: not available (face_encoder normalises inside Triton).
+    /// Each face's `embedding` as the encoder gave it, before the gateway's L2 normalisation.
     pub raw_embeddings: bool,
     /// Adds each face's box in the detector's frame and the faces whose landmarks
     /// face_align rejected (they carry no embedding).
@@ -247,7 +247,8 @@ pub struct FaceEmbeddingView {
     pub bbox: [f32; 4],
     /// Eyes, nose, mouth corners (x, y), image-left first per pair.
     pub landmarks: [[f32; 2]; 5],
-    /// L2-normalised; null for a face whose landmarks were rejected (only with raw_boxes).
+    /// L2-normalised (with raw_embeddings: the encoder's output as it is); null for a face
+    /// whose landmarks were rejected (only with raw_boxes).
     pub embedding: Option<Vec<f32>>,
     /// With raw_boxes: the detector's box in preprocess's `original` pixels.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -98,11 +98,6 @@ pub fn check_options(options: &FaceOptions) -> Result<(), AppError> {
             "aligned_faces is not supported: face_embed does not return the aligned 112x112 crops (docs/faces.md)".into(),
         ));
     }
-    if options.raw_embeddings {
-        return Err(AppError::BadRequest(
-            "raw_embeddings is not available: face_encoder L2-normalises inside Triton (l2_normalize), so only unit-length embeddings exist".into(),
-        ));
-    }
     Ok(())
 }
 
@@ -112,7 +107,10 @@ fn face_view(index: usize, face: &DetectedFace, options: &FaceOptions) -> FaceEm
         score: face.score,
         bbox: face.bbox,
         landmarks: face.landmarks,
-        embedding: face.embedding.clone(),
+        embedding: match options.raw_embeddings {
+            true => face.raw_embedding.clone(),
+            false => face.embedding.clone(),
+        },
         detector_bbox: options.raw_boxes.then_some(face.detector_bbox),
     }
 }
@@ -383,12 +381,11 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_options_are_refused_with_the_reason() {
+    fn only_aligned_faces_is_refused_with_the_reason() {
         assert!(check_options(&FaceOptions { raw_boxes: true, ..FaceOptions::default() }).is_ok());
         let err = check_options(&FaceOptions { aligned_faces: true, ..FaceOptions::default() }).unwrap_err();
         assert!(err.to_string().contains("aligned_faces is not supported"), "{err}");
-        let err = check_options(&FaceOptions { raw_embeddings: true, ..FaceOptions::default() }).unwrap_err();
-        assert!(err.to_string().contains("l2_normalize"), "{err}");
+        assert!(check_options(&FaceOptions { raw_embeddings: true, ..FaceOptions::default() }).is_ok());
         assert!(parse_flag("raw_boxes", "yes").is_err());
         assert!(parse_flag("raw_boxes", "1").unwrap());
     }

@@ -53,6 +53,9 @@ pub struct DetectedFace {
     pub landmarks: [[f32; 2]; 5],
     /// L2-normalised; `None` when face_align rejected the landmarks (`face_valid` false).
     pub embedding: Option<Vec<f32>>,
+    /// The encoder's output as `face_embed` returned it (face_encoder does not normalise);
+    /// `None` exactly when `embedding` is.
+    pub raw_embedding: Option<Vec<f32>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -392,13 +395,17 @@ pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<Fac
         let bbox = [detector_bbox[0] * sx, detector_bbox[1] * sy, detector_bbox[2] * sx, detector_bbox[3] * sy];
         let points = &landmarks[i * 10..(i + 1) * 10];
         let landmarks = std::array::from_fn(|p| [points[2 * p] * sx, points[2 * p + 1] * sy]);
-        let embedding = match valid[i] {
-            false => None,
-            true => Some(normalized(embeddings[i * dim..(i + 1) * dim].to_vec()).ok_or_else(|| {
-                contract(format!("face {i} is marked valid but its embedding is zero or not finite"))
-            })?),
+        let (embedding, raw_embedding) = match valid[i] {
+            false => (None, None),
+            true => {
+                let raw = embeddings[i * dim..(i + 1) * dim].to_vec();
+                let unit = normalized(raw.clone()).ok_or_else(|| {
+                    contract(format!("face {i} is marked valid but its embedding is zero or not finite"))
+                })?;
+                (Some(unit), Some(raw))
+            }
         };
-        detected.push(DetectedFace { score: scores[i], bbox, detector_bbox, landmarks, embedding });
+        detected.push(DetectedFace { score: scores[i], bbox, detector_bbox, landmarks, embedding, raw_embedding });
     }
     Ok(FaceAnalysis { width, height, faces: detected })
 }
@@ -515,7 +522,8 @@ mod tests {
         assert_eq!(first.bbox, [96. * scale, 48. * scale, 192. * scale, 144. * scale]);
         assert_eq!(first.landmarks[4], [120. * scale, 96. * scale]);
         assert_eq!(first.embedding, Some(vec![0.0, 1.0]));
-        assert_eq!(analysis.faces[1].embedding, None);
+        assert_eq!(first.raw_embedding, Some(vec![0.0, 3.0]));
+        assert_eq!((&analysis.faces[1].embedding, &analysis.faces[1].raw_embedding), (&None, &None));
     }
 
     #[test]

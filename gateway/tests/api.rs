@@ -96,11 +96,13 @@ impl Inference for ScriptedInference {
             return Err(decode_error());
         }
         let seed = image[3];
-        let face = |score, embedding| DetectedFace {
+        let face = |score, embedding: Option<Vec<f32>>| DetectedFace {
             score,
             bbox: [30.0, 40.0, 90.0, 120.0],
             detector_bbox: [30.0, 40.0, 90.0, 120.0],
             landmarks: [[50.0, 60.0]; 5],
+            // the encoder's output is not unit length; the fake's is twice the normalised one
+            raw_embedding: embedding.as_ref().map(|unit| unit.iter().map(|v| v * 2.0).collect()),
             embedding,
         };
         let faces = match (seed % 2, seed >= 4) {
@@ -494,6 +496,11 @@ async fn face_embeddings_group_by_image_dedupe_and_isolate_errors() {
     assert_eq!(faces.len(), 2);
     assert!(faces[1]["embedding"].is_null() && faces[1]["detector_bbox"].is_array());
     assert_eq!((body["results"][1]["status"].as_str(), body["results"][1]["http_status"].as_u64()), (Some("failed"), Some(400)));
+
+    let (status, body) = h.post_form("/faces/embeddings", &[("image", None, &a), ("raw_embeddings", None, b"true")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let raw: Vec<f32> = serde_json::from_value(body["results"][0]["faces"][0]["embedding"].clone()).unwrap();
+    assert_eq!(raw, face_vector(a[3]).iter().map(|v| v * 2.0).collect::<Vec<f32>>(), "the fake encoder's raw output");
 }
 
 #[tokio::test]
@@ -510,11 +517,9 @@ async fn face_embedding_limits_and_options_are_400() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"][0]["http_status"], 413);
     assert_eq!(body["results"][1]["status"], "ok");
-    for (options, needle) in [(r#"{"aligned_faces": true}"#, "aligned_faces is not supported"), (r#"{"raw_embeddings": true}"#, "raw_embeddings is not available")] {
-        let request = format!(r#"{{"images": [{{"data": "{}"}}], "options": {options}}}"#, b64(&image));
-        let (status, body) = h.post_json("/faces/embeddings", &request).await;
-        assert_error(status, &body, StatusCode::BAD_REQUEST, needle);
-    }
+    let request = format!(r#"{{"images": [{{"data": "{}"}}], "options": {{"aligned_faces": true}}}}"#, b64(&image));
+    let (status, body) = h.post_json("/faces/embeddings", &request).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "aligned_faces is not supported");
     let (status, body) = h.post_json("/faces/embeddings", r#"{"images": []}"#).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "no images");
     assert_eq!(h.inference.face_calls.load(Ordering::SeqCst), 1, "only the valid image of the 413 request reached Triton");
