@@ -23,6 +23,7 @@ from face_reference import ARCFACE_112, FaceEncoder, align, umeyama, warp
 from kserve_http import infer
 
 sys.path.insert(0, os.path.join(SOURCE_REPO, "face_detect", "1"))
+import detection  # noqa: E402  (the IoU and NMS scrfd uses; linked into that folder)
 import scrfd  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared"))
@@ -159,7 +160,7 @@ def test_reference_warp_matches_opencv():
 # face_detect on the listed photos
 
 def box_iou(a, b) -> float:
-    return float(scrfd.box_iou(np.asarray(a, np.float32), np.asarray(b, np.float32)[None])[0])
+    return float(detection.box_iou(np.asarray(a, np.float32), np.asarray(b, np.float32)[None])[0])
 
 
 def test_detector_finds_the_listed_faces(triton):

@@ -3,7 +3,6 @@
 //! and writes host outputs.
 
 use crate::config::BoxEmbedConfig;
-use crate::encoder::Crops;
 use crate::execute::{crop_batch, plan_all, write_host_outputs, Batch, Shared};
 use crop_core::{crop_all, CropJob, ImageView};
 use std::borrow::Cow;
@@ -74,21 +73,8 @@ impl CpuPath {
                     self.crops.resize(crops.len() * config.roi_align.crop_len(), 0.0);
                     self.embeddings.resize(crops.len() * dim, 0.0);
                     crop_all(&config.roi_align, &jobs, &mut self.crops);
-                    for chunk in encoder.infer(Crops::Host(&self.crops), crops.len()) {
-                        let out = &mut self.embeddings[chunk.crops.start * dim..chunk.crops.end * dim];
-                        let copied = chunk.result.and_then(|response| {
-                            let output = encoder.embeddings(&response, chunk.crops.len())?;
-                            let bytes = output.host_bytes().ok_or_else(|| {
-                                TritonError::internal(format!("encoder output '{}' is not in host memory", encoder.output))
-                            })?;
-                            for (dst, src) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                                *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-                            }
-                            Ok(())
-                        });
-                        if let Err(e) = copied {
-                            crops.fail(chunk.crops, &e, &mut batch.errors);
-                        }
+                    for (rows, e) in encoder.embed_host(&self.crops, crops.len(), &mut self.embeddings) {
+                        crops.fail(rows, &e, &mut batch.errors);
                     }
                 }
                 Err(e) => crops.fail(0..crops.len(), &e, &mut batch.errors),

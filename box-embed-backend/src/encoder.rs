@@ -1,6 +1,6 @@
 //! Sends crops to the image encoder model in-process, in chunks no larger than its batch
-//! limit, from host or device memory, and checks what comes back. Copying the embeddings
-//! out is the caller's (host path: into a `Vec`; device path: into a device buffer).
+//! limit, from host or device memory, and checks what comes back. The host paths copy the
+//! embeddings out with [`Encoder::embed_host`]; the device path into a device buffer itself.
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -62,6 +62,30 @@ impl Encoder<'_> {
                 Chunk { crops: range, result }
             })
             .collect()
+    }
+
+    /// Embeds `count` crops held in host memory into `embeddings` (`[count, D]`), and returns
+    /// the crop ranges whose chunk failed, each with its error; their rows are left as they were.
+    pub fn embed_host(&self, crops: &[f32], count: usize, embeddings: &mut [f32]) -> Vec<(Range<usize>, TritonError)> {
+        let dim = self.embedding_dim;
+        let mut failed = Vec::new();
+        for chunk in self.infer(Crops::Host(crops), count) {
+            let out = &mut embeddings[chunk.crops.start * dim..chunk.crops.end * dim];
+            let copied = chunk.result.and_then(|response| {
+                let output = self.embeddings(&response, chunk.crops.len())?;
+                let bytes = output.host_bytes().ok_or_else(|| {
+                    TritonError::internal(format!("encoder output '{}' is not in host memory", self.output))
+                })?;
+                for (dst, src) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                }
+                Ok(())
+            });
+            if let Err(e) = copied {
+                failed.push((chunk.crops, e));
+            }
+        }
+        failed
     }
 
     fn send<'s>(&'s self, crops: Crops<'s>, range: Range<usize>) -> Result<PendingInference<'s>, TritonError> {

@@ -6,7 +6,6 @@
 //! rejected gets a zero row and `face_valid` false; the other rows do not move.
 
 use crate::config::{FaceAlignConfig, INPUT_LANDMARKS, INPUT_NUM_FACES, OUTPUT_FACE_EMBEDDINGS, OUTPUT_FACE_VALID};
-use crate::encoder::Crops;
 use crate::execute::{write_embedding_rows, Batch, Shared};
 use crate::face_plan::{plan_faces, FacePlan, FaceTensors};
 use crate::plan::{CropBatch, ImageTensor, RawTensor};
@@ -100,21 +99,8 @@ impl FacePath {
                     self.faces.resize(faces.len() * face_len, 0.0);
                     self.embeddings.resize(faces.len() * dim, 0.0);
                     warp_all(&jobs, config.aligner.size, &mut self.faces);
-                    for chunk in encoder.infer(Crops::Host(&self.faces), faces.len()) {
-                        let out = &mut self.embeddings[chunk.crops.start * dim..chunk.crops.end * dim];
-                        let copied = chunk.result.and_then(|response| {
-                            let output = encoder.embeddings(&response, chunk.crops.len())?;
-                            let bytes = output.host_bytes().ok_or_else(|| {
-                                TritonError::internal(format!("encoder output '{}' is not in host memory", encoder.output))
-                            })?;
-                            for (dst, src) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                                *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-                            }
-                            Ok(())
-                        });
-                        if let Err(e) = copied {
-                            faces.fail(chunk.crops, &e, &mut batch.errors);
-                        }
+                    for (rows, e) in encoder.embed_host(&self.faces, faces.len(), &mut self.embeddings) {
+                        faces.fail(rows, &e, &mut batch.errors);
                     }
                 }
                 Err(e) => faces.fail(0..faces.len(), &e, &mut batch.errors),

@@ -5,6 +5,8 @@
 //!   `TRITONSERVER_Error*` (messages are never lost);
 //! - [`entry`]: [`entry::guard`], which every `extern "C"` entry point goes through so that a
 //!   panic or an error becomes a Triton error instead of aborting the server;
+//! - [`backend`]: the [`backend::Backend`] trait a library implements and
+//!   [`export_backend!`], which writes its `TRITONBACKEND_*` entry points;
 //! - [`model`]: borrowed handles to the model and model instance, their configs and statistics;
 //! - [`request`] / [`response`]: RAII requests (released on drop) and responses (sent once);
 //! - [`infer`]: in-process inference against other models (requests, responses and the
@@ -13,6 +15,7 @@
 //! Handles that Triton owns are borrowed (`Model`, `ModelInstance`); handles the backend owns are
 //! released by `Drop`.
 
+pub mod backend;
 pub mod entry;
 pub mod error;
 pub mod infer;

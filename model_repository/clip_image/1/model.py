@@ -9,19 +9,18 @@ row by its L2 norm, for encoders whose ONNX output is not normalised (MobileFace
 """
 import json
 import os
+import sys
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+# The stub imports model.py by path; the shared helpers are found through its folder.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from onnx_stand_in import invalid_request, open_session, param  # noqa: E402
 
 
 # config.pbtxt data types this model accepts as input.
 _NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_UINT8": np.uint8}
-
-
-def _param(config, key, default):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value in (None, "") else value
 
 
 class TritonPythonModel:
@@ -39,19 +38,13 @@ class TritonPythonModel:
         self.input_dtype = np.dtype(_NUMPY_DTYPES[inp["data_type"]])
         self.dim = int(out["dims"][0])
         self.max_batch = int(config.get("max_batch_size", 0))
-        normalize = _param(config, "l2_normalize", "false")
+        normalize = param(config, "l2_normalize", "false")
         if normalize not in ("true", "false"):
             raise pb_utils.TritonModelException(
                 f"{self.name}: parameter l2_normalize must be 'true' or 'false', got '{normalize}'")
         self.l2_normalize = normalize == "true"
 
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        path = os.path.join(version_dir, _param(config, "onnx_file", "model.onnx"))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(_param(config, "intra_op_threads", "1"))
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session, path = open_session(self.name, args, config)
 
         # Fail the load, not every request, when the file disagrees with the config.
         (onnx_in,) = self.session.get_inputs()
@@ -101,9 +94,7 @@ class TritonPythonModel:
         it = iter(outputs)
         for error in errors:
             if error:
-                # INVALID_ARG so HTTP clients see 400, not 500.
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"{self.name}: {error}", pb_utils.TritonError.INVALID_ARG)))
+                responses.append(invalid_request(self.name, error))
             else:
                 responses.append(pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor(self.output_name, next(it))]))

@@ -13,20 +13,15 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 # The stub imports model.py by path; its sibling helper module is found through sys.path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scrfd  # noqa: E402
+from onnx_stand_in import answer_each, number, open_session, padded_rows  # noqa: E402
 
 INPUT = "original"
 OUTPUTS = ("num_faces", "face_boxes", "face_scores", "face_landmarks")
-
-
-def _param(config, key, default):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value in (None, "") else value
 
 
 class TritonPythonModel:
@@ -37,19 +32,11 @@ class TritonPythonModel:
         if missing or [i["name"] for i in config["input"]] != [INPUT]:
             raise pb_utils.TritonModelException(
                 f"{self.name}: config must have input '{INPUT}' and outputs {list(OUTPUTS)}")
-        self.score_threshold = self._number(config, "score_threshold", "0.5", float, 0.0, 1.0)
-        self.nms_iou = self._number(config, "nms_iou", "0.4", float, 0.0, 1.0)
-        self.max_faces = self._number(config, "max_faces", "100", int, 1, None)
+        self.score_threshold = number(self.name, config, "score_threshold", "0.5", float, 0.0, 1.0)
+        self.nms_iou = number(self.name, config, "nms_iou", "0.4", float, 0.0, 1.0)
+        self.max_faces = number(self.name, config, "max_faces", "100", int, 1, None)
 
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        path = os.path.join(version_dir, _param(config, "onnx_file", "model.onnx"))
-        if not os.path.exists(path):
-            raise pb_utils.TritonModelException(
-                f"{self.name}: {path} not found (scripts/link_models.py links the weights from ../shared)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._number(config, "intra_op_threads", "1", int, 1, None)
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session, path = open_session(self.name, args, config)
 
         # Fail the load, not every request, when the file is not an SCRFD with keypoints.
         (onnx_in,) = self.session.get_inputs()
@@ -63,17 +50,6 @@ class TritonPythonModel:
         if not wanted <= set(self.onnx_outputs):
             raise pb_utils.TritonModelException(
                 f"{self.name}: {path} outputs {self.onnx_outputs} lack {sorted(wanted - set(self.onnx_outputs))}")
-
-    def _number(self, config, key, default, kind, low, high):
-        text = _param(config, key, default)
-        try:
-            value = kind(text)
-        except ValueError:
-            raise pb_utils.TritonModelException(f"{self.name}: parameter {key} is not a {kind.__name__}: '{text}'")
-        if value < low or (high is not None and value > high):
-            raise pb_utils.TritonModelException(
-                f"{self.name}: parameter {key}={value} outside [{low}, {'inf' if high is None else high}]")
-        return value
 
     def _run(self, net_input):
         return dict(zip(self.onnx_outputs, self.session.run(self.onnx_outputs, {self.onnx_input: net_input})))
@@ -91,39 +67,14 @@ class TritonPythonModel:
     def _respond(self, array):
         found = [scrfd.detect(self._run, image, self.input_size, self.score_threshold, self.nms_iou,
                               self.max_faces) for image in array]
-        n = len(found)
-        k = max(len(scores) for _, scores, _ in found)
-        num_faces = np.zeros((n, 1), np.int32)
-        boxes = np.zeros((n, k, 4), np.float32)
-        scores = np.zeros((n, k), np.float32)
-        landmarks = np.zeros((n, k, 5, 2), np.float32)
-        for i, (b, s, l) in enumerate(found):
-            m = len(s)
-            num_faces[i, 0] = m
-            boxes[i, :m] = b
-            scores[i, :m] = s
-            landmarks[i, :m] = l
+        counts, (boxes, scores, landmarks) = padded_rows(
+            found, [(np.float32, (4,)), (np.float32, ()), (np.float32, (5, 2))])
         return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("num_faces", num_faces),
+            pb_utils.Tensor("num_faces", counts),
             pb_utils.Tensor("face_boxes", boxes),
             pb_utils.Tensor("face_scores", scores),
             pb_utils.Tensor("face_landmarks", landmarks),
         ])
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
-            array = None if tensor is None else tensor.as_numpy()
-            error = self._check(array)
-            if error:
-                # INVALID_ARG so HTTP clients see 400, not 500.
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"{self.name}: {error}", pb_utils.TritonError.INVALID_ARG)))
-                continue
-            try:
-                responses.append(self._respond(array))
-            except Exception as exc:  # an onnxruntime failure belongs to this request only
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"{self.name}: inference failed: {exc}")))
-        return responses
+        return answer_each(self.name, requests, INPUT, self._check, self._respond)

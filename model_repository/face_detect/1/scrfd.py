@@ -4,11 +4,14 @@ Plain numpy, no Triton imports, so tests import it directly. SCRFD-500M (bnkps) 
 heads, strides 8/16/32, two anchors per feature-map cell; per anchor it gives a sigmoid
 score, box distances (left, top, right, bottom) and 5 keypoint offsets, all in stride units
 from the anchor centre (MODELS.md section 4). Boxes and landmarks here are in the pixels of
-the 640x640 network input until `detect` divides them by the resize scale.
+the 640x640 network input until `detect` divides them by the resize scale. IoU and NMS come
+from the detector's `detection.py` (linked into this folder).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from detection import nms as class_aware_nms
 
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
@@ -87,31 +90,9 @@ def decode(outputs: dict[str, np.ndarray], size: int, score_threshold: float):
             np.concatenate(landmarks).astype(np.float32))
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU (continuous coordinates, no +1) of one box [4] against boxes [M,4]; 0 for
-    zero-area pairs."""
-    ix1 = np.maximum(box[0], boxes[:, 0])
-    iy1 = np.maximum(box[1], boxes[:, 1])
-    ix2 = np.minimum(box[2], boxes[:, 2])
-    iy2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_faces: int) -> np.ndarray:
-    """Greedy NMS: indices of kept boxes, best score first, at most max_faces. A kept box
-    suppresses the remaining boxes whose IoU with it is above the threshold."""
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size and len(keep) < max_faces:
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
-    return np.array(keep, dtype=np.int64)
+    """Greedy NMS over one class: indices of kept boxes, best score first, at most max_faces."""
+    return class_aware_nms(boxes, scores, np.zeros(len(scores), np.int32), iou_threshold, max_faces)
 
 
 def detect(run, image: np.ndarray, size: int, score_threshold: float, iou_threshold: float, max_faces: int):

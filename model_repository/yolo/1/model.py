@@ -15,20 +15,15 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 # The stub imports model.py by path; its sibling helper module is found through sys.path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import detection  # noqa: E402
+from onnx_stand_in import answer_each, number, open_session, padded_rows, param  # noqa: E402
 
 VARIANTS = ("yolov8", "yolox")
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
-
-
-def _param(config, key, default):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value in (None, "") else value
 
 
 class TritonPythonModel:
@@ -46,23 +41,15 @@ class TritonPythonModel:
                 f"{self.name}: input dims must be [3,S,S], got {list(self.item_shape)}")
         self.input_size = self.item_shape[1]
 
-        self.variant = _param(config, "variant", "yolov8")
+        self.variant = param(config, "variant", "yolov8")
         if self.variant not in VARIANTS:
             raise pb_utils.TritonModelException(
                 f"{self.name}: parameter variant must be one of {VARIANTS}, got '{self.variant}'")
-        self.score_threshold = self._number(config, "score_threshold", "0.25", float, 0.0, 1.0)
-        self.nms_iou = self._number(config, "nms_iou", "0.7", float, 0.0, 1.0)
-        self.max_detections = self._number(config, "max_detections", "100", int, 1, None)
+        self.score_threshold = number(self.name, config, "score_threshold", "0.25", float, 0.0, 1.0)
+        self.nms_iou = number(self.name, config, "nms_iou", "0.7", float, 0.0, 1.0)
+        self.max_detections = number(self.name, config, "max_detections", "100", int, 1, None)
 
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        path = os.path.join(version_dir, _param(config, "onnx_file", "model.onnx"))
-        if not os.path.exists(path):
-            raise pb_utils.TritonModelException(
-                f"{self.name}: {path} not found (scripts/link_models.py links the weights from ../shared)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._number(config, "intra_op_threads", "1", int, 1, None)
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session, path = open_session(self.name, args, config)
 
         # Fail the load, not every request, when the file does not fit the variant.
         (onnx_in,) = self.session.get_inputs()
@@ -80,17 +67,6 @@ class TritonPythonModel:
             if anchors != self.grid.shape[0]:
                 raise pb_utils.TritonModelException(
                     f"{self.name}: {path} has {anchors} anchors, a YOLOX grid of {self.net_size} has {self.grid.shape[0]}")
-
-    def _number(self, config, key, default, kind, low, high):
-        text = _param(config, key, default)
-        try:
-            value = kind(text)
-        except ValueError:
-            raise pb_utils.TritonModelException(f"{self.name}: parameter {key} is not a {kind.__name__}: '{text}'")
-        if value < low or (high is not None and value > high):
-            raise pb_utils.TritonModelException(
-                f"{self.name}: parameter {key}={value} outside [{low}, {'inf' if high is None else high}]")
-        return value
 
     def _check(self, array):
         if array is None:
@@ -122,40 +98,14 @@ class TritonPythonModel:
         return boxes[keep], scores[keep], classes[keep]
 
     def _respond(self, array):
-        found = [self.detect(image) for image in array]
-        n = len(found)
-        k = max(len(s) for _, s, _ in found)
-        num_dets = np.zeros((n, 1), np.int32)
-        det_boxes = np.zeros((n, k, 4), np.float32)
-        det_scores = np.zeros((n, k), np.float32)
-        det_classes = np.zeros((n, k), np.int32)
-        for i, (boxes, scores, classes) in enumerate(found):
-            m = len(scores)
-            num_dets[i, 0] = m
-            det_boxes[i, :m] = boxes
-            det_scores[i, :m] = scores
-            det_classes[i, :m] = classes
+        counts, (boxes, scores, classes) = padded_rows(
+            [self.detect(image) for image in array], [(np.float32, (4,)), (np.float32, ()), (np.int32, ())])
         return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("num_dets", num_dets),
-            pb_utils.Tensor("det_boxes", det_boxes),
-            pb_utils.Tensor("det_scores", det_scores),
-            pb_utils.Tensor("det_classes", det_classes),
+            pb_utils.Tensor("num_dets", counts),
+            pb_utils.Tensor("det_boxes", boxes),
+            pb_utils.Tensor("det_scores", scores),
+            pb_utils.Tensor("det_classes", classes),
         ])
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
-            array = None if tensor is None else tensor.as_numpy()
-            error = self._check(array)
-            if error:
-                # INVALID_ARG so HTTP clients see 400, not 500.
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"{self.name}: {error}", pb_utils.TritonError.INVALID_ARG)))
-                continue
-            try:
-                responses.append(self._respond(array))
-            except Exception as exc:  # an onnxruntime failure belongs to this request only
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"{self.name}: inference failed: {exc}")))
-        return responses
+        return answer_each(self.name, requests, self.input_name, self._check, self._respond)

@@ -1,0 +1,1 @@
+../../yolo/1/detection.py
