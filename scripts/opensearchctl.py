@@ -7,7 +7,9 @@ Stdlib only, so any python3 can drive it.
 
 OpenSearch refuses to run as root: as root the node runs as the unprivileged user
 `opensearch` (created if missing); as any other user, as that user. Each node gets its own
-temporary folder (config, data, logs, tmp) owned by that user, removed when it is stopped.
+temporary folder (config, data, logs, tmp) owned by that user, removed when it is stopped,
+unless it is stopped with keep_data (`stop --keep-data`): then `start` runs the same node
+again, on the same folder, data and ports.
 """
 from __future__ import annotations
 
@@ -125,12 +127,19 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def stop_pid(pid: int, conf_dir: str, timeout: float = 30.0) -> str:
-    """SIGTERM (OpenSearch shuts down cleanly on it), bounded wait, then SIGKILL."""
+def stop_pid(pid: int, conf_dir: str, timeout: float = 30.0, kill: bool = False) -> str:
+    """SIGTERM (OpenSearch shuts down cleanly on it), bounded wait, then SIGKILL; with
+    kill=True SIGKILL at once (a crash: no flush, the next start replays the translog)."""
     if not _alive(pid):
         return "not running"
     if not _is_our_node(pid, conf_dir):
         return f"gone (pid {pid} is now another process, left alone)"
+    if kill:
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return "killed"
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -144,14 +153,39 @@ def stop_pid(pid: int, conf_dir: str, timeout: float = 30.0) -> str:
     return "killed"
 
 
+def _read_settings(conf_dir: str) -> dict | None:
+    """The opensearch.yml this module wrote (one `key: <json>` a line), or None if there is none."""
+    try:
+        with open(os.path.join(conf_dir, "opensearch.yml")) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    settings = {}
+    for line in lines:
+        key, _, value = line.partition(": ")
+        settings[key] = json.loads(value)
+    return settings
+
+
 class OpenSearchNode:
-    """One OpenSearch process: start, wait until ready (k-NN loaded), stop; port free unless given."""
+    """One OpenSearch process: start, wait until ready (k-NN loaded), stop; port free unless given.
+
+    `stop(keep_data=True)` leaves the node's folder in place and `start()` then runs the same
+    node again (same data, config and ports); so does a `run_dir` that already holds a config
+    this class wrote."""
 
     def __init__(self, home: str = DEFAULT_HOME, *, http_port: int | None = None,
                  heap_min: str = "512m", heap_max: str = "1g", run_dir: str | None = None):
         self.home = os.path.abspath(home)
-        self.http_port = http_port or free_port()
-        self.transport_port = free_port()
+        existing = _read_settings(os.path.join(run_dir, "config")) if run_dir else None
+        if existing is not None:  # a kept node: its ports are in its config
+            self.http_port = existing["http.port"]
+            self.transport_port = existing["transport.port"]
+            if http_port and http_port != self.http_port:
+                raise ValueError(f"{run_dir} is a node on HTTP port {self.http_port}, not {http_port}")
+        else:
+            self.http_port = http_port or free_port()
+            self.transport_port = free_port()
         self.heap_min = heap_min
         self.heap_max = heap_max
         self.run_dir = run_dir
@@ -210,14 +244,24 @@ class OpenSearchNode:
                 for name in [root] + [os.path.join(root, n) for n in dirs + files]:
                     os.chown(name, user.pw_uid, user.pw_gid)
 
+    @property
+    def kept(self) -> bool:
+        """The node's folder holds its config (and data) from an earlier start."""
+        return self.run_dir is not None and _read_settings(self.conf_dir) is not None
+
     def start(self) -> "OpenSearchNode":
+        """Launches the JVM and returns at once (see wait_ready). A kept node (stopped with
+        keep_data) starts again on its folder as it is: same data, config and ports."""
         launcher = os.path.join(self.home, "bin", "opensearch")
         if not os.path.exists(launcher):
             raise RuntimeError(f"no OpenSearch at {self.home}: run scripts/setup_opensearch.sh first")
+        if self.pid is not None and self.alive() and _is_our_node(self.pid, self.conf_dir):
+            raise RuntimeError(f"OpenSearch pid {self.pid} is still running")
         user = ensure_run_user()
         if self.run_dir is None:
             self.run_dir = tempfile.mkdtemp(prefix="opensearch-node-")
-        self._write_config(user)
+        if not self.kept:
+            self._write_config(user)
         env = {k: v for k, v in os.environ.items() if k not in ("JAVA_TOOL_OPTIONS", "JAVA_OPTS")}
         env.update({
             "JAVA_HOME": java_home(),
@@ -232,7 +276,7 @@ class OpenSearchNode:
         # and stop() signals it directly. The launcher runs bin/opensearch-keystore by a
         # relative path, hence cwd = the install.
         as_user = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([launcher], stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, cwd=self.home,
                                          start_new_session=True, **as_user)
@@ -266,19 +310,21 @@ class OpenSearchNode:
         raise RuntimeError(f"OpenSearch not ready after {timeout}s (plugins: {plugins}); "
                            f"log {self.log_path}:\n{log_tail(self.log_path)}")
 
-    def stop(self, timeout: float = 30.0) -> str:
-        """Stop the JVM by pid and remove the node's folder (its data is throwaway)."""
+    def stop(self, timeout: float = 30.0, *, keep_data: bool = False, kill: bool = False) -> str:
+        """Stop the JVM by pid (SIGTERM, bounded wait, SIGKILL; kill=True: SIGKILL at once)
+        and remove the node's folder, or with keep_data leave it for the next start()."""
         if self.pid is None:
-            if self.run_dir is not None:
+            if self.run_dir is not None and not keep_data:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             return "not started"
-        result = stop_pid(self.pid, self.conf_dir, timeout)
+        result = stop_pid(self.pid, self.conf_dir, timeout, kill=kill)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         return result
 
     def returncode(self) -> int | None:
@@ -301,28 +347,77 @@ def _read_state(state_dir: str) -> dict | None:
 
 
 def _node_from_state(state: dict) -> OpenSearchNode:
-    node = OpenSearchNode(state["home"], http_port=state["http_port"], run_dir=state["run_dir"])
+    node = OpenSearchNode(state["home"], http_port=state["http_port"], run_dir=state["run_dir"],
+                          heap_min=state.get("heap_min", "512m"), heap_max=state.get("heap_max", "1g"))
     node.pid = state["pid"]
     return node
+
+
+def _write_state(state_dir: str, node: OpenSearchNode, kept: bool = False) -> None:
+    os.makedirs(state_dir, exist_ok=True)
+    with open(_state_path(state_dir), "w") as f:
+        json.dump({"pid": node.pid, "http_port": node.http_port, "run_dir": node.run_dir, "home": node.home,
+                   "heap_min": node.heap_min, "heap_max": node.heap_max, "kept": kept}, f)
+
+
+def _stop(node: OpenSearchNode, state_dir: str, keep_data: bool, kill: bool) -> None:
+    result = node.stop(keep_data=keep_data, kill=kill)
+    if keep_data:
+        _write_state(state_dir, node, kept=True)
+        print(f"opensearch pid {node.pid}: {result}; data kept in {node.run_dir} (start runs it again on {node.url})")
+    else:
+        os.remove(_state_path(state_dir))
+        print(f"opensearch pid {node.pid}: {result}")
+
+
+def _start(node: OpenSearchNode, state_dir: str, timeout: float, print_url: bool) -> int:
+    resumed = node.kept
+    try:
+        node.start()
+        _write_state(state_dir, node)
+        took = node.wait_ready(timeout)
+    except (RuntimeError, KeyboardInterrupt) as e:
+        # A node that was kept keeps its data (and its state file, marked kept) on failure.
+        node.stop(keep_data=resumed)
+        if resumed:
+            _write_state(state_dir, node, kept=True)
+        elif os.path.exists(_state_path(state_dir)):
+            os.remove(_state_path(state_dir))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    progress = sys.stderr if print_url else sys.stdout
+    print(f"opensearch pid {node.pid} {'restarted on its kept data' if resumed else 'ready'} in {took:.1f}s "
+          f"with {REQUIRED_PLUGIN}: {node.url}; log {node.log_path}", file=progress)
+    if print_url:
+        print(node.url)
+    return 0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("java-home", help="print the Java home the node runs with")
-    sp = sub.add_parser("start", help="start in the background and wait until ready")
+    sp = sub.add_parser("start", help="start in the background and wait until ready; a node stopped with "
+                                      "--keep-data starts again on its data and port")
     sp.add_argument("--home", default=DEFAULT_HOME, help="the install (scripts/setup_opensearch.sh)")
     sp.add_argument("--http-port", type=int, default=int(os.environ.get("OPENSEARCH_HTTP_PORT", 0)),
                     help="default: a free port")
     sp.add_argument("--heap-min", default="512m")
     sp.add_argument("--heap-max", default="1g")
-    sp.add_argument("--timeout", type=float, default=120.0)
-    sp.add_argument("--print-url", action="store_true",
-                    help="print only the URL on stdout (progress goes to stderr), for $(...)")
-    for name in ("stop", "status", "url"):
+    stop_p = sub.add_parser("stop", help="stop by pid (SIGTERM, bounded wait, SIGKILL) and delete the node's folder")
+    restart_p = sub.add_parser("restart", help="stop keeping the data, then start the same node again")
+    for sp_ in (stop_p, restart_p):
+        sp_.add_argument("--kill", action="store_true", help="SIGKILL at once (a crash) instead of SIGTERM")
+    stop_p.add_argument("--keep-data", action="store_true",
+                        help="keep the node's folder (data, config, port): `start` runs it again")
+    for sp_ in (sp, restart_p):
+        sp_.add_argument("--timeout", type=float, default=120.0)
+        sp_.add_argument("--print-url", action="store_true",
+                         help="print only the URL on stdout (progress goes to stderr), for $(...)")
+    for name in ("status", "url"):
         sub.add_parser(name)
-    for sp in sub.choices.values():
-        sp.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    for sp_ in sub.choices.values():
+        sp_.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     a = p.parse_args(argv)
 
     if a.cmd == "java-home":
@@ -336,6 +431,7 @@ def main(argv=None) -> int:
     state = _read_state(a.state_dir)
     node = _node_from_state(state) if state else None
     running = node is not None and _alive(node.pid) and _is_our_node(node.pid, node.conf_dir)
+    kept = node is not None and not running and bool(state.get("kept")) and node.kept
 
     if a.cmd == "url":
         if not running:
@@ -346,7 +442,7 @@ def main(argv=None) -> int:
 
     if a.cmd == "status":
         if not running:
-            print("opensearch: not running")
+            print(f"opensearch: not running{f'; data kept in {node.run_dir} for {node.url}' if kept else ''}")
             return 3
         ready = node.ready()
         print(f"opensearch pid {node.pid} {'ready' if ready else 'NOT ready'}; {node.url}; "
@@ -357,33 +453,28 @@ def main(argv=None) -> int:
         if node is None:
             print("opensearch: no state file, nothing to stop")
             return 0
-        print(f"opensearch pid {node.pid}: {node.stop()}")
-        os.remove(_state_path(a.state_dir))
+        _stop(node, a.state_dir, a.keep_data, a.kill)
         return 0
+
+    if a.cmd == "restart":
+        if not (running or kept):
+            print("opensearch: no running or kept node to restart (use start)", file=sys.stderr)
+            return 1
+        if running:
+            _stop(node, a.state_dir, keep_data=True, kill=a.kill)
+        return _start(node, a.state_dir, a.timeout, a.print_url)
 
     if running:
         print(f"opensearch already running (pid {node.pid}, {node.url}); stop it first", file=sys.stderr)
         return 1
+    if kept:
+        if a.http_port and a.http_port != node.http_port:
+            print(f"error: the kept node in {node.run_dir} listens on {node.http_port}, not {a.http_port}; "
+                  f"`stop` deletes it", file=sys.stderr)
+            return 1
+        return _start(node, a.state_dir, a.timeout, a.print_url)
     node = OpenSearchNode(a.home, http_port=a.http_port or None, heap_min=a.heap_min, heap_max=a.heap_max)
-    try:
-        node.start()
-        os.makedirs(a.state_dir, exist_ok=True)
-        with open(_state_path(a.state_dir), "w") as f:
-            json.dump({"pid": node.pid, "http_port": node.http_port, "run_dir": node.run_dir,
-                       "home": node.home}, f)
-        took = node.wait_ready(a.timeout)
-    except (RuntimeError, KeyboardInterrupt) as e:
-        node.stop()
-        if os.path.exists(_state_path(a.state_dir)):
-            os.remove(_state_path(a.state_dir))
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    progress = sys.stderr if a.print_url else sys.stdout
-    print(f"opensearch pid {node.pid} ready in {took:.1f}s with {REQUIRED_PLUGIN}: {node.url}; "
-          f"log {node.log_path}", file=progress)
-    if a.print_url:
-        print(node.url)
-    return 0
+    return _start(node, a.state_dir, a.timeout, a.print_url)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ Triton and the session OpenSearch node (fixture `opensearch_url`):
   scores (the embedded store's scores for the same photos and query), and a restarted
   gateway finds the same data;
 - an existing index with another mapping version or dimension: the gateway refuses to start
-  with a SchemaMismatch and leaves the index alone.
+  with a SchemaMismatch and leaves the index alone;
+- search by face with face indexing on: the same hits, boxes and cosines as the embedded
+  store (tests/test_gateway_faces.py's `face_gateway`) for the same photos and query crop;
+- the node killed during a batch ingest (a node of the test's own, fixture `own_node`, so
+  the session node stays up): failed items are 503 naming the store, the gateway keeps
+  serving, and after the node restarts on the same data and port every acknowledged photo
+  is there and searchable, re-ingesting is idempotent and /health recovers.
 
 Gateways run as in tests/test_gateway.py (its `Gateway` class and fixtures); each test uses
 its own index, deleted at the end.
@@ -16,13 +22,18 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import uuid
 
 import pytest
 import requests
+from PIL import Image
 
+import opensearchctl
 import tritonctl
 from test_gateway import Gateway, gateway, indexed, photo_paths, read_bytes, sha256  # noqa: F401  (fixtures)
+from test_gateway_faces import embed, face_gateway, face_photo, iou, jpeg, listed_faces, read  # noqa: F401  (fixture)
 
 PHOTOS = 10
 QUERY = "a photo of people outside"
@@ -43,14 +54,14 @@ def index_name(opensearch_url):
     requests.delete(f"{opensearch_url}/{name}", timeout=30)
 
 
-def opensearch_gateway(triton, data_dir, url: str, index: str) -> Gateway:
+def opensearch_gateway(triton, data_dir, url: str, index: str, extra_args: tuple = ()) -> Gateway:
     """A gateway on the OpenSearch store at `url`, index `index` (the `store.opensearch_index`
     key, given through a config file)."""
     config = os.path.join(data_dir, "gateway.toml")
     os.makedirs(data_dir, exist_ok=True)
     with open(config, "w") as f:
         f.write(f"[store]\nopensearch_index = {json.dumps(index)}\n")
-    return Gateway(data_dir, triton.grpc_address,
+    return Gateway(data_dir, triton.grpc_address, extra_args=extra_args,
                    store_args=("--store", "opensearch", "--opensearch-url", url, "--config", config))
 
 
@@ -146,3 +157,249 @@ def test_another_mapping_stops_the_start(triton_with_models, opensearch_url, ind
     assert "store schema mismatch" in log and reason in log, log[:3000]
     stored = requests.get(f"{opensearch_url}/{index_name}/_mapping", timeout=30).json()
     assert stored[index_name]["mappings"]["_meta"] == meta, "the gateway changed the index"
+
+
+# search by face (the embedded-store version: tests/test_gateway_faces.py)
+
+FACE_PHOTOS = 6
+
+
+def best_face(gw, data: bytes, box=None) -> list[float]:
+    """The normalised embedding /faces/embeddings gives for the photo's face at `box`
+    (best IoU), or for its highest-scoring face with an embedding."""
+    faces = [f for f in embed(gw, [("q.jpg", data)])["results"][0]["faces"] if f["embedding"] is not None]
+    assert faces, "no face with an embedding"
+    face = max(faces, key=(lambda f: iou(f["bbox"], box)) if box else (lambda f: f["score"]))
+    return face["embedding"]
+
+
+def boxes(items: list[dict]) -> list[float]:
+    """Every item's bbox, flattened (pytest.approx compares flat lists)."""
+    return [v for item in items for v in item["bbox"]]
+
+
+def face_hits(gw, path: str, **kw) -> list[dict]:
+    r = gw.post(path, **kw)
+    assert r.status_code == 200, r.text
+    return r.json()["results"]
+
+
+def test_search_by_face_on_opensearch_matches_the_embedded_store(triton_with_models, face_gateway, opensearch_url,
+                                                                  index_name, tmp_path):
+    faces = listed_faces()
+    names = sorted(faces)[:FACE_PHOTOS]
+    ids = {name: sha256(face_photo(name)) for name in names}
+    server = opensearch_gateway(triton_with_models, str(tmp_path / "data"), opensearch_url, index_name,
+                                extra_args=("--index-faces", "true")).start()
+    try:
+        health = server.get("/health").json()
+        assert health["store"]["kind"] == "opensearch" and health["faces"]["index_on_ingest"] is True, health
+        files = [("image", (n, read(face_photo(n)))) for n in names]
+        r = server.post("/ingest/batch", files=files)
+        assert r.status_code == 200 and r.json()["created"] == FACE_PHOTOS, r.text
+        # The embedded face gateway (face indexing on) gets the same photos.
+        r = face_gateway.post("/ingest/batch", files=files)
+        assert r.status_code == 200 and r.json()["failed"] == 0, r.text
+        for name in names:
+            stored = server.get(f"/images/{ids[name]}").json()
+            reference = face_gateway.get(f"/images/{ids[name]}").json()
+            assert len(stored["faces"]) >= len(faces[name]), stored
+            assert len(stored["faces"]) == len(reference["faces"]), (stored, reference)
+            assert boxes(stored["faces"]) == pytest.approx(boxes(reference["faces"]), abs=1e-3)
+
+        # The same photo: its best face at cosine ~1, that face's box.
+        target = names[2]
+        query = {"files": {"image": (target, read(face_photo(target)))}}
+        top = face_hits(server, "/search/faces?k=5", **query)[0]
+        assert top["image_id"] == ids[target], top
+        assert top["score"] > 0.999
+        best_listed = max(faces[target], key=lambda f: f[0])
+        assert iou(top["bbox"], best_listed[1:]) >= 0.9, (top, best_listed)
+
+        # A crop around one face of another photo finds that photo first, with that face's box,
+        # at the cosine the embedded store gives and the one computed from the two embeddings.
+        source = names[4]
+        _, *box = max(faces[source], key=lambda f: f[0])
+        with Image.open(face_photo(source)) as image:
+            w, h = box[2] - box[0], box[3] - box[1]
+            crop = jpeg(image.convert("RGB").crop((max(0, box[0] - w), max(0, box[1] - h),
+                                                   min(image.width, box[2] + w), min(image.height, box[3] + h))))
+        hits = face_hits(server, "/search/faces?k=5", files={"image": ("crop.jpg", crop)})
+        top = hits[0]
+        print(f"crop of {source}: OpenSearch top cosine {top['score']:.4f}")
+        assert top["image_id"] == ids[source], hits
+        assert iou(top["bbox"], box) >= 0.9, (top, box)
+        assert top["width"] > 0 and top["file_url"].endswith(ids[source] + "/file"), top
+        reference = face_hits(face_gateway, "/search/faces?k=5", files={"image": ("crop.jpg", crop)})
+        assert [(h["image_id"], h["face_index"]) for h in hits] == [(h["image_id"], h["face_index"]) for h in reference]
+        assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in reference], abs=1e-3)
+        assert boxes(hits) == pytest.approx(boxes(reference), abs=1e-3)
+        exact = sum(a * b for a, b in zip(best_face(server, crop), best_face(server, read(face_photo(source)), box)))
+        assert top["score"] == pytest.approx(exact, abs=1e-3)
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+        # Paging and min_score cut the same ranking.
+        page = face_hits(server, "/search/faces?k=2&offset=1", files={"image": ("crop.jpg", crop)})
+        assert [(h["image_id"], h["face_index"]) for h in page] == [(h["image_id"], h["face_index"]) for h in hits[1:3]]
+        floor = hits[1]["score"] - 1e-4
+        above = face_hits(server, f"/search/faces?k=5&min_score={floor}", files={"image": ("crop.jpg", crop)})
+        assert [(h["image_id"], h["face_index"]) for h in above] == [(h["image_id"], h["face_index"]) for h in hits[:2]]
+
+        # By embedding (JSON): a face's own vector finds its photo.
+        emb = best_face(server, read(face_photo(target)))
+        r = server.post("/search/faces", json={"embedding": emb, "k": 1})
+        assert r.status_code == 200 and r.json()["results"][0]["image_id"] == ids[target], r.text
+        assert r.json()["results"][0]["score"] > 0.999
+    finally:
+        server.stop()
+
+
+# OpenSearch stopped during a batch ingest
+
+OUTAGE_PHOTOS = 24
+OUTAGE_CHUNK = 2  # photos per /ingest/batch request
+# A request the gateway answers while OpenSearch is down must not wait for a timeout.
+FAST_ERROR_S = 10.0
+
+
+@pytest.fixture
+def own_node():
+    """An OpenSearch node of this test's own, so stopping it does not disturb the session node
+    the other tests share; stopped by pid (and its folder deleted) at the end."""
+    node = opensearchctl.OpenSearchNode().start()
+    try:
+        took = node.wait_ready(timeout=180)
+        print(f"\nown OpenSearch node ready in {took:.1f}s at {node.url} (pid {node.pid})")
+        yield node
+    finally:
+        node.stop()
+
+
+def store_unavailable(error: str) -> bool:
+    """A clear store error: says the store is unavailable and names OpenSearch."""
+    return "store unavailable" in error and "opensearch" in error
+
+
+def timed(call, *args, **kw):
+    started = time.monotonic()
+    r = call(*args, **kw)
+    return r, time.monotonic() - started
+
+
+def test_opensearch_stopped_during_a_batch_ingest(triton_with_models, own_node, tmp_path):
+    paths = photo_paths()[:OUTAGE_PHOTOS]
+    ids = {p: sha256(p) for p in paths}
+    chunks = [paths[i:i + OUTAGE_CHUNK] for i in range(0, len(paths), OUTAGE_CHUNK)]
+    url = own_node.url
+    server = opensearch_gateway(triton_with_models, str(tmp_path / "data"), url, "outage").start()
+    try:
+        # A client sends the chunks one after the other; the node is killed (SIGKILL by pid:
+        # a crash, not a clean shutdown) once two chunks are acknowledged.
+        answers = []  # (chunk, sent after the kill, HTTP status, body)
+        killed = threading.Event()
+
+        def client():
+            for n, chunk in enumerate(chunks):
+                after = killed.is_set()
+                r = server.post("/ingest/batch", files=[("image", (os.path.basename(p), read_bytes(p))) for p in chunk])
+                answers.append((n, after, r.status_code, r.json()))
+
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 180
+        while len(answers) < 2 and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(answers) >= 2 and thread.is_alive(), f"two chunks not answered in time: {answers}"
+        assert own_node.stop(keep_data=True, kill=True) == "killed"
+        killed.set()
+        stopped_at = time.monotonic()
+
+        # The gateway keeps serving, and says what is wrong, at once.
+        r, took = timed(server.get, "/health")
+        assert r.status_code == 503 and took < FAST_ERROR_S, (r.status_code, took, r.text)
+        health = r.json()
+        assert health["store"]["kind"] == "opensearch" and health["store"]["ready"] is False, health
+        assert store_unavailable(health["store"]["error"]) and url.split("//")[1] in health["store"]["error"], health
+        assert health["triton"]["ready"] is True, "only the store is down"
+        r, took = timed(server.get, "/search/text", params={"q": QUERY, "k": 5})
+        assert r.status_code == 503 and store_unavailable(r.json()["error"]) and took < FAST_ERROR_S, r.text
+        r, took = timed(server.get, f"/images/{ids[chunks[0][0]]}")
+        assert r.status_code == 503 and store_unavailable(r.json()["error"]) and took < FAST_ERROR_S, r.text
+        r, took = timed(server.post, "/ingest", files={"image": ("x.jpg", read_bytes(paths[-1]))})
+        assert r.status_code == 503 and store_unavailable(r.json()["error"]) and took < FAST_ERROR_S, r.text
+
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the batch client is still waiting on the gateway"
+        assert server.proc.poll() is None, f"the gateway exited:\n{server.log_tail()}"
+        print(f"outage: {sum(1 for a in answers if a[1])} of {len(chunks)} chunks sent after the kill, "
+              f"client done {time.monotonic() - stopped_at:.1f}s after it")
+        assert [a[0] for a in answers] == list(range(len(chunks)))
+        acknowledged, failed = [], []
+        for n, after, status, body in answers:
+            assert status == 200, body
+            for path, item in zip(chunks[n], body["results"]):
+                assert item["id"] == ids[path], item
+                if item["status"] == "created":
+                    assert not after, f"chunk {n} was sent after the kill yet stored: {item}"
+                    acknowledged.append(path)
+                else:
+                    assert item["status"] == "failed" and item["http_status"] == 503, item
+                    assert store_unavailable(item["error"]), item
+                    failed.append(path)
+        assert len(acknowledged) >= 2 * OUTAGE_CHUNK and any(a[1] for a in answers), answers
+        assert len(acknowledged) + len(failed) == len(paths)
+
+        # Same data folder, same port. While it comes back (refused connections, then about
+        # 2 s of HTTP 503 from OpenSearch until the shard is recovered) the gateway answers 503
+        # naming the store, never a 500; then every acknowledged photo is back and searchable.
+        own_node.start()
+        assert own_node.url == url
+        seen = {}
+        deadline = time.monotonic() + 180
+        probes = [f"/images/{ids[acknowledged[0]]}", f"/search/text?q={QUERY}&k=3"]
+        while time.monotonic() < deadline and own_node.alive():
+            answers_now = [server.get(path) for path in probes]
+            for r in answers_now:
+                if r.status_code != 200:
+                    assert r.status_code == 503 and store_unavailable(r.json()["error"]), r.text
+                    kind = "HTTP 503 from OpenSearch" if "HTTP 503" in r.text else "unreachable"
+                    seen[kind] = seen.get(kind, 0) + 1
+            if all(r.status_code == 200 for r in answers_now):
+                break
+            time.sleep(0.05)
+        took = own_node.wait_ready(timeout=30)
+        print(f"node restarted in {took:.1f}s; gateway answers while it came back: {seen}")
+        deadline = time.monotonic() + 60
+        while (r := server.get("/health")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert r.status_code == 200, f"/health did not recover: {r.text}"
+        stored_now = r.json()["store"]["images"]
+        # A bulk cut off by the kill may have been applied without an answer: at least the
+        # acknowledged ones, at most every photo.
+        assert len(acknowledged) <= stored_now <= len(paths), (stored_now, len(acknowledged))
+        r = server.get("/search/text", params={"q": QUERY, "k": len(paths)})
+        assert r.status_code == 200, r.text
+        assert {ids[p] for p in acknowledged} <= {x["image_id"] for x in r.json()["results"]}
+        for path in acknowledged:
+            assert server.get(f"/images/{ids[path]}").status_code == 200
+            assert server.get(f"/images/{ids[path]}/file").content == read_bytes(path)
+            r = server.post("/search/similar", params={"k": 1}, files={"image": ("q.jpg", read_bytes(path))})
+            assert r.status_code == 200 and r.json()["results"][0]["image_id"] == ids[path], r.text
+            assert r.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+        # Re-ingesting everything stores the rest; the acknowledged ones are already there.
+        files = [("image", (os.path.basename(p), read_bytes(p))) for p in paths]
+        r = server.post("/ingest/batch", files=files)
+        assert r.status_code == 200, r.text
+        statuses = {item["id"]: item["status"] for item in r.json()["results"]}
+        assert all(statuses[ids[p]] == "already_stored" for p in acknowledged), statuses
+        assert all(statuses[ids[p]] in ("created", "already_stored") for p in failed), statuses
+        assert r.json()["created"] == len(paths) - stored_now and r.json()["failed"] == 0, r.text
+        r = server.post("/ingest/batch", files=files)
+        assert r.status_code == 200 and r.json()["already_stored"] == len(paths), r.text
+        health = server.get("/health")
+        assert health.status_code == 200 and health.json()["store"]["images"] == len(paths), health.text
+        r = server.get("/search/text", params={"q": QUERY, "k": len(paths)})
+        assert sorted(x["image_id"] for x in r.json()["results"]) == sorted(ids.values())
+    finally:
+        server.stop()

@@ -275,7 +275,11 @@ pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &Inges
             }
         }
         Err(err) => {
-            let message = err.to_string();
+            // The whole commit failed (e.g. OpenSearch unreachable): every photo of it is 503.
+            let message = match err {
+                visual_store::StoreError::Unavailable(message) => message,
+                other => other.to_string(),
+            };
             for (position, filename, record) in to_store {
                 let error = AppError::from(visual_store::StoreError::Unavailable(message.clone()));
                 items[position] = Some(failed(filename, Some(record.id), error));

@@ -1,12 +1,15 @@
 //! OpenSearch-only checks on a real node (`OPENSEARCH_URL`; without it each test prints a
 //! SKIPPED line and passes): HNSW recall at 10,000 image vectors against brute force, and
-//! the per-item results of a `_bulk` holding records that only OpenSearch refuses.
+//! the per-item results of a `_bulk` holding records that only OpenSearch refuses. And,
+//! with no node at all, what the store answers when nothing listens (a stopped node), a
+//! listener never answers (a hung one), or a node answers 503 while its shards recover (a
+//! restarted one, imitated with OpenSearch's own answers): `Unavailable` every time.
 
 mod common;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::Rng;
 use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
@@ -204,4 +207,144 @@ async fn opensearch_bulk_reports_each_failed_item() {
         }
     })
     .await;
+}
+
+/// A loopback port where nothing listens (bound, then closed): connections are refused.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The store's answer to `call` and how long it took.
+async fn timed<T>(call: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let answer = call.await;
+    (answer, started.elapsed())
+}
+
+async fn within_10s<T>(call: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), call).await.expect("no answer within 10 s")
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(answer: visual_store::Result<T>, needle: &str) {
+    match answer {
+        Err(StoreError::Unavailable(message)) => assert!(message.contains(needle), "{message:?} lacks {needle:?}"),
+        other => panic!("expected Unavailable({needle:?}), got {other:?}"),
+    }
+}
+
+/// A stopped node (connection refused): every call is `Unavailable` naming the call, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_stopped_node_is_unavailable_at_once() {
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let store = OpenSearchStore::new(OpenSearchConfig::new(&url, "nowhere", BULK_DIMENSION)).unwrap();
+    let (answer, took) = timed(store.count()).await;
+    assert_unavailable(answer, "opensearch index exists");
+    assert!(took < Duration::from_secs(5), "a refused connection took {took:?}");
+    let (answer, took) = timed(store.put_batch(vec![record("a".into(), vec![1.0, 0.0, 0.0, 0.0], vec![])])).await;
+    assert_unavailable(answer, "opensearch index exists");
+    assert!(took < Duration::from_secs(5), "a refused connection took {took:?}");
+}
+
+/// A hung node (accepts, never answers): every call is `Unavailable` after `request_timeout`,
+/// not a wait for ever (without the timeout the calls below fail on the test's own 10 s bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_hung_node_times_out_as_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts and holds every connection without reading or answering.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let timeout = Duration::from_millis(800);
+    let config = OpenSearchConfig { request_timeout: timeout, ..OpenSearchConfig::new(&url, "hung", BULK_DIMENSION) };
+    let store = OpenSearchStore::new(config).unwrap();
+    for _ in 0..2 {
+        let (answer, took) = timed(within_10s(store.ready())).await;
+        assert_unavailable(answer, "opensearch index exists");
+        assert!(took >= timeout && took < timeout * 5, "{took:?} for a timeout of {timeout:?}");
+    }
+    let query = [1.0, 0.0, 0.0, 0.0];
+    let (answer, took) = timed(within_10s(store.search_faces(&query, &SearchFilter::default(), Page { k: 1, offset: 0 }))).await;
+    assert_unavailable(answer, "opensearch");
+    assert!(took < timeout * 5, "{took:?}");
+}
+
+/// What a restarted node answers (checked on 2.19.1) between opening its HTTP port and
+/// recovering its shards, for a get; searches and counts say "all shards failed", also 503.
+const NO_SHARD: &str = r#"{"error":{"root_cause":[{"type":"no_shard_available_action_exception","reason":"No shard available for [get [recovering][a]: routing [null]]"}],"type":"no_shard_available_action_exception","reason":"No shard available for [get [recovering][a]: routing [null]]"},"status":503}"#;
+
+/// A loopback HTTP server answering each request with `answer(method, path, body)` =
+/// (status, JSON body), one request per connection; returns its URL.
+fn fake_node(answer: fn(&str, &str, &str) -> (u16, String)) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut parts = request_line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, json) = answer(method, path, &String::from_utf8_lossy(&body));
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                json.len()
+            );
+            let _ = reader.get_mut().write_all(response.as_bytes());
+        }
+    });
+    url
+}
+
+/// A restarted node whose shards are not recovered yet: the index and its mapping are there
+/// (cluster state), every read and write answers 503. The store says `Unavailable` (the
+/// gateway's 503), not `Io` (500); a `_bulk` that is answered with 503 items fails those items
+/// as `Unavailable` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_recovering_node_is_unavailable() {
+    let url = fake_node(|method, path, body| {
+        let meta = format!(r#"{{"recovering":{{"mappings":{{"_meta":{{"schema_version":1,"dimension":{BULK_DIMENSION}}}}}}}}}"#);
+        match (method, path.split('?').next().unwrap_or("")) {
+            ("HEAD", "/recovering") => (200, String::new()),
+            ("GET", "/recovering/_mapping") => (200, meta),
+            ("POST", "/_bulk") if body.contains("item-503") => {
+                let item = r#"{"create":{"_index":"recovering","_id":"item-503","status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}}"#;
+                (200, format!(r#"{{"took":1,"errors":true,"items":[{item}]}}"#))
+            }
+            _ => (503, NO_SHARD.to_string()),
+        }
+    });
+    let store = OpenSearchStore::new(OpenSearchConfig::new(&url, "recovering", BULK_DIMENSION)).unwrap();
+    store.ensure_index().await.expect("the mapping is readable while the shards recover");
+    let query = [1.0, 0.0, 0.0, 0.0];
+    let page = Page { k: 1, offset: 0 };
+    assert_unavailable(store.get("a").await, "no_shard_available_action_exception");
+    assert_unavailable(store.count().await, "HTTP 503");
+    assert_unavailable(store.search_images(&query, &SearchFilter::default(), page).await, "opensearch search: HTTP 503");
+    assert_unavailable(store.search_faces(&query, &SearchFilter::default(), page).await, "opensearch search: HTTP 503");
+    assert_unavailable(store.delete("a").await, "opensearch delete: HTTP 503");
+    assert_unavailable(store.put_batch(vec![record("a".into(), query.to_vec(), vec![])]).await, "opensearch bulk: HTTP 503");
+    let outcomes = store.put_batch(vec![record("item-503".into(), query.to_vec(), vec![])]).await.unwrap();
+    assert_unavailable(outcomes.into_iter().next().unwrap(), "\"item-503\" failed (status 503)");
 }

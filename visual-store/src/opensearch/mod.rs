@@ -6,6 +6,10 @@
 //! (OpenSearch fsyncs its translog before acknowledging, `index.translog.durability:
 //! request`) and visible to the next search.
 //!
+//! Every request is bounded by `request_timeout`: a node that accepts connections but does
+//! not answer (hung, paused, partitioned) gives `Unavailable` instead of a caller waiting
+//! for ever; a refused connection (node stopped) gives `Unavailable` at once.
+//!
 //! The index is created or checked once, by [`OpenSearchStore::connect`] or else by the
 //! first call that needs it: a store made with [`OpenSearchStore::new`] while OpenSearch is
 //! down answers `Unavailable` until the node is back, and never writes into an index it has
@@ -14,9 +18,11 @@
 pub mod query;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use opensearch::http::transport::Transport;
+use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use opensearch::http::Url;
 use opensearch::http::response::Response;
 use opensearch::http::request::JsonBody;
 use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesGetMappingParts};
@@ -36,11 +42,23 @@ pub struct OpenSearchConfig {
     /// Vector length; fixed in the mapping.
     pub dimension: usize,
     pub limits: QueryLimits,
+    /// Longest one request may take, from connecting to the end of the answer.
+    pub request_timeout: Duration,
 }
+
+/// Default `request_timeout`: far above a 1,000-record `_bulk` with `refresh=wait_for`
+/// (a few seconds on a 2-core machine), far below "hung".
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl OpenSearchConfig {
     pub fn new(url: &str, index: &str, dimension: usize) -> Self {
-        OpenSearchConfig { url: url.to_owned(), index: index.to_owned(), dimension, limits: QueryLimits::default() }
+        OpenSearchConfig {
+            url: url.to_owned(),
+            index: index.to_owned(),
+            dimension,
+            limits: QueryLimits::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
     }
 }
 
@@ -56,15 +74,22 @@ fn unavailable(context: &str) -> impl Fn(opensearch::Error) -> StoreError + '_ {
     move |e| StoreError::Unavailable(format!("opensearch {context}: {e}"))
 }
 
-/// The body of a response, or an error naming the status and OpenSearch's reason.
+/// Statuses that mean "not now" rather than "wrong": 503 (e.g. a restarted node answers
+/// `no_shard_available_action_exception` until its shards are recovered) and 429 (overloaded).
+fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 503)
+}
+
+/// The body of a response, or an error naming the status and OpenSearch's reason:
+/// `Unavailable` for 429 and 503, `Io` for any other failure.
 async fn json_ok(response: Response, context: &str) -> Result<Value> {
     let status = response.status_code();
     let body: Value = response.json().await.map_err(unavailable(context))?;
     if status.is_success() {
-        Ok(body)
-    } else {
-        Err(StoreError::Io(format!("opensearch {context}: HTTP {status}: {}", body["error"])))
+        return Ok(body);
     }
+    let message = format!("opensearch {context}: HTTP {status}: {}", body["error"]);
+    Err(if retryable(status.as_u16()) { StoreError::Unavailable(message) } else { StoreError::Io(message) })
 }
 
 impl OpenSearchStore {
@@ -79,8 +104,12 @@ impl OpenSearchStore {
     /// A store that has sent nothing yet; the index is created or checked by the first
     /// call (see the module notes). Fails only on a malformed URL.
     pub fn new(config: OpenSearchConfig) -> Result<Self> {
-        let transport = Transport::single_node(&config.url)
-            .map_err(|e| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url)))?;
+        let bad_url = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url));
+        let url = Url::parse(&config.url).map_err(|e| bad_url(&e))?;
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| bad_url(&e))?;
         Ok(OpenSearchStore { client: OpenSearch::new(transport), config, index_checked: Arc::new(OnceCell::new()) })
     }
 
@@ -182,8 +211,9 @@ impl Store for OpenSearchStore {
 
     /// One `_bulk` request; each item's own status decides its outcome: 201 created, 409
     /// already stored, 400 `InvalidRecord` (the document itself is refused, e.g. a tag too
-    /// long for a keyword), 429 `Unavailable` (OpenSearch is overloaded: try again), any
-    /// other `Io`; every error names the image and carries OpenSearch's reason.
+    /// long for a keyword), 429 or 503 `Unavailable` (OpenSearch is overloaded, or its shard
+    /// is not available yet: try again), any other `Io`; every error names the image and
+    /// carries OpenSearch's reason.
     async fn put_batch(&self, records: Vec<ImageRecord>) -> Result<Vec<Result<PutOutcome>>> {
         self.ensure_index().await?;
         let mut outcomes: Vec<Option<Result<PutOutcome>>> = Vec::with_capacity(records.len());
@@ -212,7 +242,9 @@ impl Store for OpenSearchStore {
                     Some(200 | 201) => Ok(PutOutcome::Created),
                     Some(409) => Ok(PutOutcome::AlreadyStored),
                     Some(400) => Err(StoreError::InvalidRecord(failure("400"))),
-                    Some(429) => Err(StoreError::Unavailable(failure("429"))),
+                    Some(status) if u16::try_from(status).is_ok_and(retryable) => {
+                        Err(StoreError::Unavailable(failure(&status.to_string())))
+                    }
                     Some(status) => Err(StoreError::Io(failure(&status.to_string()))),
                     None => Err(StoreError::Io(failure("missing"))),
                 }
