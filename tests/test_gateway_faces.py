@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -24,6 +25,7 @@ from PIL import Image
 from test_gateway import COCO_IMAGES, GATEWAY_BIN, SHARED, TOKENIZER_DIR, Gateway, gateway, sha256  # noqa: F401  (fixture)
 
 import tritonctl
+from kserve_http import infer
 
 FACE_LIST = os.path.join(SHARED, "data", "faces", "coco_faces_scrfd500m.json")
 PLUGIN_SO = os.path.join(os.path.dirname(GATEWAY_BIN), "librerank_plugin.so")
@@ -148,9 +150,7 @@ def test_json_base64_equals_multipart_and_options(gateway):
     assert r.json()["results"][0]["faces"] == multipart["results"][0]["faces"]
     for face in multipart["results"][0]["faces"]:
         assert face["detector_bbox"] == pytest.approx(face["bbox"], abs=1e-3)  # photos <= 1920 px: same frame
-    r = gateway.post("/faces/embeddings", json={"images": [{"data": base64.b64encode(data).decode()}],
-                                                "options": {"aligned_faces": True}})
-    assert r.status_code == 400 and "aligned_faces" in r.json()["error"], r.text
+    assert all("aligned_face_png" not in face for face in multipart["results"][0]["faces"])
     # raw_embeddings: the encoder's output before the gateway's normalisation, same direction
     raw = embed(gateway, [(name, data)], raw_boxes="true", raw_embeddings="true")["results"][0]["faces"]
     assert len(raw) == len(multipart["results"][0]["faces"]) > 0
@@ -164,6 +164,44 @@ def test_json_base64_equals_multipart_and_options(gateway):
     too_many = [("image", (f"{i}.jpg", data)) for i in range(MAX_IMAGES + 1)]
     r = gateway.post("/faces/embeddings", files=too_many)
     assert r.status_code == 400 and "limit" in r.json()["error"], r.text
+
+
+def test_aligned_faces_are_what_face_encoder_embedded(gateway, triton):
+    """aligned_faces: each face's PNG, normalised as face_align normalises, through the real
+    face_encoder gives the embedding the gateway returned for that face. The listed photos
+    (<= 640 px) plus one upscaled past preprocess's 1920 px cap, where the crop comes from
+    the capped `original`."""
+    faces = listed_faces()
+    names = sorted(faces)
+    with Image.open(face_photo(names[0])) as image:
+        big = jpeg(image.convert("RGB").resize((image.width * 4, image.height * 4), Image.BICUBIC))
+    uploads = [(name, read(face_photo(name))) for name in names] + [("big.jpg", big)]
+    crops, embeddings, rejected = [], [], 0
+    for start in range(0, len(uploads), MAX_IMAGES):
+        body = embed(gateway, uploads[start:start + MAX_IMAGES], aligned_faces="true", raw_boxes="true")
+        for result in body["results"]:
+            assert result["status"] == "ok", result
+            for face in result["faces"]:
+                if face["embedding"] is None:
+                    assert face["aligned_face_png"] is None, face
+                    rejected += 1
+                    continue
+                with Image.open(io.BytesIO(base64.b64decode(face["aligned_face_png"]))) as png:
+                    assert (png.format, png.mode, png.size) == ("PNG", "RGB", (112, 112))
+                    crops.append(np.asarray(png))
+                embeddings.append(face["embedding"])
+    assert len(crops) >= sum(len(v) for v in faces.values()) + len(faces[names[0]])
+    batch = ((np.stack(crops).astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
+    encoded = []
+    for start in range(0, len(batch), 32):  # face_encoder's max_batch_size
+        r = infer(triton.http_url, "face_encoder", {"faces": batch[start:start + 32]}, ["embeddings"])
+        assert r.ok, r.error
+        encoded.append(r.outputs["embeddings"])
+    encoded = np.concatenate(encoded)
+    encoded /= np.linalg.norm(encoded, axis=1, keepdims=True)
+    cos = np.sum(encoded * np.asarray(embeddings, np.float32), axis=1)
+    print(f"aligned_faces: {len(cos)} faces ({rejected} rejected, no PNG), min cosine {cos.min():.6f}")
+    assert cos.min() >= 0.999, cos
 
 
 # /faces/rerank

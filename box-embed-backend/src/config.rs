@@ -4,7 +4,7 @@
 //! `faces` ([`FaceAlignConfig`]); both send their crops to an encoder ([`EncoderLink`]).
 //! Pure: takes JSON, no FFI, so unit tests cover it.
 
-use crop_core::{CropError, CropPolicy, FaceAligner, RoiAlign, ARCFACE_TEMPLATE_112};
+use crop_core::{CropPolicy, FaceAligner, FaceParameterError, RoiAlign};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -232,42 +232,16 @@ impl BoxEmbedConfig {
     }
 }
 
-/// Parses `face_template`: 10 comma-separated numbers, x y of each of the 5 points.
-fn face_template(config: &Value, face_size: usize) -> Result<[[f32; 2]; 5], ConfigError> {
-    let Some(text) = parameter(config, "face_template") else {
-        // The ArcFace template is defined for 112; other sizes scale it.
-        let scale = face_size as f32 / 112.0;
-        return Ok(ARCFACE_TEMPLATE_112.map(|p| p.map(|v| v * scale)));
-    };
-    let invalid = |reason: &str| ConfigError::Invalid { key: "face_template", value: text.to_string(), reason: reason.into() };
-    let values: Vec<f32> = text
-        .split(',')
-        .map(|v| v.trim().parse::<f32>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid(&e.to_string()))?;
-    if values.len() != 10 {
-        return Err(invalid("expected 10 numbers: x,y of 5 points"));
-    }
-    Ok(std::array::from_fn(|i| [values[2 * i], values[2 * i + 1]]))
-}
-
 impl FaceAlignConfig {
     pub fn from_model_config(config: &Value) -> Result<Self, ConfigError> {
-        let face_size = positive("face_size", parsed(config, "face_size", None)?)?;
-        let template = face_template(config, face_size)?;
-        let margin: f32 = parsed(config, "landmark_margin", Some("0.1"))?;
-        let min_spread: f32 = parsed(config, "min_landmark_spread", Some("1.0"))?;
-        let min_aspect: f32 = parsed(config, "min_landmark_aspect", Some("0.05"))?;
-        let aligner = FaceAligner::new(template, face_size, margin, min_spread, min_aspect).map_err(|e| {
-            let (key, value) = match &e {
-                CropError::InvalidFaceParameter { name, value } => (*name, value.to_string()),
-                CropError::InvalidFaceTemplate(_) => ("face_template", format!("{template:?}")),
-                _ => ("face_size", face_size.to_string()),
-            };
-            ConfigError::Invalid { key, value, reason: e.to_string() }
+        // The alignment settings are parsed in crop-core, which the gateway shares to
+        // re-create the aligned faces from this same config.
+        let aligner = FaceAligner::from_parameters(|key| parameter(config, key)).map_err(|e| match e {
+            FaceParameterError::Missing { key } => ConfigError::Missing { key },
+            FaceParameterError::Invalid { key, value, reason } => ConfigError::Invalid { key, value, reason },
         })?;
         let parsed = Self {
-            encoder: EncoderLink::from_model_config(config, face_size, "faces")?,
+            encoder: EncoderLink::from_model_config(config, aligner.size, "faces")?,
             max_faces: positive("max_faces", parsed(config, "max_faces", None)?)?,
             aligner,
         };

@@ -322,6 +322,21 @@ pub fn warp_face_into(image: &ImageView, map: &[f32; 6], size: usize, out: &mut 
     }
 }
 
+/// An aligned face as [`warp_face_into`] writes it (`[3, size, size]` CHW, `(v - 127.5) /
+/// 127.5`) back to 8-bit RGB pixels, HWC, each value `v * 127.5 + 127.5` rounded and
+/// clamped to 0..=255: the picture the encoder was given.
+///
+/// # Panics
+/// If `face.len() != 3 * size * size`.
+pub fn face_to_rgb8(face: &[f32], size: usize) -> Vec<u8> {
+    let plane = size * size;
+    assert_eq!(face.len(), 3 * plane, "input buffer is not one face");
+    let to_u8 = |v: f32| (v * 127.5 + 127.5).round().clamp(0.0, 255.0) as u8;
+    (0..plane)
+        .flat_map(|p| (0..3).map(move |c| to_u8(face[c * plane + p])))
+        .collect()
+}
+
 /// Warps every face of a batch into `out` (`[N, 3, size, size]`), faces
 /// spread over the rayon pool.
 ///
@@ -558,6 +573,37 @@ mod tests {
                 reference::face_warp(&image, m, 7)[..]
             );
         }
+    }
+
+    #[test]
+    fn rgb8_undoes_the_normalisation() {
+        // 2x2 face, CHW: red plane, green plane, blue plane.
+        let face = [
+            -1.0,
+            1.0,
+            0.0,
+            2.0, // R: 0, 255, 127.5 -> 128, above range -> 255
+            -3.0,
+            f32::NAN,
+            0.5,
+            -0.999, // G: below range -> 0, NaN -> 0, 191.25, 0.1275
+            0.2,
+            0.2,
+            0.2,
+            0.2, // B: 153
+        ];
+        assert_eq!(
+            face_to_rgb8(&face, 2),
+            vec![0, 0, 153, 255, 0, 153, 128, 191, 153, 255, 0, 153]
+        );
+        // A warped photo comes back exactly: the warp's interior samples of an identity map
+        // are the pixels themselves.
+        let (w, h) = (6, 6);
+        let pixels = test_image(w, h);
+        let image = ImageView::new(&pixels, w, h).unwrap();
+        let mut warped = vec![0.0; 3 * w * h];
+        warp_face_into(&image, &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], w, &mut warped);
+        assert_eq!(face_to_rgb8(&warped, w), pixels);
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! get a [`CropRegion`], and [`RoiAlign`] samples that region from an
 //! [`ImageView`] into an FP32 CHW crop. [`reference::roi_align`] is the plain
 //! per-sample implementation the fast path and the GPU kernel are tested
-//! against.
+//! against. [`FaceAligner::from_parameters`] reads the face alignment settings from the
+//! `face_align` model config's parameters, for the backend and the gateway alike.
 
 mod error;
 mod face;
+mod face_params;
 mod image;
 mod letterbox;
 mod policy;
@@ -21,9 +23,10 @@ mod roi_align;
 
 pub use error::CropError;
 pub use face::{
-    estimate_similarity, warp_all, warp_face_into, FaceAligner, FaceJob, LandmarkRejection,
-    Similarity, ARCFACE_TEMPLATE_112,
+    estimate_similarity, face_to_rgb8, warp_all, warp_face_into, FaceAligner, FaceJob,
+    LandmarkRejection, Similarity, ARCFACE_TEMPLATE_112,
 };
+pub use face_params::FaceParameterError;
 pub use image::ImageView;
 pub use letterbox::Letterbox;
 pub use policy::{plan_crop, BoxRejection, CropPolicy, CropRegion};

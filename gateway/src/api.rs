@@ -208,7 +208,7 @@ impl From<&ImageRecord> for ImageView {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaceOptions {
-    /// The 112 x 112 aligned crops as PNG: not supported (docs/faces.md says why).
+    /// Adds each face's aligned crop as the encoder saw it (`aligned_face_png`).
     pub aligned_faces: bool,
     /// Each face's `embedding` as the encoder gave it, before the gateway's L2 normalisation.
     pub raw_embeddings: bool,
@@ -253,6 +253,10 @@ pub struct FaceEmbeddingView {
     /// With raw_boxes: the detector's box in preprocess's `original` pixels.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detector_bbox: Option<[f32; 4]>,
+    /// With aligned_faces: the face_size x face_size RGB face face_encoder was given, as
+    /// base64 PNG; null for a face whose landmarks were rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aligned_face_png: Option<Option<String>>,
 }
 
 /// The faces of one input image, in request order.

@@ -97,6 +97,9 @@ pub struct FacesConfig {
     pub model: String,
     /// The models `model` is made of, shown in /health.
     pub component_models: Vec<String>,
+    /// The model that aligns faces: `aligned_faces` reads its config parameters
+    /// (`face_size`, `face_template`, ...) to re-create the crops it fed the encoder.
+    pub align_model: String,
     pub input: String,
     pub image_size_output: String,
     pub num_faces_output: String,
@@ -115,6 +118,9 @@ pub struct FacesConfig {
     /// POST /faces/embeddings: most images per request, and bytes per image.
     pub max_images_per_request: usize,
     pub max_image_bytes: usize,
+    /// Largest photo, in pixels, the gateway decodes itself (for `aligned_faces`);
+    /// preprocess's `max_pixels` bounds what `model` accepts.
+    pub max_image_pixels: u64,
     /// POST /faces/rerank: most candidates, longest embedding.
     pub max_rerank_candidates: usize,
     pub max_rerank_dim: usize,
@@ -201,6 +207,7 @@ impl Default for FacesConfig {
             index_on_ingest: false,
             model: "face_embed".into(),
             component_models: vec!["face_detect".into(), "face_align".into(), "face_encoder".into()],
+            align_model: "face_align".into(),
             input: "image".into(),
             image_size_output: "image_size".into(),
             num_faces_output: "num_faces".into(),
@@ -214,6 +221,7 @@ impl Default for FacesConfig {
             min_score: 0.0,
             max_images_per_request: 16,
             max_image_bytes: 10 * 1024 * 1024,
+            max_image_pixels: 100_000_000,
             max_rerank_candidates: 10_000,
             max_rerank_dim: 4096,
             // cos 0.4: above the 99th percentile (0.401) of faces from different photos
@@ -281,6 +289,7 @@ impl GatewayConfig {
         anyhow::ensure!((0.0..=1.0).contains(&f.min_score), "faces.min_score must be in [0, 1]");
         anyhow::ensure!(f.max_images_per_request >= 1, "faces.max_images_per_request must be at least 1");
         anyhow::ensure!(f.max_image_bytes >= 1, "faces.max_image_bytes must be at least 1");
+        anyhow::ensure!(f.max_image_pixels >= 1, "faces.max_image_pixels must be at least 1");
         anyhow::ensure!(f.max_rerank_candidates >= 1, "faces.max_rerank_candidates must be at least 1");
         anyhow::ensure!(f.max_rerank_dim >= 1, "faces.max_rerank_dim must be at least 1");
         anyhow::ensure!((0.0..=1.0).contains(&f.rerank_threshold), "faces.rerank_threshold must be in [0, 1]");

@@ -1,5 +1,6 @@
 //! Faces at the HTTP edge: POST /faces/embeddings (several photos through `face_embed`,
-//! identical bytes analysed once, one error entry per bad photo), POST /faces/rerank
+//! identical bytes analysed once, one error entry per bad photo, the aligned faces
+//! re-created on request), POST /faces/rerank
 //! (checks and ordering in `rerank`, scores from the configured `Scorer`), POST
 //! /search/faces (the query face against the store's faces), and the faces ingest stores
 //! when `faces.index_on_ingest` is on.
@@ -14,7 +15,13 @@ use std::time::Instant;
 use axum::extract::Multipart;
 use base64::Engine;
 use bytes::Bytes;
+use crop_core::{face_to_rgb8, warp_face_into, FaceAligner, ImageView};
 use futures_util::stream::{self, StreamExt};
+use image::codecs::png::PngEncoder;
+use image::{ExtendedColorType, ImageEncoder};
+use preprocess_core::geometry::capped_size;
+use preprocess_core::resample::resize_antialiased;
+use preprocess_core::DecodeLimits;
 use visual_store::{FaceRecord, Page, SearchFilter};
 
 use crate::api::{
@@ -91,17 +98,13 @@ pub fn read_json(request: FaceEmbeddingsRequest, max_images: usize) -> Result<(V
     Ok((uploads, request.options))
 }
 
-/// Options the pipeline cannot honour are refused before any image is analysed.
-pub fn check_options(options: &FaceOptions) -> Result<(), AppError> {
-    if options.aligned_faces {
-        return Err(AppError::BadRequest(
-            "aligned_faces is not supported: face_embed does not return the aligned 112x112 crops (docs/faces.md)".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn face_view(index: usize, face: &DetectedFace, options: &FaceOptions) -> FaceEmbeddingView {
+/// `aligned`: the face's aligned crop when `aligned_faces` was asked for.
+fn face_view(
+    index: usize,
+    face: &DetectedFace,
+    aligned: Option<&Option<String>>,
+    options: &FaceOptions,
+) -> FaceEmbeddingView {
     FaceEmbeddingView {
         index,
         score: face.score,
@@ -112,7 +115,79 @@ fn face_view(index: usize, face: &DetectedFace, options: &FaceOptions) -> FaceEm
             false => face.embedding.clone(),
         },
         detector_bbox: options.raw_boxes.then_some(face.detector_bbox),
+        aligned_face_png: aligned.cloned(),
     }
+}
+
+/// One analysed photo: its faces and, with `aligned_faces`, each face's aligned crop
+/// (base64 PNG, `None` where the landmarks were rejected) in the order of `analysis.faces`.
+struct AnalyzedPhoto {
+    analysis: FaceAnalysis,
+    aligned: Option<Vec<Option<String>>>,
+}
+
+async fn analyze(state: &AppState, image: Bytes, options: &FaceOptions) -> Result<AnalyzedPhoto, AppError> {
+    let analysis = state.inference.analyze_faces(image.clone()).await?;
+    let aligned = match options.aligned_faces {
+        true => Some(aligned_faces(state, image, &analysis.faces).await?),
+        false => None,
+    };
+    Ok(AnalyzedPhoto { analysis, aligned })
+}
+
+/// The faces as face_align gave them to the encoder, re-created here rather than shipped
+/// out of Triton: the photo decoded and capped as preprocess makes `original`, each face
+/// warped from its `original`-frame landmarks with the align model's own settings.
+async fn aligned_faces(state: &AppState, image: Bytes, faces: &[DetectedFace]) -> Result<Vec<Option<String>>, AppError> {
+    if faces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let aligner = state.inference.face_aligner().await?;
+    let landmarks: Vec<[[f32; 2]; 5]> = faces.iter().map(|face| face.detector_landmarks).collect();
+    let config = &state.config.faces;
+    let limits = DecodeLimits { max_bytes: config.max_image_bytes, max_pixels: config.max_image_pixels };
+    let original_max_side = config.original_max_side;
+    // Decoding and warping are CPU work: off the async workers.
+    tokio::task::spawn_blocking(move || render_aligned_faces(&image, &landmarks, &aligner, limits, original_max_side))
+        .await
+        .map_err(|err| AppError::Internal(format!("aligning faces: {err}")))?
+}
+
+fn render_aligned_faces(
+    image: &[u8],
+    landmarks: &[[[f32; 2]; 5]],
+    aligner: &FaceAligner,
+    limits: DecodeLimits,
+    original_max_side: u32,
+) -> Result<Vec<Option<String>>, AppError> {
+    let decoded = preprocess_core::decode(image, &limits).map_err(|err| AppError::Unprocessable(err.to_string()))?;
+    // preprocess's `original`: the decoded photo, or its antialiased copy when over the cap.
+    let (width, height) = capped_size(decoded.width, decoded.height, original_max_side);
+    let original = match (width, height) == (decoded.width, decoded.height) {
+        true => decoded,
+        false => resize_antialiased(&decoded, width, height).map_err(|err| AppError::Internal(err.to_string()))?,
+    };
+    let (width, height) = (original.width as usize, original.height as usize);
+    let view = ImageView::new(&original.pixels, width, height).map_err(|err| AppError::Internal(err.to_string()))?;
+    let mut face = vec![0.0; aligner.face_len()];
+    landmarks
+        .iter()
+        .map(|&points| {
+            // Rejected here exactly when face_align rejected them: same settings, same frame.
+            let Ok(map) = aligner.plan(points, width, height) else { return Ok(None) };
+            warp_face_into(&view, &map, aligner.size, &mut face);
+            png_base64(&face_to_rgb8(&face, aligner.size), aligner.size).map(Some)
+        })
+        .collect()
+}
+
+/// A square RGB8 picture as base64 PNG.
+fn png_base64(rgb: &[u8], side: usize) -> Result<String, AppError> {
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(rgb, side as u32, side as u32, ExtendedColorType::Rgb8)
+        .map_err(|err| AppError::Internal(format!("encoding an aligned face as PNG: {err}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(png))
 }
 
 /// Checks one upload's size; the first of identical bytes is analysed, later ones point to it.
@@ -163,8 +238,9 @@ pub async fn embeddings(state: &AppState, uploads: Vec<FaceUpload>, options: Fac
         })
         .collect();
     let analyzed = jobs.len();
-    let analyses: HashMap<usize, Result<FaceAnalysis, AppError>> = stream::iter(jobs)
-        .map(|(index, bytes)| async move { (index, state.inference.analyze_faces(bytes).await.map_err(AppError::from)) })
+    let options = &options;
+    let analyses: HashMap<usize, Result<AnalyzedPhoto, AppError>> = stream::iter(jobs)
+        .map(|(index, bytes)| async move { (index, analyze(state, bytes, options).await) })
         .buffer_unordered(state.config.server.batch_concurrency)
         .collect()
         .await;
@@ -174,8 +250,8 @@ pub async fn embeddings(state: &AppState, uploads: Vec<FaceUpload>, options: Fac
         .zip(uploads)
         .enumerate()
         .map(|(index, (planned, upload))| {
-            let entry = |image_id, duplicate_of, outcome: Result<&FaceAnalysis, &AppError>| match outcome {
-                Ok(analysis) => FaceImageResult {
+            let entry = |image_id, duplicate_of, outcome: Result<&AnalyzedPhoto, &AppError>| match outcome {
+                Ok(AnalyzedPhoto { analysis, aligned }) => FaceImageResult {
                     index,
                     name: upload.name.clone(),
                     image_id,
@@ -186,9 +262,10 @@ pub async fn embeddings(state: &AppState, uploads: Vec<FaceUpload>, options: Fac
                     faces: analysis
                         .faces
                         .iter()
-                        .filter(|face| options.raw_boxes || face.embedding.is_some())
                         .enumerate()
-                        .map(|(i, face)| face_view(i, face, &options))
+                        .filter(|(_, face)| options.raw_boxes || face.embedding.is_some())
+                        .enumerate()
+                        .map(|(i, (k, face))| face_view(i, face, aligned.as_ref().map(|crops| &crops[k]), options))
                         .collect(),
                     error: None,
                     http_status: 200,
@@ -381,13 +458,54 @@ mod tests {
     }
 
     #[test]
-    fn only_aligned_faces_is_refused_with_the_reason() {
-        assert!(check_options(&FaceOptions { raw_boxes: true, ..FaceOptions::default() }).is_ok());
-        let err = check_options(&FaceOptions { aligned_faces: true, ..FaceOptions::default() }).unwrap_err();
-        assert!(err.to_string().contains("aligned_faces is not supported"), "{err}");
-        assert!(check_options(&FaceOptions { raw_embeddings: true, ..FaceOptions::default() }).is_ok());
+    fn flags_are_strict() {
         assert!(parse_flag("raw_boxes", "yes").is_err());
         assert!(parse_flag("raw_boxes", "1").unwrap());
+    }
+
+    fn png(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PngEncoder::new(&mut out).write_image(pixels, width, height, ExtendedColorType::Rgb8).unwrap();
+        out
+    }
+
+    fn decoded_png(base64_png: &str) -> image::RgbImage {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(base64_png).unwrap();
+        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap().into_rgb8()
+    }
+
+    /// Landmarks that are the template moved by whole pixels: the aligned face is the photo's
+    /// pixels in that window (the similarity is a pure translation).
+    #[test]
+    fn aligned_face_is_the_window_the_landmarks_select() {
+        let (width, height) = (200u32, 160u32);
+        let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i * 7919 % 251) as u8).collect();
+        let photo = png(width, height, &pixels);
+        let aligner = FaceAligner::new(crop_core::ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap();
+        let (dx, dy) = (30, 20);
+        let shifted = crop_core::ARCFACE_TEMPLATE_112.map(|[x, y]| [x + dx as f32, y + dy as f32]);
+        let coincident = [[50.0, 60.0]; 5];
+        let limits = DecodeLimits { max_bytes: 1 << 20, max_pixels: 1 << 20 };
+        let crops = render_aligned_faces(&photo, &[shifted, coincident], &aligner, limits, 1920).unwrap();
+        assert_eq!(crops.len(), 2);
+        assert_eq!(crops[1], None, "rejected landmarks have no crop");
+        let face = decoded_png(crops[0].as_ref().unwrap());
+        assert_eq!(face.dimensions(), (112, 112));
+        for (u, v, pixel) in face.enumerate_pixels() {
+            let at = (((v + dy) * width + u + dx) * 3) as usize;
+            assert_eq!(pixel.0, [pixels[at], pixels[at + 1], pixels[at + 2]], "({u}, {v})");
+        }
+
+        // Over the cap, the landmarks are in the capped `original`: the window is read there.
+        let crops = render_aligned_faces(&photo, &[shifted], &aligner, limits, 180).unwrap();
+        let decoded = preprocess_core::decode(&photo, &limits).unwrap();
+        let original = resize_antialiased(&decoded, 180, 144).unwrap();
+        let face = decoded_png(crops[0].as_ref().unwrap());
+        let at = (((5 + dy) * 180 + 7 + dx) * 3) as usize;
+        assert_eq!(face.get_pixel(7, 5).0, [original.pixels[at], original.pixels[at + 1], original.pixels[at + 2]]);
+
+        let err = render_aligned_faces(b"not a photo", &[shifted], &aligner, limits, 1920).unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[test]

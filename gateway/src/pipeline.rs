@@ -1,8 +1,9 @@
 //! The Triton calls: one photo through the `visual_ingest` ensemble (detections,
 //! global and per-object embeddings), one photo through the `face_embed` ensemble (faces,
-//! landmarks, face embeddings) and one text query through the tokenizer and
-//! `clip_text`. `Inference` is the seam the handlers use, so routes are tested with
-//! a fake and run against the real server through `TritonInference`.
+//! landmarks, face embeddings), one text query through the tokenizer and `clip_text`,
+//! and the face alignment settings from `face_align`'s config. `Inference` is the seam
+//! the handlers use, so routes are tested with a fake and run against the real server
+//! through `TritonInference`.
 //!
 //! Every tensor Triton returns is checked against the contract (sizes, counts, class
 //! ids) before it becomes a record, and every embedding is L2-normalised here so the
@@ -14,6 +15,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use clip_tokenizer::ClipTokenizer;
+use crop_core::FaceAligner;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 use triton_client::{ClientError, InferRequest, InferResponse, InputTensor, TritonClient};
@@ -51,6 +53,8 @@ pub struct DetectedFace {
     pub detector_bbox: [f32; 4],
     /// Eyes, nose, mouth corners (x, y) in the photo's pixels, image-left first per pair.
     pub landmarks: [[f32; 2]; 5],
+    /// The same landmarks in `original` pixels, as face_align aligned the face from them.
+    pub detector_landmarks: [[f32; 2]; 5],
     /// L2-normalised; `None` when face_align rejected the landmarks (`face_valid` false).
     pub embedding: Option<Vec<f32>>,
     /// The encoder's output as `face_embed` returned it (face_encoder does not normalise);
@@ -70,8 +74,9 @@ pub struct FaceAnalysis {
 pub enum PipelineError {
     #[error(transparent)]
     Triton(#[from] ClientError),
-    /// Triton answered, but not with what the contract promises.
-    #[error("{model} broke its output contract: {reason}")]
+    /// Triton answered, but not with what the contract promises (outputs, or a config
+    /// the gateway reads).
+    #[error("{model} broke its contract: {reason}")]
     Contract { model: String, reason: String },
 }
 
@@ -101,6 +106,8 @@ pub trait Inference: Send + Sync {
     async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError>;
     /// The L2-normalised embedding of a text query.
     async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError>;
+    /// How `faces.align_model` aligns faces, from its config parameters.
+    async fn face_aligner(&self) -> Result<Arc<FaceAligner>, PipelineError>;
     async fn health(&self) -> InferenceHealth;
 }
 
@@ -113,6 +120,9 @@ pub struct TritonInference {
     /// Outputs requested from the ingest model, settled from its metadata on first use
     /// (Triton may come up after the gateway).
     ingest_outputs: OnceCell<Vec<String>>,
+    /// Read from the align model's config on first use, for the same reason; a failed
+    /// read is not kept, so the next request asks again.
+    face_aligner: OnceCell<Arc<FaceAligner>>,
 }
 
 impl TritonInference {
@@ -123,7 +133,15 @@ impl TritonInference {
         tokenizer: ClipTokenizer,
         metrics: Arc<Metrics>,
     ) -> Self {
-        TritonInference { client, models, faces, tokenizer, metrics, ingest_outputs: OnceCell::new() }
+        TritonInference {
+            client,
+            models,
+            faces,
+            tokenizer,
+            metrics,
+            ingest_outputs: OnceCell::new(),
+            face_aligner: OnceCell::new(),
+        }
     }
 
     async fn infer(&self, request: InferRequest) -> Result<InferResponse, PipelineError> {
@@ -232,6 +250,21 @@ impl Inference for TritonInference {
             )));
         }
         normalized(values).ok_or_else(|| contract("the text embedding is zero or not finite".into()))
+    }
+
+    async fn face_aligner(&self) -> Result<Arc<FaceAligner>, PipelineError> {
+        let aligner = self
+            .face_aligner
+            .get_or_try_init(|| async {
+                let model = &self.faces.align_model;
+                let parameters = self.client.model_parameters(model).await?;
+                let aligner = FaceAligner::from_parameters(|key| parameters.get(key).map(String::as_str)).map_err(|err| {
+                    PipelineError::Contract { model: model.clone(), reason: format!("its config cannot align faces: {err}") }
+                })?;
+                Ok::<_, PipelineError>(Arc::new(aligner))
+            })
+            .await?;
+        Ok(aligner.clone())
     }
 
     async fn health(&self) -> InferenceHealth {
@@ -394,7 +427,8 @@ pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<Fac
         let detector_bbox = [boxes[i * 4], boxes[i * 4 + 1], boxes[i * 4 + 2], boxes[i * 4 + 3]];
         let bbox = [detector_bbox[0] * sx, detector_bbox[1] * sy, detector_bbox[2] * sx, detector_bbox[3] * sy];
         let points = &landmarks[i * 10..(i + 1) * 10];
-        let landmarks = std::array::from_fn(|p| [points[2 * p] * sx, points[2 * p + 1] * sy]);
+        let detector_landmarks: [[f32; 2]; 5] = std::array::from_fn(|p| [points[2 * p], points[2 * p + 1]]);
+        let landmarks = detector_landmarks.map(|[x, y]| [x * sx, y * sy]);
         let (embedding, raw_embedding) = match valid[i] {
             false => (None, None),
             true => {
@@ -405,7 +439,15 @@ pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<Fac
                 (Some(unit), Some(raw))
             }
         };
-        detected.push(DetectedFace { score: scores[i], bbox, detector_bbox, landmarks, embedding, raw_embedding });
+        detected.push(DetectedFace {
+            score: scores[i],
+            bbox,
+            detector_bbox,
+            landmarks,
+            detector_landmarks,
+            embedding,
+            raw_embedding,
+        });
     }
     Ok(FaceAnalysis { width, height, faces: detected })
 }
@@ -521,6 +563,7 @@ mod tests {
         assert_eq!(first.detector_bbox, [96., 48., 192., 144.]);
         assert_eq!(first.bbox, [96. * scale, 48. * scale, 192. * scale, 144. * scale]);
         assert_eq!(first.landmarks[4], [120. * scale, 96. * scale]);
+        assert_eq!(first.detector_landmarks[4], [120., 96.]);
         assert_eq!(first.embedding, Some(vec![0.0, 1.0]));
         assert_eq!(first.raw_embedding, Some(vec![0.0, 3.0]));
         assert_eq!((&analysis.faces[1].embedding, &analysis.faces[1].raw_embedding), (&None, &None));

@@ -242,7 +242,6 @@ async fn face_embeddings(State(state): Shared, request: Request) -> Result<Json<
     if uploads.is_empty() {
         return Err(AppError::BadRequest("the request has no images".into()));
     }
-    faces::check_options(&options)?;
     Ok(Json(faces::embeddings(&state, uploads, options).await))
 }
 

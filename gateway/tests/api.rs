@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use bytes::Bytes;
+use crop_core::{FaceAligner, ARCFACE_TEMPLATE_112};
 use gateway::blobs::{content_id, BlobStore};
 use gateway::config::GatewayConfig;
 use gateway::metrics::Metrics;
@@ -27,11 +28,14 @@ use visual_store::Store;
 const DIM: usize = 8;
 const FACE_DIM: usize = 4;
 const JPEG_MAGIC: [u8; 3] = [0xFF, 0xD8, 0xFF];
+const PNG_MAGIC: [u8; 4] = [0x89, b'P', b'N', b'G'];
+const FACE_SHIFT: [u32; 2] = [40, 25];
 
 /// Triton stand-in: a "photo" is JPEG magic + a seed byte; its embedding is a one-hot-ish
 /// vector of the seed; even seeds hold a person (0.9), odd seeds a dog (0.6). Even seeds
 /// also hold a face (embedding: the seed's FACE_DIM vector) and, from seed 4 on, a second
-/// face whose landmarks face_align rejected.
+/// face whose landmarks face_align rejected. A real PNG (`face_photo`) holds a face whose
+/// landmarks are the ArcFace template moved by `FACE_SHIFT`, and a rejected one.
 #[derive(Default)]
 struct ScriptedInference {
     image_calls: AtomicUsize,
@@ -64,6 +68,18 @@ fn decode_error() -> PipelineError {
     .into()
 }
 
+const FACE_PHOTO_SIZE: (u32, u32) = (200, 160);
+
+/// A real PNG photo, `FACE_PHOTO_SIZE`, and its pixels (RGB8, row-major).
+fn face_photo() -> (Vec<u8>, Vec<u8>) {
+    use image::ImageEncoder;
+    let (width, height) = FACE_PHOTO_SIZE;
+    let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i * 7919 % 251) as u8).collect();
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png).write_image(&pixels, width, height, image::ExtendedColorType::Rgb8).unwrap();
+    (png, pixels)
+}
+
 fn photo(seed: u8) -> Vec<u8> {
     let mut bytes = JPEG_MAGIC.to_vec();
     bytes.push(seed);
@@ -92,22 +108,30 @@ impl Inference for ScriptedInference {
 
     async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError> {
         self.face_calls.fetch_add(1, Ordering::SeqCst);
-        if !image.starts_with(&JPEG_MAGIC) || image.len() < 4 {
-            return Err(decode_error());
-        }
-        let seed = image[3];
-        let face = |score, embedding: Option<Vec<f32>>| DetectedFace {
+        let face = |score, embedding: Option<Vec<f32>>, landmarks: [[f32; 2]; 5]| DetectedFace {
             score,
             bbox: [30.0, 40.0, 90.0, 120.0],
             detector_bbox: [30.0, 40.0, 90.0, 120.0],
-            landmarks: [[50.0, 60.0]; 5],
+            landmarks,
+            detector_landmarks: landmarks,
             // the encoder's output is not unit length; the fake's is twice the normalised one
             raw_embedding: embedding.as_ref().map(|unit| unit.iter().map(|v| v * 2.0).collect()),
             embedding,
         };
+        let rejected = face(0.7, None, [[50.0, 60.0]; 5]);
+        if image.starts_with(&PNG_MAGIC) {
+            let shifted = ARCFACE_TEMPLATE_112.map(|[x, y]| [x + FACE_SHIFT[0] as f32, y + FACE_SHIFT[1] as f32]);
+            let (width, height) = FACE_PHOTO_SIZE;
+            return Ok(FaceAnalysis { width, height, faces: vec![face(0.9, Some(face_vector(0)), shifted), rejected] });
+        }
+        if !image.starts_with(&JPEG_MAGIC) || image.len() < 4 {
+            return Err(decode_error());
+        }
+        let seed = image[3];
+        let face = |score, embedding| face(score, embedding, [[50.0, 60.0]; 5]);
         let faces = match (seed % 2, seed >= 4) {
             (0, false) => vec![face(0.9, Some(face_vector(seed)))],
-            (0, true) => vec![face(0.9, Some(face_vector(seed))), face(0.7, None)],
+            (0, true) => vec![face(0.9, Some(face_vector(seed))), rejected],
             _ => vec![],
         };
         Ok(FaceAnalysis { width: 640, height: 480, faces })
@@ -116,6 +140,10 @@ impl Inference for ScriptedInference {
     async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
         self.text_calls.fetch_add(1, Ordering::SeqCst);
         Ok(seed_vector(text.len() as u8))
+    }
+
+    async fn face_aligner(&self) -> Result<Arc<FaceAligner>, PipelineError> {
+        Ok(Arc::new(FaceAligner::new(ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap()))
     }
 
     async fn health(&self) -> InferenceHealth {
@@ -517,12 +545,48 @@ async fn face_embedding_limits_and_options_are_400() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"][0]["http_status"], 413);
     assert_eq!(body["results"][1]["status"], "ok");
-    let request = format!(r#"{{"images": [{{"data": "{}"}}], "options": {{"aligned_faces": true}}}}"#, b64(&image));
-    let (status, body) = h.post_json("/faces/embeddings", &request).await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "aligned_faces is not supported");
     let (status, body) = h.post_json("/faces/embeddings", r#"{"images": []}"#).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "no images");
     assert_eq!(h.inference.face_calls.load(Ordering::SeqCst), 1, "only the valid image of the 413 request reached Triton");
+}
+
+#[tokio::test]
+async fn aligned_faces_carry_the_crop_face_align_made() {
+    let h = harness_with(|c| c.server.max_request_bytes = 1 << 20);
+    let (png, pixels) = face_photo();
+    let fake_jpeg = photo(2);
+    let request = json!({
+        "images": [{"name": "face.png", "data": b64(&png)}, {"name": "fake.jpg", "data": b64(&fake_jpeg)}],
+        "options": {"aligned_faces": true, "raw_boxes": true}
+    });
+    let (status, body) = h.post_json("/faces/embeddings", &request.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let faces = body["results"][0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 2, "{body}");
+    assert!(faces[1]["aligned_face_png"].is_null() && faces[1].get("aligned_face_png").is_some(), "rejected: null");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(faces[0]["aligned_face_png"].as_str().unwrap()).unwrap();
+    let face = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap().into_rgb8();
+    assert_eq!(face.dimensions(), (112, 112));
+    // The landmarks are the template moved by whole pixels: the crop is that window of the photo.
+    let [dx, dy] = FACE_SHIFT;
+    for (u, v, pixel) in face.enumerate_pixels() {
+        let at = (((v + dy) * FACE_PHOTO_SIZE.0 + u + dx) * 3) as usize;
+        assert_eq!(pixel.0, [pixels[at], pixels[at + 1], pixels[at + 2]], "({u}, {v})");
+    }
+    // The fake JPEG passed the (scripted) face_embed but the gateway cannot decode it: that
+    // photo alone fails.
+    let fake = &body["results"][1];
+    assert_eq!((fake["status"].as_str(), fake["http_status"].as_u64()), (Some("failed"), Some(422)), "{fake}");
+
+    // Without the option the field is absent; the same photo as a form field works too.
+    let (status, body) = h.post_form("/faces/embeddings", &[("image", Some("face.png"), &png)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["results"][0]["faces"][0].get("aligned_face_png").is_none(), "{body}");
+    let (status, body) = h.post_form("/faces/embeddings", &[("image", Some("face.png"), &png), ("aligned_faces", None, b"true")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["faces"].as_array().unwrap().len(), 1, "the rejected face is left out without raw_boxes");
+    assert_eq!(body["results"][0]["faces"][0]["aligned_face_png"], faces[0]["aligned_face_png"]);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! gRPC port, shared by every clone, with a per-call deadline and retries
 //! with exponential backoff while the server is unavailable.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::client::Grpc;
@@ -138,6 +139,31 @@ impl TritonClient {
             inputs: convert(response.inputs),
             outputs: convert(response.outputs),
         })
+    }
+
+    /// The `parameters` of a model's config (name -> `string_value`), through the
+    /// ModelConfig RPC.
+    pub async fn model_parameters(
+        &self,
+        model: &str,
+    ) -> Result<HashMap<String, String>, ClientError> {
+        let request = proto::ModelConfigRequest {
+            name: model.to_owned(),
+            version: String::new(),
+        };
+        let response: proto::ModelConfigResponse = self
+            .call("ModelConfig", path::MODEL_CONFIG, model, request)
+            .await?;
+        let config = response.config.ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "ModelConfig for {model:?} answered without a config"
+            ))
+        })?;
+        Ok(config
+            .parameters
+            .into_iter()
+            .map(|(key, parameter)| (key, parameter.string_value))
+            .collect())
     }
 
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, ClientError> {
@@ -355,6 +381,34 @@ mod tests {
             decode_infer_response(message),
             Err(ClientError::Protocol(_))
         ));
+    }
+
+    /// Field numbers checked against bytes laid out by hand from model_config.proto:
+    /// ModelConfig name = 1, parameters = 14 (map entries: key 1, value 2), ModelParameter
+    /// string_value = 1; fields the partial message does not declare are skipped.
+    #[test]
+    fn model_config_wire_format_matches_the_proto() {
+        let config: Vec<u8> = vec![
+            0x0a, 2, b'f', b'a', // 1: name
+            0x20, 8, // 4: max_batch_size (not declared: skipped)
+            0x72, 9, // 14: parameters entry, 9 bytes
+            0x0a, 2, b'f', b's', // entry key
+            0x12, 3, 0x0a, 1, b'7', // entry value: ModelParameter { string_value: "7" }
+        ];
+        let mut response = vec![0x0a, config.len() as u8]; // ModelConfigResponse 1: config
+        response.extend(&config);
+        let decoded = proto::ModelConfigResponse::decode(response.as_slice()).unwrap();
+        let config = decoded.config.unwrap();
+        assert_eq!(config.name, "fa");
+        assert_eq!(config.parameters["fs"].string_value, "7");
+        let request = proto::ModelConfigRequest {
+            name: "fa".into(),
+            version: "1".into(),
+        };
+        assert_eq!(
+            request.encode_to_vec(),
+            vec![0x0a, 2, b'f', b'a', 0x12, 1, b'1']
+        );
     }
 
     /// Field numbers checked against bytes laid out by hand from

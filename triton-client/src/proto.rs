@@ -1,10 +1,13 @@
 //! KServe v2 protocol messages, written by hand for the RPCs this client makes.
 //!
-//! Field numbers and names follow `grpc_service.proto` of Triton's `common`
-//! repository (package `inference`, service `GRPCInferenceService`). Only the
-//! fields the client reads or writes are declared: protobuf decoders skip
-//! unknown fields, so the server's `parameters` maps and typed `contents` are
-//! simply ignored (tensors travel as `raw_*_contents`).
+//! Field numbers and names follow `grpc_service.proto` and `model_config.proto` of
+//! Triton's `common` repository (package `inference`, service `GRPCInferenceService`).
+//! Only the fields the client reads or writes are declared: protobuf decoders skip
+//! unknown fields, so the inference messages' `parameters` maps and typed `contents`
+//! are simply ignored (tensors travel as `raw_*_contents`), and a model config is read
+//! for its name and parameters only.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -14,6 +17,7 @@ pub mod path {
     pub const SERVER_READY: &str = "/inference.GRPCInferenceService/ServerReady";
     pub const MODEL_READY: &str = "/inference.GRPCInferenceService/ModelReady";
     pub const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
+    pub const MODEL_CONFIG: &str = "/inference.GRPCInferenceService/ModelConfig";
     pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 }
 
@@ -82,6 +86,37 @@ pub struct TensorMetadata {
     /// -1 marks a variable-size dimension.
     #[prost(int64, repeated, tag = "3")]
     pub shape: Vec<i64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelConfigRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelConfigResponse {
+    #[prost(message, optional, tag = "1")]
+    pub config: Option<ModelConfig>,
+}
+
+/// `ModelConfig` of `model_config.proto`, partial: only the name and the `parameters`
+/// map, which is all the client reads (inputs, outputs, batching... are skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelConfig {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(map = "string, message", tag = "14")]
+    pub parameters: HashMap<String, ModelParameter>,
+}
+
+/// `ModelParameter` of `model_config.proto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelParameter {
+    #[prost(string, tag = "1")]
+    pub string_value: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -5,6 +5,7 @@
 //! "SKIPPED: TRITON_GRPC_URL not set" and pass. The transport-failure tests
 //! (closed port, silent server) need no Triton and always run.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use triton_client::{ClientConfig, ClientError, InferRequest, InputTensor, TritonClient};
@@ -184,6 +185,59 @@ async fn unknown_model_is_not_found() {
         other => panic!("expected ModelNotFound, got {other:?}"),
     }
     assert!(client.model_metadata("no_such_model").await.is_err());
+}
+
+/// The `parameters` a model's config.pbtxt in model_repository/ declares (one
+/// `parameters { key: "k" value { string_value: "v" } }` per line, as the project writes them).
+fn declared_parameters(model: &str) -> HashMap<String, String> {
+    let path = format!(
+        "{}/../model_repository/{model}/config.pbtxt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("parameters { key: \"")?;
+            let (key, rest) = rest.split_once('"')?;
+            let value = rest.split_once("string_value: \"")?.1.split_once('"')?.0;
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn model_config_parameters_are_the_declared_ones() {
+    let Some(url) = triton_url("model_config_parameters_are_the_declared_ones") else {
+        return;
+    };
+    let client = client(url);
+    let mut models = vec![IMAGE_MODEL];
+    // face_align (the Rust backend in face mode) is loaded wherever that backend is built;
+    // the gateway reads its alignment settings this way.
+    if client.model_ready("face_align").await.unwrap() {
+        models.push("face_align");
+    } else {
+        println!("face_align not loaded on this server: checked {IMAGE_MODEL} only");
+    }
+    for model in models {
+        let declared = declared_parameters(model);
+        assert!(
+            !declared.is_empty(),
+            "{model}: no parameters found in its config.pbtxt"
+        );
+        assert_eq!(
+            client.model_parameters(model).await.unwrap(),
+            declared,
+            "{model}"
+        );
+    }
+    match client.model_parameters("no_such_model").await {
+        Err(ClientError::ModelNotFound { model, message, .. }) => {
+            println!("Triton said: {message}");
+            assert_eq!(model, "no_such_model");
+        }
+        other => panic!("expected ModelNotFound, got {other:?}"),
+    }
 }
 
 /// clip_text, when the server has it loaded (scripts/run.sh and the pytest server do).
