@@ -6,6 +6,7 @@
 
 use crop_core::{CropPolicy, FaceAligner, FaceParameterError, RoiAlign};
 use serde_json::Value;
+use triton_backend::model_config::{dims, max_batch_size, parameter, tensor};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -77,10 +78,6 @@ pub struct FaceAlignConfig {
     pub aligner: FaceAligner,
 }
 
-fn parameter<'a>(config: &'a Value, key: &'static str) -> Option<&'a str> {
-    config.get("parameters")?.get(key)?.get("string_value")?.as_str()
-}
-
 fn required<'a>(config: &'a Value, key: &'static str) -> Result<&'a str, ConfigError> {
     parameter(config, key).ok_or(ConfigError::Missing { key })
 }
@@ -102,26 +99,6 @@ fn positive(key: &'static str, value: usize) -> Result<usize, ConfigError> {
         return Err(ConfigError::Invalid { key, value: "0".into(), reason: "must be at least 1".into() });
     }
     Ok(value)
-}
-
-/// Reads a dims array from the config (protobuf JSON writes int64 as strings or numbers).
-pub fn dims(tensor: &Value) -> Vec<i64> {
-    tensor
-        .get("dims")
-        .and_then(Value::as_array)
-        .map(|dims| dims.iter().filter_map(|d| d.as_i64().or_else(|| d.as_str()?.parse().ok())).collect())
-        .unwrap_or_default()
-}
-
-fn tensor<'a>(config: &'a Value, section: &str, name: &str) -> Option<&'a Value> {
-    config.get(section)?.as_array()?.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(name))
-}
-
-pub fn max_batch_size(config: &Value) -> usize {
-    config
-        .get("max_batch_size")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-        .unwrap_or(0) as usize
 }
 
 /// Tensor names of this backend's own contract, box mode.

@@ -267,9 +267,9 @@ impl Gather {
             let (idx, w) = cols.taps(o);
             let pad = self.taps - idx.len();
             self.offset.extend(idx.iter().map(|&i| (i - col_lo) * 3));
-            self.offset.extend(std::iter::repeat(0).take(pad));
+            self.offset.extend(std::iter::repeat_n(0, pad));
             self.weight.extend_from_slice(w);
-            self.weight.extend(std::iter::repeat(0.0).take(pad));
+            self.weight.extend(std::iter::repeat_n(0.0, pad));
         }
     }
 

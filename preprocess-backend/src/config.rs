@@ -4,6 +4,7 @@
 
 use preprocess_core::{DecodeLimits, StageSizes};
 use serde_json::Value;
+use triton_backend::model_config::{dims, parameter, tensor};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -28,10 +29,6 @@ pub struct PreprocessConfig {
     pub limits: DecodeLimits,
 }
 
-fn parameter<'a>(config: &'a Value, key: &'static str) -> Option<&'a str> {
-    config.get("parameters")?.get(key)?.get("string_value")?.as_str()
-}
-
 /// Reads an integer parameter in `min..=max`, `default` when absent.
 fn integer<T>(config: &Value, key: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
 where
@@ -45,18 +42,6 @@ where
         return Err(invalid(format!("must be between {min} and {max}")));
     }
     Ok(value)
-}
-
-fn dims(tensor: &Value) -> Vec<i64> {
-    tensor
-        .get("dims")
-        .and_then(Value::as_array)
-        .map(|dims| dims.iter().filter_map(|d| d.as_i64().or_else(|| d.as_str()?.parse().ok())).collect())
-        .unwrap_or_default()
-}
-
-fn tensor<'a>(config: &'a Value, section: &str, name: &str) -> Option<&'a Value> {
-    config.get(section)?.as_array()?.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(name))
 }
 
 impl PreprocessConfig {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let folder = args.get(0).map_or("../shared/data/coco_val2017_subset/images", String::as_str);
+    let folder = args.first().map_or("../shared/data/coco_val2017_subset/images", String::as_str);
     let count: usize = args.get(1).map_or(40, |a| a.parse().expect("a number"));
     let mut paths: Vec<_> = std::fs::read_dir(folder)
         .unwrap_or_else(|e| panic!("{folder}: {e}"))

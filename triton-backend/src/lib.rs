@@ -7,6 +7,7 @@
 //!   panic or an error becomes a Triton error instead of aborting the server;
 //! - [`backend`]: the [`backend::Backend`] trait a library implements and
 //!   [`export_backend!`], which writes its `TRITONBACKEND_*` entry points;
+//! - [`model_config`]: reading parameters and tensors from a model config's JSON;
 //! - [`model`]: borrowed handles to the model and model instance, their configs and statistics;
 //! - [`request`] / [`response`]: RAII requests (released on drop) and responses (sent once);
 //! - [`infer`]: in-process inference against other models (requests, responses and the
@@ -21,6 +22,7 @@ pub mod error;
 pub mod infer;
 pub mod message;
 pub mod model;
+pub mod model_config;
 pub mod request;
 pub mod response;
 pub mod time;

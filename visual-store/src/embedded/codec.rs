@@ -43,7 +43,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, ImageRecord), StoreError> {
     let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt(&format!("header JSON: {e}")))?;
     let floats = &bytes[PREFIX_LEN + json_len..];
     let vector_count = 1 + record.objects.len() + record.faces.len();
-    if floats.len() % (4 * vector_count) != 0 {
+    if !floats.len().is_multiple_of(4 * vector_count) {
         return Err(corrupt("vector bytes do not divide into the record's vectors"));
     }
     let dim = floats.len() / (4 * vector_count);

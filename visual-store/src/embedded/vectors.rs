@@ -122,7 +122,7 @@ impl VectorIndex {
     pub fn search(&self, query: &[f32], count: usize, keep: Option<&dyn Fn(u64) -> bool>) -> Result<Vec<(u64, f32)>, StoreError> {
         let matches = match keep {
             None => self.index.search(query, count),
-            Some(keep) => self.index.filtered_search(query, count, |key| keep(key)),
+            Some(keep) => self.index.filtered_search(query, count, keep),
         }
         .map_err(|e| index_error("search", e))?;
         Ok(matches.keys.into_iter().zip(matches.distances).map(|(key, distance)| (key, (1.0 - distance).clamp(-1.0, 1.0))).collect())
