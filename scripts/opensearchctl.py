@@ -19,14 +19,14 @@ import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+
+import procctl
+# log_tail is also part of this module's interface: the pytest fixtures call opensearchctl.log_tail.
+from procctl import free_port, log_tail  # noqa: F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPENSEARCH_VERSION = os.environ.get("OPENSEARCH_VERSION", "2.19.1")
@@ -53,31 +53,15 @@ def java_home() -> str:
     raise RuntimeError("no Java 17 found: install openjdk-17 or set OPENSEARCH_JAVA_HOME")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def log_tail(path: str, n: int = 40) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
 def http_get_json(url: str, timeout: float = 5.0):
-    """Parsed JSON body of a GET, or None when the node does not answer (yet)."""
+    """Parsed JSON body of a GET (error statuses included), or None when the node does not
+    answer (yet) or the body is not JSON."""
+    response = procctl.http_get(url, timeout)
+    if response is None:
+        return None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            return json.loads(e.read())
-        except ValueError:
-            return None
-    except (urllib.error.URLError, OSError, ValueError):
+        return json.loads(response[1])
+    except ValueError:
         return None
 
 
@@ -98,59 +82,24 @@ def ensure_run_user() -> pwd.struct_passwd | None:
         raise RuntimeError(f"could not create user {RUN_USER}: {result.stderr.strip()}") from None
 
 
-def _cmdline(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
 def _is_our_node(pid: int, conf_dir: str) -> bool:
     """The pid is an OpenSearch JVM reading its config from conf_dir (so a node we started)."""
-    args = _cmdline(pid)
+    args = procctl.cmdline(pid)
     return MAIN_CLASS in args and f"-Dopensearch.path.conf={conf_dir}".encode() in args
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def stop_pid(pid: int, conf_dir: str, timeout: float = 30.0, kill: bool = False) -> str:
-    """SIGTERM (OpenSearch shuts down cleanly on it), bounded wait, then SIGKILL; with
-    kill=True SIGKILL at once (a crash: no flush, the next start replays the translog)."""
-    if not _alive(pid):
+def stop_pid(pid: int, conf_dir: str, timeout: float = 30.0, kill: bool = False, own_child: bool = False) -> str:
+    """SIGTERM, bounded wait, then SIGKILL; with kill=True SIGKILL at once (a crash: no
+    flush, the next start replays the translog). `own_child`: the pid is this process's
+    unreaped child, so it cannot have been reused, even while it is still the launcher
+    script rather than the JVM (a start that failed in its first seconds)."""
+    if not procctl.alive(pid):
         return "not running"
-    if not _is_our_node(pid, conf_dir):
+    if not own_child and not _is_our_node(pid, conf_dir):
         return f"gone (pid {pid} is now another process, left alone)"
     if kill:
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return "killed"
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return "stopped"
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return "killed"
+        return procctl.kill(pid, timeout=10)
+    return procctl.terminate(pid, timeout)
 
 
 def _read_settings(conf_dir: str) -> dict | None:
@@ -167,15 +116,18 @@ def _read_settings(conf_dir: str) -> dict | None:
     return settings
 
 
-class OpenSearchNode:
+class OpenSearchNode(procctl.ServerProcess):
     """One OpenSearch process: start, wait until ready (k-NN loaded), stop; port free unless given.
 
     `stop(keep_data=True)` leaves the node's folder in place and `start()` then runs the same
     node again (same data, config and ports); so does a `run_dir` that already holds a config
     this class wrote."""
 
+    name = "OpenSearch"
+
     def __init__(self, home: str = DEFAULT_HOME, *, http_port: int | None = None,
                  heap_min: str = "512m", heap_max: str = "1g", run_dir: str | None = None):
+        super().__init__()
         self.home = os.path.abspath(home)
         existing = _read_settings(os.path.join(run_dir, "config")) if run_dir else None
         if existing is not None:  # a kept node: its ports are in its config
@@ -189,8 +141,6 @@ class OpenSearchNode:
         self.heap_min = heap_min
         self.heap_max = heap_max
         self.run_dir = run_dir
-        self.proc: subprocess.Popen | None = None
-        self.pid: int | None = None
         self.started_at: float | None = None
 
     @property
@@ -276,18 +226,9 @@ class OpenSearchNode:
         # and stop() signals it directly. The launcher runs bin/opensearch-keystore by a
         # relative path, hence cwd = the install.
         as_user = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([launcher], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env, cwd=self.home,
-                                         start_new_session=True, **as_user)
-        self.pid = self.proc.pid
+        self._spawn([launcher], env=env, cwd=self.home, append_log=True, **as_user)
         self.started_at = time.monotonic()
         return self
-
-    def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.pid is not None and _alive(self.pid)
 
     def ready(self) -> bool:
         health = http_get_json(f"{self.url}/_cluster/health?wait_for_status=yellow&timeout=1s")
@@ -298,17 +239,10 @@ class OpenSearchNode:
 
     def wait_ready(self, timeout: float = 120.0) -> float:
         """Wait until the cluster is yellow/green and k-NN is loaded; seconds since start()."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"OpenSearch exited during startup (code {self.returncode()}); "
-                                   f"log {self.log_path}:\n{log_tail(self.log_path)}")
-            if self.ready():
-                return time.monotonic() - self.started_at
-            time.sleep(0.5)
+        if self._poll_until_ready(self.ready, timeout, poll=0.5):
+            return time.monotonic() - self.started_at
         plugins = http_get_json(f"{self.url}/_cat/plugins?format=json")
-        raise RuntimeError(f"OpenSearch not ready after {timeout}s (plugins: {plugins}); "
-                           f"log {self.log_path}:\n{log_tail(self.log_path)}")
+        raise RuntimeError(f"OpenSearch not ready after {timeout}s (plugins: {plugins}); {self.log_note()}")
 
     def stop(self, timeout: float = 30.0, *, keep_data: bool = False, kill: bool = False) -> str:
         """Stop the JVM by pid (SIGTERM, bounded wait, SIGKILL; kill=True: SIGKILL at once)
@@ -317,34 +251,16 @@ class OpenSearchNode:
             if self.run_dir is not None and not keep_data:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             return "not started"
-        result = stop_pid(self.pid, self.conf_dir, timeout, kill=kill)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        own_child = self.proc is not None and self.proc.poll() is None
+        result = stop_pid(self.pid, self.conf_dir, timeout, kill=kill, own_child=own_child)
+        self._reap()
         if not keep_data:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return result
 
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
 
 # ---------------------------------------------------------------------------------------
 # Command line: java-home | start | stop | status | url
-
-def _state_path(state_dir: str) -> str:
-    return os.path.join(state_dir, "state.json")
-
-
-def _read_state(state_dir: str) -> dict | None:
-    try:
-        with open(_state_path(state_dir)) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
 
 def _node_from_state(state: dict) -> OpenSearchNode:
     node = OpenSearchNode(state["home"], http_port=state["http_port"], run_dir=state["run_dir"],
@@ -354,10 +270,9 @@ def _node_from_state(state: dict) -> OpenSearchNode:
 
 
 def _write_state(state_dir: str, node: OpenSearchNode, kept: bool = False) -> None:
-    os.makedirs(state_dir, exist_ok=True)
-    with open(_state_path(state_dir), "w") as f:
-        json.dump({"pid": node.pid, "http_port": node.http_port, "run_dir": node.run_dir, "home": node.home,
-                   "heap_min": node.heap_min, "heap_max": node.heap_max, "kept": kept}, f)
+    procctl.write_state(state_dir, {"pid": node.pid, "http_port": node.http_port, "run_dir": node.run_dir,
+                                    "home": node.home, "heap_min": node.heap_min, "heap_max": node.heap_max,
+                                    "kept": kept})
 
 
 def _stop(node: OpenSearchNode, state_dir: str, keep_data: bool, kill: bool) -> None:
@@ -366,7 +281,7 @@ def _stop(node: OpenSearchNode, state_dir: str, keep_data: bool, kill: bool) -> 
         _write_state(state_dir, node, kept=True)
         print(f"opensearch pid {node.pid}: {result}; data kept in {node.run_dir} (start runs it again on {node.url})")
     else:
-        os.remove(_state_path(state_dir))
+        procctl.remove_state(state_dir)
         print(f"opensearch pid {node.pid}: {result}")
 
 
@@ -381,8 +296,8 @@ def _start(node: OpenSearchNode, state_dir: str, timeout: float, print_url: bool
         node.stop(keep_data=resumed)
         if resumed:
             _write_state(state_dir, node, kept=True)
-        elif os.path.exists(_state_path(state_dir)):
-            os.remove(_state_path(state_dir))
+        else:
+            procctl.remove_state(state_dir)
         print(f"error: {e}", file=sys.stderr)
         return 1
     progress = sys.stderr if print_url else sys.stdout
@@ -428,9 +343,9 @@ def main(argv=None) -> int:
             return 1
         return 0
 
-    state = _read_state(a.state_dir)
+    state = procctl.read_state(a.state_dir)
     node = _node_from_state(state) if state else None
-    running = node is not None and _alive(node.pid) and _is_our_node(node.pid, node.conf_dir)
+    running = node is not None and procctl.alive(node.pid) and _is_our_node(node.pid, node.conf_dir)
     kept = node is not None and not running and bool(state.get("kept")) and node.kept
 
     if a.cmd == "url":

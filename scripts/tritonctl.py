@@ -15,13 +15,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
+
+import procctl
+# Also part of this module's interface: tests and benchmarks call tritonctl.free_port and .log_tail.
+from procctl import free_port, log_tail  # noqa: F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VENV = os.path.join(REPO_ROOT, ".venv")
@@ -152,12 +153,6 @@ def server_env(venv: str | None = None) -> dict:
     return env
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def list_models(model_repository: str) -> list[str]:
     return sorted(d for d in os.listdir(model_repository)
                   if os.path.exists(os.path.join(model_repository, d, "config.pbtxt")))
@@ -171,77 +166,37 @@ def crash_lines(log_path: str) -> list[str]:
         return []
 
 
-def log_tail(log_path: str, n: int = 40) -> str:
-    try:
-        with open(log_path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def _http_status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError):
-        return None
+def _ready(http_port: int) -> bool:
+    response = procctl.http_get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2.0)
+    return response is not None and response[0] == 200
 
 
 def _is_tritonserver(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"tritonserver" in f.read().split(b"\0")[0]
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    args = procctl.cmdline(pid)
+    return bool(args) and b"tritonserver" in args[0]
 
 
 def stop_pid(pid: int, timeout: float = 20.0) -> str:
-    """SIGTERM the server (its own process group leader), bounded wait, then SIGKILL the group."""
-    if not _alive(pid):
+    """SIGTERM the server (its own process group leader), bounded wait, then SIGKILL the group
+    (the server and its Python-backend stubs)."""
+    if not procctl.alive(pid):
         return "not running"
     if not _is_tritonserver(pid):
         raise RuntimeError(f"pid {pid} is not a tritonserver; refusing to signal it")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return "stopped"
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # the group holds the server and its python stubs
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return "killed"
+    return procctl.terminate(pid, timeout, group=True)
 
 
-class TritonServer:
+class TritonServer(procctl.ServerProcess):
     """One tritonserver process: start, wait until ready, stop; ports picked free unless given."""
+
+    name = "tritonserver"
 
     def __init__(self, model_repository: str, models: list[str] | None = None, *,
                  http_port: int | None = None, grpc_port: int | None = None,
                  metrics_port: int | None = None, log_path: str | None = None,
                  backend_dir: str = DEFAULT_BACKEND_DIR, venv: str | None = None,
                  extra_args: list[str] | None = None):
+        super().__init__()
         self.model_repository = os.path.abspath(model_repository)
         self.models = models if models is not None else list_models(self.model_repository)
         self.http_port = http_port or free_port()
@@ -251,8 +206,6 @@ class TritonServer:
         self.backend_dir = os.path.abspath(backend_dir)
         self.venv = venv or venv_dir()
         self.extra_args = extra_args or []
-        self.proc: subprocess.Popen | None = None
-        self.pid: int | None = None
 
     @property
     def http_url(self) -> str:
@@ -287,43 +240,19 @@ class TritonServer:
 
     def start(self) -> "TritonServer":
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=server_env(self.venv),
-                                         cwd=REPO_ROOT, start_new_session=True)
-        self.pid = self.proc.pid
+        self._spawn(self.command(), env=server_env(self.venv), cwd=REPO_ROOT)
         return self
 
-    def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.pid is not None and _alive(self.pid)
-
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"tritonserver exited during startup; log {self.log_path}:\n"
-                                   f"{log_tail(self.log_path)}")
-            if _http_status(f"{self.http_url}/v2/health/ready") == 200:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"tritonserver not ready after {timeout}s; log {self.log_path}:\n"
-                           f"{log_tail(self.log_path)}")
+        if not self._poll_until_ready(lambda: _ready(self.http_port), timeout, poll=0.2):
+            raise RuntimeError(f"tritonserver not ready after {timeout}s; {self.log_note()}")
 
     def stop(self, timeout: float = 20.0) -> str:
         if self.pid is None:
             return "not started"
         result = stop_pid(self.pid, timeout)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        self._reap()
         return result
-
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
 
     def crash_lines(self) -> list[str]:
         return crash_lines(self.log_path)
@@ -331,18 +260,6 @@ class TritonServer:
 
 # ---------------------------------------------------------------------------------------
 # Command line: install-backends | env | start | stop | status | run
-
-def _state_path(run_dir: str) -> str:
-    return os.path.join(run_dir, "state.json")
-
-
-def _read_state(run_dir: str) -> dict | None:
-    try:
-        with open(_state_path(run_dir)) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
 
 def _server_from_args(a) -> TritonServer:
     models = a.models.split(",") if a.models else None
@@ -413,14 +330,14 @@ def main(argv=None) -> int:
         print(f"PATH={env['PATH']}")
         return 0
 
-    state = _read_state(a.run_dir)
-    running = state is not None and _alive(state["pid"]) and _is_tritonserver(state["pid"])
+    state = procctl.read_state(a.run_dir)
+    running = state is not None and procctl.alive(state["pid"]) and _is_tritonserver(state["pid"])
 
     if a.cmd == "status":
         if not running:
             print("tritonserver: not running")
             return 3
-        ready = _http_status(f"http://127.0.0.1:{state['http_port']}/v2/health/ready") == 200
+        ready = _ready(state["http_port"])
         print(f"tritonserver pid {state['pid']} {'ready' if ready else 'NOT ready'}; "
               f"http 127.0.0.1:{state['http_port']} grpc 127.0.0.1:{state['grpc_port']} "
               f"metrics 127.0.0.1:{state['metrics_port']}; log {state['log']}")
@@ -431,7 +348,7 @@ def main(argv=None) -> int:
             print("tritonserver: no state file, nothing to stop")
             return 0
         print(f"tritonserver pid {state['pid']}: {stop_pid(state['pid'])}")
-        os.remove(_state_path(a.run_dir))
+        procctl.remove_state(a.run_dir)
         return 0
 
     if running:
@@ -439,17 +356,15 @@ def main(argv=None) -> int:
         return 1
     server = _server_from_args(a)
     server.start()
-    os.makedirs(a.run_dir, exist_ok=True)
-    with open(_state_path(a.run_dir), "w") as f:
-        json.dump({"pid": server.pid, "http_port": server.http_port, "grpc_port": server.grpc_port,
-                   "metrics_port": server.metrics_port, "log": server.log_path}, f)
+    procctl.write_state(a.run_dir, {"pid": server.pid, "http_port": server.http_port, "grpc_port": server.grpc_port,
+                                    "metrics_port": server.metrics_port, "log": server.log_path})
     with open(os.path.join(a.run_dir, "tritonserver.pid"), "w") as f:
         f.write(f"{server.pid}\n")
     try:
         server.wait_ready(a.timeout)
     except (RuntimeError, KeyboardInterrupt) as e:
         server.stop()
-        os.remove(_state_path(a.run_dir))
+        procctl.remove_state(a.run_dir)
         print(e, file=sys.stderr)
         return 1
     _print_endpoints(server)
@@ -467,7 +382,7 @@ def main(argv=None) -> int:
         pass
     died = not server.alive()
     print(f"tritonserver: {'exited on its own' if died else server.stop()}")
-    os.remove(_state_path(a.run_dir))
+    procctl.remove_state(a.run_dir)
     return 1 if died else 0
 
 

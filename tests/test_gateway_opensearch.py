@@ -294,22 +294,26 @@ def test_opensearch_stopped_during_a_batch_ingest(triton_with_models, own_node, 
     server = opensearch_gateway(triton_with_models, str(tmp_path / "data"), url, "outage").start()
     try:
         # A client sends the chunks one after the other; the node is killed (SIGKILL by pid:
-        # a crash, not a clean shutdown) once two chunks are acknowledged.
+        # a crash, not a clean shutdown) while the third chunk is on its way, and the client
+        # sends the rest only once the kill is done, so that some chunks surely meet a dead
+        # node however fast the gateway fails them.
         answers = []  # (chunk, sent after the kill, HTTP status, body)
-        killed = threading.Event()
+        third_sent, killed = threading.Event(), threading.Event()
 
         def client():
             for n, chunk in enumerate(chunks):
+                if n == 2:
+                    third_sent.set()
+                elif n > 2:
+                    killed.wait(timeout=120)
                 after = killed.is_set()
                 r = server.post("/ingest/batch", files=[("image", (os.path.basename(p), read_bytes(p))) for p in chunk])
                 answers.append((n, after, r.status_code, r.json()))
 
         thread = threading.Thread(target=client, daemon=True)
         thread.start()
-        deadline = time.monotonic() + 180
-        while len(answers) < 2 and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(answers) >= 2 and thread.is_alive(), f"two chunks not answered in time: {answers}"
+        assert third_sent.wait(timeout=180) and thread.is_alive(), f"two chunks not answered in time: {answers}"
+        time.sleep(0.1)  # the third chunk reaches the gateway
         assert own_node.stop(keep_data=True, kill=True) == "killed"
         killed.set()
         stopped_at = time.monotonic()
