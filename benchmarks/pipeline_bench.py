@@ -8,19 +8,23 @@ serves the `visual_ingest` ensemble and `clip_text`; the real COCO photos go thr
   p50, p99), straight to Triton over HTTP;
 - gateway: the built gateway binary with a fresh embedded store ingests every photo through
   `gateway ingest` (images/s end to end: upload, ensemble, durable store commit), then
-  answers text queries taken from the COCO captions (p50/p99 over HTTP, cache disabled
-  by unique queries).
+  answers text queries taken from the COCO captions (p50/p99 over HTTP);
+- larger stores: `fill_store` (visual-store example) grows a second store to each of
+  --store-sizes images from noisy copies of the ingested records, and a fresh gateway over
+  it answers the same queries.
 
-The store's own search cost at 10,000 and 100,000 images is measured by
-`cargo run --release -p visual-store --example store_bench` (synthetic vectors); this script
-merges the "ingest" and "search" sections into benchmarks/results/box_embed_cpu.json.
+Every text query string is distinct, so the gateway's query-embedding cache never answers
+the first pass ("uncached": tokenizer + clip_text + store search + records); a second pass
+of the same strings is all cache hits ("cached": store search + records + HTTP).
+The "ingest" and "search" sections of benchmarks/results/box_embed_cpu.json are replaced.
 Runs unchanged on the GPU machine (the instance kinds come from the model configs).
 
-Usage: benchmarks/pipeline_bench.py [--requests N] [--queries N] [--out FILE]
+Usage: benchmarks/pipeline_bench.py [--requests N] [--queries N] [--store-sizes N,N] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -49,6 +53,7 @@ TOKENIZER_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "models
 MODELS = ["preprocess", "yolo", "clip_image", "box_embed", "visual_ingest", "clip_text"]
 OUTPUTS = ["num_dets", "boxes", "scores", "classes", "embedding", "box_embeddings", "box_valid"]
 GATEWAY_BIN = os.environ.get("GATEWAY_BIN", os.path.join(REPO_ROOT, "target", "release", "gateway"))
+FILL_STORE_BIN = os.path.join(REPO_ROOT, "target", "release", "examples", "fill_store")
 WORK_DIR = os.path.join(REPO_ROOT, ".cache", "bench")
 
 
@@ -118,7 +123,7 @@ def bench_ensemble(url: str, photos: list[bytes], requests_: int) -> dict:
     return result
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -133,64 +138,110 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> No
     raise RuntimeError(f"gateway not healthy after {timeout}s")
 
 
+@contextlib.contextmanager
+def gateway(server: tritonctl.TritonServer, data_dir: str, log_name: str):
+    """A `gateway serve` over `data_dir` (embedded store in `<data_dir>/store`); yields
+    (url, seconds until healthy, which includes opening the store)."""
+    port = tritonctl.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(os.path.join(WORK_DIR, log_name), "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen([GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{port}",
+                                 "--triton", f"http://{server.grpc_address}", "--data-dir", data_dir,
+                                 "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+        try:
+            wait_healthy(url, proc)
+            yield url, time.perf_counter() - started
+        finally:
+            # SIGTERM: the gateway saves its graphs, so the next open of the store loads them.
+            proc.terminate()
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def captions(count: int) -> list[str]:
     with open(os.path.join(COCO_DIR, "captions_val2017_subset.json")) as f:
         texts = sorted({a["caption"].strip() for a in json.load(f)["annotations"]})
+    if len(texts) < count:
+        raise SystemExit(f"only {len(texts)} distinct captions; ask for fewer queries")
     return texts[:count]
 
 
-def bench_gateway(server: tritonctl.TritonServer, photo_dir: str, photo_count: int, queries: int) -> tuple[dict, dict]:
-    data_dir = tempfile.mkdtemp(prefix="gateway-", dir=WORK_DIR)
-    port = tritonctl.free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(os.path.join(WORK_DIR, "gateway.log"), "wb")
-    proc = subprocess.Popen([GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{port}",
-                             "--triton", f"http://{server.grpc_address}", "--data-dir", data_dir,
-                             "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+def bench_text_search(url: str, texts: list[str], warm_up: list[str], stored: int) -> dict:
+    """GET /search/text at concurrency 1: `texts` once uncached, then again from the cache."""
+    def one(text: str):
+        query = urllib.parse.urlencode({"q": text, "k": 10})
+        with urllib.request.urlopen(f"{url}/search/text?{query}", timeout=30) as r:
+            hits = json.load(r)["results"]
+            if len(hits) != min(10, stored):
+                raise RuntimeError(f"{len(hits)} results for {text!r} over {stored} images")
+
+    load(lambda i: one(warm_up[i]), len(warm_up), 1)  # connections, page cache; other strings
+    row = {"stored_images": stored, "concurrency": 1, "queries": len(texts)}
+    for cache in ("uncached", "cached"):
+        wall, latencies = load(lambda i: one(texts[i]), len(texts), 1)
+        row[cache] = {"p50_ms": round(float(np.percentile(latencies, 50)), 2),
+                      "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+                      "queries_per_s": round(len(texts) / wall, 1)}
+    print(f"  gateway text search over {stored:,} images: "
+          + "; ".join(f"{c} p50 {row[c]['p50_ms']:.1f} ms p99 {row[c]['p99_ms']:.1f} ms ({row[c]['queries_per_s']:.0f} q/s)"
+                      for c in ("uncached", "cached")), flush=True)
+    return row
+
+
+def bench_gateway(server: tritonctl.TritonServer, photo_dir: str, photo_count: int, queries: int,
+                  store_sizes: list[int]) -> tuple[dict, list[dict]]:
+    """Ingest through the gateway, then text search over the ingested store and over stores
+    filled to each of `store_sizes` from its records; (ingest row, search rows)."""
+    texts = captions(queries + 20)
+    texts, warm_up = texts[:queries], texts[queries:]
+    ingested_dir = tempfile.mkdtemp(prefix="gateway-", dir=WORK_DIR)
+    filled_dir = tempfile.mkdtemp(prefix="gateway-filled-", dir=WORK_DIR)
     try:
-        wait_healthy(url, proc)
-        start = time.perf_counter()
-        subprocess.run([GATEWAY_BIN, "ingest", photo_dir, "--url", url, "--concurrency", "8"],
-                       check=True, cwd=REPO_ROOT, capture_output=True)
-        ingest_s = time.perf_counter() - start
-        ingest = {"photos": photo_count, "concurrency": 8, "images_per_s": round(photo_count / ingest_s, 2)}
-        print(f"  gateway ingest: {photo_count} photos in {ingest_s:.1f} s = {ingest['images_per_s']:.1f} img/s", flush=True)
+        with gateway(server, ingested_dir, "gateway.log") as (url, _):
+            start = time.perf_counter()
+            subprocess.run([GATEWAY_BIN, "ingest", photo_dir, "--url", url, "--concurrency", "8"],
+                           check=True, cwd=REPO_ROOT, capture_output=True)
+            ingest_s = time.perf_counter() - start
+            ingest = {"photos": photo_count, "concurrency": 8, "images_per_s": round(photo_count / ingest_s, 2)}
+            print(f"  gateway ingest: {photo_count} photos in {ingest_s:.1f} s = {ingest['images_per_s']:.1f} img/s", flush=True)
+            search = [{"records": "ingested", **bench_text_search(url, texts, warm_up, photo_count)}]
 
-        texts = captions(queries)
-
-        def one(i):
-            query = urllib.parse.urlencode({"q": texts[i], "k": 10})
-            with urllib.request.urlopen(f"{url}/search/text?{query}", timeout=30) as r:
-                if r.status != 200:
-                    raise RuntimeError(f"search failed: HTTP {r.status}")
-
-        wall, latencies = load(one, len(texts), 1)
-        search = {"stored_images": photo_count, "concurrency": 1, **summary(wall, latencies)}
-        del search["images_per_s"]
-        search["queries_per_s"] = round(len(texts) / wall, 2)
-        print(f"  gateway text search over {photo_count} images: p50 {search['p50_ms']:.1f} ms  "
-              f"p99 {search['p99_ms']:.1f} ms ({search['queries_per_s']:.0f} queries/s)", flush=True)
+        stored = 0
+        for size in store_sizes:
+            start = time.perf_counter()
+            subprocess.run([FILL_STORE_BIN, os.path.join(ingested_dir, "store"), os.path.join(filled_dir, "store"), str(size)],
+                           check=True, cwd=REPO_ROOT)
+            fill_s = time.perf_counter() - start
+            fill = {"images": size - stored, "seconds": round(fill_s, 1), "images_per_s": round((size - stored) / fill_s, 1)}
+            stored = size
+            with gateway(server, filled_dir, f"gateway-{size}.log") as (url, startup_s):
+                print(f"  gateway over {size:,} images healthy after {startup_s:.1f} s", flush=True)
+                row = bench_text_search(url, texts, warm_up, size)
+            search.append({"records": f"filled from the {photo_count} ingested", "fill": fill,
+                           "gateway_startup_s": round(startup_s, 1), **row})
         return ingest, search
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(ingested_dir, ignore_errors=True)
+        shutil.rmtree(filled_dir, ignore_errors=True)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=200, help="ensemble requests per concurrency level")
-    p.add_argument("--queries", type=int, default=300, help="distinct text queries against the gateway")
+    p.add_argument("--queries", type=int, default=300, help="distinct text queries against each gateway")
+    p.add_argument("--store-sizes", default="10000,100000",
+                   help="comma-separated sizes of the filled stores to search too; empty for none")
     p.add_argument("--out", default=os.path.join(BENCH_DIR, "results", "box_embed_cpu.json"))
     a = p.parse_args(argv)
-    if not os.path.exists(GATEWAY_BIN):
-        raise SystemExit(f"{GATEWAY_BIN} missing: run `cargo build --release --workspace`")
+    store_sizes = sorted(int(n) for n in a.store_sizes.split(",") if n)
+    for path, build in ((GATEWAY_BIN, "--workspace"), (FILL_STORE_BIN, "-p visual-store --example fill_store")):
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} missing: run `cargo build --release {build}`")
     photo_dir = os.path.join(COCO_DIR, "images")
     paths = sorted(glob.glob(os.path.join(photo_dir, "*.jpg")))
     photos = [open(path, "rb").read() for path in paths]
@@ -205,7 +256,7 @@ def main(argv=None) -> int:
     try:
         server.wait_ready(timeout=300)
         ensemble = bench_ensemble(server.http_url, photos, a.requests)
-        ingest, search = bench_gateway(server, photo_dir, len(photos), a.queries)
+        ingest, search = bench_gateway(server, photo_dir, len(photos), a.queries, store_sizes)
         if not server.alive() or server.crash_lines():
             raise RuntimeError(f"tritonserver died or logged a crash; log {server.log_path}")
     finally:
@@ -216,7 +267,7 @@ def main(argv=None) -> int:
         with open(a.out) as f:
             result = json.load(f)
     result["ingest"] = {"visual_ingest": ensemble, "gateway": ingest}
-    result.setdefault("search", {})["gateway_text"] = search
+    result["search"] = {"gateway_text": search}
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)

@@ -1,9 +1,42 @@
 #!/usr/bin/env bash
-# The one benchmark command: set up the benchmark venv, build the Rust backend, run the
-# harness (arguments pass through, e.g. --device gpu, --requests 400). See benchmarks/README.md.
+# The one benchmark command (benchmarks/README.md): sets up the benchmark venv, builds what
+# the benchmarks run, then runs the parts in turn and prints each part's wall time.
+#
+#   benchmarks/run.sh                              # every part: box_embed pipeline faces
+#   benchmarks/run.sh pipeline faces               # only these parts
+#   benchmarks/run.sh box_embed --device gpu       # one part; the options go to its script
+#
+# Parts: box_embed = box_embed_bench.py (Rust stage vs the Python BLS baseline),
+# pipeline = pipeline_bench.py (ensemble, gateway ingest, text search at 235 / 10,000 /
+# 100,000 images), faces = faces_bench.py (face endpoints).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ALL_PARTS=(box_embed pipeline faces)
+parts=()
+while [[ $# -gt 0 && $1 != -* ]]; do
+  case " ${ALL_PARTS[*]} " in
+    *" $1 "*) parts+=("$1"); shift ;;
+    *) echo "unknown part '$1' (parts: ${ALL_PARTS[*]})" >&2; exit 2 ;;
+  esac
+done
+[[ ${#parts[@]} -gt 0 ]] || parts=("${ALL_PARTS[@]}")
+if [[ $# -gt 0 && ${#parts[@]} -ne 1 ]]; then
+  echo "options ($*) go to one part's script: name that one part first" >&2
+  exit 2
+fi
+
 export BENCH_VENV="${BENCH_VENV:-$PWD/.cache/bench-venv}"
+# Every part's tritonserver runs from the benchmark venv (the test pins plus torch).
+export TRITON_VENV="$BENCH_VENV"
 bash benchmarks/setup.sh
-cargo build --release -p box-embed-backend
-exec "$BENCH_VENV/bin/python" benchmarks/box_embed_bench.py "$@"
+cargo build --release --workspace
+cargo build --release -p visual-store --example fill_store
+
+for part in "${parts[@]}"; do
+  started=$SECONDS
+  echo "=== $part"
+  "$BENCH_VENV/bin/python" "benchmarks/${part}_bench.py" "$@"
+  echo "=== $part: $((SECONDS - started)) s"
+done
+echo "=== total (setup, build and ${parts[*]}): $SECONDS s"

@@ -453,6 +453,12 @@ impl EmbeddedStore {
         self.inner.checkpoint()
     }
 
+    /// Ids of every stored image, oldest first (for tools that read a whole store).
+    pub fn image_ids(&self) -> Vec<String> {
+        let state = read(&self.inner.state);
+        (0..state.next_slot).filter_map(|slot| state.catalog.image(slot)).map(|image| image.id.to_string()).collect()
+    }
+
     fn search<T>(
         &self,
         query: &[f32],
@@ -612,4 +618,33 @@ impl Store for EmbeddedStore {
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Io(format!("storage task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, embedding: Vec<f32>) -> ImageRecord {
+        ImageRecord {
+            id: id.into(),
+            width: 4,
+            height: 4,
+            created_at: 0,
+            tags: Vec::new(),
+            metadata: serde_json::json!({}),
+            embedding,
+            objects: Vec::new(),
+            faces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn image_ids_lists_stored_images_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let records = vec![record("b", vec![1.0, 0.0]), record("a", vec![0.0, 1.0]), record("c", vec![0.6, 0.8])];
+        store.inner.put_batch(records).unwrap();
+        store.inner.delete("a").unwrap();
+        assert_eq!(store.image_ids(), ["b", "c"]);
+    }
 }
