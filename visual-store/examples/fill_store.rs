@@ -19,6 +19,10 @@
 
 use std::time::Instant;
 
+#[path = "support/rng.rs"]
+mod rng;
+use rng::{normalised, Rng};
+
 use rayon::prelude::*;
 use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use visual_store::validate::cosine;
@@ -29,37 +33,10 @@ const NOISE: f32 = 0.5;
 /// Records per durable commit.
 const BATCH: usize = 2000;
 
-/// SplitMix64: small, seedable, good enough for noise and ids.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f32 {
-        ((self.next() >> 40) + 1) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Standard normal (Box-Muller).
-    fn gaussian(&mut self) -> f32 {
-        let (u, v) = (self.unit(), self.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-    }
-}
-
 /// `vector` plus noise of norm about NOISE, L2-normalised again.
 fn perturbed(vector: &[f32], rng: &mut Rng) -> Vec<f32> {
     let scale = NOISE / (vector.len() as f32).sqrt();
-    let mut out: Vec<f32> = vector.iter().map(|x| x + scale * rng.gaussian()).collect();
-    let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt();
-    out.iter_mut().for_each(|x| *x /= norm);
-    out
+    normalised(vector.iter().map(|x| x + scale * rng.gaussian()).collect())
 }
 
 /// A noisy copy of `source`; its randomness depends only on `index`, its position in TARGET.

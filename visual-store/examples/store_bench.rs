@@ -14,32 +14,16 @@ use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use visual_store::validate::cosine;
 use visual_store::{ImageRecord, Page, SearchFilter, Store};
 
+#[path = "support/rng.rs"]
+mod rng;
+use rng::{normalised, Rng};
+
 const DIMENSION: usize = 512;
 const CENTRES: usize = 1000;
 const QUERIES: usize = 200;
 const K: usize = 10;
 const BATCH: usize = 1000;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn signed(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-fn normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= norm);
-    v
-}
 
 struct Synthetic {
     rng: Rng,
