@@ -30,9 +30,24 @@ from procctl import free_port, log_tail  # noqa: F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPENSEARCH_VERSION = os.environ.get("OPENSEARCH_VERSION", "2.19.1")
-DEFAULT_HOME = os.path.join(REPO_ROOT, ".cache", "opensearch", f"opensearch-{OPENSEARCH_VERSION}")
-DEFAULT_STATE_DIR = os.path.join(REPO_ROOT, ".cache", "opensearch", "run")
 RUN_USER = "opensearch"
+# As root the node runs as RUN_USER, which cannot enter a checkout in a private home (a clone
+# in /root or under `mktemp -d`): then the install lives in a root-owned folder every user can
+# read. Otherwise the node runs as the caller and the install stays in the checkout's cache.
+SYSTEM_INSTALL_ROOT = "/var/cache/visual-search/opensearch"
+
+
+def install_root() -> str:
+    """The folder setup_opensearch.sh assembles the node in (OPENSEARCH_INSTALL_ROOT overrides)."""
+    if os.environ.get("OPENSEARCH_INSTALL_ROOT"):
+        return os.path.abspath(os.environ["OPENSEARCH_INSTALL_ROOT"])
+    if os.geteuid() == 0:
+        return SYSTEM_INSTALL_ROOT
+    return os.path.join(REPO_ROOT, ".cache", "opensearch")
+
+
+DEFAULT_HOME = os.path.join(install_root(), f"opensearch-{OPENSEARCH_VERSION}")
+DEFAULT_STATE_DIR = os.path.join(REPO_ROOT, ".cache", "opensearch", "run")
 REQUIRED_PLUGIN = "opensearch-knn"
 # The Java main class, as it appears in the node's command line (to recognise our process).
 MAIN_CLASS = b"org.opensearch.bootstrap.OpenSearch"
@@ -312,6 +327,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("java-home", help="print the Java home the node runs with")
+    sub.add_parser("home", help="print where scripts/setup_opensearch.sh installs the node")
     sp = sub.add_parser("start", help="start in the background and wait until ready; a node stopped with "
                                       "--keep-data starts again on its data and port")
     sp.add_argument("--home", default=DEFAULT_HOME, help="the install (scripts/setup_opensearch.sh)")
@@ -341,6 +357,10 @@ def main(argv=None) -> int:
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        return 0
+
+    if a.cmd == "home":
+        print(DEFAULT_HOME)
         return 0
 
     state = procctl.read_state(a.state_dir)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent: a single-node OpenSearch with the k-NN plugin, assembled from Maven Central
-# artifacts only, in .cache/opensearch/opensearch-$OPENSEARCH_VERSION (docs/opensearch.md).
+# artifacts only (docs/opensearch.md), in the folder `opensearchctl.py home` prints: a
+# root-owned /var/cache/visual-search/opensearch/ when run as root (the node's unprivileged
+# user may not be able to enter the checkout), else .cache/opensearch/ in the checkout.
 #   - org.opensearch.distribution.integ-test-zip:opensearch (zip): the minimal distribution;
 #   - modules/lang-painless from its published jars (k-NN extends lang-painless, which the
 #     minimal distribution lacks), with a descriptor and security policy written here;
@@ -15,9 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VERSION="${OPENSEARCH_VERSION:-2.19.1}"
 KNN_VERSION="$VERSION.0"
 REPO="${MAVEN_REPO:-https://repo1.maven.org/maven2}"
-CACHE="$PWD/.cache/opensearch"
-DOWNLOADS="$CACHE/downloads"
-HOME_DIR="$CACHE/opensearch-$VERSION"
+DOWNLOADS="$PWD/.cache/opensearch/downloads"
+HOME_DIR=$(OPENSEARCH_VERSION="$VERSION" python3 scripts/opensearchctl.py home)
 # Written last: its presence means the install is complete and matches these coordinates.
 STAMP="$HOME_DIR/.installed-from-maven"
 WANT_STAMP="opensearch=$VERSION opensearch-knn=$KNN_VERSION lang-painless=$VERSION"
@@ -80,11 +81,14 @@ DIST_ZIP=$(fetch org.opensearch.distribution.integ-test-zip opensearch "$VERSION
 KNN_ZIP=$(fetch org.opensearch.plugin opensearch-knn "$KNN_VERSION" zip)
 PAINLESS_POM=$(fetch org.opensearch.plugin lang-painless "$VERSION" pom)
 
-# Assemble in a scratch folder and rename at the end, so an interrupted run leaves no
-# half-installed home behind.
-WORK="$CACHE/opensearch-$VERSION.partial"
-rm -rf "$WORK" "$HOME_DIR"
-mkdir -p "$WORK"
+# Assemble in a scratch folder of this run and rename at the end, so an interrupted run
+# leaves no half-installed home behind and two checkouts sharing the system folder do not
+# assemble into the same place.
+INSTALL_ROOT=$(dirname "$HOME_DIR")
+(umask 022 && mkdir -p "$INSTALL_ROOT")
+WORK=$(mktemp -d "$INSTALL_ROOT/.partial-$VERSION-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+rm -rf "$HOME_DIR"
 unzip -q "$DIST_ZIP" -d "$WORK"
 mv "$WORK/opensearch-$VERSION" "$WORK/home"
 HOME_WORK="$WORK/home"
@@ -144,6 +148,5 @@ OPENSEARCH_PATH_CONF="$HOME_WORK/config" "$HOME_WORK/bin/opensearch-plugin" inst
 # The node runs as an unprivileged user: everything here must be readable by others.
 chmod -R a+rX "$HOME_WORK"
 echo "$WANT_STAMP" > "$HOME_WORK/.installed-from-maven"
-mv "$HOME_WORK" "$HOME_DIR"
-rm -rf "$WORK"
+mv -T "$HOME_WORK" "$HOME_DIR"
 echo "installed OpenSearch $VERSION with opensearch-knn $KNN_VERSION in $HOME_DIR"

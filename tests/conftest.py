@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gen_encoders  # noqa: E402
 import link_models  # noqa: E402
+import logwatch  # noqa: E402
 import opensearchctl  # noqa: E402
 import tritonctl  # noqa: E402
 from crop_reference import CropParams  # noqa: E402
@@ -92,6 +93,49 @@ def build_test_repository(repo: str) -> None:
     _variant(repo, "box_embed", "box_embed_missing_encoder", {"encoder_model": MISSING_ENCODER})
 
 
+# Under the test command (scripts/test.sh sets REQUIRE_ALL_TESTS=1) a skipped test fails the
+# run: only tests marked `gpu` may skip, and they are counted into GPU_SKIP_LOG for the one
+# "N GPU tests skipped: no GPU" line the test command prints.
+REQUIRE_ALL = os.environ.get("REQUIRE_ALL_TESTS") == "1"
+GPU_SKIP_LOG = os.environ.get("GPU_SKIP_LOG")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU; the only tests allowed to skip")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    if item.get_closest_marker("gpu") is not None:
+        if GPU_SKIP_LOG:
+            with open(GPU_SKIP_LOG, "a") as f:
+                f.write(f"SKIPPED (no GPU): {item.nodeid}: {_skip_reason(report)}\n")
+        return
+    if REQUIRE_ALL:
+        report.outcome = "failed"
+        report.longrepr = (f"skipped under the test command (REQUIRE_ALL_TESTS=1), which is a failure: "
+                           f"{_skip_reason(report)}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    # A module skipped as a whole (pytest.skip(allow_module_level=True)) never reaches makereport.
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and REQUIRE_ALL:
+        report.outcome = "failed"
+        report.longrepr = f"module skipped under the test command (REQUIRE_ALL_TESTS=1): {_skip_reason(report)}"
+
+
 def pytest_report_header(config):
     if backend_built():
         return f"box_embed backend: {tritonctl.BACKEND_SO}"
@@ -146,6 +190,9 @@ def triton(tmp_path_factory):
     server.stop()
     crashes = server.crash_lines()
     problems = []
+    fatal = logwatch.new_fatal_lines()  # written after the last test, e.g. while a gateway stopped
+    if fatal:
+        problems.append("fatal lines in a server log:\n  " + "\n  ".join(fatal[:20]))
     if died:
         problems.append(f"tritonserver died during the tests (exit code {code})")
     if crashes:
@@ -157,8 +204,12 @@ def triton(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _server_still_alive(request):
-    """Blame the test during which the server died, not only the session end."""
+    """Blame the test during which the server died, or a watched log showed a panic."""
     yield
+    fatal = logwatch.new_fatal_lines()
+    if fatal:
+        pytest.fail("fatal lines in a server log during this test (tests/logwatch.py):\n  " + "\n  ".join(fatal[:20]),
+                    pytrace=False)
     if "triton" in request.fixturenames and _SERVER is not None and not _SERVER.alive():
         pytest.fail(f"tritonserver died (exit code {_SERVER.returncode()}); log {_SERVER.log_path}:\n"
                     f"{tritonctl.log_tail(_SERVER.log_path)}", pytrace=False)
@@ -172,9 +223,6 @@ def backend_built() -> bool:
 @pytest.fixture(scope="session")
 def box_embed_ready(triton):
     if not backend_built():
-        if os.environ.get("BOX_EMBED_REQUIRE_BACKEND") == "1":
-            pytest.fail(f"{tritonctl.BACKEND_SO} missing after the build (BOX_EMBED_REQUIRE_BACKEND=1)",
-                        pytrace=False)
         pytest.skip(_NOT_BUILT_MSG)
     return triton
 

@@ -66,12 +66,10 @@ mod tests {
     #[test]
     fn compile_error_carries_the_log() {
         if !nvrtc_available() {
-            // The stderr handle, not eprintln!: the harness hides captured output.
-            let line = format!(
-                "SKIPPED: compile_error_carries_the_log: {}\n",
-                crate::KernelError::NvrtcNotFound
+            test_skip::unavailable(
+                "compile_error_carries_the_log",
+                &crate::KernelError::NvrtcNotFound.to_string(),
             );
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             return;
         }
         let err = compile_source(

@@ -5,11 +5,10 @@
 //! offsets); the face warp against `crop_core::reference::face_warp`; and the
 //! kernels' bounds checks.
 //!
-//! Each test prints `SKIPPED: ...` to stderr and returns on machines without
-//! an NVIDIA driver or GPU. On a GPU machine NVRTC must be found (see
+//! On machines without an NVIDIA driver or GPU each test is a counted GPU skip
+//! (`test_skip::no_gpu`) and returns. On a GPU machine NVRTC must be found (see
 //! `scripts/setup_nvrtc.sh`), or the tests fail.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use crop_core::{plan_crop, reference, CropPolicy, CropRegion, ImageView, Letterbox};
@@ -23,14 +22,12 @@ struct Gpu {
     kernels: KernelSet,
 }
 
-/// The GPU, or `None` after printing why the test is skipped. Written to the
-/// stderr handle, not with eprintln!, which the harness hides for passing tests.
+/// The GPU, or `None` after reporting the skip.
 fn gpu(test: &str) -> Option<Gpu> {
     let ctx = match cuda_context(0) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let line = format!("SKIPPED: {test}: no usable CUDA device: {e}\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            test_skip::no_gpu(test, &format!("no usable CUDA device: {e}"));
             return None;
         }
     };

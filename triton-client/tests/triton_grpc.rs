@@ -1,9 +1,10 @@
 //! Integration tests of the client.
 //!
-//! Against a real Triton (clip_image loaded) when TRITON_GRPC_URL is set, e.g.
-//! `TRITON_GRPC_URL=http://127.0.0.1:8001`; otherwise those tests print
-//! "SKIPPED: TRITON_GRPC_URL not set" and pass. The transport-failure tests
-//! (closed port, silent server) need no Triton and always run.
+//! The tests marked `#[ignore]` need a real Triton (clip_image and clip_text loaded) at
+//! TRITON_GRPC_URL, e.g. `TRITON_GRPC_URL=http://127.0.0.1:8001 cargo test -p triton-client
+//! --test triton_grpc -- --include-ignored`; the test command runs them that way against its
+//! session server (tests/test_rust_grpc_client.py), and a plain `cargo test` lists them as
+//! ignored. The transport-failure tests (closed port, silent server) need no Triton.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ fn triton_url(test: &str) -> Option<String> {
     match std::env::var("TRITON_GRPC_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            println!("SKIPPED: TRITON_GRPC_URL not set ({test})");
+            test_skip::unavailable(test, "TRITON_GRPC_URL is not set");
             None
         }
     }
@@ -41,6 +42,7 @@ fn image(seed: u32) -> Vec<f32> {
 }
 
 #[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
 async fn server_and_model_are_ready() {
     let Some(url) = triton_url("server_and_model_are_ready") else {
         return;
@@ -63,6 +65,7 @@ async fn server_and_model_are_ready() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
 async fn clip_image_returns_unit_norm_embeddings() {
     let Some(url) = triton_url("clip_image_returns_unit_norm_embeddings") else {
         return;
@@ -101,6 +104,7 @@ async fn clip_image_returns_unit_norm_embeddings() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
 async fn concurrent_calls_share_one_client() {
     let Some(url) = triton_url("concurrent_calls_share_one_client") else {
         return;
@@ -134,6 +138,7 @@ async fn concurrent_calls_share_one_client() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
 async fn wrong_shape_is_rejected_with_tritons_message() {
     let Some(url) = triton_url("wrong_shape_is_rejected_with_tritons_message") else {
         return;
@@ -165,6 +170,7 @@ async fn wrong_shape_is_rejected_with_tritons_message() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
 async fn unknown_model_is_not_found() {
     let Some(url) = triton_url("unknown_model_is_not_found") else {
         return;
@@ -206,6 +212,7 @@ fn declared_parameters(model: &str) -> HashMap<String, String> {
 }
 
 #[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
 async fn model_config_parameters_are_the_declared_ones() {
     let Some(url) = triton_url("model_config_parameters_are_the_declared_ones") else {
         return;
@@ -242,13 +249,14 @@ async fn model_config_parameters_are_the_declared_ones() {
 
 /// clip_text, when the server has it loaded (scripts/run.sh and the pytest server do).
 #[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
 async fn clip_text_embeds_token_ids() {
     let Some(url) = triton_url("clip_text_embeds_token_ids") else {
         return;
     };
     let client = client(url);
     if !client.model_ready("clip_text").await.unwrap() {
-        println!("SKIPPED: clip_text not loaded on this server");
+        test_skip::unavailable("clip_text_embeds_token_ids", "clip_text is not loaded on this server");
         return;
     }
     // "a photo of a dog" and "... cat": SOT, BPE ids, EOT, zero padding.

@@ -65,8 +65,7 @@ async fn embedded_store_refuses_another_dimension() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_store_meets_the_contract() {
     let Ok(url) = std::env::var("OPENSEARCH_URL") else {
-        println!("SKIPPED opensearch_store_meets_the_contract: OPENSEARCH_URL is not set");
-        eprintln!("SKIPPED opensearch_store_meets_the_contract: OPENSEARCH_URL is not set");
+        test_skip::unavailable("opensearch_store_meets_the_contract", "OPENSEARCH_URL is not set");
         return;
     };
     let index = common::unique_index_name("visual-store-contract");

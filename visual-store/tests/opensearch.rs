@@ -1,5 +1,5 @@
-//! OpenSearch-only checks on a real node (`OPENSEARCH_URL`; without it each test prints a
-//! SKIPPED line and passes): HNSW recall at 10,000 image vectors against brute force, and
+//! OpenSearch-only checks on a real node (`OPENSEARCH_URL`; without it each test fails under
+//! the test command and is reported skipped elsewhere): HNSW recall at 10,000 image vectors against brute force, and
 //! the per-item results of a `_bulk` holding records that only OpenSearch refuses. And,
 //! with no node at all, what the store answers when nothing listens (a stopped node), a
 //! listener never answers (a hung one), or a node answers 503 while its shards recover (a
@@ -19,8 +19,7 @@ use visual_store::{ImageRecord, ObjectRecord, Page, PutOutcome, SearchFilter, St
 fn opensearch_url(test: &str) -> Option<String> {
     let url = std::env::var("OPENSEARCH_URL").ok();
     if url.is_none() {
-        println!("SKIPPED {test}: OPENSEARCH_URL is not set");
-        eprintln!("SKIPPED {test}: OPENSEARCH_URL is not set");
+        test_skip::unavailable(test, "OPENSEARCH_URL is not set");
     }
     url
 }
