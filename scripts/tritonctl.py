@@ -238,9 +238,14 @@ class TritonServer(procctl.ServerProcess):
         ]
         return cmd + self.extra_args
 
-    def start(self) -> "TritonServer":
+    def start(self, append_log: bool = False) -> "TritonServer":
+        """Starts the server on this object's ports: after `stop()`, the same HTTP, gRPC and
+        metrics ports again (a client pointed at them reconnects). `append_log` keeps the log
+        of the previous run, so `crash_lines()` covers both."""
+        if self.alive():
+            raise RuntimeError(f"tritonserver pid {self.pid} is still running; stop it first")
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        self._spawn(self.command(), env=server_env(self.venv), cwd=REPO_ROOT)
+        self._spawn(self.command(), env=server_env(self.venv), cwd=REPO_ROOT, append_log=append_log)
         return self
 
     def wait_ready(self, timeout: float = 120.0) -> None:

@@ -198,17 +198,6 @@ def test_ingest_50_photos_and_resume(gateway, indexed, tmp_path):
     assert gateway.count() == INDEXED
 
 
-def test_text_search_returns_k_by_descending_cosine(gateway, indexed):
-    r = gateway.get("/search/text", params={"q": "a person riding a horse", "k": 10})
-    assert r.status_code == 200, r.text
-    results = r.json()["results"]
-    assert len(results) == 10
-    scores = [x["score"] for x in results]
-    assert scores == sorted(scores, reverse=True)
-    assert all(-1.0 <= s <= 1.0 for s in scores)
-    assert len({x["image_id"] for x in results}) == 10
-
-
 def test_hybrid_person_only_returns_images_with_a_person(gateway, indexed):
     min_conf = 0.5
     stored = records(gateway, indexed)
@@ -220,16 +209,6 @@ def test_hybrid_person_only_returns_images_with_a_person(gateway, indexed):
     assert set(found) <= with_person, set(found) - with_person
     assert len(found) == len(with_person), "a filtered search must not lose matches to post-filtering"
     assert with_person, "the COCO subset should contain people the detector finds"
-
-
-def test_similar_search_finds_the_photo_itself(gateway, indexed):
-    image_id, path = list(indexed.items())[7]
-    with open(path, "rb") as f:
-        r = gateway.post("/search/similar", params={"k": 5}, files={"image": ("q.jpg", f)})
-    assert r.status_code == 200, r.text
-    top = r.json()["results"][0]
-    assert top["image_id"] == image_id
-    assert top["score"] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_object_query_with_a_crop_finds_that_object(gateway, indexed):
@@ -264,8 +243,8 @@ def test_object_query_with_a_crop_finds_that_object(gateway, indexed):
 
 
 BAD_REQUESTS = [
-    ("non-image upload", lambda g: g.post("/ingest", files={"image": ("notes.txt", b"this is not an image at all")}), (400, 422)),
-    ("truncated JPEG", lambda g: g.post("/ingest", files={"image": ("cut.jpg", _truncated_photo())}), (400, 422)),
+    ("non-image upload", lambda g: g.post("/ingest", files={"image": ("notes.txt", b"this is not an image at all")}), (422,)),
+    ("truncated JPEG", lambda g: g.post("/ingest", files={"image": ("cut.jpg", _truncated_photo())}), (422,)),
     ("50 MB upload", lambda g: g.post("/ingest", files={"image": ("huge.jpg", b"\xff\xd8\xff" + b"\0" * (50 * 1024 * 1024))}), (413,)),
     ("malformed JSON", lambda g: g.post("/search/hybrid", data=b'{"text": "dog"', headers={"Content-Type": "application/json"}), (400,)),
     ("k=0", lambda g: g.get("/search/text", params={"q": "dog", "k": 0}), (400,)),
@@ -401,6 +380,8 @@ def test_browser_page_shows_result_images(gateway, indexed, tmp_path):
     browser = _chromium()
     if browser is None:
         pytest.skip("!!! no headless chromium found (apt-get install -y chromium): browser test SKIPPED !!!")
+    # What the page must draw: every object of each result, the matched one in red.
+    shown = gateway.get("/search/text", params={"q": "a photo", "k": 6}).json()["results"]
     url = f"{gateway.url}/?" + urllib.parse.urlencode({"q": "a photo", "k": 6})
     result = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -410,4 +391,8 @@ def test_browser_page_shows_result_images(gateway, indexed, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert dom.count('class="card result"') == 6, dom[:3000]
     assert dom.count('data-loaded="true"') == 6, "result images did not load"
-    assert 'class="box matched"' in dom or 'class="box"' in dom or "0 objects" in dom
+    matched = sum(1 for hit in shown if hit["matched_object"] is not None)
+    assert dom.count('class="box matched"') == matched, dom[:3000]
+    assert dom.count('class="box"') == sum(len(hit["objects"]) for hit in shown) - matched, dom[:3000]
+    for hit in shown:
+        assert f'{len(hit["objects"])} objects' in dom, hit["image_id"]

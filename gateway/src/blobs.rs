@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -73,17 +74,33 @@ impl BlobStore {
     }
 }
 
+/// Tells apart the temporary files of concurrent writes in one process.
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if path.exists() {
         return Ok(());
     }
     let dir = path.parent().expect("blob paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp.{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    // A name of this write's own: concurrent uploads of the same photo must not truncate or
+    // rename each other's temporary file. Each renames its own complete copy into place.
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}.{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id(),
+        NEXT_TMP.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
+    }
     // The rename itself must survive a crash too.
     std::fs::File::open(dir)?.sync_all()
 }
@@ -120,5 +137,31 @@ mod tests {
         blobs.delete(&id).await.unwrap();
         assert_eq!(blobs.get(&id).await.unwrap(), None);
         blobs.delete(&id).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_puts_of_one_photo_all_succeed_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let bytes = bytes::Bytes::from(vec![7u8; 1 << 20]);
+        let id = content_id(&bytes);
+        for _ in 0..20 {
+            let puts: Vec<_> = (0..16)
+                .map(|_| {
+                    let (blobs, id, bytes) = (blobs.clone(), id.clone(), bytes.clone());
+                    tokio::spawn(async move { blobs.put(&id, bytes).await })
+                })
+                .collect();
+            for put in puts {
+                put.await.unwrap().unwrap();
+            }
+            assert_eq!(blobs.get(&id).await.unwrap().as_deref(), Some(&bytes[..]));
+            let names: Vec<_> = std::fs::read_dir(dir.path().join(&id[..2]))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(names, vec![id.clone()], "only the photo, no temporary file");
+            blobs.delete(&id).await.unwrap();
+        }
     }
 }

@@ -127,7 +127,7 @@ impl OpenSearchStore {
                 .client
                 .indices()
                 .create(IndicesCreateParts::Index(index))
-                .body(query::create_index(self.config.dimension))
+                .body(query::create_index(self.config.dimension, self.config.limits.max_window))
                 .send()
                 .await
                 .map_err(unavailable("create index"))?;

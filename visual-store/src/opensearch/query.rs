@@ -35,11 +35,14 @@ fn knn_vector(dimension: usize) -> Value {
 }
 
 /// Settings and mapping of a new index. Every field is declared (`dynamic: strict`) so a
-/// document can never widen the mapping silently.
-pub fn create_index(dimension: usize) -> Value {
+/// document can never widen the mapping silently. `max_window` is the largest `offset + k`
+/// the store accepts: part searches ask for that many inner hits per image, and
+/// OpenSearch refuses more than `index.max_inner_result_window` (default 100) of them.
+pub fn create_index(dimension: usize, max_window: usize) -> Value {
     let not_indexed = json!({"type": "float", "index": false});
     json!({
-        "settings": {"index": {"knn": true, "number_of_shards": 1, "number_of_replicas": 0}},
+        "settings": {"index": {"knn": true, "number_of_shards": 1, "number_of_replicas": 0,
+                               "max_inner_result_window": max_window.max(100)}},
         "mappings": {
             "dynamic": "strict",
             "_meta": {"schema_version": SCHEMA_VERSION, "dimension": dimension},
@@ -233,8 +236,9 @@ mod tests {
 
     #[test]
     fn index_mapping_is_lucene_hnsw_cosine_everywhere() {
-        let body = create_index(4);
+        let body = create_index(4, 10_000);
         assert_eq!(body["settings"]["index"]["knn"], json!(true));
+        assert_eq!(body["settings"]["index"]["max_inner_result_window"], json!(10_000));
         assert_eq!(body["mappings"]["_meta"], json!({"schema_version": 1, "dimension": 4}));
         let expected = json!({
             "type": "knn_vector", "dimension": 4,
