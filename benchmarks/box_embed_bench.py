@@ -132,7 +132,7 @@ class Client:
         self.url = url
         self.cases = cases
         self.bodies = {}
-        for impl, (model, outputs) in IMPLS.items():
+        for impl, (_model, outputs) in IMPLS.items():
             self.bodies[impl] = [encode_request(c["inputs"], outputs) for c in cases]
         self.local = threading.local()
 
@@ -305,7 +305,8 @@ def main(argv=None) -> int:
         client = Client(server.http_url, cases)
 
         min_cosine, rows_checked = check_equal(client)  # doubles as the first warm-up
-        print(f"equal embeddings: min cosine {min_cosine:.8f} (1 - cos = {1 - min_cosine:.1e}) over {rows_checked} rows")
+        print(f"equal embeddings: min cosine {min_cosine:.8f} (1 - cos = {1 - min_cosine:.1e}) "
+              f"over {rows_checked} rows")
 
         rows, notes = [], []
         for c in levels:
@@ -325,7 +326,8 @@ def main(argv=None) -> int:
                     notes.append(breakdown(before, after, a.requests))
         if a.profile:
             profile_out = os.path.join(BENCH_DIR, "results", f"box_embed_profile_{a.device}.txt")
-            notes.append(f"perf profile ({profile_out}), top entries:\n" + profile(server, client, 8, a.requests, profile_out))
+            top = profile(server, client, 8, a.requests, profile_out)
+            notes.append(f"perf profile ({profile_out}), top entries:\n" + top)
         if not server.alive() or server.crash_lines():
             raise RuntimeError(f"tritonserver died or logged a crash; log {server.log_path}:\n"
                                f"{tritonctl.log_tail(server.log_path)}")

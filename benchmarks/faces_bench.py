@@ -110,7 +110,8 @@ def bench_embeddings(url: str, photos: list[tuple[str, bytes]], rounds: int, lev
         row = {"concurrency": concurrency, "photos": count, "faces": int(faces_found.sum()),
                "photos_per_s": count / wall, "faces_per_s": faces_found.sum() / wall, "p50_ms": p50, "p99_ms": p99}
         rows.append(row)
-        print(f"  /faces/embeddings c={concurrency}: {row['photos_per_s']:.1f} photos/s, {row['faces_per_s']:.1f} faces/s, "
+        print(f"  /faces/embeddings c={concurrency}: {row['photos_per_s']:.1f} photos/s, "
+              f"{row['faces_per_s']:.1f} faces/s, "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({count} photos, {row['faces']} faces)", flush=True)
     return rows
 
@@ -134,8 +135,9 @@ def bench_rerank(url: str, scorer: str, bodies: dict[int, bytes], requests_: int
         n = max(requests_ * 100 // count, 20) if count > 1_000 else requests_
         server_ms = np.zeros(n)
 
-        def one(i):
-            r = requests.post(f"{url}/faces/rerank", data=body, headers={"content-type": "application/json"}, timeout=60)
+        def one(i, body=body, count=count, server_ms=server_ms):  # bound now: the loop rebinds them
+            r = requests.post(f"{url}/faces/rerank", data=body, headers={"content-type": "application/json"},
+                              timeout=60)
             if r.status_code != 200:
                 raise RuntimeError(f"/faces/rerank: HTTP {r.status_code}: {r.text[:200]}")
             answer = r.json()
@@ -152,7 +154,8 @@ def bench_rerank(url: str, scorer: str, bodies: dict[int, bytes], requests_: int
                      "client_p50_ms": client[0], "client_p99_ms": client[1],
                      "server_p50_ms": server[0], "server_p99_ms": server[1]})
         print(f"  /faces/rerank {scorer} {count} candidates: client p50 {client[0]:.2f} ms p99 {client[1]:.2f} ms; "
-              f"gateway latency_ms p50 {server[0]:.3f} p99 {server[1]:.3f} ({n} requests, body {len(body) / 1e6:.1f} MB)",
+              f"gateway latency_ms p50 {server[0]:.3f} p99 {server[1]:.3f} "
+              f"({n} requests, body {len(body) / 1e6:.1f} MB)",
               flush=True)
     return rows
 
@@ -161,7 +164,8 @@ def print_tables(embeddings: list[dict], rerank: list[dict]) -> None:
     print("\n| `/faces/embeddings` concurrency | photos/s | faces/s | p50 ms | p99 ms |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for r in embeddings:
-        print(f"| {r['concurrency']} | {r['photos_per_s']:.1f} | {r['faces_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+        print(f"| {r['concurrency']} | {r['photos_per_s']:.1f} | {r['faces_per_s']:.1f} "
+              f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
     print("\n| `/faces/rerank` scorer | candidates | client p50 ms | client p99 ms | gateway p50 ms | gateway p99 ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rerank:
@@ -176,7 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--rerank-requests", type=int, default=200,
                    help="rerank requests for 100 and 1,000 candidates (10,000: a tenth, at least 20)")
     a = p.parse_args(argv)
-    for path, hint in ((GATEWAY_BIN, "cargo build --release -p gateway"), (PLUGIN_SO, "cargo build --release -p rerank-plugin")):
+    for path, hint in ((GATEWAY_BIN, "cargo build --release -p gateway"),
+                       (PLUGIN_SO, "cargo build --release -p rerank-plugin")):
         if not os.path.exists(path):
             raise SystemExit(f"{path} missing: run `{hint}`")
     with open(FACE_LIST) as f:

@@ -188,7 +188,8 @@ def bench_text_search(url: str, texts: list[str], warm_up: list[str], stored: in
                       "p99_ms": round(float(np.percentile(latencies, 99)), 2),
                       "queries_per_s": round(len(texts) / wall, 1)}
     print(f"  gateway text search over {stored:,} images: "
-          + "; ".join(f"{c} p50 {row[c]['p50_ms']:.1f} ms p99 {row[c]['p99_ms']:.1f} ms ({row[c]['queries_per_s']:.0f} q/s)"
+          + "; ".join(f"{c} p50 {row[c]['p50_ms']:.1f} ms p99 {row[c]['p99_ms']:.1f} ms "
+                      f"({row[c]['queries_per_s']:.0f} q/s)"
                       for c in ("uncached", "cached")), flush=True)
     return row
 
@@ -208,16 +209,18 @@ def bench_gateway(server: tritonctl.TritonServer, photo_dir: str, photo_count: i
                            check=True, cwd=REPO_ROOT, capture_output=True)
             ingest_s = time.perf_counter() - start
             ingest = {"photos": photo_count, "concurrency": 8, "images_per_s": round(photo_count / ingest_s, 2)}
-            print(f"  gateway ingest: {photo_count} photos in {ingest_s:.1f} s = {ingest['images_per_s']:.1f} img/s", flush=True)
+            print(f"  gateway ingest: {photo_count} photos in {ingest_s:.1f} s = {ingest['images_per_s']:.1f} img/s",
+                  flush=True)
             search = [{"records": "ingested", **bench_text_search(url, texts, warm_up, photo_count)}]
 
         stored = 0
         for size in store_sizes:
             start = time.perf_counter()
-            subprocess.run([FILL_STORE_BIN, os.path.join(ingested_dir, "store"), os.path.join(filled_dir, "store"), str(size)],
-                           check=True, cwd=REPO_ROOT)
+            subprocess.run([FILL_STORE_BIN, os.path.join(ingested_dir, "store"), os.path.join(filled_dir, "store"),
+                            str(size)], check=True, cwd=REPO_ROOT)
             fill_s = time.perf_counter() - start
-            fill = {"images": size - stored, "seconds": round(fill_s, 1), "images_per_s": round((size - stored) / fill_s, 1)}
+            fill = {"images": size - stored, "seconds": round(fill_s, 1),
+                    "images_per_s": round((size - stored) / fill_s, 1)}
             stored = size
             with gateway(server, filled_dir, f"gateway-{size}.log") as (url, startup_s):
                 print(f"  gateway over {size:,} images healthy after {startup_s:.1f} s", flush=True)

@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import procctl
+
 # log_tail is also part of this module's interface: the pytest fixtures call opensearchctl.log_tail.
 from procctl import free_port, log_tail  # noqa: F401
 

@@ -21,6 +21,7 @@ import time
 import uuid
 
 import procctl
+
 # Also part of this module's interface: tests and benchmarks call tritonctl.free_port and .log_tail.
 from procctl import free_port, log_tail  # noqa: F401
 

@@ -52,7 +52,8 @@ def config_parameters(text: str) -> dict:
 
 
 def set_parameter(text: str, key: str, value: str) -> str:
-    pattern = re.compile(r'(parameters\s*\{\s*key:\s*"' + re.escape(key) + r'"\s*value\s*\{\s*string_value:\s*")[^"]*(")')
+    pattern = re.compile(r'(parameters\s*\{\s*key:\s*"' + re.escape(key)
+                         + r'"\s*value\s*\{\s*string_value:\s*")[^"]*(")')
     new, n = pattern.subn(lambda m: m.group(1) + value + m.group(2), text)
     assert n == 1, f"parameter {key} not found exactly once in config"
     return new
@@ -168,13 +169,14 @@ def triton(tmp_path_factory):
     if backend_built():
         models += BOX_EMBED_MODELS + ["face_align"]
     else:
-        warnings.warn(_NOT_BUILT_MSG)
+        warnings.warn(_NOT_BUILT_MSG, stacklevel=1)  # the warning is about this setup, not a caller
     if os.path.exists(tritonctl.rust_backend_so("preprocess")):
         models.append("preprocess")
         if backend_built():
             models.append("face_embed")
     os.makedirs(LOG_DIR, exist_ok=True)
-    server = tritonctl.TritonServer(repo, models, log_path=os.path.join(LOG_DIR, f"tritonserver-pytest-{os.getpid()}.log"))
+    log_path = os.path.join(LOG_DIR, f"tritonserver-pytest-{os.getpid()}.log")
+    server = tritonctl.TritonServer(repo, models, log_path=log_path)
     server.start()
     try:
         server.wait_ready(timeout=180)

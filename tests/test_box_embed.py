@@ -411,7 +411,8 @@ def test_dynamic_batch_of_different_sizes(triton, encoder, box_config):
         if any(after.get(b, 0) > before.get(b, 0) for b in after):
             grew = True
             break
-    assert grew, f"no execution with batch_size > 1 in box_embed stats: {stats(triton.http_url, 'box_embed').get('batch_stats')}"
+    assert grew, \
+        f"no execution with batch_size > 1 in box_embed stats: {stats(triton.http_url, 'box_embed').get('batch_stats')}"
 
 
 # ---------------------------------------------------------------------------------------

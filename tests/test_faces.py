@@ -152,7 +152,8 @@ def test_reference_warp_matches_opencv():
     theirs = cv2.warpAffine(image, m[:2], (112, 112), flags=cv2.INTER_LINEAR, borderValue=0)
     theirs = (theirs.astype(np.float64) - 127.5) / 127.5
     diff = np.abs(ours - theirs.transpose(2, 0, 1))
-    print(f"\nreference vs cv2.warpAffine: mean |diff| {diff.mean():.5f}, max {diff.max():.4f} (normalised units, one 8-bit level = 0.0078)")
+    print(f"\nreference vs cv2.warpAffine: mean |diff| {diff.mean():.5f}, max {diff.max():.4f} "
+          "(normalised units, one 8-bit level = 0.0078)")
     assert diff.mean() < 0.005 and diff.max() < 0.1
 
 
@@ -177,8 +178,9 @@ def test_detector_finds_the_listed_faces(triton):
             ious = [box_iou(box, b) for b in boxes]
             assert ious, f"{name}: no face found, expected {box} ({score})"
             best = int(np.argmax(ious))
-            assert ious[best] >= 0.9 and abs(scores[best] - score) <= 0.01, \
-                f"{name}: expected {box} score {score}, best match {boxes[best]} score {scores[best]} IoU {ious[best]:.3f}"
+            assert ious[best] >= 0.9 and abs(scores[best] - score) <= 0.01, (
+                f"{name}: expected {box} score {score}, "
+                f"best match {boxes[best]} score {scores[best]} IoU {ious[best]:.3f}")
             worst_iou, worst_score = min(worst_iou, ious[best]), max(worst_score, abs(scores[best] - score))
             x1, y1, x2, y2 = boxes[best]
             lm = landmarks[best]
@@ -209,7 +211,7 @@ def detected(triton):
 
 def test_embeddings_match_the_reference(face_align_ready, detected, face_encoder):
     worst, count = 1.0, 0
-    for name, (image, boxes, scores, landmarks) in detected.items():
+    for name, (image, _boxes, _scores, landmarks) in detected.items():
         r = embed(face_align_ready, image, landmarks)
         assert r.ok, f"{name}: {r.error}"
         emb, valid = r.outputs["face_embeddings"][0], r.outputs["face_valid"][0]
@@ -337,7 +339,8 @@ def test_face_embed_ensemble(triton, face_encoder):
             ious = [box_iou(box, b) for b in boxes]
             best = int(np.argmax(ious))
             worst_iou, worst_score = min(worst_iou, ious[best]), max(worst_score, abs(scores[best] - score))
-            assert ious[best] >= 0.9 and abs(scores[best] - score) <= 0.01, (name, box, score, boxes[best], scores[best])
+            assert ious[best] >= 0.9 and abs(scores[best] - score) <= 0.01, \
+                (name, box, score, boxes[best], scores[best])
         # Reference from the same landmarks on the PIL-decoded photo: any JPEG decoder
         # difference between preprocess and PIL shows up here.
         cos = cosines(emb, reference_embeddings(image, landmarks, face_encoder))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
-import json
 import os
 import shutil
 import signal
@@ -30,7 +29,8 @@ import tritonctl
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO_ROOT), "shared")
-COCO_IMAGES = os.path.join(os.environ.get("COCO_SUBSET_DIR", os.path.join(SHARED, "data", "coco_val2017_subset")), "images")
+COCO_IMAGES = os.path.join(os.environ.get("COCO_SUBSET_DIR", os.path.join(SHARED, "data", "coco_val2017_subset")),
+                           "images")
 TOKENIZER_DIR = os.path.join(SHARED, "models", "clip_tokenizer")
 GATEWAY_BIN = os.environ.get("GATEWAY_BIN", os.path.join(REPO_ROOT, "target", "release", "gateway"))
 # Order matters for explicit loading: an ensemble needs its composing models.
@@ -88,7 +88,8 @@ class Gateway:
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}; log {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"gateway exited with {self.proc.returncode}; log {self.log_path}:\n{self.log_tail()}")
             try:
                 r = requests.get(f"{self.url}/health", timeout=5)
                 last = r.text
@@ -203,7 +204,8 @@ def test_hybrid_person_only_returns_images_with_a_person(gateway, indexed):
     stored = records(gateway, indexed)
     with_person = {i for i, rec in stored.items()
                    if any(o["class_name"] == "person" and o["confidence"] >= min_conf for o in rec["objects"])}
-    r = gateway.post("/search/hybrid", json={"text": "people", "classes": ["person"], "min_confidence": min_conf, "k": 50})
+    r = gateway.post("/search/hybrid",
+                     json={"text": "people", "classes": ["person"], "min_confidence": min_conf, "k": 50})
     assert r.status_code == 200, r.text
     found = [x["image_id"] for x in r.json()["results"]]
     assert set(found) <= with_person, set(found) - with_person
@@ -243,10 +245,13 @@ def test_object_query_with_a_crop_finds_that_object(gateway, indexed):
 
 
 BAD_REQUESTS = [
-    ("non-image upload", lambda g: g.post("/ingest", files={"image": ("notes.txt", b"this is not an image at all")}), (422,)),
+    ("non-image upload",
+     lambda g: g.post("/ingest", files={"image": ("notes.txt", b"this is not an image at all")}), (422,)),
     ("truncated JPEG", lambda g: g.post("/ingest", files={"image": ("cut.jpg", _truncated_photo())}), (422,)),
-    ("50 MB upload", lambda g: g.post("/ingest", files={"image": ("huge.jpg", b"\xff\xd8\xff" + b"\0" * (50 * 1024 * 1024))}), (413,)),
-    ("malformed JSON", lambda g: g.post("/search/hybrid", data=b'{"text": "dog"', headers={"Content-Type": "application/json"}), (400,)),
+    ("50 MB upload",
+     lambda g: g.post("/ingest", files={"image": ("huge.jpg", b"\xff\xd8\xff" + b"\0" * (50 * 1024 * 1024))}), (413,)),
+    ("malformed JSON",
+     lambda g: g.post("/search/hybrid", data=b'{"text": "dog"', headers={"Content-Type": "application/json"}), (400,)),
     ("k=0", lambda g: g.get("/search/text", params={"q": "dog", "k": 0}), (400,)),
     ("k=100000", lambda g: g.get("/search/text", params={"q": "dog", "k": 100000}), (400,)),
     ("unknown class", lambda g: g.post("/search/hybrid", json={"text": "dog", "classes": ["unicorn"]}), (400,)),
@@ -339,7 +344,8 @@ def test_kill9_during_batch_ingest_keeps_every_acknowledged_image(triton, gatewa
                 except requests.RequestException:
                     return
                 if r.status_code == 200:
-                    acknowledged.extend(x["id"] for x in r.json()["results"] if x["status"] in ("created", "already_stored"))
+                    acknowledged.extend(x["id"] for x in r.json()["results"]
+                                        if x["status"] in ("created", "already_stored"))
 
         thread = threading.Thread(target=upload_batches)
         thread.start()
@@ -362,7 +368,7 @@ def test_kill9_during_batch_ingest_keeps_every_acknowledged_image(triton, gatewa
         if not server.alive() or server.crash_lines():
             warnings.warn("Triton 2.51 crashed after the gateway was killed mid-request: the upstream gRPC "
                           "cancellation bug (server#7368/#8034, fixed in r24.12); production needs Triton >= 24.12. "
-                          f"Log: {server.log_path}")
+                          f"Log: {server.log_path}", stacklevel=1)
     finally:
         server.stop()
     assert gateway.get("/health").status_code == 200, "the session gateway or Triton was affected"

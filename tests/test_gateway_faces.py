@@ -19,13 +19,11 @@ import subprocess
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
-
-from test_gateway import COCO_IMAGES, GATEWAY_BIN, SHARED, TOKENIZER_DIR, Gateway, gateway, sha256  # noqa: F401  (fixture)
 
 import tritonctl
 from kserve_http import infer
+from test_gateway import COCO_IMAGES, GATEWAY_BIN, SHARED, TOKENIZER_DIR, Gateway, gateway, sha256  # noqa: F401  (fixture)
 
 FACE_LIST = os.path.join(SHARED, "data", "faces", "coco_faces_scrfd500m.json")
 PLUGIN_SO = os.path.join(os.path.dirname(GATEWAY_BIN), "librerank_plugin.so")
@@ -84,7 +82,8 @@ def face_gateway(gateway, triton, tmp_path_factory):
 @pytest.fixture(scope="module")
 def plugin_gateway(gateway, triton, tmp_path_factory):
     if not os.path.exists(PLUGIN_SO):
-        pytest.fail(f"{PLUGIN_SO} is missing: cargo build -p rerank-plugin (same profile as the gateway)", pytrace=False)
+        pytest.fail(f"{PLUGIN_SO} is missing: cargo build -p rerank-plugin (same profile as the gateway)",
+                    pytrace=False)
     server = Gateway(str(tmp_path_factory.mktemp("plugin-gateway-data")), triton.grpc_address,
                      extra_args=("--rerank-library", PLUGIN_SO)).start()
     yield server
@@ -246,7 +245,8 @@ def test_rerank_bad_input_is_400(gateway, body, needle):
 
 
 def test_rerank_nan_is_400(gateway):
-    r = gateway.post("/faces/rerank", data='{"query": [NaN, 1.0], "candidates": [{"id": "a", "embedding": [1.0, 0.0]}]}',
+    r = gateway.post("/faces/rerank",
+                     data='{"query": [NaN, 1.0], "candidates": [{"id": "a", "embedding": [1.0, 0.0]}]}',
                      headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
 

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import requests
+from PIL import Image, ImageOps
+
 from clip_tokens import CONTEXT, EOT, SOT, ClipTokenizer
 from kserve_http import infer
-from PIL import Image, ImageOps
 from test_gateway import (  # noqa: F401  (gateway, indexed: fixtures)
     COCO_IMAGES,
     INDEXED,

@@ -26,9 +26,10 @@ from PIL import Image
 
 import tritonctl
 from kserve_http import infer
-from preprocess_reference import Sizes, decode, preprocess, preprocess_pixels
+from preprocess_reference import Sizes, preprocess
 
-COCO = os.environ.get("COCO_SUBSET_DIR", os.path.join(os.path.dirname(tritonctl.REPO_ROOT), "shared", "data", "coco_val2017_subset"))
+COCO = os.environ.get("COCO_SUBSET_DIR",
+                      os.path.join(os.path.dirname(tritonctl.REPO_ROOT), "shared", "data", "coco_val2017_subset"))
 PHOTOS = sorted(os.listdir(os.path.join(COCO, "images")))[:: 40]  # 6 photos spread over the subset
 OUTPUTS = ["yolo_input", "clip_input", "original", "letterbox", "image_size"]
 SIZES = Sizes()
@@ -66,7 +67,8 @@ def diff(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> tuple[float, float
     return float(d.max()), float(d.mean())
 
 
-def check(result, expected: dict, tol: tuple[float, float], label: str, original_tol: tuple[float, float] | None = None):
+def check(result, expected: dict, tol: tuple[float, float], label: str,
+          original_tol: tuple[float, float] | None = None):
     """Every output of `result` against the reference; records the measured differences."""
     assert result.ok, f"{label}: {result.error}"
     out = {k: v[0] for k, v in result.outputs.items()}
@@ -78,8 +80,10 @@ def check(result, expected: dict, tol: tuple[float, float], label: str, original
         assert out[name].shape == expected[name].shape, f"{label}: {name} {out[name].shape}"
         worst, mean = diff(out[name], expected[name], scale)
         with _LOCK:
-            MEASURED.setdefault(f"{name} ({'same decode' if tol == EXACT_PIXELS else 'JPEG'})", []).append((worst, mean))
-        assert worst <= limit[0] and mean <= limit[1], f"{label}: {name} max {worst * 255:.2f}/255, mean {mean * 255:.3f}/255"
+            key = f"{name} ({'same decode' if tol == EXACT_PIXELS else 'JPEG'})"
+            MEASURED.setdefault(key, []).append((worst, mean))
+        assert worst <= limit[0] and mean <= limit[1], \
+            f"{label}: {name} max {worst * 255:.2f}/255, mean {mean * 255:.3f}/255"
     return out
 
 
@@ -89,7 +93,8 @@ def report_measured():
     for key, values in sorted(MEASURED.items()):
         worst = max(v[0] for v in values) * 255
         mean = max(v[1] for v in values) * 255
-        print(f"\npreprocess vs reference, {key}: max {worst:.2f}/255, worst mean {mean:.4f}/255 over {len(values)} images")
+        print(f"\npreprocess vs reference, {key}: max {worst:.2f}/255, worst mean {mean:.4f}/255 "
+              f"over {len(values)} images")
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,7 +182,8 @@ def test_greyscale(url, fmt):
     exact = fmt == "PNG"
     out = check(run(url, data), preprocess(data), EXACT_PIXELS if exact else JPEG_PIXELS, f"grey {fmt}",
                 original_tol=(0.0, 0.0) if exact else None)
-    assert (out["original"][..., 0] == out["original"][..., 1]).all() and (out["original"][..., 1] == out["original"][..., 2]).all()
+    original = out["original"]
+    assert (original[..., 0] == original[..., 1]).all() and (original[..., 1] == original[..., 2]).all()
 
 
 def test_sixteen_bit_png_rounds_to_eight_bits(url):
@@ -270,11 +276,13 @@ def test_too_many_bytes(url):
 def batched_executions(url: str) -> int:
     r = requests.get(f"{url}/v2/models/preprocess/stats", timeout=30)
     r.raise_for_status()
-    return sum(b["compute_infer"]["count"] for b in r.json()["model_stats"][0].get("batch_stats", []) if b["batch_size"] > 1)
+    batch_stats = r.json()["model_stats"][0].get("batch_stats", [])
+    return sum(b["compute_infer"]["count"] for b in batch_stats if b["batch_size"] > 1)
 
 
 def test_batch_mixing_good_and_bad_images(url):
-    goods = [encode(photo(n).resize(s), "PNG") for n, s in zip(PHOTOS, [(500, 400), (333, 640), (640, 640), (1200, 300)])]
+    sizes = [(500, 400), (333, 640), (640, 640), (1200, 300)]
+    goods = [encode(photo(n).resize(s), "PNG") for n, s in zip(PHOTOS, sizes)]
     bads = [v for v, _ in bad_inputs().values()][:4]
     cases = [(d, True) for d in goods] + [(d, False) for d in bads]
     before = batched_executions(url)
@@ -282,7 +290,7 @@ def test_batch_mixing_good_and_bad_images(url):
     for _ in range(5):  # the batcher groups concurrent requests; retry a few times if it did not
         barrier = threading.Barrier(len(cases))
 
-        def one(data):
+        def one(data, barrier=barrier):  # this attempt's barrier, bound now
             barrier.wait(timeout=60)
             return run(url, data)
 
@@ -308,7 +316,8 @@ def test_bad_parameter_fails_the_load(url, triton):
     shutil.copytree(os.path.join(triton.repo, "preprocess"), dst, dirs_exist_ok=True)
     path = os.path.join(dst, "config.pbtxt")
     text = open(path).read().replace('name: "preprocess"', f'name: "{name}"')
-    text = text.replace('key: "yolo_size" value { string_value: "640" }', 'key: "yolo_size" value { string_value: "0" }')
+    text = text.replace('key: "yolo_size" value { string_value: "640" }',
+                        'key: "yolo_size" value { string_value: "0" }')
     open(path, "w").write(text)
     r = requests.post(f"{url}/v2/repository/models/{name}/load", timeout=60)
     assert r.status_code != 200 and "yolo_size" in r.text, r.text

@@ -1,8 +1,8 @@
 """model_repository/ as served by scripts/run.sh (no server needed)."""
 import os
 
-from conftest import SOURCE_REPO, read_config
 import tritonctl
+from conftest import SOURCE_REPO, read_config
 
 
 def test_every_model_has_a_version_folder():

@@ -155,7 +155,8 @@ def write_ensemble(repo: str) -> None:
                    + f"instance_group [ {{ count: 1 kind: {GPU_KIND} }} ]\n")
     _write(os.path.join(repo, "passthrough_gpu", "config.pbtxt"), _keep_gpu_inputs(passthrough))
     os.makedirs(os.path.join(repo, "passthrough_gpu", "1"))
-    shutil.copy(os.path.join(HERE, "models", "passthrough_gpu.py"), os.path.join(repo, "passthrough_gpu", "1", "model.py"))
+    shutil.copy(os.path.join(HERE, "models", "passthrough_gpu.py"),
+                os.path.join(repo, "passthrough_gpu", "1", "model.py"))
 
     maps = "".join(f'      input_map {{ key: "{n}" value: "{n}" }}\n'
                    for n in re.findall(r'name: "([^"]+)"', inputs))
@@ -327,7 +328,8 @@ def run_bad_requests(url: str, model: str, cpu_model: str, cases: list[dict]) ->
             problems.append(f"bad request {name}: expected HTTP 400 naming {words}, got {r.status}: {r.error!r}")
         scratch = {"rows": 0, "min_cos": 1.0, "max_abs": 0.0}
         for k, c in enumerate(good):
-            problems += compare(results[1 + k], results[1 + len(good) + k], f"good beside {name} [{c['label']}]", scratch)
+            problems += compare(results[1 + k], results[1 + len(good) + k],
+                                f"good beside {name} [{c['label']}]", scratch)
     return problems
 
 
@@ -397,7 +399,8 @@ def main(argv=None) -> int:
         cases = all_cases(a.coco)
         start = time.monotonic()
         problems, stats = run_pairs(server.http_url, pairs, cases)
-        print(f"{len(cases)} cases x {len(pairs) + len(set(pairs.values()))} models in {time.monotonic() - start:.1f} s")
+        print(f"{len(cases)} cases x {len(pairs) + len(set(pairs.values()))} models "
+              f"in {time.monotonic() - start:.1f} s")
         for model, s in sorted(stats.items()):
             print(f"  {model:24s} vs {pairs[model]:22s}: {s['rows']} valid rows, min cosine {s['min_cos']:.7f}, "
                   f"max |diff| {s['max_abs']:.2e}; {batch_sizes(server.http_url, model)}")

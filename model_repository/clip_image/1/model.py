@@ -18,7 +18,6 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from onnx_stand_in import invalid_request, open_session, param  # noqa: E402
 
-
 # config.pbtxt data types this model accepts as input.
 _NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_UINT8": np.uint8}
 

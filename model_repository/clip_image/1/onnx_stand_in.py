@@ -22,8 +22,8 @@ def number(name, config, key, default, kind, low, high):
     text = param(config, key, default)
     try:
         value = kind(text)
-    except ValueError:
-        raise pb_utils.TritonModelException(f"{name}: parameter {key} is not a {kind.__name__}: '{text}'")
+    except ValueError as e:
+        raise pb_utils.TritonModelException(f"{name}: parameter {key} is not a {kind.__name__}: '{text}'") from e
     if value < low or (high is not None and value > high):
         raise pb_utils.TritonModelException(
             f"{name}: parameter {key}={value} outside [{low}, {'inf' if high is None else high}]")

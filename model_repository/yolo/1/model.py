@@ -55,7 +55,8 @@ class TritonPythonModel:
         (onnx_in,) = self.session.get_inputs()
         self.onnx_input = onnx_in.name
         net_shape = tuple(onnx_in.shape[1:])
-        if len(net_shape) != 3 or net_shape[0] != 3 or net_shape[1] != net_shape[2] or not isinstance(net_shape[1], int):
+        if (len(net_shape) != 3 or net_shape[0] != 3 or net_shape[1] != net_shape[2]
+                or not isinstance(net_shape[1], int)):
             raise pb_utils.TritonModelException(f"{self.name}: {path} input {onnx_in.shape} is not [N,3,S,S]")
         self.net_size = net_shape[1]
         if self.variant == "yolov8" and self.net_size != self.input_size:
@@ -66,7 +67,8 @@ class TritonPythonModel:
             anchors = self.session.get_outputs()[0].shape[1]
             if anchors != self.grid.shape[0]:
                 raise pb_utils.TritonModelException(
-                    f"{self.name}: {path} has {anchors} anchors, a YOLOX grid of {self.net_size} has {self.grid.shape[0]}")
+                    f"{self.name}: {path} has {anchors} anchors, "
+                    f"a YOLOX grid of {self.net_size} has {self.grid.shape[0]}")
 
     def _check(self, array):
         if array is None:
