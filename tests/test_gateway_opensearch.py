@@ -258,8 +258,6 @@ def test_search_by_face_on_opensearch_matches_the_embedded_store(triton_with_mod
 
 OUTAGE_PHOTOS = 24
 OUTAGE_CHUNK = 2  # photos per /ingest/batch request
-# A request the gateway answers while OpenSearch is down must not wait for a timeout.
-FAST_ERROR_S = 10.0
 
 
 @pytest.fixture
@@ -280,10 +278,9 @@ def store_unavailable(error: str) -> bool:
     return "store unavailable" in error and "opensearch" in error
 
 
-def timed(call, *args, **kw):
-    started = time.monotonic()
-    r = call(*args, **kw)
-    return r, time.monotonic() - started
+def refused(error: str) -> bool:
+    """The store error of a stopped node: refused at once, not the request timeout running out."""
+    return store_unavailable(error) and ": no answer:" in error and "timed out" not in error
 
 
 def test_opensearch_stopped_during_a_batch_ingest(triton_with_models, own_node, tmp_path):
@@ -318,19 +315,19 @@ def test_opensearch_stopped_during_a_batch_ingest(triton_with_models, own_node, 
         killed.set()
         stopped_at = time.monotonic()
 
-        # The gateway keeps serving, and says what is wrong, at once.
-        r, took = timed(server.get, "/health")
-        assert r.status_code == 503 and took < FAST_ERROR_S, (r.status_code, took, r.text)
+        # The gateway keeps serving, and says what is wrong: refused, not a timeout run out.
+        r = server.get("/health")
+        assert r.status_code == 503, (r.status_code, r.text)
         health = r.json()
         assert health["store"]["kind"] == "opensearch" and health["store"]["ready"] is False, health
         assert store_unavailable(health["store"]["error"]) and url.split("//")[1] in health["store"]["error"], health
         assert health["triton"]["ready"] is True, "only the store is down"
-        r, took = timed(server.get, "/search/text", params={"q": QUERY, "k": 5})
-        assert r.status_code == 503 and store_unavailable(r.json()["error"]) and took < FAST_ERROR_S, r.text
-        r, took = timed(server.get, f"/images/{ids[chunks[0][0]]}")
-        assert r.status_code == 503 and store_unavailable(r.json()["error"]) and took < FAST_ERROR_S, r.text
-        r, took = timed(server.post, "/ingest", files={"image": ("x.jpg", read_bytes(paths[-1]))})
-        assert r.status_code == 503 and store_unavailable(r.json()["error"]) and took < FAST_ERROR_S, r.text
+        r = server.get("/search/text", params={"q": QUERY, "k": 5})
+        assert r.status_code == 503 and refused(r.json()["error"]), r.text
+        r = server.get(f"/images/{ids[chunks[0][0]]}")
+        assert r.status_code == 503 and refused(r.json()["error"]), r.text
+        r = server.post("/ingest", files={"image": ("x.jpg", read_bytes(paths[-1]))})
+        assert r.status_code == 503 and refused(r.json()["error"]), r.text
 
         thread.join(timeout=300)
         assert not thread.is_alive(), "the batch client is still waiting on the gateway"

@@ -213,13 +213,6 @@ fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The store's answer to `call` and how long it took.
-async fn timed<T>(call: impl Future<Output = T>) -> (T, Duration) {
-    let started = Instant::now();
-    let answer = call.await;
-    (answer, started.elapsed())
-}
-
 async fn within_10s<T>(call: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), call).await.expect("no answer within 10 s")
 }
@@ -231,17 +224,17 @@ fn assert_unavailable<T: std::fmt::Debug>(answer: visual_store::Result<T>, needl
     }
 }
 
-/// A stopped node (connection refused): every call is `Unavailable` naming the call, at once.
+/// A stopped node (connection refused): every call is `Unavailable` naming the call, refused
+/// rather than timed out (the request timeout is far beyond the test's own 10 s bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_stopped_node_is_unavailable_at_once() {
     let url = format!("http://127.0.0.1:{}", closed_port());
-    let store = OpenSearchStore::new(OpenSearchConfig::new(&url, "nowhere", BULK_DIMENSION)).unwrap();
-    let (answer, took) = timed(store.count()).await;
-    assert_unavailable(answer, "opensearch index exists");
-    assert!(took < Duration::from_secs(5), "a refused connection took {took:?}");
-    let (answer, took) = timed(store.put_batch(vec![record("a".into(), vec![1.0, 0.0, 0.0, 0.0], vec![])])).await;
-    assert_unavailable(answer, "opensearch index exists");
-    assert!(took < Duration::from_secs(5), "a refused connection took {took:?}");
+    let config =
+        OpenSearchConfig { request_timeout: Duration::from_secs(60), ..OpenSearchConfig::new(&url, "nowhere", BULK_DIMENSION) };
+    let store = OpenSearchStore::new(config).unwrap();
+    assert_unavailable(within_10s(store.count()).await, "opensearch index exists: no answer");
+    let put = store.put_batch(vec![record("a".into(), vec![1.0, 0.0, 0.0, 0.0], vec![])]);
+    assert_unavailable(within_10s(put).await, "opensearch index exists: no answer");
 }
 
 /// A hung node (accepts, never answers): every call is `Unavailable` after `request_timeout`,
@@ -261,14 +254,12 @@ async fn opensearch_hung_node_times_out_as_unavailable() {
     let config = OpenSearchConfig { request_timeout: timeout, ..OpenSearchConfig::new(&url, "hung", BULK_DIMENSION) };
     let store = OpenSearchStore::new(config).unwrap();
     for _ in 0..2 {
-        let (answer, took) = timed(within_10s(store.ready())).await;
-        assert_unavailable(answer, "opensearch index exists");
-        assert!(took >= timeout && took < timeout * 5, "{took:?} for a timeout of {timeout:?}");
+        assert_unavailable(within_10s(store.ready()).await, "opensearch index exists: timed out");
     }
     let query = [1.0, 0.0, 0.0, 0.0];
-    let (answer, took) = timed(within_10s(store.search_faces(&query, &SearchFilter::default(), Page { k: 1, offset: 0 }))).await;
-    assert_unavailable(answer, "opensearch");
-    assert!(took < timeout * 5, "{took:?}");
+    let no_filter = SearchFilter::default();
+    let search = store.search_faces(&query, &no_filter, Page { k: 1, offset: 0 });
+    assert_unavailable(within_10s(search).await, ": timed out");
 }
 
 /// What a restarted node answers (checked on 2.19.1) between opening its HTTP port and

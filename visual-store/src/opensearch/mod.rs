@@ -71,7 +71,11 @@ pub struct OpenSearchStore {
 }
 
 fn unavailable(context: &str) -> impl Fn(opensearch::Error) -> StoreError + '_ {
-    move |e| StoreError::Unavailable(format!("opensearch {context}: {e}"))
+    // A hung node and a stopped one read alike in the transport's message: say which.
+    move |e| {
+        let cause = if e.is_timeout() { "timed out" } else { "no answer" };
+        StoreError::Unavailable(format!("opensearch {context}: {cause}: {e}"))
+    }
 }
 
 /// Statuses that mean "not now" rather than "wrong": 503 (e.g. a restarted node answers

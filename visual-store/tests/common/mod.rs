@@ -145,6 +145,17 @@ pub fn exact_objects(docs: &[ImageRecord], query: &[f32], filter: &SearchFilter,
     top(scored, page)
 }
 
+/// (image id, face index) as "id#index". A face has no condition of its own: it passes
+/// when its image does, object condition included (face search is image-scoped).
+pub fn exact_faces(docs: &[ImageRecord], query: &[f32], filter: &SearchFilter, page: Page) -> Vec<(String, f32)> {
+    let scored = docs
+        .iter()
+        .filter(|d| image_passes(filter, d, true))
+        .flat_map(|d| d.faces.iter().enumerate().map(move |(i, f)| (format!("{}#{i}", d.id), cosine(query, &f.embedding))))
+        .collect();
+    top(scored, page)
+}
+
 fn ids(hits: &[(String, f32)]) -> Vec<String> {
     hits.iter().map(|(id, _)| id.clone()).collect()
 }

@@ -1,0 +1,711 @@
+//! Crash paths of the embedded store's saved graphs. The records in redb are the truth; the
+//! three usearch graphs that `checkpoint` saves (temporary file, fsync, rename) are a cache
+//! that `open` loads and reconciles key by key with the records, or rebuilds. These tests
+//! leave the graph files as a crash or a damaged disk can leave them and check that open
+//! neither fails nor serves wrong results:
+//!
+//! * kill -9 after a checkpoint and further puts and deletes: `Loaded` with exactly the
+//!   records replayed and the vectors removed that the writer's operations imply;
+//! * a missing, empty, truncated, random or foreign (other dimension) file in place of a
+//!   graph: `Rebuilt`;
+//! * a crash inside a checkpoint (some graphs renamed from the newer checkpoint, the others
+//!   from the older one, a partial or complete `*.tmp` left behind), built from two real
+//!   checkpoints, and caught for real by killing a writer that checkpoints in a loop;
+//! * a batch put and a rebuild (both insert many vectors at once) reach every vector.
+//!
+//! After every open, image, object and face searches (unfiltered and with filters) must equal
+//! a brute-force reference over the surviving records: same ids, scores within 1e-5. Every
+//! search goes through the graphs (`exact_scan_limit` 0) with a candidate list larger than
+//! any graph, so the HNSW search visits every reachable vector and equality is sound.
+//!
+//! Expected counts follow `recover`: `added` counts records (one missing any vector from any
+//! graph is replayed whole; keys already present are skipped), `removed` counts vectors (the
+//! image, objects and faces of a deleted slot that a loaded graph still held).
+//!
+//! The writer is this test binary run again with `RECOVERY_WRITER` naming a script (as in
+//! crash.rs): it prints `CHECKPOINT <n> <hashes of the three files>` after each checkpoint
+//! and `DONE` at the end, then waits, so the kill is a real SIGKILL: no destructor runs and
+//! no checkpoint on drop.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::hash::Hasher;
+use std::io::{BufRead, BufReader, Lines};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use visual_store::embedded::{EmbeddedConfig, EmbeddedStore, HnswParams, IndexRecovery};
+use visual_store::{FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, SearchFilter, Store};
+
+const WRITER_ENV: &str = "RECOVERY_WRITER";
+const WRITER_DIR_ENV: &str = "RECOVERY_WRITER_DIR";
+/// Folder where the writer copies the graph files of each checkpoint (optional).
+const WRITER_SNAPSHOTS_ENV: &str = "RECOVERY_WRITER_SNAPSHOTS";
+
+const RECORDS_FILE: &str = "records.redb";
+const GRAPH_FILES: [&str; 3] = ["images.usearch", "objects.usearch", "faces.usearch"];
+
+/// Images stored before the first checkpoint.
+const INITIAL: usize = 240;
+/// Documents the scripts draw from (index = slot: each is put once, in order).
+const POOL: usize = 400;
+/// Candidate list of every search: more than the vectors of any graph (asserted).
+const EF: usize = 2048;
+const K: usize = 10;
+
+fn config(dir: &Path) -> EmbeddedConfig {
+    EmbeddedConfig { exact_scan_limit: 0, hnsw: HnswParams { expansion_search: EF, ..HnswParams::default() }, ..EmbeddedConfig::new(dir) }
+}
+
+/// Records with 2 to 4 objects and 1 to 3 faces each.
+fn documents() -> Vec<ImageRecord> {
+    let mut rng = common::Rng::new(31);
+    let docs: Vec<ImageRecord> = (0..POOL)
+        .map(|i| {
+            let objects = (0..2 + rng.below(3))
+                .map(|_| {
+                    let class = rng.below(common::CLASSES.len());
+                    let x = rng.unit() * 500.0;
+                    ObjectRecord {
+                        class_id: class as u32,
+                        class_name: common::CLASSES[class].into(),
+                        confidence: (rng.unit() * 100.0).round() / 100.0,
+                        bbox: [x, 10.0, x + 50.0, 90.0],
+                        embedding: rng.unit_vector(common::DIMENSION),
+                    }
+                })
+                .collect();
+            let faces = (0..1 + rng.below(3))
+                .map(|f| FaceRecord {
+                    confidence: 0.9,
+                    bbox: [f as f32, 2.0, 30.0, 40.0],
+                    landmarks: [[5.0, 6.0]; 5],
+                    embedding: rng.unit_vector(common::DIMENSION),
+                })
+                .collect();
+            let tags = ["beach", "city", "night"].iter().filter(|_| rng.below(2) == 0).map(|t| t.to_string()).collect();
+            ImageRecord {
+                id: format!("rec-{i:04}"),
+                width: 640,
+                height: 480,
+                created_at: common::BASE_TIME + i as i64 * 3600,
+                tags,
+                metadata: serde_json::json!({ "n": i }),
+                embedding: rng.unit_vector(common::DIMENSION),
+                objects,
+                faces,
+            }
+        })
+        .collect();
+    let objects: usize = docs.iter().map(|d| d.objects.len()).sum();
+    let faces: usize = docs.iter().map(|d| d.faces.len()).sum();
+    assert!(objects.max(faces).max(POOL) < EF, "searches would not be exhaustive");
+    docs
+}
+
+/// One step of a writer's script.
+#[derive(Clone, Debug)]
+enum Op {
+    Put(Vec<usize>),
+    Delete(usize),
+    Checkpoint,
+}
+
+/// Checkpoint, then puts and deletes of records from before and after it.
+fn after_checkpoint() -> Vec<Op> {
+    let mut ops = vec![Op::Put((0..INITIAL).collect()), Op::Checkpoint];
+    ops.extend((0..INITIAL).step_by(23).map(Op::Delete)); // 11 from before the checkpoint
+    ops.push(Op::Put((240..270).collect()));
+    ops.push(Op::Put(vec![270]));
+    ops.push(Op::Put(vec![271]));
+    ops.extend([245, 250, 271].map(Op::Delete)); // 3 from after it
+    ops.push(Op::Delete(101));
+    ops.push(Op::Put((272..280).collect()));
+    ops
+}
+
+/// `after_checkpoint`, a second checkpoint, then more of the same.
+fn two_checkpoints() -> Vec<Op> {
+    let mut ops = after_checkpoint();
+    ops.push(Op::Checkpoint);
+    ops.extend([1, 2, 241, 272].map(Op::Delete));
+    ops.push(Op::Put((280..300).collect()));
+    ops.push(Op::Delete(290));
+    ops
+}
+
+/// Small changes, each followed by a checkpoint, until the pool runs out: a kill at a random
+/// moment often lands inside `checkpoint`.
+fn checkpoint_loop() -> Vec<Op> {
+    let mut ops = vec![Op::Put((0..INITIAL).collect()), Op::Checkpoint];
+    for i in 0..INITIAL / 3 {
+        let first = INITIAL + 2 * i;
+        ops.push(Op::Put(vec![first, first + 1]));
+        ops.push(Op::Delete(3 * i)); // in every checkpoint so far
+        ops.push(Op::Delete(first + 1)); // in none
+        if i % 2 == 1 {
+            ops.push(Op::Delete(first - 2)); // in the previous checkpoint only
+        }
+        ops.push(Op::Checkpoint);
+    }
+    ops
+}
+
+fn script(name: &str) -> Vec<Op> {
+    match name {
+        "after-checkpoint" => after_checkpoint(),
+        "two-checkpoints" => two_checkpoints(),
+        "checkpoint-loop" => checkpoint_loop(),
+        other => panic!("no script {other}"),
+    }
+}
+
+/// The stored documents at every point of a script: `states[j]` after `j` operations, with the
+/// number of checkpoints completed by then; `checkpoints[n]` is what checkpoint `n` saved.
+struct Trace {
+    states: Vec<(usize, BTreeSet<usize>)>,
+    checkpoints: Vec<BTreeSet<usize>>,
+}
+
+impl Trace {
+    fn of(ops: &[Op]) -> Trace {
+        let mut alive = BTreeSet::new();
+        let mut next_slot = 0;
+        let mut trace = Trace { states: vec![(0, BTreeSet::new())], checkpoints: Vec::new() };
+        for op in ops {
+            match op {
+                Op::Put(batch) => {
+                    // The slot of a document is its index: puts take the pool in order.
+                    assert_eq!(*batch, (next_slot..next_slot + batch.len()).collect::<Vec<_>>(), "script puts out of order");
+                    next_slot += batch.len();
+                    alive.extend(batch);
+                }
+                Op::Delete(i) => assert!(alive.remove(i), "script deletes {i}, which is not stored"),
+                Op::Checkpoint => trace.checkpoints.push(alive.clone()),
+            }
+            trace.states.push((trace.checkpoints.len(), alive.clone()));
+        }
+        trace
+    }
+
+    fn last(&self) -> &BTreeSet<usize> {
+        &self.states.last().expect("the initial state").1
+    }
+}
+
+/// What `open` must report for graph files saved when `graphs` (images, objects, faces) were
+/// stored (`None`: a file that cannot be loaded), given the records that survive.
+fn expected_recovery(docs: &[ImageRecord], graphs: [Option<&BTreeSet<usize>>; 3], survivors: &BTreeSet<usize>) -> IndexRecovery {
+    let [Some(images), Some(objects), Some(faces)] = graphs else {
+        return if survivors.is_empty() { IndexRecovery::Empty } else { IndexRecovery::Rebuilt };
+    };
+    let graphs = [images, objects, faces];
+    let added = survivors.iter().filter(|slot| graphs.iter().any(|g| !g.contains(slot))).count();
+    let held: BTreeSet<usize> = graphs.iter().flat_map(|g| g.iter().copied()).collect();
+    let removed = held
+        .difference(survivors)
+        .map(|&slot| {
+            let vectors = [1, docs[slot].objects.len(), docs[slot].faces.len()];
+            vectors.iter().zip(graphs).filter(|(_, g)| g.contains(&slot)).map(|(n, _)| n).sum::<usize>()
+        })
+        .sum();
+    IndexRecovery::Loaded { added, removed }
+}
+
+fn file_hash(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    // DefaultHasher::new() has fixed keys: the same bytes hash alike in every process.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(&bytes);
+    Some(hasher.finish())
+}
+
+fn temporary(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.tmp"))
+}
+
+/// The writer role: runs the script named by `RECOVERY_WRITER`, then waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_writer() {
+    let Ok(name) = std::env::var(WRITER_ENV) else { return };
+    let dir = PathBuf::from(std::env::var(WRITER_DIR_ENV).unwrap());
+    let snapshots = std::env::var(WRITER_SNAPSHOTS_ENV).ok().map(PathBuf::from);
+    let docs = documents();
+    let store = EmbeddedStore::open_async(config(&dir)).await.unwrap();
+    let mut saved = 0;
+    for op in script(&name) {
+        match op {
+            Op::Put(batch) => {
+                let outcomes = store.put_batch(batch.iter().map(|&i| docs[i].clone()).collect()).await.unwrap();
+                assert!(outcomes.iter().all(|o| matches!(o, Ok(PutOutcome::Created))), "{outcomes:?}");
+            }
+            Op::Delete(i) => assert!(store.delete(&docs[i].id).await.unwrap(), "{} not deleted", docs[i].id),
+            Op::Checkpoint => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.checkpoint()).await.unwrap().unwrap();
+                let hashes = GRAPH_FILES.map(|name| file_hash(&dir.join(name)).expect("a saved graph"));
+                if let Some(snapshots) = &snapshots {
+                    let snapshot = snapshots.join(saved.to_string());
+                    std::fs::create_dir_all(&snapshot).unwrap();
+                    for name in GRAPH_FILES {
+                        std::fs::copy(dir.join(name), snapshot.join(name)).unwrap();
+                    }
+                }
+                println!("CHECKPOINT {saved} {:x} {:x} {:x}", hashes[0], hashes[1], hashes[2]);
+                saved += 1;
+            }
+        }
+    }
+    println!("DONE");
+    // Returning would drop the store, which checkpoints; the parent kills us first. The bound
+    // only keeps an orphan from living forever, and abort runs no destructor either.
+    std::thread::sleep(Duration::from_secs(600));
+    std::process::abort();
+}
+
+/// A running writer and what it has printed so far.
+struct Writer {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// File hashes (images, objects, faces) printed after each checkpoint.
+    checkpoints: Vec<[u64; 3]>,
+    done: bool,
+}
+
+impl Writer {
+    fn spawn(script: &str, dir: &Path, snapshots: Option<&Path>) -> Writer {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--exact", "recovery_writer", "--nocapture", "--test-threads", "1"])
+            .env(WRITER_ENV, script)
+            .env(WRITER_DIR_ENV, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(snapshots) = snapshots {
+            command.env(WRITER_SNAPSHOTS_ENV, snapshots);
+        }
+        let mut child = command.spawn().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Writer { child, lines, checkpoints: Vec::new(), done: false }
+    }
+
+    /// Reads lines until `enough` holds; false if the output ended first.
+    fn read_until(&mut self, enough: impl Fn(&Writer) -> bool) -> bool {
+        while !enough(self) {
+            let Some(line) = self.lines.next() else { return false };
+            let line = line.unwrap();
+            // libtest prints "test recovery_writer ... " without a newline before the test
+            // runs, so the first line the writer prints does not start the line.
+            if let Some((_, rest)) = line.split_once("CHECKPOINT ") {
+                let fields: Vec<&str> = rest.split(' ').collect();
+                assert_eq!(fields[0].parse::<usize>().unwrap(), self.checkpoints.len(), "{line}");
+                let hash = |i: usize| u64::from_str_radix(fields[i], 16).unwrap();
+                self.checkpoints.push([hash(1), hash(2), hash(3)]);
+            } else if line.ends_with("DONE") {
+                self.done = true;
+            }
+        }
+        true
+    }
+
+    /// SIGKILL, then the rest of what it printed before dying.
+    fn kill(mut self) -> Writer {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.read_until(|_| false);
+        self
+    }
+}
+
+impl Drop for Writer {
+    /// A test that fails before its kill leaves no writer behind.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Writer {
+    /// Runs the script to its end and kills the writer there.
+    fn run_to_end(script: &str, dir: &Path, snapshots: Option<&Path>) -> Writer {
+        let mut writer = Writer::spawn(script, dir, snapshots);
+        assert!(writer.read_until(|w| w.done), "the writer ended before finishing {script}");
+        writer.kill()
+    }
+
+    /// Which checkpoint each graph file in `dir` comes from: the one whose hash was printed,
+    /// else the one the writer was inside when killed (its hashes never printed); `None`
+    /// when the file is missing.
+    fn origins(&self, dir: &Path) -> [Option<usize>; 3] {
+        std::array::from_fn(|g| {
+            let hash = file_hash(&dir.join(GRAPH_FILES[g]))?;
+            Some(self.checkpoints.iter().position(|saved| saved[g] == hash).unwrap_or(self.checkpoints.len()))
+        })
+    }
+}
+
+fn copy_records(from: &Path, to: &Path) {
+    std::fs::copy(from.join(RECORDS_FILE), to.join(RECORDS_FILE)).unwrap();
+}
+
+fn slots(store: &EmbeddedStore) -> BTreeSet<usize> {
+    store.image_ids().iter().map(|id| id.strip_prefix("rec-").and_then(|n| n.parse().ok()).expect("a pool id")).collect()
+}
+
+fn filters() -> Vec<SearchFilter> {
+    vec![
+        SearchFilter::default(),
+        SearchFilter { tags: vec!["city".into()], ..Default::default() },
+        SearchFilter { classes: vec!["dog".into(), "cat".into()], min_confidence: 0.3, ..Default::default() },
+        SearchFilter {
+            created_from: Some(common::BASE_TIME + 30 * 3600),
+            created_to: Some(common::BASE_TIME + 330 * 3600),
+            tags: vec!["beach".into()],
+            ..Default::default()
+        },
+    ]
+}
+
+fn assert_same(context: &str, got: Vec<(String, f32)>, expected: Vec<(String, f32)>) {
+    assert_eq!(expected.len(), K, "{context}: the reference should fill the page");
+    let ids = |hits: &[(String, f32)]| hits.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&got), ids(&expected), "{context}: ids differ from the exact reference");
+    for ((id, score), (_, exact)) in got.iter().zip(&expected) {
+        assert!((score - exact).abs() <= 1e-5, "{context}: {id} scored {score}, exact cosine {exact}");
+    }
+}
+
+/// Image, object and face searches, unfiltered and filtered, equal the brute-force reference
+/// over the survivors. Queries: random directions, vectors of survivors, and vectors of
+/// deleted records (which a graph that kept them would rank first).
+async fn assert_searches_exact(store: &EmbeddedStore, docs: &[ImageRecord], survivors: &BTreeSet<usize>, context: &str) {
+    let alive: Vec<ImageRecord> = survivors.iter().map(|&i| docs[i].clone()).collect();
+    let last = *survivors.last().expect("survivors");
+    let deleted: Vec<&ImageRecord> = (0..last).filter(|i| !survivors.contains(i)).map(|i| &docs[i]).collect();
+    assert!(deleted.len() >= 2, "{context}: the scripts delete records");
+    let samples: Vec<&ImageRecord> = [alive.first(), alive.last(), alive.get(alive.len() / 2)].into_iter().flatten().collect();
+    let samples: Vec<&ImageRecord> = samples.into_iter().chain([deleted[0], deleted[deleted.len() - 1]]).collect();
+    let mut rng = common::Rng::new(41);
+    let random: Vec<Vec<f32>> = (0..3).map(|_| rng.unit_vector(common::DIMENSION)).collect();
+    let page = Page { k: K, offset: 0 };
+    for filter in filters() {
+        let queries =
+            |vector: &dyn Fn(&ImageRecord) -> Vec<f32>| random.iter().cloned().chain(samples.iter().map(|d| vector(d))).collect::<Vec<_>>();
+        for query in queries(&|d| d.embedding.clone()) {
+            let hits = store.search_images(&query, &filter, page).await.unwrap();
+            let got = hits.into_iter().map(|h| (h.image_id, h.score)).collect();
+            assert_same(&format!("{context}: images {filter:?}"), got, common::exact_images(&alive, &query, &filter, page));
+        }
+        for query in queries(&|d| d.objects[1].embedding.clone()) {
+            let hits = store.search_objects(&query, &filter, page).await.unwrap();
+            let got = hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.object_index), h.score)).collect();
+            assert_same(&format!("{context}: objects {filter:?}"), got, common::exact_objects(&alive, &query, &filter, page));
+        }
+        for query in queries(&|d| d.faces[0].embedding.clone()) {
+            let hits = store.search_faces(&query, &filter, page).await.unwrap();
+            let got = hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.face_index), h.score)).collect();
+            assert_same(&format!("{context}: faces {filter:?}"), got, common::exact_faces(&alive, &query, &filter, page));
+        }
+    }
+}
+
+/// Every stored vector is reachable in its graph: searched for with itself, it comes first
+/// with cosine 1. (The random queries above would notice an unreachable vector only when it
+/// ranks in their top 10.)
+async fn assert_every_vector_found(store: &EmbeddedStore, docs: &[ImageRecord], survivors: &BTreeSet<usize>, context: &str) {
+    let (filter, page) = (SearchFilter::default(), Page { k: 1, offset: 0 });
+    let first = |hits: Vec<(String, f32)>| hits.into_iter().next().unwrap_or_default();
+    for doc in survivors.iter().map(|&i| &docs[i]) {
+        let hit =
+            first(store.search_images(&doc.embedding, &filter, page).await.unwrap().into_iter().map(|h| (h.image_id, h.score)).collect());
+        assert!(hit.0 == doc.id && hit.1 > 1.0 - 1e-5, "{context}: image {} not found by its own vector: {hit:?}", doc.id);
+        for (i, object) in doc.objects.iter().enumerate() {
+            let hits = store.search_objects(&object.embedding, &filter, page).await.unwrap();
+            let hit = first(hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.object_index), h.score)).collect());
+            assert!(hit.0 == format!("{}#{i}", doc.id) && hit.1 > 1.0 - 1e-5, "{context}: object {}#{i} not found: {hit:?}", doc.id);
+        }
+        for (i, face) in doc.faces.iter().enumerate() {
+            let hits = store.search_faces(&face.embedding, &filter, page).await.unwrap();
+            let hit = first(hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.face_index), h.score)).collect());
+            assert!(hit.0 == format!("{}#{i}", doc.id) && hit.1 > 1.0 - 1e-5, "{context}: face {}#{i} not found: {hit:?}", doc.id);
+        }
+    }
+}
+
+/// Opens `dir`, which must hold exactly `survivors` and recover as `expected`, with exact
+/// searches; then checkpoints and opens again: the saved graphs replace whatever was there
+/// (a leftover `*.tmp` included) and load with nothing to reconcile.
+async fn open_and_check(dir: &Path, docs: &[ImageRecord], survivors: &BTreeSet<usize>, expected: IndexRecovery, context: &str) {
+    let store = EmbeddedStore::open_async(config(dir)).await.unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
+    assert_eq!(store.recovery(), expected, "{context}: recovery");
+    assert_eq!(slots(&store), *survivors, "{context}: stored records");
+    assert_eq!(store.count().await.unwrap(), survivors.len(), "{context}: count");
+    assert_searches_exact(&store, docs, survivors, context).await;
+    assert_every_vector_found(&store, docs, survivors, context).await;
+    store.checkpoint().unwrap();
+    drop(store);
+    if expected != (IndexRecovery::Loaded { added: 0, removed: 0 }) {
+        // A store with changes since its graphs were saved writes every graph again.
+        for name in GRAPH_FILES {
+            assert!(!temporary(dir, name).exists(), "{context}: {name}.tmp left after a checkpoint");
+        }
+    }
+    let store = EmbeddedStore::open_async(config(dir)).await.unwrap();
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: 0, removed: 0 }, "{context}: after the checkpoint");
+    assert_searches_exact(&store, docs, survivors, &format!("{context}, reopened")).await;
+    assert_every_vector_found(&store, docs, survivors, &format!("{context}, reopened")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_after_a_checkpoint_replays_puts_and_deletes() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Writer::run_to_end("after-checkpoint", dir.path(), None);
+    assert_eq!(writer.checkpoints.len(), 1);
+    assert_eq!(writer.origins(dir.path()), [Some(0); 3], "the graph files changed after the checkpoint (a checkpoint ran at the kill?)");
+
+    let trace = Trace::of(&after_checkpoint());
+    let saved = &trace.checkpoints[0];
+    let survivors = trace.last();
+    let expected = expected_recovery(&docs, [Some(saved); 3], survivors);
+    // By hand from the script: 240..280 put after the checkpoint, less 245, 250 and 271
+    // deleted; 12 of the checkpointed records deleted, each with its image, objects and faces.
+    let deleted: Vec<usize> = (0..INITIAL).step_by(23).chain([101]).collect();
+    let removed: usize = deleted.iter().map(|&i| 1 + docs[i].objects.len() + docs[i].faces.len()).sum();
+    assert_eq!(expected, IndexRecovery::Loaded { added: 37, removed });
+    assert!(removed >= 4 * 12);
+    open_and_check(dir.path(), &docs, survivors, expected, "kill after a checkpoint").await;
+}
+
+/// The graphs a batch put builds, and those a rebuild builds, reach every vector. Both insert
+/// many vectors at once; usearch's concurrent insertion into one graph stranded some
+/// (unum-cloud/USearch#735), which this caught before `Graphs::add_all` filled each graph from
+/// one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_put_and_rebuild_reach_every_vector() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let all: BTreeSet<usize> = (0..POOL).collect();
+    {
+        let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+        common::ingest(&store, &docs).await;
+        assert_every_vector_found(&store, &docs, &all, "batch put").await;
+    }
+    for name in GRAPH_FILES {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    assert_eq!(store.recovery(), IndexRecovery::Rebuilt);
+    assert_every_vector_found(&store, &docs, &all, "rebuild").await;
+}
+
+/// How a graph file is damaged.
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    Missing,
+    Empty,
+    /// Cut to this fraction of its length.
+    Truncated(f32),
+    LastByteCut,
+    /// Random bytes, as long as the file.
+    Random(u64),
+    /// The valid graph of the same name from a store of another dimension.
+    OtherDimension,
+}
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = common::Rng::new(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_or_foreign_graph_files_are_rebuilt() {
+    let docs = documents();
+    let base = tempfile::tempdir().unwrap();
+    let mut survivors: BTreeSet<usize> = (0..INITIAL).collect();
+    {
+        let store = EmbeddedStore::open_async(config(base.path())).await.unwrap();
+        common::ingest(&store, &docs[..INITIAL]).await;
+        for i in [3, 50, 199] {
+            assert!(store.delete(&docs[i].id).await.unwrap());
+            survivors.remove(&i);
+        }
+        store.checkpoint().unwrap();
+    }
+    let other = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open_async(config(other.path())).await.unwrap();
+        let mut rng = common::Rng::new(43);
+        let small: Vec<ImageRecord> = docs[..20]
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                d.embedding = rng.unit_vector(16);
+                d.objects.iter_mut().for_each(|o| o.embedding = rng.unit_vector(16));
+                d.faces.iter_mut().for_each(|f| f.embedding = rng.unit_vector(16));
+                d
+            })
+            .collect();
+        common::ingest(&store, &small).await;
+        store.checkpoint().unwrap();
+    }
+    let damages = [
+        Damage::Missing,
+        Damage::Empty,
+        Damage::Truncated(0.5),
+        Damage::Truncated(0.02),
+        Damage::LastByteCut,
+        Damage::Random(1),
+        Damage::Random(2),
+        Damage::OtherDimension,
+    ];
+    for name in GRAPH_FILES {
+        let original = std::fs::read(base.path().join(name)).unwrap();
+        for damage in damages {
+            let case = tempfile::tempdir().unwrap();
+            copy_records(base.path(), case.path());
+            for graph in GRAPH_FILES {
+                std::fs::copy(base.path().join(graph), case.path().join(graph)).unwrap();
+            }
+            let path = case.path().join(name);
+            let damaged = match damage {
+                Damage::Missing => None,
+                Damage::Empty => Some(Vec::new()),
+                Damage::Truncated(fraction) => Some(original[..(original.len() as f32 * fraction) as usize].to_vec()),
+                Damage::LastByteCut => Some(original[..original.len() - 1].to_vec()),
+                Damage::Random(seed) => Some(random_bytes(seed, original.len())),
+                Damage::OtherDimension => Some(std::fs::read(other.path().join(name)).unwrap()),
+            };
+            match damaged {
+                Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+                None => std::fs::remove_file(&path).unwrap(),
+            }
+            open_and_check(case.path(), &docs, &survivors, IndexRecovery::Rebuilt, &format!("{name} {damage:?}")).await;
+        }
+    }
+}
+
+/// Crash states of a checkpoint built from two real ones: `checkpoint` saves images, objects,
+/// faces in turn, each to `<name>.tmp` then renamed, so a crash leaves the first few graphs
+/// from the newer checkpoint, the rest from the older one, and the graph being written as a
+/// partial or complete `.tmp`. The records are those of a writer killed after more changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_inside_a_checkpoint_leaves_a_store_that_opens() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let writer = Writer::run_to_end("two-checkpoints", dir.path(), Some(snapshots.path()));
+    assert_eq!(writer.checkpoints.len(), 2);
+    assert_eq!(writer.origins(dir.path()), [Some(1); 3], "the graph files changed after the last checkpoint");
+    let trace = Trace::of(&two_checkpoints());
+    let survivors = trace.last();
+    let snapshot = |n: usize, name: &str| snapshots.path().join(n.to_string()).join(name);
+
+    #[derive(Clone, Copy, Debug)]
+    enum Temporary {
+        Absent,
+        Partial,
+        Complete,
+    }
+    let mut cases = Vec::new();
+    for renamed in 0..3 {
+        for tmp in [Temporary::Absent, Temporary::Partial, Temporary::Complete] {
+            cases.push((renamed, tmp, true));
+        }
+    }
+    cases.push((3, Temporary::Absent, true));
+    // The first checkpoint of a store, interrupted: the graphs not yet renamed do not exist.
+    cases.extend([(0, Temporary::Partial, false), (1, Temporary::Partial, false), (2, Temporary::Complete, false)]);
+    let mut loaded_with_changes = 0;
+    for (renamed, tmp, older_exists) in cases {
+        let context = format!("{renamed} graphs renamed, temporary {tmp:?}, older checkpoint present: {older_exists}");
+        let case = tempfile::tempdir().unwrap();
+        copy_records(dir.path(), case.path());
+        let mut graphs: [Option<&BTreeSet<usize>>; 3] = [None; 3];
+        for (g, name) in GRAPH_FILES.iter().enumerate() {
+            if g < renamed {
+                std::fs::copy(snapshot(1, name), case.path().join(name)).unwrap();
+                graphs[g] = Some(&trace.checkpoints[1]);
+            } else if older_exists {
+                std::fs::copy(snapshot(0, name), case.path().join(name)).unwrap();
+                graphs[g] = Some(&trace.checkpoints[0]);
+            }
+        }
+        if renamed < 3 {
+            let newer = std::fs::read(snapshot(1, GRAPH_FILES[renamed])).unwrap();
+            let bytes = match tmp {
+                Temporary::Absent => None,
+                Temporary::Partial => Some(&newer[..newer.len() / 3]),
+                Temporary::Complete => Some(&newer[..]),
+            };
+            if let Some(bytes) = bytes {
+                std::fs::write(temporary(case.path(), GRAPH_FILES[renamed]), bytes).unwrap();
+            }
+        }
+        let expected = expected_recovery(&docs, graphs, survivors);
+        if let IndexRecovery::Loaded { added, removed } = expected {
+            assert!(added > 0 && removed > 0, "{context}: the fixture should leave work for recovery");
+            loaded_with_changes += 1;
+        }
+        open_and_check(case.path(), &docs, survivors, expected, &context).await;
+    }
+    assert_eq!(loaded_with_changes, 10);
+}
+
+/// A writer checkpointing in a loop, killed at random moments: whatever the kill leaves
+/// (graphs from two checkpoints, a partial `.tmp`) opens with the counts its files imply and
+/// exact searches. Repeats until three kills landed inside a checkpoint (visibly: a `.tmp`
+/// left or graphs from different checkpoints), at most 20 times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_checkpoints_leaves_a_store_that_opens() {
+    let docs = documents();
+    let trace = Trace::of(&checkpoint_loop());
+    let mut rng = common::Rng::new(47);
+    let (mut rounds, mut torn) = (0, 0);
+    while torn < 3 && rounds < 20 {
+        rounds += 1;
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer::spawn("checkpoint-loop", dir.path(), None);
+        let target = 2 + rng.below(4);
+        assert!(writer.read_until(|w| w.checkpoints.len() >= target), "the writer ended early");
+        std::thread::sleep(Duration::from_micros(rng.below(4000) as u64));
+        let writer = writer.kill();
+        assert!(!writer.done, "the writer finished its script before the kill");
+
+        let printed = writer.checkpoints.len();
+        let origins = writer.origins(dir.path());
+        let tmp_left: Vec<&str> = GRAPH_FILES.into_iter().filter(|name| temporary(dir.path(), name).exists()).collect();
+        // Which records survived, read from a copy: an open reconciles the graphs and saves
+        // them on drop, which would erase the state under test.
+        let survivors = {
+            let scratch = tempfile::tempdir().unwrap();
+            copy_records(dir.path(), scratch.path());
+            slots(&EmbeddedStore::open_async(config(scratch.path())).await.unwrap())
+        };
+        // The records are those after some operation since the last printed checkpoint.
+        assert!(
+            trace.states.iter().any(|(done, state)| *done == printed && *state == survivors),
+            "round {rounds}: the stored records match no point of the script after checkpoint {printed}"
+        );
+        let graphs = origins.map(|origin| {
+            let origin = origin.expect("every graph file exists after the first checkpoint");
+            if origin == printed {
+                // From the checkpoint in progress: it started after the last change.
+                assert_eq!(trace.checkpoints[origin], survivors, "round {rounds}: a graph newer than the records");
+            }
+            Some(&trace.checkpoints[origin])
+        });
+        let expected = expected_recovery(&docs, graphs, &survivors);
+        let inside = !tmp_left.is_empty() || origins.iter().any(|o| *o != origins[0]);
+        torn += usize::from(inside);
+        let context = format!("round {rounds}: graphs from checkpoints {origins:?}, {printed} printed, temporary {tmp_left:?}");
+        eprintln!("{context}: expecting {expected:?}");
+        assert!(matches!(expected, IndexRecovery::Loaded { .. }), "{context}");
+        open_and_check(dir.path(), &docs, &survivors, expected, &context).await;
+    }
+    assert!(torn >= 1, "no kill in {rounds} rounds landed inside a checkpoint");
+}
