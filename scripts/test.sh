@@ -33,7 +33,10 @@ finish() {
 }
 trap finish EXIT
 
+# Style first: a formatting slip fails in a second, before any build.
+cargo fmt --all --check
 cargo build --release --workspace
+cargo clippy --workspace --all-targets --release -- -D warnings
 # NVRTC from PyPI lets the kernel test compile every CUDA kernel to PTX without a GPU. The
 # assignment, not `eval "$(...)"`, so that a failing setup stops the run here.
 nvrtc_env=$(scripts/setup_nvrtc.sh)
@@ -52,6 +55,7 @@ fi
 # --- end OpenSearch
 cargo test --release --workspace
 scripts/setup_triton.sh
+.venv/bin/ruff check .
 scripts/setup_browser.sh
 .venv/bin/python scripts/gen_encoders.py
 .venv/bin/python scripts/link_models.py

@@ -6,8 +6,8 @@
 
 use crop_core::{CropPolicy, FaceAligner, FaceParameterError, RoiAlign};
 use serde_json::Value;
-use triton_backend::model_config::{dims, max_batch_size, parameter, tensor};
 use std::sync::Arc;
+use triton_backend::model_config::{dims, max_batch_size, parameter, tensor};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -116,10 +116,9 @@ fn check_output(config: &Value, name: &str, expected: Option<&[i64]>) -> Result<
     let declared = tensor(config, "output", name)
         .ok_or_else(|| ConfigError::Contract(format!("output '{name}' is not declared")))?;
     match expected {
-        Some(dims_expected) if dims(declared) != dims_expected => Err(ConfigError::Contract(format!(
-            "output '{name}' dims {:?} must be {dims_expected:?}",
-            dims(declared)
-        ))),
+        Some(dims_expected) if dims(declared) != dims_expected => {
+            Err(ConfigError::Contract(format!("output '{name}' dims {:?} must be {dims_expected:?}", dims(declared))))
+        }
         _ => Ok(()),
     }
 }
@@ -191,8 +190,11 @@ impl BoxEmbedConfig {
                 reason: "must be a finite number > 0".into(),
             });
         }
-        let roi_align = RoiAlign::new(crop_size, sampling_ratio)
-            .map_err(|e| ConfigError::Invalid { key: "crop_size", value: crop_size.to_string(), reason: e.to_string() })?;
+        let roi_align = RoiAlign::new(crop_size, sampling_ratio).map_err(|e| ConfigError::Invalid {
+            key: "crop_size",
+            value: crop_size.to_string(),
+            reason: e.to_string(),
+        })?;
         let parsed = Self {
             encoder: EncoderLink::from_model_config(config, crop_size, "images")?,
             max_boxes: positive("max_boxes", parsed(config, "max_boxes", None)?)?,
@@ -268,7 +270,8 @@ mod tests {
 
     #[test]
     fn reads_every_setting_from_parameters() {
-        let c = BoxEmbedConfig::from_model_config(&config(&[("crop_policy", "context"), ("context_scale", "1.5")])).unwrap();
+        let c = BoxEmbedConfig::from_model_config(&config(&[("crop_policy", "context"), ("context_scale", "1.5")]))
+            .unwrap();
         assert_eq!(c.encoder.model, "clip_image");
         assert_eq!(c.encoder.embedding_dim, 512);
         assert_eq!(c.encoder.item_size, 256);
@@ -280,7 +283,9 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_parameter() {
-        for (key, value) in [("crop_policy", "squash"), ("max_boxes", "0"), ("embedding_dim", "abc"), ("min_box_size", "NaN")] {
+        for (key, value) in
+            [("crop_policy", "squash"), ("max_boxes", "0"), ("embedding_dim", "abc"), ("min_box_size", "NaN")]
+        {
             let err = BoxEmbedConfig::from_model_config(&config(&[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
@@ -311,9 +316,15 @@ mod tests {
 
     fn face_config(params: &[(&str, &str)]) -> Value {
         let mut parameters = serde_json::Map::new();
-        for (k, v) in [("mode", "faces"), ("encoder_model", "face_encoder"), ("embedding_dim", "128"), ("max_faces", "50"), ("face_size", "112")]
-            .iter()
-            .chain(params)
+        for (k, v) in [
+            ("mode", "faces"),
+            ("encoder_model", "face_encoder"),
+            ("embedding_dim", "128"),
+            ("max_faces", "50"),
+            ("face_size", "112"),
+        ]
+        .iter()
+        .chain(params)
         {
             parameters.insert((*k).into(), json!({ "string_value": v }));
         }
@@ -332,7 +343,10 @@ mod tests {
         let faces = ModelConfig::from_model_config(&face_config(&[])).unwrap();
         let ModelConfig::Faces(c) = &faces else { panic!("{faces:?}") };
         assert_eq!((c.max_faces, c.aligner.size), (50, 112));
-        assert_eq!((faces.encoder().input.as_str(), faces.encoder().item_size, faces.encoder().embedding_dim), ("faces", 112, 128));
+        assert_eq!(
+            (faces.encoder().input.as_str(), faces.encoder().item_size, faces.encoder().embedding_dim),
+            ("faces", 112, 128)
+        );
         let err = ModelConfig::from_model_config(&config(&[("mode", "people")])).unwrap_err();
         assert!(err.to_string().contains("mode"), "{err}");
     }

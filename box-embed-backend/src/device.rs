@@ -53,7 +53,12 @@ impl Device {
     /// # Safety
     /// `dst` and `src` are valid for `bytes` until the stream has been synchronised, and the
     /// context is bound ([`Device::bind`]).
-    pub unsafe fn copy_async(&self, dst: sys::CUdeviceptr, src: *const c_void, bytes: usize) -> Result<(), TritonError> {
+    pub unsafe fn copy_async(
+        &self,
+        dst: sys::CUdeviceptr,
+        src: *const c_void,
+        bytes: usize,
+    ) -> Result<(), TritonError> {
         if bytes == 0 {
             return Ok(());
         }

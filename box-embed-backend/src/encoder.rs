@@ -5,7 +5,9 @@
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::ops::Range;
-use triton_backend::infer::{InferenceRequest, InferenceResponse, PendingInference, ResponseAllocator, ResponseOutput, Server};
+use triton_backend::infer::{
+    InferenceRequest, InferenceResponse, PendingInference, ResponseAllocator, ResponseOutput, Server,
+};
 use triton_backend::{DataType, MemoryType, TritonError};
 
 /// The encoder as seen from this backend: where to send crops and what comes back.
@@ -25,7 +27,11 @@ pub struct Encoder<'a> {
 pub enum Crops<'c> {
     Host(&'c [f32]),
     /// Built by [`Crops::device`].
-    Device { ptr: u64, device_id: i64, _borrow: PhantomData<&'c [f32]> },
+    Device {
+        ptr: u64,
+        device_id: i64,
+        _borrow: PhantomData<&'c [f32]>,
+    },
 }
 
 impl<'c> Crops<'c> {
@@ -48,10 +54,8 @@ impl Encoder<'_> {
     /// encoder's dynamic batcher and instances work in parallel; all have completed (and no
     /// longer read `crops`) when this returns.
     pub fn infer(&self, crops: Crops<'_>, count: usize) -> Vec<Chunk> {
-        let bounds: Vec<Range<usize>> = (0..count)
-            .step_by(self.batch_limit)
-            .map(|start| start..(start + self.batch_limit).min(count))
-            .collect();
+        let bounds: Vec<Range<usize>> =
+            (0..count).step_by(self.batch_limit).map(|start| start..(start + self.batch_limit).min(count)).collect();
         let pending: Vec<Result<PendingInference<'_>, TritonError>> =
             bounds.iter().map(|range| self.send(crops, range.clone())).collect();
         bounds
@@ -97,7 +101,8 @@ impl Encoder<'_> {
             Crops::Host(all) => {
                 let chunk = &all[range.start * crop_len..range.end * crop_len];
                 // SAFETY of the cast: f32 has no padding and any byte view of it is valid.
-                let bytes = unsafe { std::slice::from_raw_parts(chunk.as_ptr() as *const u8, std::mem::size_of_val(chunk)) };
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(chunk.as_ptr() as *const u8, std::mem::size_of_val(chunk)) };
                 request.add_host_input(self.input, DataType::Fp32, &shape, bytes)?;
             }
             Crops::Device { ptr, device_id, .. } => {
@@ -106,7 +111,15 @@ impl Encoder<'_> {
                 // `infer`, which waits for this chunk before returning.
                 unsafe {
                     let chunk = (ptr + (range.start * bytes) as u64) as *const c_void;
-                    request.add_input(self.input, DataType::Fp32, &shape, chunk, range.len() * bytes, MemoryType::Gpu, device_id)?;
+                    request.add_input(
+                        self.input,
+                        DataType::Fp32,
+                        &shape,
+                        chunk,
+                        range.len() * bytes,
+                        MemoryType::Gpu,
+                        device_id,
+                    )?;
                 }
             }
         }
@@ -115,7 +128,11 @@ impl Encoder<'_> {
     }
 
     /// The embeddings `[count, D]` FP32 of one chunk's response, checked against the contract.
-    pub fn embeddings<'r>(&self, response: &'r InferenceResponse, count: usize) -> Result<ResponseOutput<'r>, TritonError> {
+    pub fn embeddings<'r>(
+        &self,
+        response: &'r InferenceResponse,
+        count: usize,
+    ) -> Result<ResponseOutput<'r>, TritonError> {
         let output = response.output(self.output)?;
         let expected = [count as i64, self.embedding_dim as i64];
         if output.datatype != DataType::Fp32 || output.shape != expected {

@@ -8,7 +8,9 @@
 //! [`crate::gpu`] gather pixels, crop, encode and scatter where their memory is, and
 //! [`crate::faces`] does the same for the face mode.
 
-use crate::config::{BoxEmbedConfig, EncoderLink, FaceAlignConfig, INPUT_IMAGE_SIZE, OUTPUT_BOXES, OUTPUT_EMBEDDINGS, OUTPUT_VALID};
+use crate::config::{
+    BoxEmbedConfig, EncoderLink, FaceAlignConfig, INPUT_IMAGE_SIZE, OUTPUT_BOXES, OUTPUT_EMBEDDINGS, OUTPUT_VALID,
+};
 use crate::cpu::CpuPath;
 use crate::encoder::Encoder;
 use crate::faces::FacePath;
@@ -124,9 +126,14 @@ pub fn execute(instance: ModelInstance, state: &mut InstanceState, requests: Vec
     let count = requests.len();
     let responses = requests
         .iter()
-        .map(|r| Response::new(r).inspect_err(|e| log(sys::TRITONSERVER_LOG_ERROR, &format!("cannot create response: {e}"))).ok())
+        .map(|r| {
+            Response::new(r)
+                .inspect_err(|e| log(sys::TRITONSERVER_LOG_ERROR, &format!("cannot create response: {e}")))
+                .ok()
+        })
         .collect();
-    let mut batch = Batch { requests: &requests, responses, errors: vec![None; count], compute_start_ns: 0, compute_end_ns: 0 };
+    let mut batch =
+        Batch { requests: &requests, responses, errors: vec![None; count], compute_start_ns: 0, compute_end_ns: 0 };
 
     match &mut state.path {
         Path::Cpu(path) => path.run(&mut state.shared, &mut batch),

@@ -35,7 +35,8 @@ fn plan_request<'r>(request: &'r Request, config: &FaceAlignConfig) -> Result<Pl
     let original = request.input("original").map_err(reading)?;
     let num_faces = request.input(INPUT_NUM_FACES).map_err(reading)?;
     let landmarks = request.input(INPUT_LANDMARKS).map_err(reading)?;
-    let (num_faces_bytes, landmark_bytes) = (num_faces.host_bytes().map_err(reading)?, landmarks.host_bytes().map_err(reading)?);
+    let (num_faces_bytes, landmark_bytes) =
+        (num_faces.host_bytes().map_err(reading)?, landmarks.host_bytes().map_err(reading)?);
     let tensors = FaceTensors {
         original: ImageTensor { shape: &original.shape, byte_size: original.byte_size },
         num_faces: RawTensor { shape: &num_faces.shape, bytes: &num_faces_bytes },
@@ -43,7 +44,8 @@ fn plan_request<'r>(request: &'r Request, config: &FaceAlignConfig) -> Result<Pl
     };
     let plan = plan_faces(&tensors, config).map_err(|e| TritonError::invalid_arg(e.0))?;
     let pixels = original.host_bytes().map_err(reading)?;
-    ImageView::new(&pixels, plan.width, plan.height).map_err(|e| TritonError::invalid_arg(format!("input 'original': {e}")))?;
+    ImageView::new(&pixels, plan.width, plan.height)
+        .map_err(|e| TritonError::invalid_arg(format!("input 'original': {e}")))?;
     Ok(PlannedFaces { pixels, plan })
 }
 

@@ -112,7 +112,11 @@ impl GpuPath {
                             // `encoder_responses` until the stream has synchronised; the
                             // destination range lies inside `self.embeddings`.
                             unsafe {
-                                self.device.copy_async(self.embeddings.ptr_at(chunk.crops.start * dim), output.data, output.byte_size)?
+                                self.device.copy_async(
+                                    self.embeddings.ptr_at(chunk.crops.start * dim),
+                                    output.data,
+                                    output.byte_size,
+                                )?
                             };
                             encoder_responses.push(response);
                             Ok(())
@@ -132,7 +136,11 @@ impl GpuPath {
     /// Copies the pixels of every request with at least one crop into `self.images`, returning
     /// each request's byte offset there. Device-resident images are copied device to device;
     /// host ones are uploaded. Planning already checked each image's size.
-    fn upload_images(&mut self, batch: &mut Batch<'_>, planned: &mut [Option<Planned<'_>>]) -> Result<Vec<u64>, TritonError> {
+    fn upload_images(
+        &mut self,
+        batch: &mut Batch<'_>,
+        planned: &mut [Option<Planned<'_>>],
+    ) -> Result<Vec<u64>, TritonError> {
         let mut offsets = vec![0u64; planned.len()];
         let mut total = 0usize;
         for (offset, planned) in offsets.iter_mut().zip(planned.iter()) {
@@ -221,7 +229,13 @@ impl GpuPath {
                 continue;
             }
             let shape = [1, p.plan.rows.len() as i64, dim as i64];
-            let out = match response.output_buffer_in(OUTPUT_EMBEDDINGS, DataType::Fp32, &shape, MemoryType::Gpu, self.device.id.into()) {
+            let out = match response.output_buffer_in(
+                OUTPUT_EMBEDDINGS,
+                DataType::Fp32,
+                &shape,
+                MemoryType::Gpu,
+                self.device.id.into(),
+            ) {
                 Ok(out) => out,
                 Err(e) => {
                     *error = Some(e);

@@ -65,7 +65,10 @@ impl Backend for BoxEmbed {
                 let device_id = instance.device_id()?;
                 let state = InstanceState::gpu(config, server, device_id)
                     .map_err(|e| e.context(format!("instance '{name}' (KIND_GPU)")))?;
-                log(sys::TRITONSERVER_LOG_INFO, &format!("box_embed instance '{name}': crop kernels built for GPU {device_id}"));
+                log(
+                    sys::TRITONSERVER_LOG_INFO,
+                    &format!("box_embed instance '{name}': crop kernels built for GPU {device_id}"),
+                );
                 Ok(state)
             }
         }

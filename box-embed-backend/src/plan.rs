@@ -319,7 +319,10 @@ mod tests {
 
     #[test]
     fn bad_rows_are_skipped_in_place() {
-        let o = request(&[[1.0, 1.0, 5.0, 5.0], [3.0, 3.0, 3.0, 8.0], [f32::NAN, 0.0, 2.0, 2.0], [2.0, 2.0, 9.0, 9.0], [0.0; 4]], 4);
+        let o = request(
+            &[[1.0, 1.0, 5.0, 5.0], [3.0, 3.0, 3.0, 8.0], [f32::NAN, 0.0, 2.0, 2.0], [2.0, 2.0, 9.0, 9.0], [0.0; 4]],
+            4,
+        );
         let p = plan(&o).unwrap();
         assert_eq!(p.rows.len(), 4, "rows follow num_dets, not K");
         assert!(p.rows[0].is_ok() && p.rows[3].is_ok());
@@ -352,7 +355,12 @@ mod tests {
     fn batch_runs_skip_rows_without_shifting() {
         let ok = |x: f32| Ok(CropRegion { roi: [x, 0.0, x + 1.0, 1.0], mask: None });
         let plans = [
-            Some(RequestPlan { width: 4, height: 4, rows: vec![ok(0.0), Err(BoxRejection::Degenerate), ok(1.0), ok(2.0)], boxes: vec![] }),
+            Some(RequestPlan {
+                width: 4,
+                height: 4,
+                rows: vec![ok(0.0), Err(BoxRejection::Degenerate), ok(1.0), ok(2.0)],
+                boxes: vec![],
+            }),
             None,
             Some(RequestPlan { width: 4, height: 4, rows: vec![Err(BoxRejection::NonFinite), ok(3.0)], boxes: vec![] }),
         ];

@@ -17,9 +17,7 @@ const CACHE_CAPACITY: usize = 16_384;
 /// Latin-1 bytes map to themselves, the other 68 bytes to U+0100 onwards, so
 /// that no byte becomes whitespace or a control character.
 pub fn byte_to_unicode() -> [char; 256] {
-    let printable = |b: u32| {
-        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
-    };
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
     let mut table = ['\0'; 256];
     let mut next_extra = 0x100;
     for byte in 0..256u32 {
@@ -53,17 +51,8 @@ pub struct Merge {
 }
 
 impl Bpe {
-    pub fn new(
-        byte_ids: [u32; 256],
-        final_byte_ids: [u32; 256],
-        merges: HashMap<(u32, u32), Merge>,
-    ) -> Self {
-        Self {
-            byte_ids,
-            final_byte_ids,
-            merges,
-            cache: Mutex::new(HashMap::new()),
-        }
+    pub fn new(byte_ids: [u32; 256], final_byte_ids: [u32; 256], merges: HashMap<(u32, u32), Merge>) -> Self {
+        Self { byte_ids, final_byte_ids, merges, cache: Mutex::new(HashMap::new()) }
     }
 
     /// Appends the ids of one pre-tokenized word (its UTF-8 bytes).
@@ -71,21 +60,13 @@ impl Bpe {
         if word.is_empty() {
             return;
         }
-        if let Some(ids) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(word)
-        {
+        if let Some(ids) = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(word) {
             out.extend_from_slice(ids);
             return;
         }
         let ids = self.merge(word);
         out.extend_from_slice(&ids);
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
@@ -103,11 +84,7 @@ impl Bpe {
         while symbols.len() > 1 {
             let best = symbols
                 .windows(2)
-                .filter_map(|pair| {
-                    self.merges
-                        .get(&(pair[0], pair[1]))
-                        .map(|merge| (*merge, pair[0], pair[1]))
-                })
+                .filter_map(|pair| self.merges.get(&(pair[0], pair[1])).map(|merge| (*merge, pair[0], pair[1])))
                 .min_by_key(|(merge, _, _)| merge.rank);
             let Some((Merge { merged, .. }, left, right)) = best else {
                 break;

@@ -20,10 +20,8 @@ use unicode_normalization::UnicodeNormalization;
 /// input (each nesting level of "&amp;amp;..." takes one pass).
 const MAX_FIX_PASSES: usize = 16;
 
-static HTML_ENTITY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"&#?[0-9A-Za-z]{1,24};").expect("valid regex"));
-static ANSI_ESCAPE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\x1b\[[\d;]*[a-zA-Z]").expect("valid regex"));
+static HTML_ENTITY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"&#?[0-9A-Za-z]{1,24};").expect("valid regex"));
+static ANSI_ESCAPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\x1b\[[\d;]*[a-zA-Z]").expect("valid regex"));
 
 /// The whole cleanup: the text the CLIP pre-tokenizer sees.
 pub fn clean(text: &str) -> String {
@@ -41,11 +39,7 @@ fn fix_line(line: &str) -> String {
     let unescape_entities = !line.contains('<');
     let mut text = line.to_owned();
     for _ in 0..MAX_FIX_PASSES {
-        let mut next = if unescape_entities {
-            unescape_terminated_entities(&text)
-        } else {
-            text.clone()
-        };
+        let mut next = if unescape_entities { unescape_terminated_entities(&text) } else { text.clone() };
         let mut fixed = String::with_capacity(next.len());
         next.chars().for_each(|c| fix_char(c, &mut fixed));
         next = ANSI_ESCAPE.replace_all(&fixed, "").into_owned();
@@ -94,9 +88,8 @@ fn fix_char(c: char, out: &mut String) {
 /// Windows-1252 leaves undefined stay as they are.
 fn c1_as_windows_1252(c: char) -> char {
     const WINDOWS_1252_80_9F: [char; 32] = [
-        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
-        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
-        'ž', 'Ÿ',
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}', '\u{90}', '‘',
+        '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
     ];
     match c {
         '\u{80}'..='\u{9f}' => WINDOWS_1252_80_9F[c as usize - 0x80],
@@ -168,10 +161,7 @@ fn is_unwanted_control(c: char) -> bool {
 /// information separators U+1C..U+1F, which are not Unicode White_Space.
 fn collapse_whitespace(text: &str) -> String {
     let is_python_space = |c: char| c.is_whitespace() || matches!(c, '\u{1c}'..='\u{1f}');
-    text.split(is_python_space)
-        .filter(|word| !word.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.split(is_python_space).filter(|word| !word.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -198,10 +188,7 @@ mod tests {
     fn applies_the_ftfy_character_fixes() {
         assert_eq!(clean("ﬁne ﬂower"), "fine flower");
         assert_eq!(clean("ＨＥＬＬＯ！"), "hello!");
-        assert_eq!(
-            clean("don\u{2019}t \u{201c}quote\u{201d}"),
-            "don't \"quote\""
-        );
+        assert_eq!(clean("don\u{2019}t \u{201c}quote\u{201d}"), "don't \"quote\"");
         assert_eq!(clean("\u{1b}[31mred\u{1b}[0m"), "red");
         assert_eq!(clean("a\u{0}b\u{feff}c"), "abc");
         assert_eq!(clean("x\u{85}y \u{93}q\u{94}"), "x…y \"q\"");

@@ -35,9 +35,8 @@ pub const MERGE_COUNT: usize = 48894;
 /// CLIP's pre-tokenizer: contractions, runs of letters, single digits, runs
 /// of other non-space characters. Case-insensitive as in CLIP (the text is
 /// already lower-case; this only matters for case-folding pairs like 'ſ').
-static PRE_TOKENIZER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+").expect("valid regex")
-});
+static PRE_TOKENIZER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+").expect("valid regex"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -54,36 +53,15 @@ pub enum TokenizerError {
         source: serde_json::Error,
     },
     #[error("{path}: token {token:?} has id {found:?}, CLIP expects {expected}")]
-    VocabId {
-        path: PathBuf,
-        token: String,
-        found: Option<u32>,
-        expected: u32,
-    },
+    VocabId { path: PathBuf, token: String, found: Option<u32>, expected: u32 },
     #[error("{path} has {found} entries, CLIP's vocabulary has {expected}")]
-    VocabSize {
-        path: PathBuf,
-        found: usize,
-        expected: usize,
-    },
+    VocabSize { path: PathBuf, found: usize, expected: usize },
     #[error("{path}:{line}: expected a merge \"left right\", found {text:?}")]
-    MalformedMerge {
-        path: PathBuf,
-        line: usize,
-        text: String,
-    },
+    MalformedMerge { path: PathBuf, line: usize, text: String },
     #[error("{path}:{line}: {symbol:?} is not in the vocabulary")]
-    UnknownSymbol {
-        path: PathBuf,
-        line: usize,
-        symbol: String,
-    },
+    UnknownSymbol { path: PathBuf, line: usize, symbol: String },
     #[error("{path} has {found} merges, CLIP needs the first {needed}")]
-    TooFewMerges {
-        path: PathBuf,
-        found: usize,
-        needed: usize,
-    },
+    TooFewMerges { path: PathBuf, found: usize, needed: usize },
 }
 
 pub struct ClipTokenizer {
@@ -94,25 +72,14 @@ impl ClipTokenizer {
     /// Loads CLIP's `vocab.json` (token -> id) and `merges.txt` (an optional
     /// `#version` line, then one merge per line; only the first
     /// `MERGE_COUNT` are used).
-    pub fn from_files(
-        vocab_path: impl AsRef<Path>,
-        merges_path: impl AsRef<Path>,
-    ) -> Result<Self, TokenizerError> {
+    pub fn from_files(vocab_path: impl AsRef<Path>, merges_path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let vocab_path = vocab_path.as_ref();
         let merges_path = merges_path.as_ref();
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| TokenizerError::Read {
-                path: path.to_owned(),
-                source,
-            })
+            std::fs::read_to_string(path).map_err(|source| TokenizerError::Read { path: path.to_owned(), source })
         };
-        let vocab: HashMap<String, u32> =
-            serde_json::from_str(&read(vocab_path)?).map_err(|source| {
-                TokenizerError::VocabJson {
-                    path: vocab_path.to_owned(),
-                    source,
-                }
-            })?;
+        let vocab: HashMap<String, u32> = serde_json::from_str(&read(vocab_path)?)
+            .map_err(|source| TokenizerError::VocabJson { path: vocab_path.to_owned(), source })?;
         Self::from_parts(vocab, vocab_path, &read(merges_path)?, merges_path)
     }
 
@@ -129,10 +96,7 @@ impl ClipTokenizer {
                 expected: VOCAB_SIZE,
             });
         }
-        for (token, expected) in [
-            ("<|startoftext|>", START_OF_TEXT),
-            ("<|endoftext|>", END_OF_TEXT),
-        ] {
+        for (token, expected) in [("<|startoftext|>", START_OF_TEXT), ("<|endoftext|>", END_OF_TEXT)] {
             let found = vocab.get(token).copied();
             if found != Some(expected) {
                 return Err(TokenizerError::VocabId {
@@ -151,15 +115,12 @@ impl ClipTokenizer {
             let symbol = c.to_string();
             let final_symbol = format!("{c}</w>");
             let lookup = |symbol: &str| {
-                vocab
-                    .get(symbol)
-                    .copied()
-                    .ok_or_else(|| TokenizerError::VocabId {
-                        path: vocab_path.to_owned(),
-                        token: symbol.to_owned(),
-                        found: None,
-                        expected: byte as u32,
-                    })
+                vocab.get(symbol).copied().ok_or_else(|| TokenizerError::VocabId {
+                    path: vocab_path.to_owned(),
+                    token: symbol.to_owned(),
+                    found: None,
+                    expected: byte as u32,
+                })
             };
             byte_ids[byte] = lookup(&symbol)?;
             final_byte_ids[byte] = lookup(&final_symbol)?;
@@ -167,10 +128,7 @@ impl ClipTokenizer {
 
         let mut ranks = HashMap::with_capacity(MERGE_COUNT);
         let mut lines = merges.lines().enumerate().peekable();
-        if lines
-            .peek()
-            .is_some_and(|(_, line)| line.starts_with("#version"))
-        {
+        if lines.peek().is_some_and(|(_, line)| line.starts_with("#version")) {
             lines.next();
         }
         let mut merge_count = 0;
@@ -185,19 +143,13 @@ impl ClipTokenizer {
                 });
             };
             let id = |symbol: &str| {
-                vocab
-                    .get(symbol)
-                    .copied()
-                    .ok_or_else(|| TokenizerError::UnknownSymbol {
-                        path: merges_path.to_owned(),
-                        line: line_number,
-                        symbol: symbol.to_owned(),
-                    })
+                vocab.get(symbol).copied().ok_or_else(|| TokenizerError::UnknownSymbol {
+                    path: merges_path.to_owned(),
+                    line: line_number,
+                    symbol: symbol.to_owned(),
+                })
             };
-            let merge = Merge {
-                rank: merge_count,
-                merged: id(&format!("{left}{right}"))?,
-            };
+            let merge = Merge { rank: merge_count, merged: id(&format!("{left}{right}"))? };
             ranks.insert((id(left)?, id(right)?), merge);
             merge_count += 1;
         }
@@ -208,9 +160,7 @@ impl ClipTokenizer {
                 needed: MERGE_COUNT,
             });
         }
-        Ok(Self {
-            bpe: Bpe::new(byte_ids, final_byte_ids, ranks),
-        })
+        Ok(Self { bpe: Bpe::new(byte_ids, final_byte_ids, ranks) })
     }
 
     /// BPE ids of the cleaned text, without start/end of text; stops once

@@ -8,9 +8,7 @@
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use clip_tokenizer::{
-    ClipTokenizer, TokenizerError, CONTEXT_LENGTH, END_OF_TEXT, PAD, START_OF_TEXT,
-};
+use clip_tokenizer::{ClipTokenizer, TokenizerError, CONTEXT_LENGTH, END_OF_TEXT, PAD, START_OF_TEXT};
 
 fn tokenizer_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/clip_tokenizer")
@@ -24,10 +22,7 @@ static TOKENIZER: LazyLock<ClipTokenizer> = LazyLock::new(|| {
 
 fn ids(text: &str) -> Vec<i64> {
     let tokens = TOKENIZER.tokenize(text);
-    let end = tokens
-        .iter()
-        .position(|&t| t == END_OF_TEXT as i64)
-        .expect("end of text present");
+    let end = tokens.iter().position(|&t| t == END_OF_TEXT as i64).expect("end of text present");
     tokens[..=end].to_vec()
 }
 
@@ -44,11 +39,7 @@ fn models_md_reference_ids() {
 fn empty_and_blank_text_is_start_end_and_padding() {
     for text in ["", "   ", "\n\t"] {
         let tokens = TOKENIZER.tokenize(text);
-        assert_eq!(
-            tokens[..2],
-            [START_OF_TEXT as i64, END_OF_TEXT as i64],
-            "{text:?}"
-        );
+        assert_eq!(tokens[..2], [START_OF_TEXT as i64, END_OF_TEXT as i64], "{text:?}");
         assert!(tokens[2..].iter().all(|&t| t == 0), "{text:?}");
     }
 }
@@ -83,20 +74,14 @@ fn long_text_keeps_end_of_text_last() {
     assert_eq!(tokens.len(), CONTEXT_LENGTH);
     assert_eq!(tokens[0], START_OF_TEXT as i64);
     assert_eq!(tokens[CONTEXT_LENGTH - 1], END_OF_TEXT as i64);
-    assert!(tokens[1..CONTEXT_LENGTH - 1]
-        .iter()
-        .all(|&t| t != 0 && t != END_OF_TEXT as i64));
+    assert!(tokens[1..CONTEXT_LENGTH - 1].iter().all(|&t| t != 0 && t != END_OF_TEXT as i64));
     assert_eq!(tokens[1..7], ids("a photo of a big brown")[1..7]);
 }
 
 #[test]
 fn special_token_spellings_are_plain_text() {
     let tokens = ids("a <|endoftext|> b");
-    assert_eq!(
-        tokens.iter().filter(|&&t| t == END_OF_TEXT as i64).count(),
-        1,
-        "{tokens:?}"
-    );
+    assert_eq!(tokens.iter().filter(|&&t| t == END_OF_TEXT as i64).count(), 1, "{tokens:?}");
     assert_eq!(*tokens.last().unwrap(), END_OF_TEXT as i64);
 }
 
@@ -122,20 +107,11 @@ fn matches_open_clip_on_the_fixture() {
         .iter()
         .filter_map(|case| {
             let ours = TOKENIZER.tokenize(&case.text);
-            (ours[..] != case.ids[..]).then(|| {
-                format!(
-                    "{:?}\n  ours:   {:?}\n  theirs: {:?}",
-                    case.text, ours, case.ids
-                )
-            })
+            (ours[..] != case.ids[..])
+                .then(|| format!("{:?}\n  ours:   {:?}\n  theirs: {:?}", case.text, ours, case.ids))
         })
         .collect();
-    assert!(
-        mismatches.is_empty(),
-        "differs from {}:\n{}",
-        fixture.reference,
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "differs from {}:\n{}", fixture.reference, mismatches.join("\n"));
 }
 
 #[test]
@@ -159,49 +135,27 @@ fn load_errors_name_the_file_and_line() {
     let vocab = tokenizer_dir().join("clip-vocab.json");
 
     let missing = dir.join("missing.txt");
-    let err = ClipTokenizer::from_files(&vocab, &missing)
-        .err()
-        .expect("missing merges file");
-    assert!(
-        matches!(err, TokenizerError::Read { .. }) && err.to_string().contains("missing.txt"),
-        "{err}"
-    );
+    let err = ClipTokenizer::from_files(&vocab, &missing).err().expect("missing merges file");
+    assert!(matches!(err, TokenizerError::Read { .. }) && err.to_string().contains("missing.txt"), "{err}");
 
     let bad = dir.join("bad-merges.txt");
     std::fs::write(&bad, "#version: 0.2\ni n\nthis line is bad\n").unwrap();
-    let err = ClipTokenizer::from_files(&vocab, &bad)
-        .err()
-        .expect("malformed merges");
+    let err = ClipTokenizer::from_files(&vocab, &bad).err().expect("malformed merges");
     assert!(err.to_string().contains("bad-merges.txt:3"), "{err}");
 
     let unknown = dir.join("unknown-merges.txt");
     std::fs::write(&unknown, "#version: 0.2\ni n\nzzzq x\n").unwrap();
-    let err = ClipTokenizer::from_files(&vocab, &unknown)
-        .err()
-        .expect("unknown symbol");
-    assert!(
-        matches!(err, TokenizerError::UnknownSymbol { line: 3, .. }),
-        "{err}"
-    );
+    let err = ClipTokenizer::from_files(&vocab, &unknown).err().expect("unknown symbol");
+    assert!(matches!(err, TokenizerError::UnknownSymbol { line: 3, .. }), "{err}");
 
     let short = dir.join("short-merges.txt");
     std::fs::write(&short, "#version: 0.2\ni n\n").unwrap();
-    let err = ClipTokenizer::from_files(&vocab, &short)
-        .err()
-        .expect("too few merges");
-    assert!(
-        matches!(err, TokenizerError::TooFewMerges { found: 1, .. }),
-        "{err}"
-    );
+    let err = ClipTokenizer::from_files(&vocab, &short).err().expect("too few merges");
+    assert!(matches!(err, TokenizerError::TooFewMerges { found: 1, .. }), "{err}");
 
     let not_json = dir.join("vocab.json");
     std::fs::write(&not_json, "[1, 2]").unwrap();
-    let err = ClipTokenizer::from_files(&not_json, &short)
-        .err()
-        .expect("bad vocab");
-    assert!(
-        matches!(err, TokenizerError::VocabJson { .. }) && err.to_string().contains("vocab.json"),
-        "{err}"
-    );
+    let err = ClipTokenizer::from_files(&not_json, &short).err().expect("bad vocab");
+    assert!(matches!(err, TokenizerError::VocabJson { .. }) && err.to_string().contains("vocab.json"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,35 +5,21 @@
 //! Usage: `crop_bench [iterations] [crop_size] [sampling_ratio] [policy]`
 //! (defaults 20 per round, 256, 2, stretch).
 
-use crop_core::{
-    crop_all, plan_crop, reference, CropJob, CropPolicy, ImageView, Letterbox, RoiAlign,
-};
+use crop_core::{crop_all, plan_crop, reference, CropJob, CropPolicy, ImageView, Letterbox, RoiAlign};
 use std::hint::black_box;
 use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize, default: usize| {
-        args.get(i)
-            .map_or(default, |a| a.parse().expect("a number"))
-    };
+    let arg = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect("a number"));
     let iterations = arg(0, 20).max(1);
     let align = RoiAlign::new(arg(1, 256), arg(2, 2)).expect("valid crop parameters");
-    let policy = CropPolicy::parse(args.get(3).map_or("stretch", String::as_str), 1.25)
-        .expect("valid policy");
+    let policy = CropPolicy::parse(args.get(3).map_or("stretch", String::as_str), 1.25).expect("valid policy");
 
     let (w, h) = (640usize, 480usize);
     // A smooth gradient with some texture, so no branch sees only zeros.
     let data: Vec<u8> = (0..h)
-        .flat_map(|y| {
-            (0..w).flat_map(move |x| {
-                [
-                    (x % 256) as u8,
-                    (y % 256) as u8,
-                    ((x * 7 + y * 13) % 256) as u8,
-                ]
-            })
-        })
+        .flat_map(|y| (0..w).flat_map(move |x| [(x % 256) as u8, (y % 256) as u8, ((x * 7 + y * 13) % 256) as u8]))
         .collect();
     let image = ImageView::new(&data, w, h).expect("consistent image");
     let letterbox = Letterbox::fit(w as u32, h as u32, 640);
@@ -54,8 +40,7 @@ fn main() {
         .iter()
         .map(|&b| CropJob {
             image,
-            region: plan_crop(letterbox.to_letterbox(b), &letterbox, w, h, policy, 1.0)
-                .expect("valid box"),
+            region: plan_crop(letterbox.to_letterbox(b), &letterbox, w, h, policy, 1.0).expect("valid box"),
         })
         .collect();
     let mut out = vec![0.0f32; jobs.len() * align.crop_len()];
@@ -96,12 +81,7 @@ fn main() {
     let reference = ms_per_image(
         &mut || {
             for job in &jobs {
-                black_box(reference::roi_align(
-                    &job.image,
-                    &job.region,
-                    align.crop_size,
-                    align.sampling_ratio,
-                ));
+                black_box(reference::roi_align(&job.image, &job.region, align.crop_size, align.sampling_ratio));
             }
         },
         reference_iters,

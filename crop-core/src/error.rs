@@ -17,12 +17,7 @@ pub enum CropError {
     #[error("invalid image size {width}x{height}: both sides must be >= 1")]
     EmptyImage { width: usize, height: usize },
     #[error("image buffer holds {len} bytes, but a {width}x{height} RGB image needs {expected}")]
-    ImageLength {
-        len: usize,
-        width: usize,
-        height: usize,
-        expected: usize,
-    },
+    ImageLength { len: usize, width: usize, height: usize, expected: usize },
     #[error("invalid crop size {0}: must be >= 1 and 3*size*size must fit in memory")]
     InvalidCropSize(usize),
     #[error("invalid sampling ratio {0}: must be >= 1")]

@@ -18,13 +18,8 @@ use rayon::prelude::*;
 /// The standard ArcFace 5-point template for 112x112 faces, `(x, y)` in
 /// output pixels: left eye, right eye, nose tip, left and right mouth corner
 /// (left/right as seen in the image), as published with InsightFace.
-pub const ARCFACE_TEMPLATE_112: [[f32; 2]; 5] = [
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-];
+pub const ARCFACE_TEMPLATE_112: [[f32; 2]; 5] =
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]];
 
 /// A 2-D similarity `p -> [a -b; b a] p + t`: rotation, uniform scale
 /// `sqrt(a^2 + b^2)` and translation, no reflection.
@@ -38,10 +33,7 @@ pub struct Similarity {
 
 impl Similarity {
     pub fn apply(&self, [x, y]: [f64; 2]) -> [f64; 2] {
-        [
-            self.a * x - self.b * y + self.tx,
-            self.b * x + self.a * y + self.ty,
-        ]
+        [self.a * x - self.b * y + self.tx, self.b * x + self.a * y + self.ty]
     }
 
     /// The inverse as the warp's 2x3 map `[m0 m1 m2; m3 m4 m5]`:
@@ -54,17 +46,8 @@ impl Similarity {
         }
         let (ia, ib) = (self.a / s2, self.b / s2);
         // Inverse linear part [ia ib; -ib ia]; translation -(that) * t.
-        let map = [
-            ia,
-            ib,
-            -(ia * self.tx + ib * self.ty),
-            -ib,
-            ia,
-            ib * self.tx - ia * self.ty,
-        ];
-        map.iter()
-            .all(|v| v.is_finite())
-            .then(|| map.map(|v| v as f32))
+        let map = [ia, ib, -(ia * self.tx + ib * self.ty), -ib, ia, ib * self.tx - ia * self.ty];
+        map.iter().all(|v| v.is_finite()).then(|| map.map(|v| v as f32))
     }
 }
 
@@ -81,9 +64,7 @@ pub fn estimate_similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Option<Similar
     }
     let n = src.len() as f64;
     let mean = |points: &[[f64; 2]]| {
-        let [sx, sy] = points
-            .iter()
-            .fold([0.0, 0.0], |[x, y], p| [x + p[0], y + p[1]]);
+        let [sx, sy] = points.iter().fold([0.0, 0.0], |[x, y], p| [x + p[0], y + p[1]]);
         [sx / n, sy / n]
     };
     let (ms, md) = (mean(src), mean(dst));
@@ -134,11 +115,7 @@ fn spread(points: &[[f64; 2]]) -> (f64, f64) {
     let trace = sxx + syy;
     let gap = ((sxx - syy).powi(2) + 4.0 * sxy * sxy).sqrt();
     let (large, small) = ((trace + gap) / 2.0, ((trace - gap) / 2.0).max(0.0));
-    let aspect = if large > 0.0 {
-        (small / large).sqrt()
-    } else {
-        0.0
-    };
+    let aspect = if large > 0.0 { (small / large).sqrt() } else { 0.0 };
     (trace.sqrt(), aspect)
 }
 
@@ -166,12 +143,7 @@ impl FaceAligner {
         min_spread: f32,
         min_aspect: f32,
     ) -> Result<Self, CropError> {
-        if size == 0
-            || size
-                .checked_mul(size)
-                .and_then(|n| n.checked_mul(3))
-                .is_none()
-        {
+        if size == 0 || size.checked_mul(size).and_then(|n| n.checked_mul(3)).is_none() {
             return Err(CropError::InvalidCropSize(size));
         }
         let template = template.map(|p| p.map(f64::from));
@@ -186,28 +158,10 @@ impl FaceAligner {
             true => Ok(()),
             false => Err(CropError::InvalidFaceParameter { name, value }),
         };
-        check(
-            "landmark_margin",
-            margin,
-            margin.is_finite() && margin >= 0.0,
-        )?;
-        check(
-            "min_landmark_spread",
-            min_spread,
-            min_spread.is_finite() && min_spread > 0.0,
-        )?;
-        check(
-            "min_landmark_aspect",
-            min_aspect,
-            (0.0..1.0).contains(&min_aspect),
-        )?;
-        Ok(Self {
-            template,
-            size,
-            margin,
-            min_spread: f64::from(min_spread),
-            min_aspect: f64::from(min_aspect),
-        })
+        check("landmark_margin", margin, margin.is_finite() && margin >= 0.0)?;
+        check("min_landmark_spread", min_spread, min_spread.is_finite() && min_spread > 0.0)?;
+        check("min_landmark_aspect", min_aspect, (0.0..1.0).contains(&min_aspect))?;
+        Ok(Self { template, size, margin, min_spread: f64::from(min_spread), min_aspect: f64::from(min_aspect) })
     }
 
     /// Floats in one aligned face: `3 * size * size`.
@@ -245,15 +199,8 @@ impl FaceAligner {
     }
 
     /// The warp map (see [`Similarity::inverse_map`]) for `landmarks`.
-    pub fn plan(
-        &self,
-        landmarks: [[f32; 2]; 5],
-        width: usize,
-        height: usize,
-    ) -> Result<[f32; 6], LandmarkRejection> {
-        self.transform(landmarks, width, height)?
-            .inverse_map()
-            .ok_or(LandmarkRejection::Coincident)
+    pub fn plan(&self, landmarks: [[f32; 2]; 5], width: usize, height: usize) -> Result<[f32; 6], LandmarkRejection> {
+        self.transform(landmarks, width, height)?.inverse_map().ok_or(LandmarkRejection::Coincident)
     }
 }
 
@@ -288,12 +235,7 @@ pub fn warp_face_into(image: &ImageView, map: &[f32; 6], size: usize, out: &mut 
                 let (fx0, fy0) = (x.floor(), y.floor());
                 let (lx, ly) = (x - fx0, y - fy0);
                 let (x0, y0) = (fx0 as isize, fy0 as isize);
-                let weights = [
-                    (1.0 - ly) * (1.0 - lx),
-                    (1.0 - ly) * lx,
-                    ly * (1.0 - lx),
-                    ly * lx,
-                ];
+                let weights = [(1.0 - ly) * (1.0 - lx), (1.0 - ly) * lx, ly * (1.0 - lx), ly * lx];
                 if x0 >= 0 && y0 >= 0 && (x0 as usize) + 1 < w && (y0 as usize) + 1 < h {
                     let top = (y0 as usize * w + x0 as usize) * 3;
                     let taps = [top, top + 3, top + w * 3, top + w * 3 + 3];
@@ -332,9 +274,7 @@ pub fn face_to_rgb8(face: &[f32], size: usize) -> Vec<u8> {
     let plane = size * size;
     assert_eq!(face.len(), 3 * plane, "input buffer is not one face");
     let to_u8 = |v: f32| (v * 127.5 + 127.5).round().clamp(0.0, 255.0) as u8;
-    (0..plane)
-        .flat_map(|p| (0..3).map(move |c| to_u8(face[c * plane + p])))
-        .collect()
+    (0..plane).flat_map(|p| (0..3).map(move |c| to_u8(face[c * plane + p]))).collect()
 }
 
 /// Warps every face of a batch into `out` (`[N, 3, size, size]`), faces
@@ -344,11 +284,7 @@ pub fn face_to_rgb8(face: &[f32], size: usize) -> Vec<u8> {
 /// If `out.len() != jobs.len() * 3 * size * size`.
 pub fn warp_all(jobs: &[FaceJob], size: usize, out: &mut [f32]) {
     let face_len = 3 * size * size;
-    assert_eq!(
-        out.len(),
-        jobs.len() * face_len,
-        "output buffer does not hold one face per job"
-    );
+    assert_eq!(out.len(), jobs.len() * face_len, "output buffer does not hold one face per job");
     if face_len == 0 {
         return;
     }
@@ -367,29 +303,16 @@ mod tests {
     }
 
     fn template_f64() -> Vec<[f64; 2]> {
-        ARCFACE_TEMPLATE_112
-            .iter()
-            .map(|p| p.map(f64::from))
-            .collect()
+        ARCFACE_TEMPLATE_112.iter().map(|p| p.map(f64::from)).collect()
     }
 
     #[test]
     fn recovers_a_known_similarity_exactly() {
-        let truth = Similarity {
-            a: 1.7 * 0.4f64.cos(),
-            b: 1.7 * 0.4f64.sin(),
-            tx: -31.0,
-            ty: 12.5,
-        };
+        let truth = Similarity { a: 1.7 * 0.4f64.cos(), b: 1.7 * 0.4f64.sin(), tx: -31.0, ty: 12.5 };
         let dst = template_f64();
         let src: Vec<[f64; 2]> = dst.iter().map(|&p| truth.apply(p)).collect();
         let found = estimate_similarity(&dst, &src).unwrap();
-        for (got, want) in [
-            (found.a, truth.a),
-            (found.b, truth.b),
-            (found.tx, truth.tx),
-            (found.ty, truth.ty),
-        ] {
+        for (got, want) in [(found.a, truth.a), (found.b, truth.b), (found.tx, truth.tx), (found.ty, truth.ty)] {
             assert!((got - want).abs() < 1e-9, "{found:?} vs {truth:?}");
         }
     }
@@ -404,16 +327,12 @@ mod tests {
             tx: 300.0,
             ty: 40.0,
         };
-        let landmarks =
-            ARCFACE_TEMPLATE_112.map(|p| truth.apply(p.map(f64::from)).map(|v| v as f32));
+        let landmarks = ARCFACE_TEMPLATE_112.map(|p| truth.apply(p.map(f64::from)).map(|v| v as f32));
         let m = aligner().plan(landmarks, 640, 480).unwrap();
         for (t, l) in ARCFACE_TEMPLATE_112.iter().zip(&landmarks) {
             let x = m[0] * t[0] + m[1] * t[1] + m[2];
             let y = m[3] * t[0] + m[4] * t[1] + m[5];
-            assert!(
-                (x - l[0]).abs() < 1e-3 && (y - l[1]).abs() < 1e-3,
-                "{x},{y} vs {l:?}"
-            );
+            assert!((x - l[0]).abs() < 1e-3 && (y - l[1]).abs() < 1e-3, "{x},{y} vs {l:?}");
         }
     }
 
@@ -422,13 +341,7 @@ mod tests {
         // Noisy landmarks: the estimate's squared error is a minimum.
         let noisy: Vec<[f64; 2]> = template_f64()
             .iter()
-            .zip([
-                [1.0, -2.0],
-                [0.5, 1.5],
-                [-1.0, 0.0],
-                [2.0, 1.0],
-                [-0.5, -1.0],
-            ])
+            .zip([[1.0, -2.0], [0.5, 1.5], [-1.0, 0.0], [2.0, 1.0], [-0.5, -1.0]])
             .map(|(p, n)| [p[0] * 1.3 + 20.0 + n[0], p[1] * 1.3 - 5.0 + n[1]])
             .collect();
         let dst = template_f64();
@@ -444,28 +357,15 @@ mod tests {
                 .sum::<f64>()
         };
         let best = error(&fit);
-        for d in [
-            [1e-3, 0.0, 0.0, 0.0],
-            [0.0, 1e-3, 0.0, 0.0],
-            [0.0, 0.0, 1e-2, 0.0],
-            [0.0, 0.0, 0.0, -1e-2],
-        ] {
-            let moved = Similarity {
-                a: fit.a + d[0],
-                b: fit.b + d[1],
-                tx: fit.tx + d[2],
-                ty: fit.ty + d[3],
-            };
+        for d in [[1e-3, 0.0, 0.0, 0.0], [0.0, 1e-3, 0.0, 0.0], [0.0, 0.0, 1e-2, 0.0], [0.0, 0.0, 0.0, -1e-2]] {
+            let moved = Similarity { a: fit.a + d[0], b: fit.b + d[1], tx: fit.tx + d[2], ty: fit.ty + d[3] };
             assert!(error(&moved) > best);
         }
     }
 
     #[test]
     fn mirrored_landmarks_give_a_rotation_not_a_reflection() {
-        let mirrored: Vec<[f64; 2]> = template_f64()
-            .iter()
-            .map(|p| [112.0 - p[0], p[1]])
-            .collect();
+        let mirrored: Vec<[f64; 2]> = template_f64().iter().map(|p| [112.0 - p[0], p[1]]).collect();
         let fit = estimate_similarity(&mirrored, &template_f64()).unwrap();
         assert!(fit.a.is_finite() && fit.b.is_finite() && fit.a.hypot(fit.b) > 0.0);
     }
@@ -481,29 +381,11 @@ mod tests {
         let mut inf = good;
         inf[0][0] = f32::INFINITY;
         assert_eq!(a.plan(inf, 640, 480), Err(LandmarkRejection::NonFinite));
-        assert_eq!(
-            a.plan([[50.0, 60.0]; 5], 640, 480),
-            Err(LandmarkRejection::Coincident)
-        );
-        let line = [
-            [10.0, 10.0],
-            [20.0, 20.0],
-            [30.0, 30.0],
-            [40.0, 40.0],
-            [50.0, 50.0],
-        ];
+        assert_eq!(a.plan([[50.0, 60.0]; 5], 640, 480), Err(LandmarkRejection::Coincident));
+        let line = [[10.0, 10.0], [20.0, 20.0], [30.0, 30.0], [40.0, 40.0], [50.0, 50.0]];
         assert_eq!(a.plan(line, 640, 480), Err(LandmarkRejection::Collinear));
-        let nearly_line = [
-            [10.0, 10.0],
-            [20.0, 20.1],
-            [30.0, 30.0],
-            [40.0, 40.1],
-            [50.0, 50.0],
-        ];
-        assert_eq!(
-            a.plan(nearly_line, 640, 480),
-            Err(LandmarkRejection::Collinear)
-        );
+        let nearly_line = [[10.0, 10.0], [20.0, 20.1], [30.0, 30.0], [40.0, 40.1], [50.0, 50.0]];
+        assert_eq!(a.plan(nearly_line, 640, 480), Err(LandmarkRejection::Collinear));
         let far = good.map(|p| [p[0] + 2000.0, p[1]]);
         assert_eq!(a.plan(far, 640, 480), Err(LandmarkRejection::OutsideImage));
         // Within the 10% margin (64 px of a 640-wide image) is still a face.
@@ -519,12 +401,7 @@ mod tests {
             Err(CropError::InvalidFaceTemplate(_))
         ));
         assert!(FaceAligner::new(ARCFACE_TEMPLATE_112, 0, 0.1, 1.0, 0.05).is_err());
-        for (margin, spread, aspect) in [
-            (-0.1, 1.0, 0.05),
-            (0.1, 0.0, 0.05),
-            (0.1, 1.0, 1.0),
-            (f32::NAN, 1.0, 0.05),
-        ] {
+        for (margin, spread, aspect) in [(-0.1, 1.0, 0.05), (0.1, 0.0, 0.05), (0.1, 1.0, 1.0), (f32::NAN, 1.0, 0.05)] {
             assert!(matches!(
                 FaceAligner::new(ARCFACE_TEMPLATE_112, 112, margin, spread, aspect),
                 Err(CropError::InvalidFaceParameter { .. })
@@ -568,10 +445,7 @@ mod tests {
         let mut all = vec![0.0; jobs.len() * 3 * 7 * 7];
         warp_all(&jobs, 7, &mut all);
         for (k, m) in maps.iter().enumerate() {
-            assert_eq!(
-                all[k * 147..(k + 1) * 147],
-                reference::face_warp(&image, m, 7)[..]
-            );
+            assert_eq!(all[k * 147..(k + 1) * 147], reference::face_warp(&image, m, 7)[..]);
         }
     }
 
@@ -592,10 +466,7 @@ mod tests {
             0.2,
             0.2, // B: 153
         ];
-        assert_eq!(
-            face_to_rgb8(&face, 2),
-            vec![0, 0, 153, 255, 0, 153, 128, 191, 153, 255, 0, 153]
-        );
+        assert_eq!(face_to_rgb8(&face, 2), vec![0, 0, 153, 255, 0, 153, 128, 191, 153, 255, 0, 153]);
         // A warped photo comes back exactly: the warp's interior samples of an identity map
         // are the pixels themselves.
         let (w, h) = (6, 6);
@@ -617,11 +488,7 @@ mod tests {
         for c in 0..3 {
             for v in 0..size {
                 for u in 0..size {
-                    let want = if u < w && v < h {
-                        f32::from(pixels[(v * w + u) * 3 + c])
-                    } else {
-                        0.0
-                    };
+                    let want = if u < w && v < h { f32::from(pixels[(v * w + u) * 3 + c]) } else { 0.0 };
                     assert_eq!(out[c * 36 + v * size + u], (want - 127.5) / 127.5);
                 }
             }

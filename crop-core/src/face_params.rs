@@ -20,19 +20,11 @@ pub enum FaceParameterError {
     #[error("parameter '{key}' is required")]
     Missing { key: &'static str },
     #[error("parameter '{key}' = {value:?} is invalid: {reason}")]
-    Invalid {
-        key: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { key: &'static str, value: String, reason: String },
 }
 
 fn invalid(key: &'static str, value: &str, reason: impl ToString) -> FaceParameterError {
-    FaceParameterError::Invalid {
-        key,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
+    FaceParameterError::Invalid { key, value: value.to_string(), reason: reason.to_string() }
 }
 
 fn number<'v, T: std::str::FromStr>(
@@ -55,11 +47,7 @@ fn parse_template(text: &str) -> Result<[[f32; 2]; 5], FaceParameterError> {
         .collect::<Result<_, _>>()
         .map_err(|e| invalid(keys::FACE_TEMPLATE, text, e))?;
     if values.len() != 10 {
-        return Err(invalid(
-            keys::FACE_TEMPLATE,
-            text,
-            "expected 10 numbers: x,y of 5 points",
-        ));
+        return Err(invalid(keys::FACE_TEMPLATE, text, "expected 10 numbers: x,y of 5 points"));
     }
     Ok(std::array::from_fn(|i| [values[2 * i], values[2 * i + 1]]))
 }
@@ -68,12 +56,8 @@ impl FaceAligner {
     /// Reads the alignment settings through `lookup` (parameter name -> its text, `None`
     /// when absent). `face_size` is required; the others default to the ArcFace template
     /// scaled by `face_size / 112`, margin 0.1, spread 1.0 px and aspect 0.05.
-    pub fn from_parameters<'v>(
-        lookup: impl Fn(&'static str) -> Option<&'v str>,
-    ) -> Result<Self, FaceParameterError> {
-        let size_text = lookup(keys::FACE_SIZE).ok_or(FaceParameterError::Missing {
-            key: keys::FACE_SIZE,
-        })?;
+    pub fn from_parameters<'v>(lookup: impl Fn(&'static str) -> Option<&'v str>) -> Result<Self, FaceParameterError> {
+        let size_text = lookup(keys::FACE_SIZE).ok_or(FaceParameterError::Missing { key: keys::FACE_SIZE })?;
         let size: usize = match size_text.trim().parse() {
             Ok(0) => return Err(invalid(keys::FACE_SIZE, size_text, "must be at least 1")),
             Ok(size) => size,
@@ -92,9 +76,7 @@ impl FaceAligner {
         let min_spread = number(&lookup, keys::MIN_LANDMARK_SPREAD, "1.0")?;
         let min_aspect = number(&lookup, keys::MIN_LANDMARK_ASPECT, "0.05")?;
         FaceAligner::new(template, size, margin, min_spread, min_aspect).map_err(|e| match &e {
-            CropError::InvalidFaceParameter { name, value } => {
-                invalid(name, &value.to_string(), &e)
-            }
+            CropError::InvalidFaceParameter { name, value } => invalid(name, &value.to_string(), &e),
             CropError::InvalidFaceTemplate(_) => match template_text {
                 Some(text) => invalid(keys::FACE_TEMPLATE, text, &e),
                 None => invalid(keys::FACE_TEMPLATE, &format!("{template:?}"), &e),
@@ -131,17 +113,8 @@ mod tests {
             ("min_landmark_aspect", "0.1"),
         ])
         .unwrap();
-        let template = [
-            [19.0, 25.5],
-            [36.0, 25.0],
-            [28.0, 35.0],
-            [20.0, 46.0],
-            [35.0, 46.0],
-        ];
-        assert_eq!(
-            parsed,
-            FaceAligner::new(template, 56, 0.2, 2.0, 0.1).unwrap()
-        );
+        let template = [[19.0, 25.5], [36.0, 25.0], [28.0, 35.0], [20.0, 46.0], [35.0, 46.0]];
+        assert_eq!(parsed, FaceAligner::new(template, 56, 0.2, 2.0, 0.1).unwrap());
         // Without a template, the ArcFace one is scaled to the face size.
         let half = aligner(&[("face_size", "56")]).unwrap();
         let scaled = ARCFACE_TEMPLATE_112.map(|p| p.map(|v| v * 0.5));
@@ -150,10 +123,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key_and_value() {
-        assert_eq!(
-            aligner(&[]).unwrap_err(),
-            FaceParameterError::Missing { key: "face_size" }
-        );
+        assert_eq!(aligner(&[]).unwrap_err(), FaceParameterError::Missing { key: "face_size" });
         for (key, value) in [
             ("face_size", "0"),
             ("face_size", "-3"),
@@ -169,11 +139,7 @@ mod tests {
             params.retain(|(k, _)| *k != key);
             params.push((key, value));
             match aligner(&params).unwrap_err() {
-                FaceParameterError::Invalid {
-                    key: named,
-                    value: text,
-                    reason,
-                } => {
+                FaceParameterError::Invalid { key: named, value: text, reason } => {
                     assert_eq!(named, key, "{value}: {reason}");
                     assert!(!reason.is_empty());
                     // Numbers are reported as parsed, the rest as written.

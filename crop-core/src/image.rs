@@ -27,11 +27,7 @@ impl<'a> ImageView<'a> {
                 expected: expected.unwrap_or(usize::MAX),
             });
         }
-        Ok(Self {
-            data,
-            width,
-            height,
-        })
+        Ok(Self { data, width, height })
     }
 
     pub fn width(&self) -> usize {
@@ -51,10 +47,7 @@ impl<'a> ImageView<'a> {
 // The pixels are left out: printing megabytes of bytes helps nobody.
 impl fmt::Debug for ImageView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImageView")
-            .field("width", &self.width)
-            .field("height", &self.height)
-            .finish_non_exhaustive()
+        f.debug_struct("ImageView").field("width", &self.width).field("height", &self.height).finish_non_exhaustive()
     }
 }
 
@@ -66,21 +59,9 @@ mod tests {
     fn checks_length_and_size() {
         let data = [0u8; 7 * 5 * 3];
         let view = ImageView::new(&data, 7, 5).unwrap();
-        assert_eq!(
-            (view.width(), view.height(), view.data().len()),
-            (7, 5, 105)
-        );
-        assert!(matches!(
-            ImageView::new(&data, 5, 5),
-            Err(CropError::ImageLength { expected: 75, .. })
-        ));
-        assert!(matches!(
-            ImageView::new(&[], 0, 5),
-            Err(CropError::EmptyImage { .. })
-        ));
-        assert!(matches!(
-            ImageView::new(&data, usize::MAX, 3),
-            Err(CropError::ImageLength { .. })
-        ));
+        assert_eq!((view.width(), view.height(), view.data().len()), (7, 5, 105));
+        assert!(matches!(ImageView::new(&data, 5, 5), Err(CropError::ImageLength { expected: 75, .. })));
+        assert!(matches!(ImageView::new(&[], 0, 5), Err(CropError::EmptyImage { .. })));
+        assert!(matches!(ImageView::new(&data, usize::MAX, 3), Err(CropError::ImageLength { .. })));
     }
 }

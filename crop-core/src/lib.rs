@@ -23,8 +23,8 @@ mod roi_align;
 
 pub use error::CropError;
 pub use face::{
-    estimate_similarity, face_to_rgb8, warp_all, warp_face_into, FaceAligner, FaceJob,
-    LandmarkRejection, Similarity, ARCFACE_TEMPLATE_112,
+    estimate_similarity, face_to_rgb8, warp_all, warp_face_into, FaceAligner, FaceJob, LandmarkRejection, Similarity,
+    ARCFACE_TEMPLATE_112,
 };
 pub use face_params::FaceParameterError;
 pub use image::ImageView;

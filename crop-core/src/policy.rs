@@ -22,9 +22,9 @@ impl CropPolicy {
         match name {
             "stretch" => Ok(Self::Stretch),
             "pad" => Ok(Self::Pad),
-            "context" if context_scale.is_finite() && context_scale >= 1.0 => Ok(Self::Context {
-                scale: context_scale,
-            }),
+            "context" if context_scale.is_finite() && context_scale >= 1.0 => {
+                Ok(Self::Context { scale: context_scale })
+            }
             "context" => Err(CropError::InvalidContextScale(context_scale)),
             other => Err(CropError::UnknownPolicy(other.to_owned())),
         }
@@ -80,26 +80,14 @@ pub fn plan_crop(
         return Err(BoxRejection::Degenerate);
     }
     let square = |side: f32| {
-        let (cx, cy) = (
-            (clamped[0] + clamped[2]) * 0.5,
-            (clamped[1] + clamped[3]) * 0.5,
-        );
+        let (cx, cy) = ((clamped[0] + clamped[2]) * 0.5, (clamped[1] + clamped[3]) * 0.5);
         let half = side * 0.5;
         [cx - half, cy - half, cx + half, cy + half]
     };
     Ok(match policy {
-        CropPolicy::Stretch => CropRegion {
-            roi: clamped,
-            mask: None,
-        },
-        CropPolicy::Pad => CropRegion {
-            roi: square(w.max(h)),
-            mask: Some(clamped),
-        },
-        CropPolicy::Context { scale } => CropRegion {
-            roi: square(w.max(h) * scale),
-            mask: None,
-        },
+        CropPolicy::Stretch => CropRegion { roi: clamped, mask: None },
+        CropPolicy::Pad => CropRegion { roi: square(w.max(h)), mask: Some(clamped) },
+        CropPolicy::Context { scale } => CropRegion { roi: square(w.max(h) * scale), mask: None },
     })
 }
 
@@ -107,11 +95,7 @@ pub fn plan_crop(
 mod tests {
     use super::*;
 
-    const IDENTITY: Letterbox = Letterbox {
-        scale: 1.0,
-        pad_x: 0.0,
-        pad_y: 0.0,
-    };
+    const IDENTITY: Letterbox = Letterbox { scale: 1.0, pad_x: 0.0, pad_y: 0.0 };
 
     fn plan(b: [f32; 4], policy: CropPolicy) -> Result<CropRegion, BoxRejection> {
         plan_crop(b, &IDENTITY, 100, 50, policy, 1.0)
@@ -121,25 +105,13 @@ mod tests {
     fn parse_policies() {
         assert_eq!(CropPolicy::parse("stretch", 0.0), Ok(CropPolicy::Stretch));
         assert_eq!(CropPolicy::parse("pad", f32::NAN), Ok(CropPolicy::Pad));
-        assert_eq!(
-            CropPolicy::parse("context", 1.25),
-            Ok(CropPolicy::Context { scale: 1.25 })
-        );
-        assert_eq!(
-            CropPolicy::parse("context", 1.0),
-            Ok(CropPolicy::Context { scale: 1.0 })
-        );
+        assert_eq!(CropPolicy::parse("context", 1.25), Ok(CropPolicy::Context { scale: 1.25 }));
+        assert_eq!(CropPolicy::parse("context", 1.0), Ok(CropPolicy::Context { scale: 1.0 }));
         for bad in [0.99, f32::NAN, f32::INFINITY, -2.0] {
-            assert!(matches!(
-                CropPolicy::parse("context", bad),
-                Err(CropError::InvalidContextScale(_))
-            ));
+            assert!(matches!(CropPolicy::parse("context", bad), Err(CropError::InvalidContextScale(_))));
         }
         for bad in ["", "Stretch", "crop", "pad "] {
-            assert_eq!(
-                CropPolicy::parse(bad, 1.25),
-                Err(CropError::UnknownPolicy(bad.to_owned()))
-            );
+            assert_eq!(CropPolicy::parse(bad, 1.25), Err(CropError::UnknownPolicy(bad.to_owned())));
         }
     }
 
@@ -154,11 +126,7 @@ mod tests {
             [0.0, 0.0, f32::MAX, 10.0],
         ] {
             let lb = Letterbox::new(0.5, 0.0, 0.0).unwrap();
-            assert_eq!(
-                plan_crop(b, &lb, 100, 50, CropPolicy::Stretch, 1.0),
-                Err(BoxRejection::NonFinite),
-                "{b:?}"
-            );
+            assert_eq!(plan_crop(b, &lb, 100, 50, CropPolicy::Stretch, 1.0), Err(BoxRejection::NonFinite), "{b:?}");
         }
     }
 
@@ -175,21 +143,10 @@ mod tests {
             [10.0, 50.0, 20.0, 90.0],   // below the image
             [10.0, 49.5, 20.0, 90.0],   // clamped to half a pixel
         ] {
-            assert_eq!(
-                plan(b, CropPolicy::Stretch),
-                Err(BoxRejection::Degenerate),
-                "{b:?}"
-            );
+            assert_eq!(plan(b, CropPolicy::Stretch), Err(BoxRejection::Degenerate), "{b:?}");
         }
         // Empty boxes stay rejected without a minimum size.
-        let zero = plan_crop(
-            [10.0, 10.0, 10.0, 20.0],
-            &IDENTITY,
-            100,
-            50,
-            CropPolicy::Pad,
-            0.0,
-        );
+        let zero = plan_crop([10.0, 10.0, 10.0, 20.0], &IDENTITY, 100, 50, CropPolicy::Pad, 0.0);
         assert_eq!(zero, Err(BoxRejection::Degenerate));
         // Exactly min_box_size is accepted.
         assert!(plan([10.0, 10.0, 11.0, 11.0], CropPolicy::Stretch).is_ok());
@@ -198,30 +155,15 @@ mod tests {
     #[test]
     fn rejections_display() {
         assert!(BoxRejection::NonFinite.to_string().contains("non-finite"));
-        assert!(BoxRejection::Degenerate
-            .to_string()
-            .contains("min_box_size"));
+        assert!(BoxRejection::Degenerate.to_string().contains("min_box_size"));
     }
 
     #[test]
     fn stretch_maps_and_clamps() {
         let lb = Letterbox::fit(1000, 500, 640);
         // Letterbox (64, 192, 320, 288) -> original (100, 50, 500, 200).
-        let r = plan_crop(
-            [64.0, 192.0, 320.0, 288.0],
-            &lb,
-            1000,
-            500,
-            CropPolicy::Stretch,
-            1.0,
-        );
-        assert_eq!(
-            r,
-            Ok(CropRegion {
-                roi: [100.0, 50.0, 500.0, 200.0],
-                mask: None
-            })
-        );
+        let r = plan_crop([64.0, 192.0, 320.0, 288.0], &lb, 1000, 500, CropPolicy::Stretch, 1.0);
+        assert_eq!(r, Ok(CropRegion { roi: [100.0, 50.0, 500.0, 200.0], mask: None }));
         let r = plan([-20.0, -5.0, 130.0, 60.0], CropPolicy::Stretch).unwrap();
         assert_eq!(r.roi, [0.0, 0.0, 100.0, 50.0]);
         let r = plan([90.0, 40.0, 101.0, 51.0], CropPolicy::Stretch).unwrap();

@@ -13,16 +13,8 @@ use crate::{CropRegion, ImageView};
 ///
 /// # Panics
 /// If `crop_size` or `sampling_ratio` is zero.
-pub fn roi_align(
-    image: &ImageView,
-    region: &CropRegion,
-    crop_size: usize,
-    sampling_ratio: usize,
-) -> Vec<f32> {
-    assert!(
-        crop_size > 0 && sampling_ratio > 0,
-        "crop_size and sampling_ratio must be >= 1"
-    );
+pub fn roi_align(image: &ImageView, region: &CropRegion, crop_size: usize, sampling_ratio: usize) -> Vec<f32> {
+    assert!(crop_size > 0 && sampling_ratio > 0, "crop_size and sampling_ratio must be >= 1");
     let size = crop_size;
     let s = sampling_ratio;
     let [rx1, ry1, rx2, ry2] = region.roi;
@@ -40,8 +32,7 @@ pub fn roi_align(
                 for ix in 0..s {
                     let x = start_x + ox as f32 * bin_w + (ix as f32 + 0.5) * bin_w / s as f32;
                     if let Some([mx1, my1, mx2, my2]) = region.mask {
-                        let inside =
-                            mx1 <= x + 0.5 && x + 0.5 <= mx2 && my1 <= y + 0.5 && y + 0.5 <= my2;
+                        let inside = mx1 <= x + 0.5 && x + 0.5 <= mx2 && my1 <= y + 0.5 && y + 0.5 <= my2;
                         if !inside {
                             continue;
                         }
@@ -152,11 +143,7 @@ mod tests {
         let out = roi_align(&img, &region([0.5, 0.25, 5.0, 3.9]), 5, 2);
         for (c, want) in [0.2f32, 0.4, 1.0].into_iter().enumerate() {
             for i in 0..25 {
-                assert!(
-                    (out[c * 25 + i] - want).abs() < 1e-6,
-                    "c{c} i{i}: {}",
-                    out[c * 25 + i]
-                );
+                assert!((out[c * 25 + i] - want).abs() < 1e-6, "c{c} i{i}: {}", out[c * 25 + i]);
             }
         }
     }
@@ -176,22 +163,14 @@ mod tests {
         // 2x2 output, one sample each at index coordinates 0 and 1: the pixels.
         let out = roi_align(&img, &region([0.0, 0.0, 2.0, 2.0]), 2, 1);
         for (i, &r) in red.iter().enumerate() {
-            assert!(
-                (out[i] - f32::from(r) / 255.0).abs() < 1e-6,
-                "{i}: {}",
-                out[i]
-            );
+            assert!((out[i] - f32::from(r) / 255.0).abs() < 1e-6, "{i}: {}", out[i]);
         }
         // A 1x1 output over the top-left quarter, 2x2 samples at index
         // coordinates -0.25 and 0.25: clamped to 0 / 0.25 (x and y).
         // Values: (0,0) 0; (0,.25) 25; (.25,0) 50; (.25,.25) 0.75*(0.75*0+0.25*100)+0.25*(0.75*200+0.25*250) = 71.875.
         let out = roi_align(&img, &region([0.0, 0.0, 1.0, 1.0]), 1, 2);
         let want = (0.0 + 25.0 + 50.0 + 71.875) / 4.0 / 255.0;
-        assert!(
-            (at(&out, 1, 0, 0, 0) - want).abs() < 1e-6,
-            "{} vs {want}",
-            out[0]
-        );
+        assert!((at(&out, 1, 0, 0, 0) - want).abs() < 1e-6, "{} vs {want}", out[0]);
         // Past the last pixel the value holds (x > W-1 clamps to W-1).
         let out = roi_align(&img, &region([1.5, 1.5, 2.0, 2.0]), 1, 1);
         assert!((out[0] - 250.0 / 255.0).abs() < 1e-6);
@@ -221,10 +200,7 @@ mod tests {
         let img = ImageView::new(&data, 40, 10).unwrap();
         // A 40x10 box padded to a 40x40 square: 8-pixel output, 5 px per bin,
         // so the box covers rows [15, 25) of the square = output rows 3 and 4.
-        let r = CropRegion {
-            roi: [0.0, -15.0, 40.0, 25.0],
-            mask: Some([0.0, 0.0, 40.0, 10.0]),
-        };
+        let r = CropRegion { roi: [0.0, -15.0, 40.0, 25.0], mask: Some([0.0, 0.0, 40.0, 10.0]) };
         let out = roi_align(&img, &r, 8, 2);
         for c in 0..3 {
             for y in 0..8 {

@@ -32,19 +32,14 @@ pub struct CropJob<'a> {
 impl RoiAlign {
     /// Both parameters must be >= 1, and a crop must be addressable.
     pub fn new(crop_size: usize, sampling_ratio: usize) -> Result<Self, CropError> {
-        let len = crop_size
-            .checked_mul(crop_size)
-            .and_then(|n| n.checked_mul(3));
+        let len = crop_size.checked_mul(crop_size).and_then(|n| n.checked_mul(3));
         if crop_size == 0 || len.is_none() {
             return Err(CropError::InvalidCropSize(crop_size));
         }
         if sampling_ratio == 0 {
             return Err(CropError::InvalidSamplingRatio(sampling_ratio));
         }
-        Ok(Self {
-            crop_size,
-            sampling_ratio,
-        })
+        Ok(Self { crop_size, sampling_ratio })
     }
 
     /// Floats in one crop: `3 * crop_size * crop_size`.
@@ -60,13 +55,7 @@ impl RoiAlign {
         self.crop_with(&mut Scratch::default(), image, region, out);
     }
 
-    fn crop_with(
-        &self,
-        scratch: &mut Scratch,
-        image: &ImageView,
-        region: &CropRegion,
-        out: &mut [f32],
-    ) {
+    fn crop_with(&self, scratch: &mut Scratch, image: &ImageView, region: &CropRegion, out: &mut [f32]) {
         assert_eq!(out.len(), self.crop_len(), "output buffer is not one crop");
         let size = self.crop_size;
         let s = self.sampling_ratio;
@@ -75,18 +64,8 @@ impl RoiAlign {
             Some([mx1, my1, mx2, my2]) => (Some((mx1, mx2)), Some((my1, my2))),
             None => (None, None),
         };
-        let x_axis = Axis {
-            start: rx1 - 0.5,
-            bin: (rx2 - rx1) / size as f32,
-            len: image.width(),
-            mask: mask_x,
-        };
-        let y_axis = Axis {
-            start: ry1 - 0.5,
-            bin: (ry2 - ry1) / size as f32,
-            len: image.height(),
-            mask: mask_y,
-        };
+        let x_axis = Axis { start: rx1 - 0.5, bin: (rx2 - rx1) / size as f32, len: image.width(), mask: mask_x };
+        let y_axis = Axis { start: ry1 - 0.5, bin: (ry2 - ry1) / size as f32, len: image.height(), mask: mask_y };
         // The sample mean and the /255 fold into the tap weights.
         let norm = 1.0 / s as f32;
         scratch.cols.build(&x_axis, size, s, norm);
@@ -110,11 +89,8 @@ impl RoiAlign {
         let (g_plane, b_plane) = rest.split_at_mut(plane);
         for oy in 0..size {
             let out_row = oy * size..(oy + 1) * size;
-            let (r_row, g_row, b_row) = (
-                &mut r_plane[out_row.clone()],
-                &mut g_plane[out_row.clone()],
-                &mut b_plane[out_row],
-            );
+            let (r_row, g_row, b_row) =
+                (&mut r_plane[out_row.clone()], &mut g_plane[out_row.clone()], &mut b_plane[out_row]);
             let (rows, row_w) = scratch.rows.taps(oy);
             if rows.is_empty() {
                 r_row.fill(0.0);
@@ -136,19 +112,13 @@ impl RoiAlign {
 /// If `out.len() != jobs.len() * align.crop_len()`.
 pub fn crop_all(align: &RoiAlign, jobs: &[CropJob], out: &mut [f32]) {
     let crop_len = align.crop_len();
-    assert_eq!(
-        out.len(),
-        jobs.len() * crop_len,
-        "output buffer does not hold one crop per job"
-    );
+    assert_eq!(out.len(), jobs.len() * crop_len, "output buffer does not hold one crop per job");
     if crop_len == 0 {
         return;
     }
-    out.par_chunks_mut(crop_len)
-        .zip(jobs.par_iter())
-        .for_each_init(Scratch::default, |scratch, (crop, job)| {
-            align.crop_with(scratch, &job.image, &job.region, crop);
-        });
+    out.par_chunks_mut(crop_len).zip(jobs.par_iter()).for_each_init(Scratch::default, |scratch, (crop, job)| {
+        align.crop_with(scratch, &job.image, &job.region, crop);
+    });
 }
 
 /// Buffers of one crop, kept across the crops of a worker.
@@ -202,11 +172,7 @@ impl AxisTaps {
                 }
                 let p = pos.max(0.0);
                 let low = p.floor() as usize;
-                let (low, high, p) = if low >= last {
-                    (last, last, last as f32)
-                } else {
-                    (low, low + 1, p)
-                };
+                let (low, high, p) = if low >= last { (last, last, last as f32) } else { (low, low + 1, p) };
                 let l = p - low as f32;
                 self.add(first, low, (1.0 - l) * norm);
                 self.add(first, high, l * norm);
@@ -255,12 +221,7 @@ struct Gather {
 impl Gather {
     fn build(&mut self, cols: &AxisTaps, col_lo: usize) {
         let outputs = cols.bounds.len() - 1;
-        self.taps = cols
-            .bounds
-            .windows(2)
-            .map(|b| b[1] - b[0])
-            .max()
-            .unwrap_or(0);
+        self.taps = cols.bounds.windows(2).map(|b| b[1] - b[0]).max().unwrap_or(0);
         self.offset.clear();
         self.weight.clear();
         for o in 0..outputs {
@@ -289,26 +250,13 @@ impl Gather {
 /// `taps` outputs' worth of gather; `taps >= 1` since a crop that reads no
 /// column returns before gathering.
 #[inline(always)]
-fn gather(
-    taps: usize,
-    offset: &[usize],
-    weight: &[f32],
-    line: &[f32],
-    r: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
-) {
+fn gather(taps: usize, offset: &[usize], weight: &[f32], line: &[f32], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
     let columns = offset.chunks_exact(taps).zip(weight.chunks_exact(taps));
     for ((((offs, ws), r), g), b) in columns.zip(r).zip(g).zip(b) {
         let mut acc = [0.0f32; 4];
         for (&off, &w) in offs.iter().zip(ws) {
             let px: &[f32; 4] = line[off..off + 4].try_into().expect("four floats");
-            acc = [
-                acc[0] + w * px[0],
-                acc[1] + w * px[1],
-                acc[2] + w * px[2],
-                acc[3] + w * px[3],
-            ];
+            acc = [acc[0] + w * px[0], acc[1] + w * px[1], acc[2] + w * px[2], acc[3] + w * px[3]];
         }
         *r = acc[0];
         *g = acc[1];
@@ -318,12 +266,7 @@ fn gather(
 
 /// `line = sum_k weights[k] * src(rows[k])`, two source rows per pass so the
 /// line is stored half as often.
-fn blend_rows<'a>(
-    line: &mut [f32],
-    rows: &[usize],
-    weights: &[f32],
-    src: impl Fn(usize) -> &'a [u8],
-) {
+fn blend_rows<'a>(line: &mut [f32], rows: &[usize], weights: &[f32], src: impl Fn(usize) -> &'a [u8]) {
     let mut taps = rows.iter().copied().zip(weights.iter().copied());
     match (taps.next(), taps.next()) {
         (Some((ra, wa)), Some((rb, wb))) => {
@@ -363,10 +306,7 @@ mod tests {
     fn new_validates() {
         assert_eq!(RoiAlign::new(256, 2).unwrap().crop_len(), 3 * 256 * 256);
         assert_eq!(RoiAlign::new(0, 2), Err(CropError::InvalidCropSize(0)));
-        assert_eq!(
-            RoiAlign::new(usize::MAX / 2, 2),
-            Err(CropError::InvalidCropSize(usize::MAX / 2))
-        );
+        assert_eq!(RoiAlign::new(usize::MAX / 2, 2), Err(CropError::InvalidCropSize(usize::MAX / 2)));
         assert_eq!(RoiAlign::new(7, 0), Err(CropError::InvalidSamplingRatio(0)));
     }
 
@@ -374,12 +314,7 @@ mod tests {
     fn taps_merge_and_sum_to_one_inside() {
         let mut taps = AxisTaps::default();
         // 10 pixels, ROI [2, 6] to 4 outputs, 3 samples each: all inside.
-        let axis = Axis {
-            start: 1.5,
-            bin: 1.0,
-            len: 10,
-            mask: None,
-        };
+        let axis = Axis { start: 1.5, bin: 1.0, len: 10, mask: None };
         taps.build(&axis, 4, 3, 1.0 / 3.0);
         for o in 0..4 {
             let (idx, w) = taps.taps(o);

@@ -25,9 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Deterministic pixels and boxes; the values do not affect the timing.
     let image_len = WIDTH * HEIGHT * 3;
-    let pixels: Vec<u8> = (0..IMAGES * image_len)
-        .map(|i| (i * 7 % 251) as u8)
-        .collect();
+    let pixels: Vec<u8> = (0..IMAGES * image_len).map(|i| (i * 7 % 251) as u8).collect();
     let images = stream.clone_htod(&pixels)?;
     let mut stretch = Vec::new();
     let mut pad = Vec::new();
@@ -38,47 +36,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let y1 = (b * 53 % 500) as f32 + 0.7;
             let (w, h) = (120.0 + (b * 31 % 400) as f32, 90.0 + (b * 17 % 380) as f32);
             let roi = [x1, y1, x1 + w, y1 + h];
-            stretch.push(CropDesc::new(
-                offset,
-                WIDTH as u32,
-                HEIGHT as u32,
-                roi,
-                None,
-            ));
+            stretch.push(CropDesc::new(offset, WIDTH as u32, HEIGHT as u32, roi, None));
             let side = w.max(h);
             let (cx, cy) = (x1 + w / 2.0, y1 + h / 2.0);
-            let square = [
-                cx - side / 2.0,
-                cy - side / 2.0,
-                cx + side / 2.0,
-                cy + side / 2.0,
-            ];
-            pad.push(CropDesc::new(
-                offset,
-                WIDTH as u32,
-                HEIGHT as u32,
-                square,
-                Some(roi),
-            ));
+            let square = [cx - side / 2.0, cy - side / 2.0, cx + side / 2.0, cy + side / 2.0];
+            pad.push(CropDesc::new(offset, WIDTH as u32, HEIGHT as u32, square, Some(roi)));
         }
     }
     let crops = stretch.len();
-    let params = RoiAlignParams {
-        crop_size: 256,
-        sampling_ratio: 2,
-    };
+    let params = RoiAlignParams { crop_size: 256, sampling_ratio: 2 };
     let crop_len = 3 * 256 * 256;
     let mut out_f32 = stream.alloc_zeros::<f32>(crops * crop_len)?;
     let mut out_f16 = stream.alloc_zeros::<half::f16>(crops * crop_len)?;
     for (name, descs) in [("stretch", &stretch), ("pad", &pad)] {
         let descs = stream.clone_htod(descs)?;
-        let ms = time(&stream, || {
-            kernels.launch_roi_align(&stream, &images, &descs, params, &mut out_f32)
-        })?;
+        let ms = time(&stream, || kernels.launch_roi_align(&stream, &images, &descs, params, &mut out_f32))?;
         report(&format!("roi_align f32 {name}"), crops, ms);
-        let ms = time(&stream, || {
-            kernels.launch_roi_align(&stream, &images, &descs, params, &mut out_f16)
-        })?;
+        let ms = time(&stream, || kernels.launch_roi_align(&stream, &images, &descs, params, &mut out_f16))?;
         report(&format!("roi_align f16 {name}"), crops, ms);
     }
 
@@ -92,9 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let faces_dev = stream.clone_htod(&faces)?;
     let mut out_faces = stream.alloc_zeros::<f32>(faces.len() * 3 * 112 * 112)?;
-    let ms = time(&stream, || {
-        kernels.launch_face_warp(&stream, &images, &faces_dev, 112, &mut out_faces)
-    })?;
+    let ms = time(&stream, || kernels.launch_face_warp(&stream, &images, &faces_dev, 112, &mut out_faces))?;
     report("face_warp f32 112x112", faces.len(), ms);
     Ok(())
 }
@@ -116,8 +88,5 @@ fn time(
 }
 
 fn report(name: &str, items: usize, ms: f32) {
-    println!(
-        "{name}: {items} crops in {ms:.3} ms per launch ({:.0} crops/s)",
-        items as f32 / ms * 1e3
-    );
+    println!("{name}: {items} crops in {ms:.3} ms per launch ({:.0} crops/s)", items as f32 / ms * 1e3);
 }

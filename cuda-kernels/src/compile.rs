@@ -25,37 +25,24 @@ pub fn compile_ptx(compute_capability: (u32, u32)) -> Result<Ptx, crate::KernelE
     compile_source(KERNEL_SOURCE, compute_capability)
 }
 
-pub(crate) fn compile_source(
-    source: &str,
-    (major, minor): (u32, u32),
-) -> Result<Ptx, crate::KernelError> {
+pub(crate) fn compile_source(source: &str, (major, minor): (u32, u32)) -> Result<Ptx, crate::KernelError> {
     if !nvrtc_available() {
         return Err(crate::KernelError::NvrtcNotFound);
     }
     let arch = format!("compute_{major}{minor}");
     let opts = CompileOptions {
-        options: vec![
-            format!("--gpu-architecture={arch}"),
-            "--std=c++17".to_owned(),
-        ],
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_owned()],
         name: Some("kernels.cu".to_owned()),
         ..Default::default()
     };
     compile_ptx_with_opts(source, opts).map_err(|e| match e {
-        CompileError::CompileError {
-            nvrtc,
-            options,
-            log,
-        } => crate::KernelError::Compile {
+        CompileError::CompileError { nvrtc, options, log } => crate::KernelError::Compile {
             arch,
             status: nvrtc.to_string(),
             options,
             log: log.to_string_lossy().into_owned(),
         },
-        other => crate::KernelError::Nvrtc {
-            arch,
-            detail: other.to_string(),
-        },
+        other => crate::KernelError::Nvrtc { arch, detail: other.to_string() },
     })
 }
 
@@ -66,25 +53,13 @@ mod tests {
     #[test]
     fn compile_error_carries_the_log() {
         if !nvrtc_available() {
-            test_skip::unavailable(
-                "compile_error_carries_the_log",
-                &crate::KernelError::NvrtcNotFound.to_string(),
-            );
+            test_skip::unavailable("compile_error_carries_the_log", &crate::KernelError::NvrtcNotFound.to_string());
             return;
         }
-        let err = compile_source(
-            "extern \"C\" __global__ void k() { undeclared_name = 1; }",
-            (9, 0),
-        )
-        .expect_err("the source is invalid");
+        let err = compile_source("extern \"C\" __global__ void k() { undeclared_name = 1; }", (9, 0))
+            .expect_err("the source is invalid");
         let message = err.to_string();
-        assert!(
-            matches!(err, crate::KernelError::Compile { .. }),
-            "{message}"
-        );
-        assert!(
-            message.contains("undeclared_name"),
-            "the log is missing: {message}"
-        );
+        assert!(matches!(err, crate::KernelError::Compile { .. }), "{message}");
+        assert!(message.contains("undeclared_name"), "the log is missing: {message}");
     }
 }

@@ -22,13 +22,7 @@ pub struct CropDesc {
 }
 
 impl CropDesc {
-    pub fn new(
-        image_offset: u64,
-        width: u32,
-        height: u32,
-        roi: [f32; 4],
-        mask: Option<[f32; 4]>,
-    ) -> Self {
+    pub fn new(image_offset: u64, width: u32, height: u32, roi: [f32; 4], mask: Option<[f32; 4]>) -> Self {
         Self {
             image_offset,
             width,
@@ -61,10 +55,8 @@ pub struct FaceDesc {
 }
 
 // kernels.cu static_asserts the same sizes on its side.
-const _: () =
-    assert!(std::mem::size_of::<CropDesc>() == 56 && std::mem::align_of::<CropDesc>() == 8);
-const _: () =
-    assert!(std::mem::size_of::<FaceDesc>() == 40 && std::mem::align_of::<FaceDesc>() == 8);
+const _: () = assert!(std::mem::size_of::<CropDesc>() == 56 && std::mem::align_of::<CropDesc>() == 8);
+const _: () = assert!(std::mem::size_of::<FaceDesc>() == 40 && std::mem::align_of::<FaceDesc>() == 8);
 
 // SAFETY: both are `repr(C)` structs of integers and floats without padding
 // (sizes asserted above), valid for any bit pattern, and declared with the
@@ -81,9 +73,6 @@ mod tests {
         let d = CropDesc::new(0, 4, 3, [0.0, 0.0, 4.0, 3.0], None);
         assert_eq!(d.mask(), None);
         let m = [0.5, 0.0, 3.5, 3.0];
-        assert_eq!(
-            CropDesc::new(0, 4, 3, [0.0, -0.5, 4.0, 3.5], Some(m)).mask(),
-            Some(m)
-        );
+        assert_eq!(CropDesc::new(0, 4, 3, [0.0, -0.5, 4.0, 3.5], Some(m)).mask(), Some(m));
     }
 }

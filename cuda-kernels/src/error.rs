@@ -12,13 +12,10 @@ pub enum KernelError {
     NvrtcNotFound,
     #[error("libcuda was not found by the dynamic loader: no NVIDIA driver on this machine")]
     DriverNotFound,
-    #[error("NVRTC could not compile the crop kernels for {arch} ({status}; options {options:?}); compiler log:\n{log}")]
-    Compile {
-        arch: String,
-        status: String,
-        options: Vec<String>,
-        log: String,
-    },
+    #[error(
+        "NVRTC could not compile the crop kernels for {arch} ({status}; options {options:?}); compiler log:\n{log}"
+    )]
+    Compile { arch: String, status: String, options: Vec<String>, log: String },
     #[error("NVRTC failed for {arch}: {detail}")]
     Nvrtc { arch: String, detail: String },
     #[error("CUDA driver call failed while {action}: {source}")]
@@ -27,22 +24,12 @@ pub enum KernelError {
         #[source]
         source: DriverError,
     },
-    #[error(
-        "the stream belongs to another CUDA context than the one the kernels were loaded into"
-    )]
+    #[error("the stream belongs to another CUDA context than the one the kernels were loaded into")]
     ForeignStream,
     #[error("{buffer} buffer holds {len} elements, {needed} are needed")]
-    BufferTooSmall {
-        buffer: &'static str,
-        len: usize,
-        needed: u64,
-    },
+    BufferTooSmall { buffer: &'static str, len: usize, needed: u64 },
     #[error("invalid {name} {value}: {reason}")]
-    InvalidArgument {
-        name: &'static str,
-        value: u64,
-        reason: &'static str,
-    },
+    InvalidArgument { name: &'static str, value: u64, reason: &'static str },
 }
 
 impl KernelError {

@@ -11,8 +11,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 
 use crate::{compile_ptx, CropDesc, FaceDesc, KernelError};
@@ -79,9 +78,7 @@ pub struct KernelSet {
 
 impl std::fmt::Debug for KernelSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelSet")
-            .field("ordinal", &self.ctx.ordinal())
-            .finish_non_exhaustive()
+        f.debug_struct("KernelSet").field("ordinal", &self.ctx.ordinal()).finish_non_exhaustive()
     }
 }
 
@@ -89,19 +86,12 @@ impl KernelSet {
     /// Compiles the kernels with NVRTC for `ctx`'s device and loads them.
     /// A compile failure carries NVRTC's log.
     pub fn compile(ctx: &Arc<CudaContext>) -> Result<Self, KernelError> {
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(KernelError::driver("reading the compute capability"))?;
+        let (major, minor) = ctx.compute_capability().map_err(KernelError::driver("reading the compute capability"))?;
         let as_u32 = |v: i32| u32::try_from(v).unwrap_or_default();
         let ptx = compile_ptx((as_u32(major), as_u32(minor)))?;
-        let module = ctx
-            .load_module(ptx)
-            .map_err(KernelError::driver("loading the compiled kernels"))?;
-        let function = |name| {
-            module
-                .load_function(name)
-                .map_err(KernelError::driver("looking up a kernel in the module"))
-        };
+        let module = ctx.load_module(ptx).map_err(KernelError::driver("loading the compiled kernels"))?;
+        let function =
+            |name| module.load_function(name).map_err(KernelError::driver("looking up a kernel in the module"));
         Ok(Self {
             roi_align_f32: function("roi_align_f32")?,
             roi_align_f16: function("roi_align_f16")?,
@@ -128,10 +118,7 @@ impl KernelSet {
         out: &mut impl DevicePtrMut<T>,
     ) -> Result<(), KernelError> {
         self.check_stream(stream)?;
-        let RoiAlignParams {
-            crop_size,
-            sampling_ratio,
-        } = params;
+        let RoiAlignParams { crop_size, sampling_ratio } = params;
         side("crop_size", crop_size)?;
         positive("sampling_ratio", sampling_ratio)?;
         if sampling_ratio.checked_mul(sampling_ratio).is_none() {
@@ -169,8 +156,7 @@ impl KernelSet {
         // own, and the kernel bounds every load by `images_len` and every
         // store by `out_len`. The sync guards keep the buffers' events
         // recorded after the launch is enqueued.
-        unsafe { launch.launch(grid(crop_size, num_crops)) }
-            .map_err(KernelError::driver("launching ROI-align"))?;
+        unsafe { launch.launch(grid(crop_size, num_crops)) }.map_err(KernelError::driver("launching ROI-align"))?;
         Ok(())
     }
 
@@ -215,8 +201,7 @@ impl KernelSet {
         // and type; the kernel bounds every load by `images_len` and every
         // store by `out_len`, the buffers' own lengths. The sync guards keep
         // the buffers' events recorded after the launch is enqueued.
-        unsafe { launch.launch(grid(out_size, num_faces)) }
-            .map_err(KernelError::driver("launching the face warp"))?;
+        unsafe { launch.launch(grid(out_size, num_faces)) }.map_err(KernelError::driver("launching the face warp"))?;
         Ok(())
     }
 
@@ -231,11 +216,7 @@ impl KernelSet {
 
 fn positive(name: &'static str, value: u32) -> Result<(), KernelError> {
     if value == 0 {
-        return Err(KernelError::InvalidArgument {
-            name,
-            value: 0,
-            reason: "must be at least 1",
-        });
+        return Err(KernelError::InvalidArgument { name, value: 0, reason: "must be at least 1" });
     }
     Ok(())
 }
@@ -244,11 +225,7 @@ fn positive(name: &'static str, value: u32) -> Result<(), KernelError> {
 fn side(name: &'static str, value: u32) -> Result<(), KernelError> {
     positive(name, value)?;
     if value > MAX_SIDE {
-        return Err(KernelError::InvalidArgument {
-            name,
-            value: value.into(),
-            reason: "must be at most 65535",
-        });
+        return Err(KernelError::InvalidArgument { name, value: value.into(), reason: "must be at most 65535" });
     }
     Ok(())
 }
@@ -264,11 +241,7 @@ fn count(name: &'static str, len: usize) -> Result<u32, KernelError> {
 
 fn check_len(buffer: &'static str, len: usize, needed: u64) -> Result<(), KernelError> {
     if (len as u64) < needed {
-        return Err(KernelError::BufferTooSmall {
-            buffer,
-            len,
-            needed,
-        });
+        return Err(KernelError::BufferTooSmall { buffer, len, needed });
     }
     Ok(())
 }

@@ -52,9 +52,7 @@ impl BlobStore {
     /// Stores the bytes under their id; a photo already there is left as it is.
     pub async fn put(&self, id: &str, bytes: bytes::Bytes) -> std::io::Result<()> {
         let path = self.path(id);
-        tokio::task::spawn_blocking(move || write_durably(&path, &bytes))
-            .await
-            .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || write_durably(&path, &bytes)).await.map_err(std::io::Error::other)?
     }
 
     /// `None` when no photo is stored under the id.

@@ -203,7 +203,13 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 /// Attempts per file while the gateway is unreachable or answers 503 (Triton starting).
 const ATTEMPTS: u32 = 4;
 
-async fn upload(client: &reqwest::Client, base: &str, path: &Path, tags: Option<&str>, resume: bool) -> anyhow::Result<FileOutcome> {
+async fn upload(
+    client: &reqwest::Client,
+    base: &str,
+    path: &Path,
+    tags: Option<&str>,
+    resume: bool,
+) -> anyhow::Result<FileOutcome> {
     let bytes = tokio::fs::read(path).await.with_context(|| format!("reading {}", path.display()))?;
     if resume {
         let id = content_id(&bytes);
@@ -255,7 +261,14 @@ mod tests {
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9000\"\n[search]\nmax_k = 20\n").unwrap();
         let cli = Cli::try_parse_from([
-            "gateway", "serve", "--config", file.to_str().unwrap(), "--triton", "http://127.0.0.1:7001", "--store", "embedded",
+            "gateway",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--triton",
+            "http://127.0.0.1:7001",
+            "--store",
+            "embedded",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else { panic!("serve expected") };
@@ -267,7 +280,17 @@ mod tests {
 
     #[test]
     fn ingest_flags_parse() {
-        let cli = Cli::try_parse_from(["gateway", "ingest", "photos", "--url", "http://127.0.0.1:1", "--concurrency", "8", "--resume"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "ingest",
+            "photos",
+            "--url",
+            "http://127.0.0.1:1",
+            "--concurrency",
+            "8",
+            "--resume",
+        ])
+        .unwrap();
         let Command::Ingest(args) = cli.command else { panic!("ingest expected") };
         assert_eq!((args.concurrency, args.resume, args.url.as_str()), (8, true, "http://127.0.0.1:1"));
         assert!(Cli::try_parse_from(["gateway", "serve", "--store", "sqlite"]).is_err());

@@ -249,8 +249,8 @@ impl GatewayConfig {
         let config = match path {
             None => GatewayConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config {}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
                 Self::parse(&text).with_context(|| format!("parsing config {}", path.display()))?
             }
         };

@@ -2,9 +2,9 @@
 //! the JSON body `{"error": "..."}`; plus `ApiJson`, the JSON extractor whose
 //! rejections (malformed JSON, wrong content type) take the same shape.
 
+use axum::extract::multipart::MultipartError;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -25,8 +25,8 @@ use preprocess_core::DecodeLimits;
 use visual_store::{FaceRecord, Page, SearchFilter};
 
 use crate::api::{
-    file_url, FaceEmbeddingView, FaceEmbeddingsRequest, FaceEmbeddingsResponse, FaceImageResult, FaceOptions, FaceResult,
-    RerankDiagnostics, RerankHit, RerankRequest, RerankResponse,
+    file_url, FaceEmbeddingView, FaceEmbeddingsRequest, FaceEmbeddingsResponse, FaceImageResult, FaceOptions,
+    FaceResult, RerankDiagnostics, RerankHit, RerankRequest, RerankResponse,
 };
 use crate::blobs::content_id;
 use crate::error::AppError;
@@ -53,7 +53,10 @@ fn parse_flag(name: &str, text: &str) -> Result<bool, AppError> {
 }
 
 /// The multipart form: `image` (or `images`) files, repeated, and the option fields.
-pub async fn read_form(mut multipart: Multipart, max_images: usize) -> Result<(Vec<FaceUpload>, FaceOptions), AppError> {
+pub async fn read_form(
+    mut multipart: Multipart,
+    max_images: usize,
+) -> Result<(Vec<FaceUpload>, FaceOptions), AppError> {
     let mut uploads = Vec::new();
     let mut options = FaceOptions::default();
     while let Some(field) = multipart.next_field().await? {
@@ -80,7 +83,10 @@ pub async fn read_form(mut multipart: Multipart, max_images: usize) -> Result<(V
 }
 
 /// The JSON form: base64 images; one that is not valid base64 becomes its own error entry.
-pub fn read_json(request: FaceEmbeddingsRequest, max_images: usize) -> Result<(Vec<FaceUpload>, FaceOptions), AppError> {
+pub fn read_json(
+    request: FaceEmbeddingsRequest,
+    max_images: usize,
+) -> Result<(Vec<FaceUpload>, FaceOptions), AppError> {
     if request.images.len() > max_images {
         return Err(too_many(request.images.len(), max_images));
     }
@@ -138,7 +144,11 @@ async fn analyze(state: &AppState, image: Bytes, options: &FaceOptions) -> Resul
 /// The faces as face_align gave them to the encoder, re-created here rather than shipped
 /// out of Triton: the photo decoded and capped as preprocess makes `original`, each face
 /// warped from its `original`-frame landmarks with the align model's own settings.
-async fn aligned_faces(state: &AppState, image: Bytes, faces: &[DetectedFace]) -> Result<Vec<Option<String>>, AppError> {
+async fn aligned_faces(
+    state: &AppState,
+    image: Bytes,
+    faces: &[DetectedFace],
+) -> Result<Vec<Option<String>>, AppError> {
     if faces.is_empty() {
         return Ok(Vec::new());
     }
@@ -373,7 +383,12 @@ pub fn query_from_embedding(state: &AppState, embedding: Vec<f32>) -> Result<Vec
 }
 
 /// Face-level k-NN over the stored faces; each hit names its image and face box.
-pub async fn search(state: &AppState, query: Vec<f32>, page: Page, min_score: f32) -> Result<Vec<FaceResult>, AppError> {
+pub async fn search(
+    state: &AppState,
+    query: Vec<f32>,
+    page: Page,
+    min_score: f32,
+) -> Result<Vec<FaceResult>, AppError> {
     let query = store_vector(query, state.config.models.embedding_dim);
     let hits = state.store.search_faces(&query, &SearchFilter::default(), page).await?;
     let mut results = Vec::with_capacity(hits.len());
@@ -395,7 +410,10 @@ pub async fn search(state: &AppState, query: Vec<f32>, page: Page, min_score: f3
 
 /// What ingest stores for one photo: the `visual_ingest` analysis, and with
 /// `faces.index_on_ingest` its faces from one `face_embed` call made at the same time.
-pub async fn analyze_for_ingest(state: &AppState, image: Bytes) -> Result<(ImageAnalysis, Vec<FaceRecord>), PipelineError> {
+pub async fn analyze_for_ingest(
+    state: &AppState,
+    image: Bytes,
+) -> Result<(ImageAnalysis, Vec<FaceRecord>), PipelineError> {
     if !state.config.faces.index_on_ingest {
         return Ok((state.inference.analyze_image(image).await?, Vec::new()));
     }
@@ -436,7 +454,9 @@ mod tests {
         assert!(matches!(planned[1], Planned::Analyze { .. }));
         assert!(matches!(planned[2], Planned::DuplicateOf { index: 0, .. }));
         assert!(matches!(&planned[3], Planned::Failed(err) if err.to_string().contains("empty")));
-        assert!(matches!(&planned[4], Planned::Failed(err) if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE));
+        assert!(
+            matches!(&planned[4], Planned::Failed(err) if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+        );
         assert!(matches!(&planned[5], Planned::Failed(err) if err.to_string().contains("base64")));
     }
 
@@ -454,7 +474,9 @@ mod tests {
         assert!(options.raw_boxes);
         let err = read_json(request, 1).err().expect("over the limit").to_string();
         assert!(err.contains("the limit is 1"), "{err}");
-        assert!(serde_json::from_value::<FaceEmbeddingsRequest>(serde_json::json!({"images": [], "colour": 1})).is_err());
+        assert!(
+            serde_json::from_value::<FaceEmbeddingsRequest>(serde_json::json!({"images": [], "colour": 1})).is_err()
+        );
     }
 
     #[test]

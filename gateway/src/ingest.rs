@@ -89,7 +89,11 @@ pub async fn read_query_image(mut multipart: Multipart) -> Result<Bytes, AppErro
 
 /// Tags: comma-separated and/or repeated; metadata: a JSON object; created_at: unix
 /// seconds, RFC 3339 or YYYY-MM-DD.
-pub fn parse_fields(raw_tags: &[String], metadata: Option<&str>, created_at: Option<&str>) -> Result<IngestFields, AppError> {
+pub fn parse_fields(
+    raw_tags: &[String],
+    metadata: Option<&str>,
+    created_at: Option<&str>,
+) -> Result<IngestFields, AppError> {
     let mut tags: Vec<String> = Vec::new();
     for tag in raw_tags.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
         if tag.chars().count() > MAX_TAG_CHARS {
@@ -179,7 +183,11 @@ pub async fn ingest_one(state: &AppState, upload: Upload, fields: &IngestFields)
     result
 }
 
-async fn ingest_one_unmetered(state: &AppState, upload: Upload, fields: &IngestFields) -> Result<IngestResult, AppError> {
+async fn ingest_one_unmetered(
+    state: &AppState,
+    upload: Upload,
+    fields: &IngestFields,
+) -> Result<IngestResult, AppError> {
     check_upload(&upload)?;
     let id = content_id(&upload.bytes);
     if let Some(record) = state.store.get(&id).await? {
@@ -251,7 +259,11 @@ pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &Inges
                 match state.blobs.put(&record.id, bytes).await {
                     Ok(()) => to_store.push((position, filename, record)),
                     Err(err) => {
-                        items.push(Some(failed(filename, Some(record.id), AppError::Internal(format!("writing the photo: {err}")))));
+                        items.push(Some(failed(
+                            filename,
+                            Some(record.id),
+                            AppError::Internal(format!("writing the photo: {err}")),
+                        )));
                         continue;
                     }
                 }
@@ -302,7 +314,13 @@ pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &Inges
     }
 }
 
-async fn analyze_for_batch(state: &AppState, upload: Upload, id: String, duplicate: bool, fields: &IngestFields) -> Pending {
+async fn analyze_for_batch(
+    state: &AppState,
+    upload: Upload,
+    id: String,
+    duplicate: bool,
+    fields: &IngestFields,
+) -> Pending {
     let filename = upload.filename.clone();
     if let Err(err) = check_upload(&upload) {
         return Pending::Done(failed(filename, None, err));

@@ -49,11 +49,9 @@ impl Metrics {
             &["method", "route"],
         )
         .expect("valid metric");
-        let ingests = IntCounterVec::new(
-            Opts::new("gateway_ingested_images_total", "uploaded photos by outcome"),
-            &["outcome"],
-        )
-        .expect("valid metric");
+        let ingests =
+            IntCounterVec::new(Opts::new("gateway_ingested_images_total", "uploaded photos by outcome"), &["outcome"])
+                .expect("valid metric");
         let triton_latency = HistogramVec::new(
             HistogramOpts::new("gateway_triton_request_duration_seconds", "Triton inference latency by model")
                 .buckets(LATENCY_BUCKETS.to_vec()),
@@ -151,7 +149,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|err| format!("# encoding failed: {err}\n"))
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|err| format!("# encoding failed: {err}\n"))
     }
 }
 

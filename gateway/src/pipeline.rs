@@ -159,7 +159,8 @@ impl TritonInference {
             .get_or_try_init(|| async {
                 let metadata = self.client.model_metadata(&self.models.ingest_model).await?;
                 let names: Vec<&str> = metadata.outputs.iter().map(|o| o.name.as_str()).collect();
-                let contract = |reason: String| PipelineError::Contract { model: self.models.ingest_model.clone(), reason };
+                let contract =
+                    |reason: String| PipelineError::Contract { model: self.models.ingest_model.clone(), reason };
                 let mut wanted = Vec::new();
                 for name in required_ingest_outputs(&self.models) {
                     if !names.contains(&name) {
@@ -258,9 +259,13 @@ impl Inference for TritonInference {
             .get_or_try_init(|| async {
                 let model = &self.faces.align_model;
                 let parameters = self.client.model_parameters(model).await?;
-                let aligner = FaceAligner::from_parameters(|key| parameters.get(key).map(String::as_str)).map_err(|err| {
-                    PipelineError::Contract { model: model.clone(), reason: format!("its config cannot align faces: {err}") }
-                })?;
+                let aligner =
+                    FaceAligner::from_parameters(|key| parameters.get(key).map(String::as_str)).map_err(|err| {
+                        PipelineError::Contract {
+                            model: model.clone(),
+                            reason: format!("its config cannot align faces: {err}"),
+                        }
+                    })?;
                 Ok::<_, PipelineError>(Arc::new(aligner))
             })
             .await?;
@@ -271,15 +276,21 @@ impl Inference for TritonInference {
         let server_ready = match self.client.server_ready().await {
             Ok(ready) => ready,
             Err(err) => {
-                return InferenceHealth { ready: false, server_ready: false, models: Vec::new(), error: Some(err.to_string()) }
+                return InferenceHealth {
+                    ready: false,
+                    server_ready: false,
+                    models: Vec::new(),
+                    error: Some(err.to_string()),
+                }
             }
         };
         let mut models = Vec::new();
         let mut error = None;
         let required_faces = self.faces.index_on_ingest;
-        let wanted = [(&self.models.ingest_model, true), (&self.models.text_model, true), (&self.faces.model, required_faces)]
-            .into_iter()
-            .chain(self.faces.component_models.iter().map(|name| (name, required_faces)));
+        let wanted =
+            [(&self.models.ingest_model, true), (&self.models.text_model, true), (&self.faces.model, required_faces)]
+                .into_iter()
+                .chain(self.faces.component_models.iter().map(|name| (name, required_faces)));
         for (name, required) in wanted {
             let ready = match self.client.model_ready(name).await {
                 Ok(ready) => ready,
@@ -344,7 +355,8 @@ pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<
             embedding.len()
         )));
     }
-    let embedding = normalized(embedding).ok_or_else(|| contract("the image embedding is zero or not finite".into()))?;
+    let embedding =
+        normalized(embedding).ok_or_else(|| contract("the image embedding is zero or not finite".into()))?;
 
     let (width, height) = match response.outputs.iter().find(|o| o.name == models.image_size_output) {
         None => (0, 0),
@@ -359,13 +371,18 @@ pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<
         if !valid[i] || scores[i] < models.min_detection_confidence {
             continue;
         }
-        let class_id = u32::try_from(classes[i])
-            .ok()
-            .filter(|&id| (id as usize) < models.class_names.len())
-            .ok_or_else(|| contract(format!("class id {} is outside the {} configured class names", classes[i], models.class_names.len())))?;
+        let class_id =
+            u32::try_from(classes[i]).ok().filter(|&id| (id as usize) < models.class_names.len()).ok_or_else(|| {
+                contract(format!(
+                    "class id {} is outside the {} configured class names",
+                    classes[i],
+                    models.class_names.len()
+                ))
+            })?;
         let row = box_embeddings[i * dim..(i + 1) * dim].to_vec();
-        let embedding = normalized(row)
-            .ok_or_else(|| contract(format!("detection {i} is marked valid but its embedding is zero or not finite")))?;
+        let embedding = normalized(row).ok_or_else(|| {
+            contract(format!("detection {i} is marked valid but its embedding is zero or not finite"))
+        })?;
         let bbox = [boxes[i * 4], boxes[i * 4 + 1], boxes[i * 4 + 2], boxes[i * 4 + 3]];
         detections.push(Detection { class_id, confidence: scores[i], bbox, embedding });
     }
@@ -392,7 +409,9 @@ pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<Fac
     let dim = faces.embedding_dim;
     let (width, height) = match response.output(&faces.image_size_output)?.as_i32()?.as_slice() {
         [h, w] if *h > 0 && *w > 0 => (*w as u32, *h as u32),
-        other => return Err(contract(format!("{:?} must be [height, width] > 0, got {other:?}", faces.image_size_output))),
+        other => {
+            return Err(contract(format!("{:?} must be [height, width] > 0, got {other:?}", faces.image_size_output)))
+        }
     };
     let count = match response.output(&faces.num_faces_output)?.as_i32()?.as_slice() {
         [n] if *n >= 0 => *n as usize,
@@ -400,7 +419,9 @@ pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<Fac
     };
     let rows = |name: &str, values: usize, width: usize| -> Result<(), PipelineError> {
         if !values.is_multiple_of(width) || values / width < count {
-            return Err(contract(format!("{name:?} has {values} values: not {count} rows of {width} (num_faces = {count})")));
+            return Err(contract(format!(
+                "{name:?} has {values} values: not {count} rows of {width} (num_faces = {count})"
+            )));
         }
         Ok(())
     };
@@ -475,7 +496,12 @@ mod tests {
     fn response() -> InferResponse {
         let outputs = vec![
             tensor("num_dets", "INT32", vec![1, 1], i32s(&[3])),
-            tensor("boxes", "FP32", vec![1, 4, 4], f32s(&[1., 2., 3., 4., 0., 0., 0., 0., 5., 5., 9., 9., 0., 0., 0., 0.])),
+            tensor(
+                "boxes",
+                "FP32",
+                vec![1, 4, 4],
+                f32s(&[1., 2., 3., 4., 0., 0., 0., 0., 5., 5., 9., 9., 0., 0., 0., 0.]),
+            ),
             tensor("scores", "FP32", vec![1, 4], f32s(&[0.9, 0.8, 0.2, 0.0])),
             tensor("classes", "INT32", vec![1, 4], i32s(&[0, 2, 16, 0])),
             tensor("embedding", "FP32", vec![1, 2], f32s(&[3.0, 4.0])),
@@ -540,7 +566,12 @@ mod tests {
         let outputs = vec![
             tensor("image_size", "INT32", vec![1, 2], i32s(&[2000, 4000])),
             tensor("num_faces", "INT32", vec![1, 1], i32s(&[2])),
-            tensor("face_boxes", "FP32", vec![1, 3, 4], f32s(&[96., 48., 192., 144., 10., 10., 20., 20., 0., 0., 0., 0.])),
+            tensor(
+                "face_boxes",
+                "FP32",
+                vec![1, 3, 4],
+                f32s(&[96., 48., 192., 144., 10., 10., 20., 20., 0., 0., 0., 0.]),
+            ),
             tensor("face_scores", "FP32", vec![1, 3], f32s(&[0.9, 0.6, 0.0])),
             tensor("face_landmarks", "FP32", vec![1, 3, 5, 2], f32s(&[[120., 96.]; 15].concat())),
             tensor("face_embeddings", "FP32", vec![1, 2, 2], f32s(&[0., 3., 0., 0.])),

@@ -20,8 +20,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    FaceEmbeddingsRequest, FaceEmbeddingsResponse, FaceQuery, FaceResult, HybridQuery, ImageResult, ImageView, ObjectQuery,
-    ObjectResult, PageParams, RerankRequest, RerankResponse, SearchResponse,
+    FaceEmbeddingsRequest, FaceEmbeddingsResponse, FaceQuery, FaceResult, HybridQuery, ImageResult, ImageView,
+    ObjectQuery, ObjectResult, PageParams, RerankRequest, RerankResponse, SearchResponse,
 };
 use crate::blobs::{is_valid_id, sniff_content_type};
 use crate::error::{ApiJson, AppError};
@@ -67,10 +67,8 @@ pub fn app(state: Arc<AppState>) -> Router {
 async fn json_errors(State(max_body): State<usize>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -110,7 +108,8 @@ async fn health(State(state): Shared) -> Response {
         "index_on_ingest": state.config.faces.index_on_ingest,
         "rerank_scorer": state.scorer.name(),
     });
-    let body = json!({ "status": if ready { "ok" } else { "unavailable" }, "triton": triton, "store": store, "faces": faces });
+    let body =
+        json!({ "status": if ready { "ok" } else { "unavailable" }, "triton": triton, "store": store, "faces": faces });
     (status, Json(body)).into_response()
 }
 
@@ -157,7 +156,13 @@ async fn search_text(
     let min_score = search::min_score(params.min_score)?;
     let query = search::embed_text(&state, &text).await?;
     let results = search::images(&state, &query, &Default::default(), page, min_score).await?;
-    Ok(Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results }))
+    Ok(Json(SearchResponse {
+        k: page.k,
+        offset: page.offset,
+        count: results.len(),
+        took_ms: elapsed_ms(started),
+        results,
+    }))
 }
 
 async fn search_hybrid(
@@ -171,7 +176,13 @@ async fn search_hybrid(
     let filter = search::hybrid_filter(&query, &state.config.models.class_names)?;
     let embedding = search::embed_text(&state, &text).await?;
     let results = search::images(&state, &embedding, &filter, page, min_score).await?;
-    Ok(Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results }))
+    Ok(Json(SearchResponse {
+        k: page.k,
+        offset: page.offset,
+        count: results.len(),
+        took_ms: elapsed_ms(started),
+        results,
+    }))
 }
 
 async fn search_similar(
@@ -186,7 +197,13 @@ async fn search_similar(
     let image = ingest::read_query_image(multipart?).await?;
     let embedding = search::embed_image(&state, image).await?;
     let results = search::images(&state, &embedding, &Default::default(), page, min_score).await?;
-    Ok(Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results }))
+    Ok(Json(SearchResponse {
+        k: page.k,
+        offset: page.offset,
+        count: results.len(),
+        took_ms: elapsed_ms(started),
+        results,
+    }))
 }
 
 /// JSON body (a text query with optional class filter) or a multipart image upload.
@@ -197,13 +214,12 @@ async fn search_objects(
 ) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let is_multipart = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
+    let is_multipart =
+        request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
     let (image, query) = if is_multipart {
         let multipart = Multipart::from_request(request, &()).await?;
-        let query = ObjectQuery { k: params.k, offset: params.offset, min_score: params.min_score, ..Default::default() };
+        let query =
+            ObjectQuery { k: params.k, offset: params.offset, min_score: params.min_score, ..Default::default() };
         (Some(ingest::read_query_image(multipart).await?), query)
     } else {
         let ApiJson(query) = ApiJson::<ObjectQuery>::from_request(request, &()).await?;
@@ -220,14 +236,17 @@ async fn search_objects(
         (None, None) => unreachable!("a JSON query always has its text validated"),
     };
     let results = search::objects(&state, &embedding, &filter, page, min_score).await?;
-    Ok(Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results }))
+    Ok(Json(SearchResponse {
+        k: page.k,
+        offset: page.offset,
+        count: results.len(),
+        took_ms: elapsed_ms(started),
+        results,
+    }))
 }
 
 fn is_multipart(request: &Request) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
+    request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
 }
 
 /// Multipart files (`image`, repeated) or JSON with base64 images; one result per image.
@@ -245,7 +264,10 @@ async fn face_embeddings(State(state): Shared, request: Request) -> Result<Json<
     Ok(Json(faces::embeddings(&state, uploads, options).await))
 }
 
-async fn face_rerank(State(state): Shared, ApiJson(request): ApiJson<RerankRequest>) -> Result<Json<RerankResponse>, AppError> {
+async fn face_rerank(
+    State(state): Shared,
+    ApiJson(request): ApiJson<RerankRequest>,
+) -> Result<Json<RerankResponse>, AppError> {
     Ok(Json(faces::rerank(&state, &request)?))
 }
 
@@ -273,14 +295,22 @@ async fn search_faces(
         None => faces::query_from_embedding(&state, query.embedding)?,
     };
     let results = faces::search(&state, embedding, page, min_score).await?;
-    Ok(Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results }))
+    Ok(Json(SearchResponse {
+        k: page.k,
+        offset: page.offset,
+        count: results.len(),
+        took_ms: elapsed_ms(started),
+        results,
+    }))
 }
 
 fn checked_id(id: &str) -> Result<&str, AppError> {
     if is_valid_id(id) {
         Ok(id)
     } else {
-        Err(AppError::BadRequest(format!("{id:?} is not an image id (64 lowercase hex digits, the SHA-256 of the photo)")))
+        Err(AppError::BadRequest(format!(
+            "{id:?} is not an image id (64 lowercase hex digits, the SHA-256 of the photo)"
+        )))
     }
 }
 

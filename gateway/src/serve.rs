@@ -39,8 +39,9 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let (store, embedded) = open_store(&config).await?;
     let blobs = BlobStore::open(data_dir.join("photos")).context("opening the photo folder")?;
     let tokenizer_dir = &config.models.tokenizer_dir;
-    let tokenizer = ClipTokenizer::from_files(tokenizer_dir.join("clip-vocab.json"), tokenizer_dir.join("clip-merges.txt"))
-        .with_context(|| format!("loading the CLIP tokenizer from {}", tokenizer_dir.display()))?;
+    let tokenizer =
+        ClipTokenizer::from_files(tokenizer_dir.join("clip-vocab.json"), tokenizer_dir.join("clip-merges.txt"))
+            .with_context(|| format!("loading the CLIP tokenizer from {}", tokenizer_dir.display()))?;
     let triton = &config.triton;
     let client = TritonClient::new(ClientConfig {
         endpoint: triton.endpoint.clone(),
@@ -55,9 +56,8 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let inference =
         Arc::new(TritonInference::new(client, config.models.clone(), config.faces.clone(), tokenizer, metrics.clone()));
 
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
+    let listener =
+        TcpListener::bind(config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?;
     let address = listener.local_addr()?;
     let shutdown_timeout = Duration::from_secs(config.server.shutdown_timeout_s);
     tracing::info!(%address, store = store.kind(), triton = %config.triton.endpoint, "gateway listening");
@@ -94,11 +94,8 @@ async fn open_store(config: &GatewayConfig) -> anyhow::Result<(Arc<dyn Store>, O
     match config.store.kind {
         StoreKind::Embedded => {
             let path = config.store.data_dir.join("store");
-            let store_config = EmbeddedConfig {
-                dimension: Some(config.models.embedding_dim),
-                limits,
-                ..EmbeddedConfig::new(&path)
-            };
+            let store_config =
+                EmbeddedConfig { dimension: Some(config.models.embedding_dim), limits, ..EmbeddedConfig::new(&path) };
             let store = EmbeddedStore::open_async(store_config)
                 .await
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;
@@ -107,7 +104,8 @@ async fn open_store(config: &GatewayConfig) -> anyhow::Result<(Arc<dyn Store>, O
         }
         StoreKind::Opensearch => {
             let (url, index) = (&config.store.opensearch_url, &config.store.opensearch_index);
-            let store_config = OpenSearchConfig { limits, ..OpenSearchConfig::new(url, index, config.models.embedding_dim) };
+            let store_config =
+                OpenSearchConfig { limits, ..OpenSearchConfig::new(url, index, config.models.embedding_dim) };
             let context = || format!("connecting to OpenSearch at {url} (index {index})");
             let store = OpenSearchStore::new(store_config).with_context(context)?;
             match store.ensure_index().await {

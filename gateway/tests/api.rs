@@ -15,7 +15,9 @@ use crop_core::{FaceAligner, ARCFACE_TEMPLATE_112};
 use gateway::blobs::{content_id, BlobStore};
 use gateway::config::GatewayConfig;
 use gateway::metrics::Metrics;
-use gateway::pipeline::{DetectedFace, Detection, FaceAnalysis, ImageAnalysis, Inference, InferenceHealth, PipelineError};
+use gateway::pipeline::{
+    DetectedFace, Detection, FaceAnalysis, ImageAnalysis, Inference, InferenceHealth, PipelineError,
+};
 use gateway::routes::app;
 use gateway::state::AppState;
 use http_body_util::BodyExt;
@@ -76,7 +78,9 @@ fn face_photo() -> (Vec<u8>, Vec<u8>) {
     let (width, height) = FACE_PHOTO_SIZE;
     let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i * 7919 % 251) as u8).collect();
     let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png).write_image(&pixels, width, height, image::ExtendedColorType::Rgb8).unwrap();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&pixels, width, height, image::ExtendedColorType::Rgb8)
+        .unwrap();
     (png, pixels)
 }
 
@@ -91,7 +95,13 @@ impl Inference for ScriptedInference {
     async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError> {
         self.image_calls.fetch_add(1, Ordering::SeqCst);
         if self.unavailable.load(Ordering::SeqCst) {
-            return Err(ClientError::Unavailable { endpoint: "http://127.0.0.1:1".into(), method: "ModelInfer", attempts: 4, message: "connection refused".into() }.into());
+            return Err(ClientError::Unavailable {
+                endpoint: "http://127.0.0.1:1".into(),
+                method: "ModelInfer",
+                attempts: 4,
+                message: "connection refused".into(),
+            }
+            .into());
         }
         if !image.starts_with(&JPEG_MAGIC) || image.len() < 4 {
             return Err(decode_error());
@@ -102,7 +112,12 @@ impl Inference for ScriptedInference {
             width: 640,
             height: 480,
             embedding: seed_vector(seed),
-            detections: vec![Detection { class_id, confidence, bbox: [10.0, 20.0, 110.0, 220.0], embedding: seed_vector(seed.wrapping_add(1)) }],
+            detections: vec![Detection {
+                class_id,
+                confidence,
+                bbox: [10.0, 20.0, 110.0, 220.0],
+                embedding: seed_vector(seed.wrapping_add(1)),
+            }],
         })
     }
 
@@ -147,7 +162,12 @@ impl Inference for ScriptedInference {
     }
 
     async fn health(&self) -> InferenceHealth {
-        InferenceHealth { ready: !self.unavailable.load(Ordering::SeqCst), server_ready: true, models: vec![], error: None }
+        InferenceHealth {
+            ready: !self.unavailable.load(Ordering::SeqCst),
+            server_ready: true,
+            models: vec![],
+            error: None,
+        }
     }
 }
 
@@ -202,7 +222,8 @@ impl Harness {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let value =
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, value)
     }
 
@@ -211,7 +232,10 @@ impl Harness {
     }
 
     async fn post_json(&self, uri: &str, body: &str) -> (StatusCode, Value) {
-        let request = Request::post(uri).header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_owned())).unwrap();
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
         self.send(request).await
     }
 
@@ -244,7 +268,16 @@ fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, needle: 
 #[tokio::test]
 async fn ingest_is_idempotent_and_stores_the_photo() {
     let h = harness();
-    let (status, body) = h.ingest(2, &[("tags", None, b"beach, dog"), ("metadata", None, br#"{"camera":"x"}"#), ("created_at", None, b"2024-01-02")]).await;
+    let (status, body) = h
+        .ingest(
+            2,
+            &[
+                ("tags", None, b"beach, dog"),
+                ("metadata", None, br#"{"camera":"x"}"#),
+                ("created_at", None, b"2024-01-02"),
+            ],
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
     assert_eq!(id, content_id(&photo(2)));
@@ -262,7 +295,8 @@ async fn ingest_is_idempotent_and_stores_the_photo() {
     assert_eq!(record["objects"][0]["class_name"], "person");
     assert!(record.get("embedding").is_none() && record["objects"][0].get("embedding").is_none());
 
-    let response = h.app.clone().oneshot(Request::get(format!("/images/{id}/file")).body(Body::empty()).unwrap()).await.unwrap();
+    let response =
+        h.app.clone().oneshot(Request::get(format!("/images/{id}/file")).body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.headers()[header::CONTENT_TYPE], "image/jpeg");
     assert_eq!(response.into_body().collect().await.unwrap().to_bytes().as_ref(), photo(2).as_slice());
 }
@@ -368,7 +402,8 @@ async fn hybrid_filters_by_class_confidence_date_and_tag() {
         let tag: &[u8] = if seed % 3 == 0 { b"beach" } else { b"city" };
         h.ingest(seed, &[("created_at", None, date.as_bytes()), ("tags", None, tag)]).await;
     }
-    let (status, body) = h.post_json("/search/hybrid", r#"{"text": "ab", "classes": ["person"], "min_confidence": 0.5, "k": 10}"#).await;
+    let (status, body) =
+        h.post_json("/search/hybrid", r#"{"text": "ab", "classes": ["person"], "min_confidence": 0.5, "k": 10}"#).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let ids: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["image_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 4, "{body}");
@@ -377,7 +412,8 @@ async fn hybrid_filters_by_class_confidence_date_and_tag() {
     }
     let (_, body) = h.post_json("/search/hybrid", r#"{"text": "ab", "classes": ["dog"], "min_confidence": 0.7}"#).await;
     assert_eq!(body["count"], 0);
-    let (_, body) = h.post_json("/search/hybrid", r#"{"text": "ab", "date_from": "2024-01-01", "tags": ["beach"]}"#).await;
+    let (_, body) =
+        h.post_json("/search/hybrid", r#"{"text": "ab", "date_from": "2024-01-01", "tags": ["beach"]}"#).await;
     // Seeds 4..8 with seed % 3 == 0: only 6.
     assert_eq!(body["count"], 1, "{body}");
     assert_eq!(body["results"][0]["image_id"], content_id(&photo(6)));
@@ -416,10 +452,19 @@ async fn batch_reports_each_photo() {
     let h = harness();
     let (a, b) = (photo(10), photo(11));
     let (status, body) = h
-        .post_form("/ingest/batch", &[("image", Some("a.jpg"), &a), ("image", Some("bad.txt"), b"text"), ("image", Some("b.jpg"), &b), ("image", Some("a2.jpg"), &a)])
+        .post_form(
+            "/ingest/batch",
+            &[
+                ("image", Some("a.jpg"), &a),
+                ("image", Some("bad.txt"), b"text"),
+                ("image", Some("b.jpg"), &b),
+                ("image", Some("a2.jpg"), &a),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let statuses: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> =
+        body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, vec!["created", "failed", "created", "already_stored"]);
     assert_eq!(body["results"][1]["http_status"], 422);
     assert_eq!((body["created"].as_u64(), body["failed"].as_u64()), (Some(2), Some(1)));
@@ -468,7 +513,11 @@ async fn openapi_document_matches_the_router() {
         for method in item.as_object().unwrap().keys() {
             documented.push(format!("{} {path}", method.to_uppercase()));
             let uri = path.replace("{id}", &"0".repeat(64));
-            let request = Request::builder().method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap()).uri(&uri).body(Body::empty()).unwrap();
+            let request = Request::builder()
+                .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
             let status = h.app.clone().oneshot(request).await.unwrap().status();
             // An unknown id is a 404 from the handler, which is routed.
             let routed = status != StatusCode::NOT_FOUND || uri.contains("/images/");
@@ -477,9 +526,22 @@ async fn openapi_document_matches_the_router() {
     }
     documented.sort();
     let expected = [
-        "DELETE /images/{id}", "GET /", "GET /health", "GET /images/{id}", "GET /images/{id}/file", "GET /metrics", "GET /openapi.json",
-        "GET /search/text", "POST /faces/embeddings", "POST /faces/rerank", "POST /ingest", "POST /ingest/batch", "POST /search/faces",
-        "POST /search/hybrid", "POST /search/objects", "POST /search/similar",
+        "DELETE /images/{id}",
+        "GET /",
+        "GET /health",
+        "GET /images/{id}",
+        "GET /images/{id}/file",
+        "GET /metrics",
+        "GET /openapi.json",
+        "GET /search/text",
+        "POST /faces/embeddings",
+        "POST /faces/rerank",
+        "POST /ingest",
+        "POST /ingest/batch",
+        "POST /search/faces",
+        "POST /search/hybrid",
+        "POST /search/objects",
+        "POST /search/similar",
     ];
     assert_eq!(documented, expected);
 }
@@ -496,7 +558,12 @@ async fn face_embeddings_group_by_image_dedupe_and_isolate_errors() {
     let (status, body) = h
         .post_form(
             "/faces/embeddings",
-            &[("image", Some("a.jpg"), &a), ("image", Some("bad.jpg"), b"not an image"), ("image", Some("b.jpg"), &b), ("image", Some("a2.jpg"), &a)],
+            &[
+                ("image", Some("a.jpg"), &a),
+                ("image", Some("bad.jpg"), b"not an image"),
+                ("image", Some("b.jpg"), &b),
+                ("image", Some("a2.jpg"), &a),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -515,17 +582,25 @@ async fn face_embeddings_group_by_image_dedupe_and_isolate_errors() {
     assert_eq!(face["landmarks"].as_array().unwrap().len(), 5);
     assert_eq!(face["embedding"].as_array().unwrap().len(), FACE_DIM);
     assert!(face.get("detector_bbox").is_none());
-    assert_eq!((body["images"].as_u64(), body["analyzed"].as_u64(), body["failed"].as_u64()), (Some(4), Some(3), Some(1)));
+    assert_eq!(
+        (body["images"].as_u64(), body["analyzed"].as_u64(), body["failed"].as_u64()),
+        (Some(4), Some(3), Some(1))
+    );
 
-    let request = json!({"images": [{"name": "b.jpg", "data": b64(&b)}, {"data": "%%%"}], "options": {"raw_boxes": true}});
+    let request =
+        json!({"images": [{"name": "b.jpg", "data": b64(&b)}, {"data": "%%%"}], "options": {"raw_boxes": true}});
     let (status, body) = h.post_json("/faces/embeddings", &request.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let faces = body["results"][0]["faces"].as_array().unwrap();
     assert_eq!(faces.len(), 2);
     assert!(faces[1]["embedding"].is_null() && faces[1]["detector_bbox"].is_array());
-    assert_eq!((body["results"][1]["status"].as_str(), body["results"][1]["http_status"].as_u64()), (Some("failed"), Some(400)));
+    assert_eq!(
+        (body["results"][1]["status"].as_str(), body["results"][1]["http_status"].as_u64()),
+        (Some("failed"), Some(400))
+    );
 
-    let (status, body) = h.post_form("/faces/embeddings", &[("image", None, &a), ("raw_embeddings", None, b"true")]).await;
+    let (status, body) =
+        h.post_form("/faces/embeddings", &[("image", None, &a), ("raw_embeddings", None, b"true")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let raw: Vec<f32> = serde_json::from_value(body["results"][0]["faces"][0]["embedding"].clone()).unwrap();
     assert_eq!(raw, face_vector(a[3]).iter().map(|v| v * 2.0).collect::<Vec<f32>>(), "the fake encoder's raw output");
@@ -538,7 +613,9 @@ async fn face_embedding_limits_and_options_are_400() {
         c.faces.max_image_bytes = 16;
     });
     let image = photo(2);
-    let (status, body) = h.post_form("/faces/embeddings", &[("image", None, &image), ("image", None, &image), ("image", None, &image)]).await;
+    let (status, body) = h
+        .post_form("/faces/embeddings", &[("image", None, &image), ("image", None, &image), ("image", None, &image)])
+        .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "the limit is 2");
     let big = [JPEG_MAGIC.as_slice(), &[2u8; 20]].concat();
     let (status, body) = h.post_form("/faces/embeddings", &[("image", None, &big), ("image", None, &image)]).await;
@@ -547,7 +624,11 @@ async fn face_embedding_limits_and_options_are_400() {
     assert_eq!(body["results"][1]["status"], "ok");
     let (status, body) = h.post_json("/faces/embeddings", r#"{"images": []}"#).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "no images");
-    assert_eq!(h.inference.face_calls.load(Ordering::SeqCst), 1, "only the valid image of the 413 request reached Triton");
+    assert_eq!(
+        h.inference.face_calls.load(Ordering::SeqCst),
+        1,
+        "only the valid image of the 413 request reached Triton"
+    );
 }
 
 #[tokio::test]
@@ -565,7 +646,8 @@ async fn aligned_faces_carry_the_crop_face_align_made() {
     assert_eq!(faces.len(), 2, "{body}");
     assert!(faces[1]["aligned_face_png"].is_null() && faces[1].get("aligned_face_png").is_some(), "rejected: null");
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(faces[0]["aligned_face_png"].as_str().unwrap()).unwrap();
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(faces[0]["aligned_face_png"].as_str().unwrap()).unwrap();
     let face = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap().into_rgb8();
     assert_eq!(face.dimensions(), (112, 112));
     // The landmarks are the template moved by whole pixels: the crop is that window of the photo.
@@ -583,9 +665,14 @@ async fn aligned_faces_carry_the_crop_face_align_made() {
     let (status, body) = h.post_form("/faces/embeddings", &[("image", Some("face.png"), &png)]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["results"][0]["faces"][0].get("aligned_face_png").is_none(), "{body}");
-    let (status, body) = h.post_form("/faces/embeddings", &[("image", Some("face.png"), &png), ("aligned_faces", None, b"true")]).await;
+    let (status, body) =
+        h.post_form("/faces/embeddings", &[("image", Some("face.png"), &png), ("aligned_faces", None, b"true")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["results"][0]["faces"].as_array().unwrap().len(), 1, "the rejected face is left out without raw_boxes");
+    assert_eq!(
+        body["results"][0]["faces"].as_array().unwrap().len(),
+        1,
+        "the rejected face is left out without raw_boxes"
+    );
     assert_eq!(body["results"][0]["faces"][0]["aligned_face_png"], faces[0]["aligned_face_png"]);
 }
 
@@ -601,7 +688,10 @@ async fn rerank_sorts_thresholds_and_rejects_bad_lists() {
     assert_eq!(status, StatusCode::OK, "{response}");
     assert_eq!(response["results"], json!([{"id": "same", "score": 1.0}, {"id": "side", "score": 0.5}]));
     let diagnostics = &response["diagnostics"];
-    assert_eq!((diagnostics["scorer"].as_str(), diagnostics["candidates"].as_u64(), diagnostics["returned"].as_u64()), (Some("native"), Some(3), Some(2)));
+    assert_eq!(
+        (diagnostics["scorer"].as_str(), diagnostics["candidates"].as_u64(), diagnostics["returned"].as_u64()),
+        (Some("native"), Some(3), Some(2))
+    );
     assert!((diagnostics["threshold"].as_f64().unwrap() - 0.4).abs() < 1e-6);
     assert!(diagnostics["latency_ms"].as_f64().unwrap() >= 0.0);
     // The default threshold (0.7) keeps only the same direction.
@@ -611,12 +701,21 @@ async fn rerank_sorts_thresholds_and_rejects_bad_lists() {
     assert_eq!(response["results"].as_array().unwrap().len(), 1);
 
     for (bad, needle) in [
-        (json!({"query": [1.0, 0.0], "candidates": [{"id": "a", "embedding": [1.0]}]}), "has 1 dimensions but the query has 2"),
+        (
+            json!({"query": [1.0, 0.0], "candidates": [{"id": "a", "embedding": [1.0]}]}),
+            "has 1 dimensions but the query has 2",
+        ),
         (json!({"query": [1.0, 0.0], "candidates": []}), "candidate list is empty"),
         (json!({"query": [], "candidates": [{"id": "a", "embedding": [1.0]}]}), "query embedding is empty"),
-        (json!({"query": [1.0, 0.0], "candidates": (0..4).map(|i| json!({"id": i.to_string(), "embedding": [1.0, 0.0]})).collect::<Vec<_>>()}), "the limit is 3"),
+        (
+            json!({"query": [1.0, 0.0], "candidates": (0..4).map(|i| json!({"id": i.to_string(), "embedding": [1.0, 0.0]})).collect::<Vec<_>>()}),
+            "the limit is 3",
+        ),
         (json!({"query": [1e39, 0.0], "candidates": [{"id": "a", "embedding": [1.0, 0.0]}]}), "NaN or infinite"),
-        (json!({"query": [1.0, 0.0], "candidates": [{"id": "a", "embedding": [1.0, 0.0]}], "threshold": 2}), "threshold"),
+        (
+            json!({"query": [1.0, 0.0], "candidates": [{"id": "a", "embedding": [1.0, 0.0]}], "threshold": 2}),
+            "threshold",
+        ),
     ] {
         let (status, response) = h.post_json("/faces/rerank", &bad.to_string()).await;
         assert_error(status, &response, StatusCode::BAD_REQUEST, needle);
@@ -624,7 +723,10 @@ async fn rerank_sorts_thresholds_and_rejects_bad_lists() {
     let (status, response) = h.post_json("/faces/rerank", r#"{"query": [NaN], "candidates": []}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
     let (_, metrics) = h.get("/metrics").await;
-    assert!(metrics.as_str().unwrap().contains("gateway_rerank_requests_total{outcome=\"ok\",scorer=\"native\"} 2"), "{metrics}");
+    assert!(
+        metrics.as_str().unwrap().contains("gateway_rerank_requests_total{outcome=\"ok\",scorer=\"native\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -656,5 +758,8 @@ async fn faces_are_indexed_on_ingest_and_found_by_photo_or_embedding() {
     let (status, body) = h.post_form("/search/faces", &[("image", None, &faceless)]).await;
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "no face");
     let (_, health) = h.get("/health").await;
-    assert_eq!((health["faces"]["index_on_ingest"].as_bool(), health["faces"]["rerank_scorer"].as_str()), (Some(true), Some("native")));
+    assert_eq!(
+        (health["faces"]["index_on_ingest"].as_bool(), health["faces"]["rerank_scorer"].as_str()),
+        (Some(true), Some("native"))
+    );
 }

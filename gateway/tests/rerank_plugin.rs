@@ -28,7 +28,11 @@ fn plugin_library() -> &'static Path {
             .status()
             .expect("running cargo build -p rerank-plugin");
         assert!(status.success(), "cargo build -p rerank-plugin failed");
-        let library = plugin_target.join("debug").join(format!("{}rerank_plugin{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+        let library = plugin_target.join("debug").join(format!(
+            "{}rerank_plugin{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ));
         assert!(library.exists(), "{} was not built", library.display());
         library
     })
@@ -43,7 +47,11 @@ fn values(count: usize, seed: u64) -> Vec<f32> {
             state ^= state >> 7;
             state ^= state << 17;
             let unit = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            if i % 7 == 0 { unit * 40.0 } else { unit }
+            if i % 7 == 0 {
+                unit * 40.0
+            } else {
+                unit
+            }
         })
         .collect()
 }

@@ -83,7 +83,8 @@ impl PreprocessConfig {
                 )));
             }
         }
-        let ragged = tensor(config, "input", INPUT_IMAGE).and_then(|t| t.get("allow_ragged_batch")).and_then(Value::as_bool);
+        let ragged =
+            tensor(config, "input", INPUT_IMAGE).and_then(|t| t.get("allow_ragged_batch")).and_then(Value::as_bool);
         if ragged != Some(true) {
             return Err(ConfigError::Contract(format!(
                 "input '{INPUT_IMAGE}' needs allow_ragged_batch: true (photos of one batch differ in size)"
@@ -118,7 +119,10 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let parsed = PreprocessConfig::from_model_config(&config(&[], [3, 640, 640])).unwrap();
-        assert_eq!(parsed.sizes, StageSizes { yolo_size: 640, clip_size: 256, pad_value: 114, original_max_side: 1920 });
+        assert_eq!(
+            parsed.sizes,
+            StageSizes { yolo_size: 640, clip_size: 256, pad_value: 114, original_max_side: 1920 }
+        );
         assert_eq!(parsed.limits, DecodeLimits { max_bytes: 50 << 20, max_pixels: 100_000_000 });
         let parsed = PreprocessConfig::from_model_config(&config(
             &[("yolo_size", "320"), ("pad_value", "0"), ("original_max_side", "1024"), ("max_pixels", "48000000")],
@@ -131,7 +135,13 @@ mod tests {
 
     #[test]
     fn bad_parameters_name_themselves() {
-        for (key, value) in [("yolo_size", "0"), ("pad_value", "256"), ("clip_size", "big"), ("max_pixels", "-5"), ("max_image_bytes", "0")] {
+        for (key, value) in [
+            ("yolo_size", "0"),
+            ("pad_value", "256"),
+            ("clip_size", "big"),
+            ("max_pixels", "-5"),
+            ("max_image_bytes", "0"),
+        ] {
             let error = PreprocessConfig::from_model_config(&config(&[(key, value)], [3, 640, 640])).unwrap_err();
             assert!(matches!(&error, ConfigError::Invalid { key: k, .. } if *k == key), "{key}={value}: {error}");
             assert!(error.to_string().contains(key));
@@ -144,6 +154,9 @@ mod tests {
         assert!(error.to_string().contains("yolo_input"), "{error}");
         let mut not_ragged = config(&[], [3, 640, 640]);
         not_ragged["input"][0]["allow_ragged_batch"] = json!(false);
-        assert!(PreprocessConfig::from_model_config(&not_ragged).unwrap_err().to_string().contains("allow_ragged_batch"));
+        assert!(PreprocessConfig::from_model_config(&not_ragged)
+            .unwrap_err()
+            .to_string()
+            .contains("allow_ragged_batch"));
     }
 }

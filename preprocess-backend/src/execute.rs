@@ -32,7 +32,11 @@ pub fn execute(instance: ModelInstance, state: &InstanceState, requests: Vec<Req
     let exec_start_ns = now_ns();
     let responses: Vec<Option<Response>> = requests
         .iter()
-        .map(|r| Response::new(r).inspect_err(|e| log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: cannot create response: {e}"))).ok())
+        .map(|r| {
+            Response::new(r)
+                .inspect_err(|e| log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: cannot create response: {e}")))
+                .ok()
+        })
         .collect();
 
     let inputs: Vec<Result<Cow<'_, [u8]>, TritonError>> = requests.iter().map(encoded_image).collect();

@@ -88,8 +88,13 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), PreprocessError> {
     let last_marker = bytes.windows(2).rev().find(|pair| pair[0] == 0xFF && (pair[1] == 0xD9 || pair[1] == 0xDA));
     match last_marker {
         Some([_, 0xD9]) => Ok(()),
-        Some(_) => Err(PreprocessError::Truncated { format: "JPEG", reason: "the image data ends before its End-Of-Image marker".into() }),
-        None => Err(PreprocessError::Truncated { format: "JPEG", reason: "no image data (no Start-Of-Scan marker)".into() }),
+        Some(_) => Err(PreprocessError::Truncated {
+            format: "JPEG",
+            reason: "the image data ends before its End-Of-Image marker".into(),
+        }),
+        None => {
+            Err(PreprocessError::Truncated { format: "JPEG", reason: "no image data (no Start-Of-Scan marker)".into() })
+        }
     }
 }
 
@@ -172,7 +177,10 @@ mod tests {
         assert!(matches!(decode(b"hello, world", &limits()), Err(PreprocessError::UnknownFormat { .. })));
         assert!(matches!(decode(&png(101, 100), &limits()), Err(PreprocessError::TooManyPixels { pixels: 10100, .. })));
         let cut = png(50, 50);
-        assert!(matches!(decode(&cut[..cut.len() / 2], &limits()), Err(PreprocessError::Truncated { .. } | PreprocessError::Decode { .. })));
+        assert!(matches!(
+            decode(&cut[..cut.len() / 2], &limits()),
+            Err(PreprocessError::Truncated { .. } | PreprocessError::Decode { .. })
+        ));
     }
 
     #[test]

@@ -67,7 +67,11 @@ impl Preprocessor {
     }
 }
 
-fn letterbox(decoded: &Rgb8Image, geometry: &LetterboxGeometry, sizes: &StageSizes) -> Result<Vec<f32>, PreprocessError> {
+fn letterbox(
+    decoded: &Rgb8Image,
+    geometry: &LetterboxGeometry,
+    sizes: &StageSizes,
+) -> Result<Vec<f32>, PreprocessError> {
     let side = sizes.yolo_size;
     let resized = resize_interpolated(decoded, geometry.resized_width, geometry.resized_height)?;
     let mut out = vec![f32::from(sizes.pad_value) / 255.0; 3 * side as usize * side as usize];

@@ -32,7 +32,8 @@ impl Rgb8Image {
     }
 
     fn view(&self) -> Result<ImageRef<'_>, PreprocessError> {
-        ImageRef::new(self.width, self.height, &self.pixels, PixelType::U8x3).map_err(|e| PreprocessError::Resample(e.to_string()))
+        ImageRef::new(self.width, self.height, &self.pixels, PixelType::U8x3)
+            .map_err(|e| PreprocessError::Resample(e.to_string()))
     }
 }
 
@@ -97,7 +98,8 @@ pub fn write_planar(src: &Rgb8Image, out: &mut [f32], (out_width, out_height): (
     let (green, blue) = rest.split_at_mut(ow * oh);
     for (y, row) in src.pixels.chunks_exact(w * 3).enumerate() {
         let start = (top + y) * ow + left;
-        let planes = red[start..start + w].iter_mut().zip(&mut green[start..start + w]).zip(&mut blue[start..start + w]);
+        let planes =
+            red[start..start + w].iter_mut().zip(&mut green[start..start + w]).zip(&mut blue[start..start + w]);
         for (((r, g), b), rgb) in planes.zip(row.chunks_exact(3)) {
             *r = f32::from(rgb[0]) / 255.0;
             *g = f32::from(rgb[1]) / 255.0;
@@ -111,7 +113,9 @@ mod tests {
     use super::*;
 
     fn gradient(width: u32, height: u32) -> Rgb8Image {
-        let pixels = (0..height).flat_map(|y| (0..width).flat_map(move |x| [(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])).collect();
+        let pixels = (0..height)
+            .flat_map(|y| (0..width).flat_map(move |x| [(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8]))
+            .collect();
         Rgb8Image::new(width, height, pixels)
     }
 

@@ -114,10 +114,8 @@ pub type TRITONSERVER_ResponseAllocatorReleaseFn_t = unsafe extern "C" fn(
     memory_type_id: i64,
 ) -> *mut TRITONSERVER_Error;
 
-pub type TRITONSERVER_ResponseAllocatorStartFn_t = unsafe extern "C" fn(
-    allocator: *mut TRITONSERVER_ResponseAllocator,
-    userp: *mut c_void,
-) -> *mut TRITONSERVER_Error;
+pub type TRITONSERVER_ResponseAllocatorStartFn_t =
+    unsafe extern "C" fn(allocator: *mut TRITONSERVER_ResponseAllocator, userp: *mut c_void) -> *mut TRITONSERVER_Error;
 
 pub type TRITONSERVER_InferenceRequestReleaseFn_t =
     unsafe extern "C" fn(request: *mut TRITONSERVER_InferenceRequest, flags: u32, userp: *mut c_void);
@@ -249,7 +247,10 @@ extern "C" {
 
     // Backend API: versions, models and instances.
     pub fn TRITONBACKEND_ApiVersion(major: *mut u32, minor: *mut u32) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_ModelName(model: *mut TRITONBACKEND_Model, name: *mut *const c_char) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_ModelName(
+        model: *mut TRITONBACKEND_Model,
+        name: *mut *const c_char,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_ModelVersion(model: *mut TRITONBACKEND_Model, version: *mut u64) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_ModelConfig(
         model: *mut TRITONBACKEND_Model,
@@ -260,7 +261,10 @@ extern "C" {
         model: *mut TRITONBACKEND_Model,
         server: *mut *mut TRITONSERVER_Server,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_ModelState(model: *mut TRITONBACKEND_Model, state: *mut *mut c_void) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_ModelState(
+        model: *mut TRITONBACKEND_Model,
+        state: *mut *mut c_void,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_ModelSetState(model: *mut TRITONBACKEND_Model, state: *mut c_void) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_ModelInstanceName(
         instance: *mut TRITONBACKEND_ModelInstance,
@@ -305,19 +309,28 @@ extern "C" {
     ) -> *mut TRITONSERVER_Error;
 
     // Backend API: requests and their inputs.
-    pub fn TRITONBACKEND_RequestId(request: *mut TRITONBACKEND_Request, id: *mut *const c_char) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestId(
+        request: *mut TRITONBACKEND_Request,
+        id: *mut *const c_char,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_RequestInput(
         request: *mut TRITONBACKEND_Request,
         name: *const c_char,
         input: *mut *mut TRITONBACKEND_Input,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_RequestInputCount(request: *mut TRITONBACKEND_Request, count: *mut u32) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestInputCount(
+        request: *mut TRITONBACKEND_Request,
+        count: *mut u32,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_RequestInputName(
         request: *mut TRITONBACKEND_Request,
         index: u32,
         input_name: *mut *const c_char,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_RequestRelease(request: *mut TRITONBACKEND_Request, release_flags: u32) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestRelease(
+        request: *mut TRITONBACKEND_Request,
+        release_flags: u32,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_InputProperties(
         input: *mut TRITONBACKEND_Input,
         name: *mut *const c_char,

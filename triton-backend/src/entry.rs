@@ -19,8 +19,7 @@ where
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            TritonError::new(ErrorCode::Internal, format!("{entry_point} panicked: {what}"))
-                .into_raw()
+            TritonError::new(ErrorCode::Internal, format!("{entry_point} panicked: {what}")).into_raw()
         }
     }
 }

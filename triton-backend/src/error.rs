@@ -87,8 +87,7 @@ impl TritonError {
 
     /// Hands the error to Triton, which takes ownership of the returned pointer.
     pub fn into_raw(self) -> *mut sys::TRITONSERVER_Error {
-        let message = std::ffi::CString::new(self.message.replace('\0', " "))
-            .expect("NUL bytes were replaced");
+        let message = std::ffi::CString::new(self.message.replace('\0', " ")).expect("NUL bytes were replaced");
         // SAFETY: ErrorNew copies the message.
         unsafe { sys::TRITONSERVER_ErrorNew(self.code.to_raw(), message.as_ptr()) }
     }

@@ -61,17 +61,18 @@ impl Server {
         // SAFETY: the callbacks reclaim exactly the counts leaked above; if Triton refuses the
         // request, no callback will run, so we reclaim them here.
         unsafe {
-            let setup = call!(TRITONSERVER_InferenceRequestSetReleaseCallback(request.raw, on_request_released, for_release))
-                .and_then(|()| {
-                    call!(TRITONSERVER_InferenceRequestSetResponseCallback(
-                        request.raw,
-                        allocator.raw,
-                        allocator.userp(),
-                        on_response_complete,
-                        for_response,
-                    ))
-                })
-                .and_then(|()| call!(TRITONSERVER_ServerInferAsync(self.raw, request.raw, std::ptr::null_mut())));
+            let setup =
+                call!(TRITONSERVER_InferenceRequestSetReleaseCallback(request.raw, on_request_released, for_release))
+                    .and_then(|()| {
+                        call!(TRITONSERVER_InferenceRequestSetResponseCallback(
+                            request.raw,
+                            allocator.raw,
+                            allocator.userp(),
+                            on_response_complete,
+                            for_response,
+                        ))
+                    })
+                    .and_then(|()| call!(TRITONSERVER_ServerInferAsync(self.raw, request.raw, std::ptr::null_mut())));
             if let Err(e) = setup {
                 drop(Arc::from_raw(for_response as *const Completion));
                 drop(Arc::from_raw(for_release as *const Completion));
@@ -229,7 +230,13 @@ impl<'a> InferenceRequest<'a> {
 
     /// Adds a host-memory input without copying: `data` must outlive the inference, which the
     /// `'a` borrow guarantees together with [`PendingInference`].
-    pub fn add_host_input(&mut self, name: &str, datatype: DataType, shape: &[i64], data: &'a [u8]) -> Result<(), TritonError> {
+    pub fn add_host_input(
+        &mut self,
+        name: &str,
+        datatype: DataType,
+        shape: &[i64],
+        data: &'a [u8],
+    ) -> Result<(), TritonError> {
         // SAFETY: `data` is host memory borrowed for 'a.
         unsafe { self.add_input(name, datatype, shape, data.as_ptr() as *const c_void, data.len(), MemoryType::Cpu, 0) }
     }
@@ -325,7 +332,11 @@ unsafe extern "C" fn on_response_complete(
     }
 }
 
-unsafe extern "C" fn on_request_released(request: *mut sys::TRITONSERVER_InferenceRequest, flags: u32, userp: *mut c_void) {
+unsafe extern "C" fn on_request_released(
+    request: *mut sys::TRITONSERVER_InferenceRequest,
+    flags: u32,
+    userp: *mut c_void,
+) {
     if flags & sys::TRITONSERVER_REQUEST_RELEASE_ALL == 0 {
         return;
     }
@@ -350,7 +361,8 @@ impl PendingInference<'_> {
     /// no longer read), then returns the response or the error the target model reported.
     pub fn wait(self) -> Result<InferenceResponse, TritonError> {
         let response = self.wait_done();
-        let response = response.ok_or_else(|| TritonError::internal("in-process inference completed without a response"))?;
+        let response =
+            response.ok_or_else(|| TritonError::internal("in-process inference completed without a response"))?;
         response.error()?;
         Ok(response)
     }
@@ -442,7 +454,8 @@ impl InferenceResponse {
                 if crate::str_from_c(cname) != name {
                     continue;
                 }
-                let shape = if dims == 0 { Vec::new() } else { std::slice::from_raw_parts(shape, dims as usize).to_vec() };
+                let shape =
+                    if dims == 0 { Vec::new() } else { std::slice::from_raw_parts(shape, dims as usize).to_vec() };
                 return Ok(ResponseOutput {
                     datatype: DataType::from_raw(datatype),
                     shape,

@@ -111,8 +111,7 @@ impl MemoryType {
 
 /// Converts a Rust string to a C string, reporting interior NULs as invalid arguments.
 pub(crate) fn c_string(text: &str) -> Result<std::ffi::CString, TritonError> {
-    std::ffi::CString::new(text)
-        .map_err(|_| TritonError::invalid_arg(format!("name contains a NUL byte: {text:?}")))
+    std::ffi::CString::new(text).map_err(|_| TritonError::invalid_arg(format!("name contains a NUL byte: {text:?}")))
 }
 
 /// Copies a C string owned by Triton; a null pointer reads as empty.

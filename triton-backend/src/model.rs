@@ -65,9 +65,7 @@ impl Model {
     pub unsafe fn state<'a, T>(&self) -> Result<&'a T, TritonError> {
         let mut ptr = std::ptr::null_mut();
         call!(TRITONBACKEND_ModelState(self.raw, &mut ptr))?;
-        (ptr as *const T)
-            .as_ref()
-            .ok_or_else(|| TritonError::internal("model state is missing"))
+        (ptr as *const T).as_ref().ok_or_else(|| TritonError::internal("model state is missing"))
     }
 
     /// # Safety
@@ -154,9 +152,7 @@ impl ModelInstance {
     pub unsafe fn state_mut<'a, T>(&self) -> Result<&'a mut T, TritonError> {
         let mut ptr = std::ptr::null_mut();
         call!(TRITONBACKEND_ModelInstanceState(self.raw, &mut ptr))?;
-        (ptr as *mut T)
-            .as_mut()
-            .ok_or_else(|| TritonError::internal("model instance state is missing"))
+        (ptr as *mut T).as_mut().ok_or_else(|| TritonError::internal("model instance state is missing"))
     }
 
     /// # Safety

@@ -25,10 +25,7 @@ pub fn dims(tensor: &Value) -> Vec<i64> {
 
 /// `max_batch_size`; 0 (no batching) when absent.
 pub fn max_batch_size(config: &Value) -> usize {
-    config
-        .get("max_batch_size")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-        .unwrap_or(0) as usize
+    config.get("max_batch_size").and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())).unwrap_or(0) as usize
 }
 
 #[cfg(test)]

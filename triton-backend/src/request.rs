@@ -56,8 +56,7 @@ impl Request {
     pub fn input(&self, name: &str) -> Result<Input<'_>, TritonError> {
         let cname = c_string(name)?;
         let mut raw = std::ptr::null_mut();
-        let (mut datatype, mut shape, mut dims, mut byte_size, mut buffers) =
-            (0, std::ptr::null(), 0u32, 0u64, 0u32);
+        let (mut datatype, mut shape, mut dims, mut byte_size, mut buffers) = (0, std::ptr::null(), 0u32, 0u64, 0u32);
         // SAFETY: valid request; the shape is copied before the input could go away.
         unsafe {
             call!(TRITONBACKEND_RequestInput(self.raw, cname.as_ptr(), &mut raw))
@@ -143,8 +142,15 @@ impl<'r> Input<'r> {
                 let (mut memory_type, mut memory_id) = (preferred.to_raw(), preferred_id);
                 // SAFETY: index < buffer_count; the buffer lives as long as the request ('r).
                 unsafe {
-                    call!(TRITONBACKEND_InputBuffer(self.raw, index, &mut ptr, &mut size, &mut memory_type, &mut memory_id))
-                        .map_err(|e| e.context(format!("input '{}' buffer {index}", self.name)))?
+                    call!(TRITONBACKEND_InputBuffer(
+                        self.raw,
+                        index,
+                        &mut ptr,
+                        &mut size,
+                        &mut memory_type,
+                        &mut memory_id
+                    ))
+                    .map_err(|e| e.context(format!("input '{}' buffer {index}", self.name)))?
                 };
                 Ok(InputBuffer {
                     ptr,

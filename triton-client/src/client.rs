@@ -60,10 +60,7 @@ impl TritonClient {
     /// inside a Tokio runtime, which drives the channel.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|source| ClientError::InvalidEndpoint {
-                endpoint: config.endpoint.clone(),
-                source,
-            })?
+            .map_err(|source| ClientError::InvalidEndpoint { endpoint: config.endpoint.clone(), source })?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             // Detects a dead server on an idle connection instead of at the next call.
@@ -80,56 +77,31 @@ impl TritonClient {
     }
 
     pub async fn server_live(&self) -> Result<bool, ClientError> {
-        let response: proto::ServerLiveResponse = self
-            .call(
-                "ServerLive",
-                path::SERVER_LIVE,
-                "",
-                proto::ServerLiveRequest {},
-            )
-            .await?;
+        let response: proto::ServerLiveResponse =
+            self.call("ServerLive", path::SERVER_LIVE, "", proto::ServerLiveRequest {}).await?;
         Ok(response.live)
     }
 
     pub async fn server_ready(&self) -> Result<bool, ClientError> {
-        let response: proto::ServerReadyResponse = self
-            .call(
-                "ServerReady",
-                path::SERVER_READY,
-                "",
-                proto::ServerReadyRequest {},
-            )
-            .await?;
+        let response: proto::ServerReadyResponse =
+            self.call("ServerReady", path::SERVER_READY, "", proto::ServerReadyRequest {}).await?;
         Ok(response.ready)
     }
 
     pub async fn model_ready(&self, model: &str) -> Result<bool, ClientError> {
-        let request = proto::ModelReadyRequest {
-            name: model.to_owned(),
-            version: String::new(),
-        };
-        let response: proto::ModelReadyResponse = self
-            .call("ModelReady", path::MODEL_READY, model, request)
-            .await?;
+        let request = proto::ModelReadyRequest { name: model.to_owned(), version: String::new() };
+        let response: proto::ModelReadyResponse = self.call("ModelReady", path::MODEL_READY, model, request).await?;
         Ok(response.ready)
     }
 
     pub async fn model_metadata(&self, model: &str) -> Result<ModelMetadata, ClientError> {
-        let request = proto::ModelMetadataRequest {
-            name: model.to_owned(),
-            version: String::new(),
-        };
-        let response: proto::ModelMetadataResponse = self
-            .call("ModelMetadata", path::MODEL_METADATA, model, request)
-            .await?;
+        let request = proto::ModelMetadataRequest { name: model.to_owned(), version: String::new() };
+        let response: proto::ModelMetadataResponse =
+            self.call("ModelMetadata", path::MODEL_METADATA, model, request).await?;
         let convert = |tensors: Vec<proto::TensorMetadata>| {
             tensors
                 .into_iter()
-                .map(|tensor| TensorMetadata {
-                    name: tensor.name,
-                    datatype: tensor.datatype,
-                    shape: tensor.shape,
-                })
+                .map(|tensor| TensorMetadata { name: tensor.name, datatype: tensor.datatype, shape: tensor.shape })
                 .collect()
         };
         Ok(ModelMetadata {
@@ -143,35 +115,19 @@ impl TritonClient {
 
     /// The `parameters` of a model's config (name -> `string_value`), through the
     /// ModelConfig RPC.
-    pub async fn model_parameters(
-        &self,
-        model: &str,
-    ) -> Result<HashMap<String, String>, ClientError> {
-        let request = proto::ModelConfigRequest {
-            name: model.to_owned(),
-            version: String::new(),
-        };
-        let response: proto::ModelConfigResponse = self
-            .call("ModelConfig", path::MODEL_CONFIG, model, request)
-            .await?;
-        let config = response.config.ok_or_else(|| {
-            ClientError::Protocol(format!(
-                "ModelConfig for {model:?} answered without a config"
-            ))
-        })?;
-        Ok(config
-            .parameters
-            .into_iter()
-            .map(|(key, parameter)| (key, parameter.string_value))
-            .collect())
+    pub async fn model_parameters(&self, model: &str) -> Result<HashMap<String, String>, ClientError> {
+        let request = proto::ModelConfigRequest { name: model.to_owned(), version: String::new() };
+        let response: proto::ModelConfigResponse = self.call("ModelConfig", path::MODEL_CONFIG, model, request).await?;
+        let config = response
+            .config
+            .ok_or_else(|| ClientError::Protocol(format!("ModelConfig for {model:?} answered without a config")))?;
+        Ok(config.parameters.into_iter().map(|(key, parameter)| (key, parameter.string_value)).collect())
     }
 
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, ClientError> {
         let message = encode_infer_request(request)?;
         let model = message.model_name.clone();
-        let response: proto::ModelInferResponse = self
-            .call("ModelInfer", path::MODEL_INFER, &model, message)
-            .await?;
+        let response: proto::ModelInferResponse = self.call("ModelInfer", path::MODEL_INFER, &model, message).await?;
         decode_infer_response(response)
     }
 
@@ -218,15 +174,11 @@ impl TritonClient {
         Resp: prost::Message + Default + 'static,
     {
         let mut grpc = self.grpc.clone();
-        grpc.ready()
-            .await
-            .map_err(|error| Status::unavailable(format!("channel not ready: {error}")))?;
+        grpc.ready().await.map_err(|error| Status::unavailable(format!("channel not ready: {error}")))?;
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.config.request_timeout);
         let codec = ProstCodec::<Req, Resp>::default();
-        let response = grpc
-            .unary(request, PathAndQuery::from_static(path), codec)
-            .await?;
+        let response = grpc.unary(request, PathAndQuery::from_static(path), codec).await?;
         Ok(response.into_inner())
     }
 }
@@ -248,18 +200,12 @@ fn encode_infer_request(request: InferRequest) -> Result<proto::ModelInferReques
         model_version: String::new(),
         id: String::new(),
         inputs,
-        outputs: request
-            .outputs
-            .into_iter()
-            .map(|name| proto::InferRequestedOutputTensor { name })
-            .collect(),
+        outputs: request.outputs.into_iter().map(|name| proto::InferRequestedOutputTensor { name }).collect(),
         raw_input_contents,
     })
 }
 
-fn decode_infer_response(
-    response: proto::ModelInferResponse,
-) -> Result<InferResponse, ClientError> {
+fn decode_infer_response(response: proto::ModelInferResponse) -> Result<InferResponse, ClientError> {
     if response.raw_output_contents.len() != response.outputs.len() {
         return Err(ClientError::Protocol(format!(
             "model {:?} answered {} outputs but {} raw contents (only raw contents are supported)",
@@ -272,17 +218,9 @@ fn decode_infer_response(
         .outputs
         .into_iter()
         .zip(response.raw_output_contents)
-        .map(|(tensor, raw)| OutputTensor {
-            name: tensor.name,
-            datatype: tensor.datatype,
-            shape: tensor.shape,
-            raw,
-        })
+        .map(|(tensor, raw)| OutputTensor { name: tensor.name, datatype: tensor.datatype, shape: tensor.shape, raw })
         .collect();
-    Ok(InferResponse {
-        model: response.model_name,
-        outputs,
-    })
+    Ok(InferResponse { model: response.model_name, outputs })
 }
 
 #[cfg(test)]
@@ -312,10 +250,7 @@ mod tests {
 
         // Survives the wire: what prost encodes decodes to the same message.
         let bytes = message.encode_to_vec();
-        assert_eq!(
-            proto::ModelInferRequest::decode(bytes.as_slice()).unwrap(),
-            message
-        );
+        assert_eq!(proto::ModelInferRequest::decode(bytes.as_slice()).unwrap(), message);
     }
 
     #[test]
@@ -326,10 +261,7 @@ mod tests {
             outputs: vec![],
         };
         let err = encode_infer_request(request).unwrap_err();
-        assert!(
-            matches!(err, ClientError::InvalidInput { ref name, .. } if name == "tokens"),
-            "{err}"
-        );
+        assert!(matches!(err, ClientError::InvalidInput { ref name, .. } if name == "tokens"), "{err}");
     }
 
     #[test]
@@ -340,30 +272,15 @@ mod tests {
             model_version: "1".into(),
             id: String::new(),
             outputs: vec![
-                proto::InferOutputTensor {
-                    name: "embeddings".into(),
-                    datatype: "FP32".into(),
-                    shape: vec![1, 2],
-                },
-                proto::InferOutputTensor {
-                    name: "valid".into(),
-                    datatype: "BOOL".into(),
-                    shape: vec![1],
-                },
+                proto::InferOutputTensor { name: "embeddings".into(), datatype: "FP32".into(), shape: vec![1, 2] },
+                proto::InferOutputTensor { name: "valid".into(), datatype: "BOOL".into(), shape: vec![1] },
             ],
             raw_output_contents: vec![embeddings.into(), vec![1u8].into()],
         };
-        let decoded =
-            proto::ModelInferResponse::decode(message.encode_to_vec().as_slice()).unwrap();
+        let decoded = proto::ModelInferResponse::decode(message.encode_to_vec().as_slice()).unwrap();
         let response = decode_infer_response(decoded).unwrap();
-        assert_eq!(
-            response.output("embeddings").unwrap().as_f32().unwrap(),
-            vec![0.6, 0.8]
-        );
-        assert_eq!(
-            response.output("valid").unwrap().as_bool().unwrap(),
-            vec![true]
-        );
+        assert_eq!(response.output("embeddings").unwrap().as_f32().unwrap(), vec![0.6, 0.8]);
+        assert_eq!(response.output("valid").unwrap().as_bool().unwrap(), vec![true]);
     }
 
     #[test]
@@ -377,10 +294,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(matches!(
-            decode_infer_response(message),
-            Err(ClientError::Protocol(_))
-        ));
+        assert!(matches!(decode_infer_response(message), Err(ClientError::Protocol(_))));
     }
 
     /// Field numbers checked against bytes laid out by hand from model_config.proto:
@@ -401,14 +315,8 @@ mod tests {
         let config = decoded.config.unwrap();
         assert_eq!(config.name, "fa");
         assert_eq!(config.parameters["fs"].string_value, "7");
-        let request = proto::ModelConfigRequest {
-            name: "fa".into(),
-            version: "1".into(),
-        };
-        assert_eq!(
-            request.encode_to_vec(),
-            vec![0x0a, 2, b'f', b'a', 0x12, 1, b'1']
-        );
+        let request = proto::ModelConfigRequest { name: "fa".into(), version: "1".into() };
+        assert_eq!(request.encode_to_vec(), vec![0x0a, 2, b'f', b'a', 0x12, 1, b'1']);
     }
 
     /// Field numbers checked against bytes laid out by hand from
@@ -418,11 +326,7 @@ mod tests {
     fn infer_request_wire_format_matches_the_proto() {
         let message = proto::ModelInferRequest {
             model_name: "m".into(),
-            inputs: vec![proto::InferInputTensor {
-                name: "x".into(),
-                datatype: "UINT8".into(),
-                shape: vec![2],
-            }],
+            inputs: vec![proto::InferInputTensor { name: "x".into(), datatype: "UINT8".into(), shape: vec![2] }],
             raw_input_contents: vec![vec![9u8, 8].into()],
             ..Default::default()
         };

@@ -19,54 +19,26 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
 
-    #[error(
-        "Triton at {endpoint} unavailable for {method} after {attempts} attempt(s): {message}"
-    )]
-    Unavailable {
-        endpoint: String,
-        method: &'static str,
-        attempts: u32,
-        message: String,
-    },
+    #[error("Triton at {endpoint} unavailable for {method} after {attempts} attempt(s): {message}")]
+    Unavailable { endpoint: String, method: &'static str, attempts: u32, message: String },
 
     #[error("Triton {method} exceeded its deadline of {timeout:?}")]
-    DeadlineExceeded {
-        method: &'static str,
-        timeout: Duration,
-    },
+    DeadlineExceeded { method: &'static str, timeout: Duration },
 
     #[error("Triton rejected the {method} request for model {model:?} ({code}): {message}")]
-    Rejected {
-        method: &'static str,
-        model: String,
-        code: String,
-        message: String,
-    },
+    Rejected { method: &'static str, model: String, code: String, message: String },
 
     #[error("Triton has no model {model:?} ({method}): {message}")]
-    ModelNotFound {
-        method: &'static str,
-        model: String,
-        message: String,
-    },
+    ModelNotFound { method: &'static str, model: String, message: String },
 
     #[error("Triton failed {method} for model {model:?} ({code}): {message}")]
-    Server {
-        method: &'static str,
-        model: String,
-        code: String,
-        message: String,
-    },
+    Server { method: &'static str, model: String, code: String, message: String },
 
     #[error("input tensor {name:?} is malformed: {reason}")]
     InvalidInput { name: String, reason: String },
 
     #[error("model {model:?} returned no output {name:?} (outputs present: {present:?})")]
-    OutputMissing {
-        model: String,
-        name: String,
-        present: Vec<String>,
-    },
+    OutputMissing { model: String, name: String, present: Vec<String> },
 
     #[error("output tensor {name:?} does not match what was expected: {reason}")]
     OutputMismatch { name: String, reason: String },
@@ -104,21 +76,13 @@ pub(crate) fn from_status(status: &Status, call: &CallContext<'_>) -> ClientErro
             attempts: call.attempts,
             message: describe_transport(status),
         },
-        Code::DeadlineExceeded => ClientError::DeadlineExceeded {
-            method: call.method,
-            timeout: call.timeout,
-        },
+        Code::DeadlineExceeded => ClientError::DeadlineExceeded { method: call.method, timeout: call.timeout },
         // tonic reports its own client-side deadline (the grpc-timeout it
         // enforces) as CANCELLED with a TimeoutExpired source.
-        Code::Cancelled if caused_by_timeout(status) => ClientError::DeadlineExceeded {
-            method: call.method,
-            timeout: call.timeout,
-        },
-        Code::NotFound => ClientError::ModelNotFound {
-            method: call.method,
-            model,
-            message,
-        },
+        Code::Cancelled if caused_by_timeout(status) => {
+            ClientError::DeadlineExceeded { method: call.method, timeout: call.timeout }
+        }
+        Code::NotFound => ClientError::ModelNotFound { method: call.method, model, message },
         Code::InvalidArgument
         | Code::OutOfRange
         | Code::FailedPrecondition
@@ -126,18 +90,8 @@ pub(crate) fn from_status(status: &Status, call: &CallContext<'_>) -> ClientErro
         | Code::AlreadyExists
         | Code::ResourceExhausted
         | Code::PermissionDenied
-        | Code::Unauthenticated => ClientError::Rejected {
-            method: call.method,
-            model,
-            code,
-            message,
-        },
-        _ => ClientError::Server {
-            method: call.method,
-            model,
-            code,
-            message,
-        },
+        | Code::Unauthenticated => ClientError::Rejected { method: call.method, model, code, message },
+        _ => ClientError::Server { method: call.method, model, code, message },
     }
 }
 
@@ -201,34 +155,19 @@ mod tests {
         let err = from_status(&Status::unavailable("connection refused"), &call());
         assert!(err.is_retryable());
         let text = err.to_string();
-        assert!(
-            text.contains("127.0.0.1:1") && text.contains("3 attempt"),
-            "{text}"
-        );
+        assert!(text.contains("127.0.0.1:1") && text.contains("3 attempt"), "{text}");
     }
 
     #[test]
     fn other_codes_map_to_their_kind() {
-        assert!(matches!(
-            from_status(&Status::not_found("unknown model"), &call()),
-            ClientError::ModelNotFound { .. }
-        ));
+        assert!(matches!(from_status(&Status::not_found("unknown model"), &call()), ClientError::ModelNotFound { .. }));
         assert!(matches!(
             from_status(&Status::deadline_exceeded("late"), &call()),
             ClientError::DeadlineExceeded { .. }
         ));
-        assert!(matches!(
-            from_status(&Status::internal("boom"), &call()),
-            ClientError::Server { .. }
-        ));
-        assert!(matches!(
-            from_status(&Status::unimplemented("no such rpc"), &call()),
-            ClientError::Rejected { .. }
-        ));
+        assert!(matches!(from_status(&Status::internal("boom"), &call()), ClientError::Server { .. }));
+        assert!(matches!(from_status(&Status::unimplemented("no such rpc"), &call()), ClientError::Rejected { .. }));
         // A plain cancellation (not tonic's timer) is not a deadline.
-        assert!(matches!(
-            from_status(&Status::cancelled("gone"), &call()),
-            ClientError::Server { .. }
-        ));
+        assert!(matches!(from_status(&Status::cancelled("gone"), &call()), ClientError::Server { .. }));
     }
 }

@@ -14,6 +14,4 @@ mod tensor;
 
 pub use client::{ClientConfig, TritonClient};
 pub use error::ClientError;
-pub use tensor::{
-    DataType, InferRequest, InferResponse, InputTensor, ModelMetadata, OutputTensor, TensorMetadata,
-};
+pub use tensor::{DataType, InferRequest, InferResponse, InputTensor, ModelMetadata, OutputTensor, TensorMetadata};

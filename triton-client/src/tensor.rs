@@ -110,76 +110,35 @@ pub struct InputTensor {
 
 impl InputTensor {
     pub fn uint8(name: impl Into<String>, shape: Vec<i64>, data: impl Into<Bytes>) -> Self {
-        Self {
-            name: name.into(),
-            datatype: DataType::Uint8,
-            shape,
-            data: data.into(),
-        }
+        Self { name: name.into(), datatype: DataType::Uint8, shape, data: data.into() }
     }
 
     pub fn bool(name: impl Into<String>, shape: Vec<i64>, values: &[bool]) -> Self {
         let data: Vec<u8> = values.iter().map(|&value| u8::from(value)).collect();
-        Self {
-            name: name.into(),
-            datatype: DataType::Bool,
-            shape,
-            data: data.into(),
-        }
+        Self { name: name.into(), datatype: DataType::Bool, shape, data: data.into() }
     }
 
     pub fn int32(name: impl Into<String>, shape: Vec<i64>, values: &[i32]) -> Self {
-        let data: Vec<u8> = values
-            .iter()
-            .flat_map(|value| value.to_le_bytes())
-            .collect();
-        Self {
-            name: name.into(),
-            datatype: DataType::Int32,
-            shape,
-            data: data.into(),
-        }
+        let data: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
+        Self { name: name.into(), datatype: DataType::Int32, shape, data: data.into() }
     }
 
     pub fn int64(name: impl Into<String>, shape: Vec<i64>, values: &[i64]) -> Self {
-        let data: Vec<u8> = values
-            .iter()
-            .flat_map(|value| value.to_le_bytes())
-            .collect();
-        Self {
-            name: name.into(),
-            datatype: DataType::Int64,
-            shape,
-            data: data.into(),
-        }
+        let data: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
+        Self { name: name.into(), datatype: DataType::Int64, shape, data: data.into() }
     }
 
     pub fn fp32(name: impl Into<String>, shape: Vec<i64>, values: &[f32]) -> Self {
-        let data: Vec<u8> = values
-            .iter()
-            .flat_map(|value| value.to_le_bytes())
-            .collect();
-        Self {
-            name: name.into(),
-            datatype: DataType::Fp32,
-            shape,
-            data: data.into(),
-        }
+        let data: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
+        Self { name: name.into(), datatype: DataType::Fp32, shape, data: data.into() }
     }
 
     /// Checks that the data length matches shape x element size, so a caller
     /// bug is reported here, naming the tensor, instead of by the server.
     pub(crate) fn validate(&self) -> Result<(), ClientError> {
-        let invalid = |reason: String| ClientError::InvalidInput {
-            name: self.name.clone(),
-            reason,
-        };
-        let count = element_count(&self.shape).ok_or_else(|| {
-            invalid(format!(
-                "shape {:?} has a negative or overflowing dimension",
-                self.shape
-            ))
-        })?;
+        let invalid = |reason: String| ClientError::InvalidInput { name: self.name.clone(), reason };
+        let count = element_count(&self.shape)
+            .ok_or_else(|| invalid(format!("shape {:?} has a negative or overflowing dimension", self.shape)))?;
         if let Some(size) = self.datatype.element_size() {
             let expected = count * size;
             if self.data.len() != expected {
@@ -208,41 +167,26 @@ pub struct OutputTensor {
 
 impl OutputTensor {
     pub fn as_f32(&self) -> Result<Vec<f32>, ClientError> {
-        Ok(self
-            .checked_chunks::<4>(DataType::Fp32)?
-            .map(f32::from_le_bytes)
-            .collect())
+        Ok(self.checked_chunks::<4>(DataType::Fp32)?.map(f32::from_le_bytes).collect())
     }
 
     pub fn as_i32(&self) -> Result<Vec<i32>, ClientError> {
-        Ok(self
-            .checked_chunks::<4>(DataType::Int32)?
-            .map(i32::from_le_bytes)
-            .collect())
+        Ok(self.checked_chunks::<4>(DataType::Int32)?.map(i32::from_le_bytes).collect())
     }
 
     pub fn as_i64(&self) -> Result<Vec<i64>, ClientError> {
-        Ok(self
-            .checked_chunks::<8>(DataType::Int64)?
-            .map(i64::from_le_bytes)
-            .collect())
+        Ok(self.checked_chunks::<8>(DataType::Int64)?.map(i64::from_le_bytes).collect())
     }
 
     pub fn as_bool(&self) -> Result<Vec<bool>, ClientError> {
-        Ok(self
-            .checked_chunks::<1>(DataType::Bool)?
-            .map(|[byte]| byte != 0)
-            .collect())
+        Ok(self.checked_chunks::<1>(DataType::Bool)?.map(|[byte]| byte != 0).collect())
     }
 
     /// Element count from the shape (the batch dimension included).
     pub fn element_count(&self) -> Result<usize, ClientError> {
         element_count(&self.shape).ok_or_else(|| ClientError::OutputMismatch {
             name: self.name.clone(),
-            reason: format!(
-                "shape {:?} has a negative or overflowing dimension",
-                self.shape
-            ),
+            reason: format!("shape {:?} has a negative or overflowing dimension", self.shape),
         })
     }
 
@@ -250,15 +194,9 @@ impl OutputTensor {
         &self,
         expected: DataType,
     ) -> Result<impl Iterator<Item = [u8; N]> + '_, ClientError> {
-        let mismatch = |reason: String| ClientError::OutputMismatch {
-            name: self.name.clone(),
-            reason,
-        };
+        let mismatch = |reason: String| ClientError::OutputMismatch { name: self.name.clone(), reason };
         if self.datatype != expected.as_str() {
-            return Err(mismatch(format!(
-                "datatype is {}, expected {expected}",
-                self.datatype
-            )));
+            return Err(mismatch(format!("datatype is {}, expected {expected}", self.datatype)));
         }
         let needed = self.element_count()? * N;
         if self.raw.len() != needed {
@@ -294,18 +232,11 @@ pub struct InferResponse {
 
 impl InferResponse {
     pub fn output(&self, name: &str) -> Result<&OutputTensor, ClientError> {
-        self.outputs
-            .iter()
-            .find(|output| output.name == name)
-            .ok_or_else(|| ClientError::OutputMissing {
-                model: self.model.clone(),
-                name: name.to_owned(),
-                present: self
-                    .outputs
-                    .iter()
-                    .map(|output| output.name.clone())
-                    .collect(),
-            })
+        self.outputs.iter().find(|output| output.name == name).ok_or_else(|| ClientError::OutputMissing {
+            model: self.model.clone(),
+            name: name.to_owned(),
+            present: self.outputs.iter().map(|output| output.name.clone()).collect(),
+        })
     }
 }
 
@@ -332,12 +263,7 @@ mod tests {
     use super::*;
 
     fn output(datatype: &str, shape: Vec<i64>, raw: Vec<u8>) -> OutputTensor {
-        OutputTensor {
-            name: "out".into(),
-            datatype: datatype.into(),
-            shape,
-            raw: raw.into(),
-        }
+        OutputTensor { name: "out".into(), datatype: datatype.into(), shape, raw: raw.into() }
     }
 
     #[test]
@@ -371,56 +297,33 @@ mod tests {
     fn input_length_must_match_shape() {
         let tensor = InputTensor::fp32("images", vec![1, 3, 2, 2], &[0.0; 11]);
         let err = tensor.validate().unwrap_err();
-        assert!(
-            matches!(err, ClientError::InvalidInput { ref name, .. } if name == "images"),
-            "{err}"
-        );
+        assert!(matches!(err, ClientError::InvalidInput { ref name, .. } if name == "images"), "{err}");
         assert!(err.to_string().contains("44 bytes"), "{err}");
 
         let tensor = InputTensor::uint8("original", vec![-1, 3], vec![0u8; 6]);
         assert!(tensor.validate().is_err());
-        assert!(InputTensor::uint8("original", vec![2, 3], vec![0u8; 6])
-            .validate()
-            .is_ok());
+        assert!(InputTensor::uint8("original", vec![2, 3], vec![0u8; 6]).validate().is_ok());
     }
 
     #[test]
     fn outputs_decode_typed_values() {
-        let raw: Vec<u8> = [0.5f32, -1.0, 3.25]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        assert_eq!(
-            output("FP32", vec![1, 3], raw).as_f32().unwrap(),
-            vec![0.5, -1.0, 3.25]
-        );
+        let raw: Vec<u8> = [0.5f32, -1.0, 3.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(output("FP32", vec![1, 3], raw).as_f32().unwrap(), vec![0.5, -1.0, 3.25]);
 
         let raw: Vec<u8> = [7i32, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(output("INT32", vec![2], raw).as_i32().unwrap(), vec![7, -3]);
 
         let raw: Vec<u8> = [i64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(
-            output("INT64", vec![1], raw).as_i64().unwrap(),
-            vec![i64::MAX]
-        );
+        assert_eq!(output("INT64", vec![1], raw).as_i64().unwrap(), vec![i64::MAX]);
 
-        assert_eq!(
-            output("BOOL", vec![3], vec![1, 0, 2]).as_bool().unwrap(),
-            vec![true, false, true]
-        );
-        assert_eq!(
-            output("FP32", vec![0, 512], vec![]).as_f32().unwrap(),
-            Vec::<f32>::new()
-        );
+        assert_eq!(output("BOOL", vec![3], vec![1, 0, 2]).as_bool().unwrap(), vec![true, false, true]);
+        assert_eq!(output("FP32", vec![0, 512], vec![]).as_f32().unwrap(), Vec::<f32>::new());
     }
 
     #[test]
     fn outputs_check_datatype_and_length() {
         let err = output("FP16", vec![2], vec![0; 4]).as_f32().unwrap_err();
-        assert!(
-            err.to_string().contains("datatype is FP16, expected FP32"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("datatype is FP16, expected FP32"), "{err}");
 
         let err = output("FP32", vec![1, 3], vec![0; 8]).as_f32().unwrap_err();
         assert!(err.to_string().contains("8 raw bytes"), "{err}");
@@ -431,16 +334,10 @@ mod tests {
 
     #[test]
     fn missing_output_names_what_is_present() {
-        let response = InferResponse {
-            model: "clip_text".into(),
-            outputs: vec![output("FP32", vec![1], vec![0; 4])],
-        };
+        let response = InferResponse { model: "clip_text".into(), outputs: vec![output("FP32", vec![1], vec![0; 4])] };
         assert!(response.output("out").is_ok());
         let err = response.output("embeddings").unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains("embeddings") && text.contains("clip_text") && text.contains("out"),
-            "{text}"
-        );
+        assert!(text.contains("embeddings") && text.contains("clip_text") && text.contains("out"), "{text}");
     }
 }

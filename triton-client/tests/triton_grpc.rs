@@ -24,20 +24,14 @@ fn triton_url(test: &str) -> Option<String> {
 }
 
 fn client(endpoint: String) -> TritonClient {
-    TritonClient::new(ClientConfig {
-        endpoint,
-        request_timeout: Duration::from_secs(30),
-        ..ClientConfig::default()
-    })
-    .expect("client")
+    TritonClient::new(ClientConfig { endpoint, request_timeout: Duration::from_secs(30), ..ClientConfig::default() })
+        .expect("client")
 }
 
 /// Deterministic image in [0, 1], different per `seed`.
 fn image(seed: u32) -> Vec<f32> {
     (0..3 * 256 * 256u32)
-        .map(|i| {
-            ((i.wrapping_mul(2654435761).wrapping_add(seed * 40503)) >> 8 & 0xff) as f32 / 255.0
-        })
+        .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed * 40503)) >> 8 & 0xff) as f32 / 255.0)
         .collect()
 }
 
@@ -89,18 +83,11 @@ async fn clip_image_returns_unit_norm_embeddings() {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
     }
-    assert_ne!(
-        values[..dim],
-        values[dim..],
-        "different images gave the same embedding"
-    );
+    assert_ne!(values[..dim], values[dim..], "different images gave the same embedding");
 
     // Same input, same answer: the client sends exactly the bytes it was given.
     let again = client.infer(request).await.unwrap();
-    assert_eq!(
-        again.output("embeddings").unwrap().as_f32().unwrap(),
-        values
-    );
+    assert_eq!(again.output("embeddings").unwrap().as_f32().unwrap(), values);
 }
 
 #[tokio::test]
@@ -115,21 +102,10 @@ async fn concurrent_calls_share_one_client() {
         tokio::spawn(async move {
             let request = InferRequest {
                 model: IMAGE_MODEL.into(),
-                inputs: vec![InputTensor::fp32(
-                    "images",
-                    vec![1, 3, 256, 256],
-                    &image(seed),
-                )],
+                inputs: vec![InputTensor::fp32("images", vec![1, 3, 256, 256], &image(seed))],
                 outputs: vec![],
             };
-            client
-                .infer(request)
-                .await
-                .unwrap()
-                .output("embeddings")
-                .unwrap()
-                .as_f32()
-                .unwrap()
+            client.infer(request).await.unwrap().output("embeddings").unwrap().as_f32().unwrap()
         })
     });
     for call in calls {
@@ -155,11 +131,7 @@ async fn wrong_shape_is_rejected_with_tritons_message() {
     .expect("client");
     let request = InferRequest {
         model: IMAGE_MODEL.into(),
-        inputs: vec![InputTensor::fp32(
-            "images",
-            vec![1, 3, 128, 128],
-            &vec![0.5; 3 * 128 * 128],
-        )],
+        inputs: vec![InputTensor::fp32("images", vec![1, 3, 128, 128], &vec![0.5; 3 * 128 * 128])],
         outputs: vec![],
     };
     let started = Instant::now();
@@ -167,10 +139,7 @@ async fn wrong_shape_is_rejected_with_tritons_message() {
         Err(ClientError::Rejected { model, message, .. }) => {
             println!("Triton said: {message}");
             assert_eq!(model, IMAGE_MODEL);
-            assert!(
-                message.contains("images"),
-                "message does not name the input: {message}"
-            );
+            assert!(message.contains("images"), "message does not name the input: {message}");
         }
         other => panic!("expected Rejected, got {other:?}"),
     }
@@ -205,10 +174,7 @@ async fn unknown_model_is_not_found() {
 /// The `parameters` a model's config.pbtxt in model_repository/ declares (one
 /// `parameters { key: "k" value { string_value: "v" } }` per line, as the project writes them).
 fn declared_parameters(model: &str) -> HashMap<String, String> {
-    let path = format!(
-        "{}/../model_repository/{model}/config.pbtxt",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../model_repository/{model}/config.pbtxt", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .filter_map(|line| {
@@ -237,15 +203,8 @@ async fn model_config_parameters_are_the_declared_ones() {
     }
     for model in models {
         let declared = declared_parameters(model);
-        assert!(
-            !declared.is_empty(),
-            "{model}: no parameters found in its config.pbtxt"
-        );
-        assert_eq!(
-            client.model_parameters(model).await.unwrap(),
-            declared,
-            "{model}"
-        );
+        assert!(!declared.is_empty(), "{model}: no parameters found in its config.pbtxt");
+        assert_eq!(client.model_parameters(model).await.unwrap(), declared, "{model}");
     }
     match client.model_parameters("no_such_model").await {
         Err(ClientError::ModelNotFound { model, message, .. }) => {
@@ -342,14 +301,7 @@ async fn silent_server_hits_the_deadline() {
 
 #[test]
 fn invalid_endpoint_is_reported() {
-    let err = TritonClient::new(ClientConfig {
-        endpoint: "not a uri".into(),
-        ..ClientConfig::default()
-    })
-    .unwrap_err();
-    assert!(
-        matches!(err, ClientError::InvalidEndpoint { .. }),
-        "{err:?}"
-    );
+    let err = TritonClient::new(ClientConfig { endpoint: "not a uri".into(), ..ClientConfig::default() }).unwrap_err();
+    assert!(matches!(err, ClientError::InvalidEndpoint { .. }), "{err:?}");
     assert!(err.to_string().contains("not a uri"));
 }

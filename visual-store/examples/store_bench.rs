@@ -24,7 +24,6 @@ const QUERIES: usize = 200;
 const K: usize = 10;
 const BATCH: usize = 1000;
 
-
 struct Synthetic {
     rng: Rng,
     centres: Vec<Vec<f32>>,
@@ -60,12 +59,20 @@ fn tags(i: usize) -> Vec<String> {
 }
 
 fn exact_top(vectors: &[Vec<f32>], query: &[f32], keep: impl Fn(usize) -> bool + Sync) -> Vec<String> {
-    let mut scored: Vec<(usize, f32)> = vectors.par_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(i, v)| (i, cosine(query, v))).collect();
+    let mut scored: Vec<(usize, f32)> =
+        vectors.par_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(i, v)| (i, cosine(query, v))).collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.into_iter().take(K).map(|(i, _)| format!("{i:08}")).collect()
 }
 
-async fn measure(store: &EmbeddedStore, vectors: &[Vec<f32>], queries: &[Vec<f32>], label: &str, filter: SearchFilter, keep: impl Fn(usize) -> bool + Sync) {
+async fn measure(
+    store: &EmbeddedStore,
+    vectors: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    label: &str,
+    filter: SearchFilter,
+    keep: impl Fn(usize) -> bool + Sync,
+) {
     let mut latencies = Vec::with_capacity(queries.len());
     let mut recall_sum = 0.0;
     for query in queries {
@@ -123,12 +130,14 @@ fn main() {
             let seconds = started.elapsed().as_secs_f64();
             println!("  insert (batches of {BATCH}, fsync'ed)  {:.0} images/s ({seconds:.1} s)", size as f64 / seconds);
 
-            measure(&store, &vectors, &queries, "text-style search, no filter", SearchFilter::default(), |_| true).await;
+            measure(&store, &vectors, &queries, "text-style search, no filter", SearchFilter::default(), |_| true)
+                .await;
             let common = SearchFilter { tags: vec!["common".into()], ..Default::default() };
             measure(&store, &vectors, &queries, "filter tag 30% (graph)", common, |i| i % 10 < 3).await;
             let rare = SearchFilter { tags: vec!["rare".into()], ..Default::default() };
             measure(&store, &vectors, &queries, "filter tag 2%", rare, |i| i % 50 == 7).await;
-            let range = SearchFilter { created_from: Some(0), created_to: Some((size / 5) as i64), ..Default::default() };
+            let range =
+                SearchFilter { created_from: Some(0), created_to: Some((size / 5) as i64), ..Default::default() };
             measure(&store, &vectors, &queries, "filter date 20%", range, |i| i <= size / 5).await;
 
             if size == *sizes.iter().max().unwrap() {
@@ -137,14 +146,22 @@ fn main() {
                 println!("  close (graph checkpoint)      {:.2} s", started.elapsed().as_secs_f64());
                 let started = Instant::now();
                 let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();
-                println!("  reopen, saved graph           {:.2} s ({:?})", started.elapsed().as_secs_f64(), store.recovery());
+                println!(
+                    "  reopen, saved graph           {:.2} s ({:?})",
+                    started.elapsed().as_secs_f64(),
+                    store.recovery()
+                );
                 drop(store);
                 for name in ["images.usearch", "objects.usearch", "faces.usearch"] {
                     std::fs::remove_file(dir.path().join(name)).unwrap();
                 }
                 let started = Instant::now();
                 let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();
-                println!("  reopen, graph rebuilt         {:.2} s ({:?})", started.elapsed().as_secs_f64(), store.recovery());
+                println!(
+                    "  reopen, graph rebuilt         {:.2} s ({:?})",
+                    started.elapsed().as_secs_f64(),
+                    store.recovery()
+                );
                 drop(store);
             }
         }

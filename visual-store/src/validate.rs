@@ -129,7 +129,8 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
             norm_b[lane] += y[lane] * y[lane];
         }
     }
-    let (mut dot, mut norm_a, mut norm_b) = (dot.iter().sum::<f32>(), norm_a.iter().sum::<f32>(), norm_b.iter().sum::<f32>());
+    let (mut dot, mut norm_a, mut norm_b) =
+        (dot.iter().sum::<f32>(), norm_a.iter().sum::<f32>(), norm_b.iter().sum::<f32>());
     for (x, y) in tail {
         dot += x * y;
         norm_a += x * x;
@@ -160,8 +161,10 @@ mod tests {
         assert!(message(check_query(&q, &filter, page(0, 0), limits, Some(2))).contains("k must be at least 1"));
         assert!(message(check_query(&q, &filter, page(1001, 0), limits, Some(2))).contains("maximum of 1000"));
         assert!(message(check_query(&q, &filter, page(10, 9995), limits, Some(2))).contains("result window"));
-        assert!(message(check_query(&q, &filter, page(10, 0), limits, Some(3))).contains("has 2 dimensions, the store holds 3"));
-        assert!(message(check_query(&[f32::NAN, 1.0], &filter, page(10, 0), limits, Some(2))).contains("non-finite value at index 0"));
+        assert!(message(check_query(&q, &filter, page(10, 0), limits, Some(3)))
+            .contains("has 2 dimensions, the store holds 3"));
+        assert!(message(check_query(&[f32::NAN, 1.0], &filter, page(10, 0), limits, Some(2)))
+            .contains("non-finite value at index 0"));
         assert!(message(check_query(&[0.0, 0.0], &filter, page(10, 0), limits, Some(2))).contains("all zeros"));
         assert!(check_query(&q, &filter, page(10, 0), limits, None).is_ok());
     }

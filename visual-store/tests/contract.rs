@@ -57,7 +57,9 @@ async fn embedded_store_refuses_another_dimension() {
     }
     let config = EmbeddedConfig { dimension: Some(common::DIMENSION + 1), ..EmbeddedConfig::new(dir.path()) };
     match EmbeddedStore::open_async(config).await {
-        Err(visual_store::StoreError::SchemaMismatch(message)) => assert!(message.contains("32-dimensional"), "{message}"),
+        Err(visual_store::StoreError::SchemaMismatch(message)) => {
+            assert!(message.contains("32-dimensional"), "{message}")
+        }
         other => panic!("expected SchemaMismatch, got {:?}", other.map(|_| ())),
     }
 }

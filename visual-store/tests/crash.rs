@@ -66,6 +66,9 @@ async fn kill_during_ingest_loses_nothing_acknowledged() {
     assert!(store.count().await.unwrap() >= acknowledged.len());
     // The graphs were rebuilt from the records: a stored vector finds its image.
     let record = store.get(&acknowledged[100]).await.unwrap().unwrap();
-    let hits = store.search_images(&record.embedding, &SearchFilter::default(), visual_store::Page { k: 1, offset: 0 }).await.unwrap();
+    let hits = store
+        .search_images(&record.embedding, &SearchFilter::default(), visual_store::Page { k: 1, offset: 0 })
+        .await
+        .unwrap();
     assert_eq!(hits[0].image_id, record.id);
 }

@@ -70,9 +70,17 @@ const RECALL_CLUSTERS: usize = 200;
 const SELECTIVE_EVERY: usize = 20;
 
 /// Ids of the `k` images nearest to `query` by exact cosine among those `keep` accepts.
-fn exact_top<'a>(images: &'a [ImageRecord], query: &[f32], keep: impl Fn(&ImageRecord) -> bool, k: usize) -> Vec<&'a str> {
-    let mut scored: Vec<(&str, f32)> =
-        images.iter().filter(|image| keep(image)).map(|image| (image.id.as_str(), cosine(query, &image.embedding))).collect();
+fn exact_top<'a>(
+    images: &'a [ImageRecord],
+    query: &[f32],
+    keep: impl Fn(&ImageRecord) -> bool,
+    k: usize,
+) -> Vec<&'a str> {
+    let mut scored: Vec<(&str, f32)> = images
+        .iter()
+        .filter(|image| keep(image))
+        .map(|image| (image.id.as_str(), cosine(query, &image.embedding)))
+        .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
     scored.into_iter().take(k).map(|(id, _)| id).collect()
 }
@@ -161,7 +169,8 @@ const NESTED_OBJECTS_LIMIT: usize = 10_000;
 async fn opensearch_bulk_reports_each_failed_item() {
     let Some(url) = opensearch_url("opensearch_bulk_reports_each_failed_item") else { return };
     let mut rng = Rng::new(31);
-    let good: Vec<ImageRecord> = (0..2).map(|i| record(format!("good-{i}"), rng.unit_vector(BULK_DIMENSION), vec![])).collect();
+    let good: Vec<ImageRecord> =
+        (0..2).map(|i| record(format!("good-{i}"), rng.unit_vector(BULK_DIMENSION), vec![])).collect();
     let immense_tag = record("immense-tag".into(), rng.unit_vector(BULK_DIMENSION), vec!["x".repeat(40_000)]);
     let mut too_many_objects = record("too-many-objects".into(), rng.unit_vector(BULK_DIMENSION), vec![]);
     too_many_objects.objects = (0..=NESTED_OBJECTS_LIMIT)
@@ -192,12 +201,16 @@ async fn opensearch_bulk_reports_each_failed_item() {
         };
         refused(1, &["\"immense-tag\"", "immense term in field=\\\"tags\\\""]);
         refused(2, &["\"wrong-dimension\"", "has 5 dimensions, expected 4"]);
-        refused(3, &["\"too-many-objects\"", "The number of nested documents has exceeded the allowed limit of [10000]"]);
+        refused(
+            3,
+            &["\"too-many-objects\"", "The number of nested documents has exceeded the allowed limit of [10000]"],
+        );
 
         assert_eq!(store.count().await.unwrap(), 2);
         for doc in &good {
             assert_eq!(store.get(&doc.id).await.unwrap().as_ref(), Some(doc));
-            let hits = store.search_images(&doc.embedding, &SearchFilter::default(), Page { k: 1, offset: 0 }).await.unwrap();
+            let hits =
+                store.search_images(&doc.embedding, &SearchFilter::default(), Page { k: 1, offset: 0 }).await.unwrap();
             assert_eq!(hits[0].image_id, doc.id);
             assert!((hits[0].score - 1.0).abs() < 1e-3, "self-similarity {}", hits[0].score);
         }
@@ -229,8 +242,10 @@ fn assert_unavailable<T: std::fmt::Debug>(answer: visual_store::Result<T>, needl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_stopped_node_is_unavailable_at_once() {
     let url = format!("http://127.0.0.1:{}", closed_port());
-    let config =
-        OpenSearchConfig { request_timeout: Duration::from_secs(60), ..OpenSearchConfig::new(&url, "nowhere", BULK_DIMENSION) };
+    let config = OpenSearchConfig {
+        request_timeout: Duration::from_secs(60),
+        ..OpenSearchConfig::new(&url, "nowhere", BULK_DIMENSION)
+    };
     let store = OpenSearchStore::new(config).unwrap();
     assert_unavailable(within_10s(store.count()).await, "opensearch index exists: no answer");
     let put = store.put_batch(vec![record("a".into(), vec![1.0, 0.0, 0.0, 0.0], vec![])]);
@@ -314,7 +329,9 @@ fn fake_node(answer: fn(&str, &str, &str) -> (u16, String)) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_recovering_node_is_unavailable() {
     let url = fake_node(|method, path, body| {
-        let meta = format!(r#"{{"recovering":{{"mappings":{{"_meta":{{"schema_version":1,"dimension":{BULK_DIMENSION}}}}}}}}}"#);
+        let meta = format!(
+            r#"{{"recovering":{{"mappings":{{"_meta":{{"schema_version":1,"dimension":{BULK_DIMENSION}}}}}}}}}"#
+        );
         match (method, path.split('?').next().unwrap_or("")) {
             ("HEAD", "/recovering") => (200, String::new()),
             ("GET", "/recovering/_mapping") => (200, meta),
@@ -331,10 +348,16 @@ async fn opensearch_recovering_node_is_unavailable() {
     let page = Page { k: 1, offset: 0 };
     assert_unavailable(store.get("a").await, "no_shard_available_action_exception");
     assert_unavailable(store.count().await, "HTTP 503");
-    assert_unavailable(store.search_images(&query, &SearchFilter::default(), page).await, "opensearch search: HTTP 503");
+    assert_unavailable(
+        store.search_images(&query, &SearchFilter::default(), page).await,
+        "opensearch search: HTTP 503",
+    );
     assert_unavailable(store.search_faces(&query, &SearchFilter::default(), page).await, "opensearch search: HTTP 503");
     assert_unavailable(store.delete("a").await, "opensearch delete: HTTP 503");
-    assert_unavailable(store.put_batch(vec![record("a".into(), query.to_vec(), vec![])]).await, "opensearch bulk: HTTP 503");
+    assert_unavailable(
+        store.put_batch(vec![record("a".into(), query.to_vec(), vec![])]).await,
+        "opensearch bulk: HTTP 503",
+    );
     let outcomes = store.put_batch(vec![record("item-503".into(), query.to_vec(), vec![])]).await.unwrap();
     assert_unavailable(outcomes.into_iter().next().unwrap(), "\"item-503\" failed (status 503)");
 }

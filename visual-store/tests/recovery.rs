@@ -56,7 +56,11 @@ const EF: usize = 2048;
 const K: usize = 10;
 
 fn config(dir: &Path) -> EmbeddedConfig {
-    EmbeddedConfig { exact_scan_limit: 0, hnsw: HnswParams { expansion_search: EF, ..HnswParams::default() }, ..EmbeddedConfig::new(dir) }
+    EmbeddedConfig {
+        exact_scan_limit: 0,
+        hnsw: HnswParams { expansion_search: EF, ..HnswParams::default() },
+        ..EmbeddedConfig::new(dir)
+    }
 }
 
 /// Records with 2 to 4 objects and 1 to 3 faces each.
@@ -178,7 +182,11 @@ impl Trace {
             match op {
                 Op::Put(batch) => {
                     // The slot of a document is its index: puts take the pool in order.
-                    assert_eq!(*batch, (next_slot..next_slot + batch.len()).collect::<Vec<_>>(), "script puts out of order");
+                    assert_eq!(
+                        *batch,
+                        (next_slot..next_slot + batch.len()).collect::<Vec<_>>(),
+                        "script puts out of order"
+                    );
                     next_slot += batch.len();
                     alive.extend(batch);
                 }
@@ -197,7 +205,11 @@ impl Trace {
 
 /// What `open` must report for graph files saved when `graphs` (images, objects, faces) were
 /// stored (`None`: a file that cannot be loaded), given the records that survive.
-fn expected_recovery(docs: &[ImageRecord], graphs: [Option<&BTreeSet<usize>>; 3], survivors: &BTreeSet<usize>) -> IndexRecovery {
+fn expected_recovery(
+    docs: &[ImageRecord],
+    graphs: [Option<&BTreeSet<usize>>; 3],
+    survivors: &BTreeSet<usize>,
+) -> IndexRecovery {
     let [Some(images), Some(objects), Some(faces)] = graphs else {
         return if survivors.is_empty() { IndexRecovery::Empty } else { IndexRecovery::Rebuilt };
     };
@@ -353,7 +365,11 @@ fn copy_records(from: &Path, to: &Path) {
 }
 
 fn slots(store: &EmbeddedStore) -> BTreeSet<usize> {
-    store.image_ids().iter().map(|id| id.strip_prefix("rec-").and_then(|n| n.parse().ok()).expect("a pool id")).collect()
+    store
+        .image_ids()
+        .iter()
+        .map(|id| id.strip_prefix("rec-").and_then(|n| n.parse().ok()).expect("a pool id"))
+        .collect()
 }
 
 fn filters() -> Vec<SearchFilter> {
@@ -382,33 +398,52 @@ fn assert_same(context: &str, got: Vec<(String, f32)>, expected: Vec<(String, f3
 /// Image, object and face searches, unfiltered and filtered, equal the brute-force reference
 /// over the survivors. Queries: random directions, vectors of survivors, and vectors of
 /// deleted records (which a graph that kept them would rank first).
-async fn assert_searches_exact(store: &EmbeddedStore, docs: &[ImageRecord], survivors: &BTreeSet<usize>, context: &str) {
+async fn assert_searches_exact(
+    store: &EmbeddedStore,
+    docs: &[ImageRecord],
+    survivors: &BTreeSet<usize>,
+    context: &str,
+) {
     let alive: Vec<ImageRecord> = survivors.iter().map(|&i| docs[i].clone()).collect();
     let last = *survivors.last().expect("survivors");
     let deleted: Vec<&ImageRecord> = (0..last).filter(|i| !survivors.contains(i)).map(|i| &docs[i]).collect();
     assert!(deleted.len() >= 2, "{context}: the scripts delete records");
-    let samples: Vec<&ImageRecord> = [alive.first(), alive.last(), alive.get(alive.len() / 2)].into_iter().flatten().collect();
+    let samples: Vec<&ImageRecord> =
+        [alive.first(), alive.last(), alive.get(alive.len() / 2)].into_iter().flatten().collect();
     let samples: Vec<&ImageRecord> = samples.into_iter().chain([deleted[0], deleted[deleted.len() - 1]]).collect();
     let mut rng = common::Rng::new(41);
     let random: Vec<Vec<f32>> = (0..3).map(|_| rng.unit_vector(common::DIMENSION)).collect();
     let page = Page { k: K, offset: 0 };
     for filter in filters() {
-        let queries =
-            |vector: &dyn Fn(&ImageRecord) -> Vec<f32>| random.iter().cloned().chain(samples.iter().map(|d| vector(d))).collect::<Vec<_>>();
+        let queries = |vector: &dyn Fn(&ImageRecord) -> Vec<f32>| {
+            random.iter().cloned().chain(samples.iter().map(|d| vector(d))).collect::<Vec<_>>()
+        };
         for query in queries(&|d| d.embedding.clone()) {
             let hits = store.search_images(&query, &filter, page).await.unwrap();
             let got = hits.into_iter().map(|h| (h.image_id, h.score)).collect();
-            assert_same(&format!("{context}: images {filter:?}"), got, common::exact_images(&alive, &query, &filter, page));
+            assert_same(
+                &format!("{context}: images {filter:?}"),
+                got,
+                common::exact_images(&alive, &query, &filter, page),
+            );
         }
         for query in queries(&|d| d.objects[1].embedding.clone()) {
             let hits = store.search_objects(&query, &filter, page).await.unwrap();
             let got = hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.object_index), h.score)).collect();
-            assert_same(&format!("{context}: objects {filter:?}"), got, common::exact_objects(&alive, &query, &filter, page));
+            assert_same(
+                &format!("{context}: objects {filter:?}"),
+                got,
+                common::exact_objects(&alive, &query, &filter, page),
+            );
         }
         for query in queries(&|d| d.faces[0].embedding.clone()) {
             let hits = store.search_faces(&query, &filter, page).await.unwrap();
             let got = hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.face_index), h.score)).collect();
-            assert_same(&format!("{context}: faces {filter:?}"), got, common::exact_faces(&alive, &query, &filter, page));
+            assert_same(
+                &format!("{context}: faces {filter:?}"),
+                got,
+                common::exact_faces(&alive, &query, &filter, page),
+            );
         }
     }
 }
@@ -416,22 +451,47 @@ async fn assert_searches_exact(store: &EmbeddedStore, docs: &[ImageRecord], surv
 /// Every stored vector is reachable in its graph: searched for with itself, it comes first
 /// with cosine 1. (The random queries above would notice an unreachable vector only when it
 /// ranks in their top 10.)
-async fn assert_every_vector_found(store: &EmbeddedStore, docs: &[ImageRecord], survivors: &BTreeSet<usize>, context: &str) {
+async fn assert_every_vector_found(
+    store: &EmbeddedStore,
+    docs: &[ImageRecord],
+    survivors: &BTreeSet<usize>,
+    context: &str,
+) {
     let (filter, page) = (SearchFilter::default(), Page { k: 1, offset: 0 });
     let first = |hits: Vec<(String, f32)>| hits.into_iter().next().unwrap_or_default();
     for doc in survivors.iter().map(|&i| &docs[i]) {
-        let hit =
-            first(store.search_images(&doc.embedding, &filter, page).await.unwrap().into_iter().map(|h| (h.image_id, h.score)).collect());
-        assert!(hit.0 == doc.id && hit.1 > 1.0 - 1e-5, "{context}: image {} not found by its own vector: {hit:?}", doc.id);
+        let hit = first(
+            store
+                .search_images(&doc.embedding, &filter, page)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.image_id, h.score))
+                .collect(),
+        );
+        assert!(
+            hit.0 == doc.id && hit.1 > 1.0 - 1e-5,
+            "{context}: image {} not found by its own vector: {hit:?}",
+            doc.id
+        );
         for (i, object) in doc.objects.iter().enumerate() {
             let hits = store.search_objects(&object.embedding, &filter, page).await.unwrap();
-            let hit = first(hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.object_index), h.score)).collect());
-            assert!(hit.0 == format!("{}#{i}", doc.id) && hit.1 > 1.0 - 1e-5, "{context}: object {}#{i} not found: {hit:?}", doc.id);
+            let hit =
+                first(hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.object_index), h.score)).collect());
+            assert!(
+                hit.0 == format!("{}#{i}", doc.id) && hit.1 > 1.0 - 1e-5,
+                "{context}: object {}#{i} not found: {hit:?}",
+                doc.id
+            );
         }
         for (i, face) in doc.faces.iter().enumerate() {
             let hits = store.search_faces(&face.embedding, &filter, page).await.unwrap();
             let hit = first(hits.into_iter().map(|h| (format!("{}#{}", h.image_id, h.face_index), h.score)).collect());
-            assert!(hit.0 == format!("{}#{i}", doc.id) && hit.1 > 1.0 - 1e-5, "{context}: face {}#{i} not found: {hit:?}", doc.id);
+            assert!(
+                hit.0 == format!("{}#{i}", doc.id) && hit.1 > 1.0 - 1e-5,
+                "{context}: face {}#{i} not found: {hit:?}",
+                doc.id
+            );
         }
     }
 }
@@ -439,7 +499,13 @@ async fn assert_every_vector_found(store: &EmbeddedStore, docs: &[ImageRecord], 
 /// Opens `dir`, which must hold exactly `survivors` and recover as `expected`, with exact
 /// searches; then checkpoints and opens again: the saved graphs replace whatever was there
 /// (a leftover `*.tmp` included) and load with nothing to reconcile.
-async fn open_and_check(dir: &Path, docs: &[ImageRecord], survivors: &BTreeSet<usize>, expected: IndexRecovery, context: &str) {
+async fn open_and_check(
+    dir: &Path,
+    docs: &[ImageRecord],
+    survivors: &BTreeSet<usize>,
+    expected: IndexRecovery,
+    context: &str,
+) {
     let store = EmbeddedStore::open_async(config(dir)).await.unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
     assert_eq!(store.recovery(), expected, "{context}: recovery");
     assert_eq!(slots(&store), *survivors, "{context}: stored records");
@@ -466,7 +532,11 @@ async fn kill_after_a_checkpoint_replays_puts_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let writer = Writer::run_to_end("after-checkpoint", dir.path(), None);
     assert_eq!(writer.checkpoints.len(), 1);
-    assert_eq!(writer.origins(dir.path()), [Some(0); 3], "the graph files changed after the checkpoint (a checkpoint ran at the kill?)");
+    assert_eq!(
+        writer.origins(dir.path()),
+        [Some(0); 3],
+        "the graph files changed after the checkpoint (a checkpoint ran at the kill?)"
+    );
 
     let trace = Trace::of(&after_checkpoint());
     let saved = &trace.checkpoints[0];
@@ -702,7 +772,8 @@ async fn kill_during_checkpoints_leaves_a_store_that_opens() {
         let expected = expected_recovery(&docs, graphs, &survivors);
         let inside = !tmp_left.is_empty() || origins.iter().any(|o| *o != origins[0]);
         torn += usize::from(inside);
-        let context = format!("round {rounds}: graphs from checkpoints {origins:?}, {printed} printed, temporary {tmp_left:?}");
+        let context =
+            format!("round {rounds}: graphs from checkpoints {origins:?}, {printed} printed, temporary {tmp_left:?}");
         eprintln!("{context}: expecting {expected:?}");
         assert!(matches!(expected, IndexRecovery::Loaded { .. }), "{context}");
         open_and_check(dir.path(), &docs, &survivors, expected, &context).await;

@@ -111,7 +111,11 @@ impl Catalog {
         let objects: Box<[ObjectEntry]> = record
             .objects
             .iter()
-            .map(|o| ObjectEntry { class: self.class_names.intern(&o.class_name), confidence: o.confidence, bbox: o.bbox })
+            .map(|o| ObjectEntry {
+                class: self.class_names.intern(&o.class_name),
+                confidence: o.confidence,
+                bbox: o.bbox,
+            })
             .collect();
         let tags: Box<[u32]> = record.tags.iter().map(|t| self.tag_names.intern(t)).collect();
         for object in objects.iter() {
@@ -146,7 +150,8 @@ impl Catalog {
         let object_classes = if filter.classes.is_empty() && filter.min_confidence <= 0.0 {
             None
         } else {
-            let known: HashSet<u32> = filter.classes.iter().filter_map(|c| self.class_names.ids.get(c).copied()).collect();
+            let known: HashSet<u32> =
+                filter.classes.iter().filter_map(|c| self.class_names.ids.get(c).copied()).collect();
             if known.is_empty() && !filter.classes.is_empty() {
                 return None;
             }
@@ -190,7 +195,8 @@ impl Catalog {
             let size: usize = classes.iter().map(|c| self.by_class.get(c).map_or(0, HashSet::len)).sum();
             smallest = smallest.min(size);
             if size <= limit {
-                drivers.push(classes.iter().flat_map(|c| self.by_class.get(c).into_iter().flatten().copied()).collect());
+                drivers
+                    .push(classes.iter().flat_map(|c| self.by_class.get(c).into_iter().flatten().copied()).collect());
             }
         }
         for tag in &filter.tags {

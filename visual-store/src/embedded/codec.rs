@@ -38,7 +38,9 @@ pub fn decode_slot(bytes: &[u8]) -> Result<u64, StoreError> {
 
 pub fn decode(bytes: &[u8]) -> Result<(u64, ImageRecord), StoreError> {
     let slot = decode_slot(bytes)?;
-    let json_len = u32::from_le_bytes(bytes.get(8..12).ok_or_else(|| corrupt("missing header length"))?.try_into().expect("4 bytes")) as usize;
+    let json_len = u32::from_le_bytes(
+        bytes.get(8..12).ok_or_else(|| corrupt("missing header length"))?.try_into().expect("4 bytes"),
+    ) as usize;
     let json = bytes.get(PREFIX_LEN..PREFIX_LEN + json_len).ok_or_else(|| corrupt("header cut short"))?;
     let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt(&format!("header JSON: {e}")))?;
     let floats = &bytes[PREFIX_LEN + json_len..];
@@ -82,7 +84,12 @@ mod tests {
                 bbox: [1.0, 2.0, 3.0, 4.0],
                 embedding: vec![1.0, 2.0, 3.0],
             }],
-            faces: vec![FaceRecord { confidence: 0.8, bbox: [0.0; 4], landmarks: [[1.0, 2.0]; 5], embedding: vec![4.0, 5.0, 6.0] }],
+            faces: vec![FaceRecord {
+                confidence: 0.8,
+                bbox: [0.0; 4],
+                landmarks: [[1.0, 2.0]; 5],
+                embedding: vec![4.0, 5.0, 6.0],
+            }],
         };
         assert_eq!(decode(&encode(42, &record)).unwrap(), (42, record));
     }

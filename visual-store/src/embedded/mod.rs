@@ -128,7 +128,10 @@ impl Graphs {
         let images = || records.iter().try_for_each(|(slot, record)| self.images.add(*slot, &record.embedding));
         let parts = |graph: &VectorIndex, vectors: fn(&ImageRecord) -> Vec<&[f32]>| {
             records.iter().try_for_each(|(slot, record)| {
-                vectors(record).into_iter().enumerate().try_for_each(|(i, vector)| graph.add(part_key(*slot, i), vector))
+                vectors(record)
+                    .into_iter()
+                    .enumerate()
+                    .try_for_each(|(i, vector)| graph.add(part_key(*slot, i), vector))
             })
         };
         let objects = || parts(&self.objects, |r| r.objects.iter().map(|o| &o.embedding[..]).collect());
@@ -345,7 +348,9 @@ impl Inner {
                     outcomes.push(Ok(PutOutcome::AlreadyStored));
                     continue;
                 }
-                table.insert(record.id.as_str(), codec::encode(next_slot, &record).as_slice()).map_err(redb_err("write record"))?;
+                table
+                    .insert(record.id.as_str(), codec::encode(next_slot, &record).as_slice())
+                    .map_err(redb_err("write record"))?;
                 created.push((next_slot, record));
                 next_slot += 1;
                 outcomes.push(Ok(PutOutcome::Created));
@@ -469,7 +474,11 @@ impl EmbeddedStore {
         query: &[f32],
         filter: &SearchFilter,
         page: Page,
-        plan: impl for<'s> Fn(&'s State, &'s ResolvedFilter, &dyn Fn(SearchPlan<'_>) -> Result<Vec<(u64, f32)>>) -> Result<Vec<T>>,
+        plan: impl for<'s> Fn(
+            &'s State,
+            &'s ResolvedFilter,
+            &dyn Fn(SearchPlan<'_>) -> Result<Vec<(u64, f32)>>,
+        ) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
         let state = read(&self.inner.state);
         check_query(query, filter, page, self.inner.config.limits, state.dimension)?;
@@ -480,7 +489,14 @@ impl EmbeddedStore {
         plan(&state, &resolved, &run)
     }
 
-    fn ranked(&self, state: &State, filter: &ResolvedFilter, query: &[f32], page: Page, plan: SearchPlan<'_>) -> Result<Vec<(u64, f32)>> {
+    fn ranked(
+        &self,
+        state: &State,
+        filter: &ResolvedFilter,
+        query: &[f32],
+        page: Page,
+        plan: SearchPlan<'_>,
+    ) -> Result<Vec<(u64, f32)>> {
         let want = page.k + page.offset;
         let exact = |slots: Vec<u64>| {
             let mut buffer = vec![0.0f32; plan.graph.dimension()];
@@ -506,7 +522,8 @@ impl EmbeddedStore {
                 } else {
                     // A filter passing a fraction f of the vectors needs about 1/f times the
                     // candidates to find the same number of matches.
-                    let widened = ((want as f32 / fraction.max(1e-3)).ceil() as usize).clamp(floor, MAX_CANDIDATES.max(floor));
+                    let widened =
+                        ((want as f32 / fraction.max(1e-3)).ceil() as usize).clamp(floor, MAX_CANDIDATES.max(floor));
                     plan.graph.search(query, widened, Some(plan.keep))?
                 };
                 if found.len() >= want || found.len() >= plan.graph.len() {
@@ -560,10 +577,17 @@ impl Store for EmbeddedStore {
         self.search(query, filter, page, |state, resolved, run| {
             let keys_of = |slot| vec![slot];
             let keep = |slot| state.catalog.image_matches(resolved, slot, Scope::Image);
-            let ranked = run(SearchPlan { graph: &state.graphs.as_ref().expect("checked").images, scope: Scope::Image, keys_of: &keys_of, keep: &keep })?;
+            let ranked = run(SearchPlan {
+                graph: &state.graphs.as_ref().expect("checked").images,
+                scope: Scope::Image,
+                keys_of: &keys_of,
+                keep: &keep,
+            })?;
             Ok(ranked
                 .into_iter()
-                .filter_map(|(slot, score)| Some(ImageHit { image_id: state.catalog.image(slot)?.id.to_string(), score }))
+                .filter_map(|(slot, score)| {
+                    Some(ImageHit { image_id: state.catalog.image(slot)?.id.to_string(), score })
+                })
                 .collect())
         })
     }
@@ -572,12 +596,21 @@ impl Store for EmbeddedStore {
         self.search(query, filter, page, |state, resolved, run| {
             let keys_of = |slot| {
                 let objects = state.catalog.image(slot).map_or(&[][..], |image| &image.objects[..]);
-                objects.iter().enumerate().filter(|(_, o)| resolved.object_matches(o)).map(|(i, _)| part_key(slot, i)).collect()
+                objects
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| resolved.object_matches(o))
+                    .map(|(i, _)| part_key(slot, i))
+                    .collect()
             };
             let keep = |key| {
                 let (slot, index) = split_part_key(key);
                 state.catalog.image_matches(resolved, slot, Scope::ImageOfObject)
-                    && state.catalog.image(slot).and_then(|image| image.objects.get(index)).is_some_and(|o| resolved.object_matches(o))
+                    && state
+                        .catalog
+                        .image(slot)
+                        .and_then(|image| image.objects.get(index))
+                        .is_some_and(|o| resolved.object_matches(o))
             };
             let graph = &state.graphs.as_ref().expect("checked").objects;
             let ranked = run(SearchPlan { graph, scope: Scope::ImageOfObject, keys_of: &keys_of, keep: &keep })?;
@@ -614,7 +647,12 @@ impl Store for EmbeddedStore {
                 .filter_map(|(key, score)| {
                     let (slot, face_index) = split_part_key(key);
                     let image = state.catalog.image(slot)?;
-                    Some(FaceHit { image_id: image.id.to_string(), face_index, bbox: *image.face_boxes.get(face_index)?, score })
+                    Some(FaceHit {
+                        image_id: image.id.to_string(),
+                        face_index,
+                        bbox: *image.face_boxes.get(face_index)?,
+                        score,
+                    })
                 })
                 .collect())
         })

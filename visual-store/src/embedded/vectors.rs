@@ -119,13 +119,23 @@ impl VectorIndex {
     /// Approximate nearest neighbours as (key, cosine), best first. `count` results are
     /// asked for, which also sets the candidate list to at least `count`; `keep` is tested
     /// inside the graph search, so non-matching vectors never take a result's place.
-    pub fn search(&self, query: &[f32], count: usize, keep: Option<&dyn Fn(u64) -> bool>) -> Result<Vec<(u64, f32)>, StoreError> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        count: usize,
+        keep: Option<&dyn Fn(u64) -> bool>,
+    ) -> Result<Vec<(u64, f32)>, StoreError> {
         let matches = match keep {
             None => self.index.search(query, count),
             Some(keep) => self.index.filtered_search(query, count, keep),
         }
         .map_err(|e| index_error("search", e))?;
-        Ok(matches.keys.into_iter().zip(matches.distances).map(|(key, distance)| (key, (1.0 - distance).clamp(-1.0, 1.0))).collect())
+        Ok(matches
+            .keys
+            .into_iter()
+            .zip(matches.distances)
+            .map(|(key, distance)| (key, (1.0 - distance).clamp(-1.0, 1.0)))
+            .collect())
     }
 
     pub fn dimension(&self) -> usize {

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use opensearch::http::request::JsonBody;
+use opensearch::http::response::Response;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use opensearch::http::Url;
-use opensearch::http::response::Response;
-use opensearch::http::request::JsonBody;
 use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesGetMappingParts};
 use opensearch::params::Refresh;
 use opensearch::{BulkParts, CountParts, DeleteParts, GetParts, OpenSearch, SearchParts};
@@ -32,7 +32,9 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::validate::{check_query, check_record};
-use crate::{FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError};
+use crate::{
+    FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
+};
 
 #[derive(Clone, Debug)]
 pub struct OpenSearchConfig {
@@ -108,7 +110,8 @@ impl OpenSearchStore {
     /// A store that has sent nothing yet; the index is created or checked by the first
     /// call (see the module notes). Fails only on a malformed URL.
     pub fn new(config: OpenSearchConfig) -> Result<Self> {
-        let bad_url = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url));
+        let bad_url =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url));
         let url = Url::parse(&config.url).map_err(|e| bad_url(&e))?;
         let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(config.request_timeout)
@@ -125,7 +128,13 @@ impl OpenSearchStore {
 
     async fn create_or_check_index(&self) -> Result<()> {
         let index = self.config.index.as_str();
-        let exists = self.client.indices().exists(IndicesExistsParts::Index(&[index])).send().await.map_err(unavailable("index exists"))?;
+        let exists = self
+            .client
+            .indices()
+            .exists(IndicesExistsParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(unavailable("index exists"))?;
         if exists.status_code().as_u16() == 404 {
             let response = self
                 .client
@@ -139,7 +148,10 @@ impl OpenSearchStore {
             let body: Value = response.json().await.map_err(unavailable("create index"))?;
             // Another process may have created it first; its mapping is checked below.
             if status != 200 && body["error"]["type"] != "resource_already_exists_exception" {
-                return Err(StoreError::Io(format!("opensearch create index {index}: HTTP {status}: {}", body["error"])));
+                return Err(StoreError::Io(format!(
+                    "opensearch create index {index}: HTTP {status}: {}",
+                    body["error"]
+                )));
             }
         }
         self.check_mapping().await
@@ -147,7 +159,13 @@ impl OpenSearchStore {
 
     async fn check_mapping(&self) -> Result<()> {
         let index = self.config.index.as_str();
-        let response = self.client.indices().get_mapping(IndicesGetMappingParts::Index(&[index])).send().await.map_err(unavailable("get mapping"))?;
+        let response = self
+            .client
+            .indices()
+            .get_mapping(IndicesGetMappingParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(unavailable("get mapping"))?;
         let body = json_ok(response, "get mapping").await?;
         let meta = body.as_object().and_then(|indices| indices.values().next()).map(|i| &i["mappings"]["_meta"]);
         query::check_mapping_meta(meta.filter(|m| !m.is_null()), self.config.dimension)
@@ -156,13 +174,25 @@ impl OpenSearchStore {
 
     /// Deletes the whole index (tests clean up with it).
     pub async fn delete_index(&self) -> Result<()> {
-        let response = self.client.indices().delete(IndicesDeleteParts::Index(&[&self.config.index])).send().await.map_err(unavailable("delete index"))?;
+        let response = self
+            .client
+            .indices()
+            .delete(IndicesDeleteParts::Index(&[&self.config.index]))
+            .send()
+            .await
+            .map_err(unavailable("delete index"))?;
         json_ok(response, "delete index").await.map(drop)
     }
 
     async fn search(&self, body: Value) -> Result<Vec<Value>> {
         self.ensure_index().await?;
-        let response = self.client.search(SearchParts::Index(&[&self.config.index])).body(body).send().await.map_err(unavailable("search"))?;
+        let response = self
+            .client
+            .search(SearchParts::Index(&[&self.config.index]))
+            .body(body)
+            .send()
+            .await
+            .map_err(unavailable("search"))?;
         let body = json_ok(response, "search").await?;
         Ok(body["hits"]["hits"].as_array().cloned().unwrap_or_default())
     }
@@ -232,16 +262,30 @@ impl Store for OpenSearchStore {
             }
         }
         if !valid.is_empty() {
-            let lines: Vec<JsonBody<Value>> = query::bulk_create(&self.config.index, &valid).into_iter().map(JsonBody::new).collect();
-            let response = self.client.bulk(BulkParts::None).body(lines).refresh(Refresh::WaitFor).send().await.map_err(unavailable("bulk"))?;
+            let lines: Vec<JsonBody<Value>> =
+                query::bulk_create(&self.config.index, &valid).into_iter().map(JsonBody::new).collect();
+            let response = self
+                .client
+                .bulk(BulkParts::None)
+                .body(lines)
+                .refresh(Refresh::WaitFor)
+                .send()
+                .await
+                .map_err(unavailable("bulk"))?;
             let body = json_ok(response, "bulk").await?;
             let items = body["items"].as_array().cloned().unwrap_or_default();
             if items.len() != valid.len() {
-                return Err(StoreError::Io(format!("opensearch bulk: {} items answered for {} records", items.len(), valid.len())));
+                return Err(StoreError::Io(format!(
+                    "opensearch bulk: {} items answered for {} records",
+                    items.len(),
+                    valid.len()
+                )));
             }
             let mut answers = items.iter().zip(&valid).map(|(item, record)| {
                 let item = &item["create"];
-                let failure = |status: &str| format!("opensearch bulk: image {:?} failed (status {status}): {}", record.id, item["error"]);
+                let failure = |status: &str| {
+                    format!("opensearch bulk: image {:?} failed (status {status}): {}", record.id, item["error"])
+                };
                 match item["status"].as_u64() {
                     Some(200 | 201) => Ok(PutOutcome::Created),
                     Some(409) => Ok(PutOutcome::AlreadyStored),
@@ -262,7 +306,12 @@ impl Store for OpenSearchStore {
 
     async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>> {
         self.ensure_index().await?;
-        let response = self.client.get(GetParts::IndexId(&self.config.index, image_id)).send().await.map_err(unavailable("get"))?;
+        let response = self
+            .client
+            .get(GetParts::IndexId(&self.config.index, image_id))
+            .send()
+            .await
+            .map_err(unavailable("get"))?;
         if response.status_code().as_u16() == 404 {
             return Ok(None);
         }
@@ -289,7 +338,8 @@ impl Store for OpenSearchStore {
 
     async fn count(&self) -> Result<usize> {
         self.ensure_index().await?;
-        let response = self.client.count(CountParts::Index(&[&self.config.index])).send().await.map_err(unavailable("count"))?;
+        let response =
+            self.client.count(CountParts::Index(&[&self.config.index])).send().await.map_err(unavailable("count"))?;
         let body = json_ok(response, "count").await?;
         Ok(body["count"].as_u64().unwrap_or_default() as usize)
     }
@@ -327,6 +377,9 @@ impl Store for OpenSearchStore {
         self.check(query, filter, page)?;
         let body = query::search_faces(query, filter, page.k + page.offset);
         let parts = self.ranked_parts("faces", body, page).await?;
-        Ok(parts.into_iter().map(|(image_id, face_index, source, score)| FaceHit { image_id, face_index, bbox: bbox(&source), score }).collect())
+        Ok(parts
+            .into_iter()
+            .map(|(image_id, face_index, source, score)| FaceHit { image_id, face_index, bbox: bbox(&source), score })
+            .collect())
     }
 }

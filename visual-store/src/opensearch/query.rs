@@ -86,8 +86,12 @@ pub fn check_mapping_meta(meta: Option<&Value>, dimension: usize) -> Result<(), 
     let stored_dimension = meta.and_then(|m| m.get("dimension")).and_then(Value::as_u64);
     match (version, stored_dimension) {
         (Some(SCHEMA_VERSION), Some(d)) if d as usize == dimension => Ok(()),
-        (Some(SCHEMA_VERSION), Some(d)) => Err(format!("the index holds {d}-dimensional vectors, configured for {dimension}")),
-        (Some(v), _) => Err(format!("the index has mapping schema_version {v}, this build writes version {SCHEMA_VERSION}")),
+        (Some(SCHEMA_VERSION), Some(d)) => {
+            Err(format!("the index holds {d}-dimensional vectors, configured for {dimension}"))
+        }
+        (Some(v), _) => {
+            Err(format!("the index has mapping schema_version {v}, this build writes version {SCHEMA_VERSION}"))
+        }
         (None, _) => Err("the index has no _meta.schema_version: it was not created by this store".into()),
     }
 }
@@ -255,8 +259,12 @@ mod tests {
     #[test]
     fn mapping_meta_mismatch_is_explained() {
         assert!(check_mapping_meta(Some(&json!({"schema_version": 1, "dimension": 4})), 4).is_ok());
-        assert!(check_mapping_meta(Some(&json!({"schema_version": 1, "dimension": 4})), 8).unwrap_err().contains("4-dimensional"));
-        assert!(check_mapping_meta(Some(&json!({"schema_version": 9, "dimension": 4})), 4).unwrap_err().contains("schema_version 9"));
+        assert!(check_mapping_meta(Some(&json!({"schema_version": 1, "dimension": 4})), 8)
+            .unwrap_err()
+            .contains("4-dimensional"));
+        assert!(check_mapping_meta(Some(&json!({"schema_version": 9, "dimension": 4})), 4)
+            .unwrap_err()
+            .contains("schema_version 9"));
         assert!(check_mapping_meta(None, 4).unwrap_err().contains("not created by this store"));
     }
 

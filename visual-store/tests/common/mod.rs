@@ -82,7 +82,8 @@ pub fn documents() -> Vec<ImageRecord> {
                     embedding: rng.unit_vector(DIMENSION),
                 })
                 .collect();
-            let mut tags: Vec<String> = ["beach", "city", "night"].iter().filter(|_| rng.below(2) == 0).map(|t| t.to_string()).collect();
+            let mut tags: Vec<String> =
+                ["beach", "city", "night"].iter().filter(|_| rng.below(2) == 0).map(|t| t.to_string()).collect();
             if i % (IMAGES / RARE) == 3 {
                 tags.push("rare".into());
             }
@@ -107,7 +108,8 @@ fn object_condition(filter: &SearchFilter) -> bool {
 
 fn object_passes(filter: &SearchFilter, object: &ObjectRecord) -> bool {
     !object_condition(filter)
-        || ((filter.classes.is_empty() || filter.classes.contains(&object.class_name)) && object.confidence >= filter.min_confidence)
+        || ((filter.classes.is_empty() || filter.classes.contains(&object.class_name))
+            && object.confidence >= filter.min_confidence)
 }
 
 /// The image-level conditions; `with_objects` false for object search, where the object
@@ -125,7 +127,11 @@ fn top(mut scored: Vec<(String, f32)>, page: Page) -> Vec<(String, f32)> {
 }
 
 pub fn exact_images(docs: &[ImageRecord], query: &[f32], filter: &SearchFilter, page: Page) -> Vec<(String, f32)> {
-    let scored = docs.iter().filter(|d| image_passes(filter, d, true)).map(|d| (d.id.clone(), cosine(query, &d.embedding))).collect();
+    let scored = docs
+        .iter()
+        .filter(|d| image_passes(filter, d, true))
+        .map(|d| (d.id.clone(), cosine(query, &d.embedding)))
+        .collect();
     top(scored, page)
 }
 
@@ -151,7 +157,9 @@ pub fn exact_faces(docs: &[ImageRecord], query: &[f32], filter: &SearchFilter, p
     let scored = docs
         .iter()
         .filter(|d| image_passes(filter, d, true))
-        .flat_map(|d| d.faces.iter().enumerate().map(move |(i, f)| (format!("{}#{i}", d.id), cosine(query, &f.embedding))))
+        .flat_map(|d| {
+            d.faces.iter().enumerate().map(move |(i, f)| (format!("{}#{i}", d.id), cosine(query, &f.embedding)))
+        })
         .collect();
     top(scored, page)
 }
@@ -211,7 +219,8 @@ pub async fn hybrid_search_applies_every_condition(store: &dyn Store, docs: &[Im
 }
 
 pub async fn object_search_names_the_box(store: &dyn Store, docs: &[ImageRecord]) {
-    let (doc, index) = docs.iter().find_map(|d| (d.objects.len() >= 2).then_some((d, 1))).expect("an image with 2 objects");
+    let (doc, index) =
+        docs.iter().find_map(|d| (d.objects.len() >= 2).then_some((d, 1))).expect("an image with 2 objects");
     let target = &doc.objects[index];
     let hits = store.search_objects(&target.embedding, &SearchFilter::default(), page(5, 0)).await.unwrap();
     let first = &hits[0];
@@ -224,7 +233,12 @@ pub async fn object_search_names_the_box(store: &dyn Store, docs: &[ImageRecord]
     let got: Vec<String> = hits.iter().map(|h| format!("{}#{}", h.image_id, h.object_index)).collect();
     assert_eq!(got, ids(&expected), "object ranking differs from the exact reference");
 
-    let filter = SearchFilter { classes: vec!["car".into()], min_confidence: 0.3, tags: vec!["city".into()], ..Default::default() };
+    let filter = SearchFilter {
+        classes: vec!["car".into()],
+        min_confidence: 0.3,
+        tags: vec!["city".into()],
+        ..Default::default()
+    };
     let hits = store.search_objects(&target.embedding, &filter, page(8, 0)).await.unwrap();
     let expected = exact_objects(docs, &target.embedding, &filter, page(8, 0));
     let got: Vec<String> = hits.iter().map(|h| format!("{}#{}", h.image_id, h.object_index)).collect();
@@ -243,7 +257,8 @@ pub async fn face_search_finds_the_face(store: &dyn Store, docs: &[ImageRecord])
 pub async fn pages_tile_the_ranking(store: &dyn Store, docs: &[ImageRecord]) {
     let query = Rng::new(17).unit_vector(DIMENSION);
     let filter = SearchFilter::default();
-    let all: Vec<String> = store.search_images(&query, &filter, page(15, 0)).await.unwrap().into_iter().map(|h| h.image_id).collect();
+    let all: Vec<String> =
+        store.search_images(&query, &filter, page(15, 0)).await.unwrap().into_iter().map(|h| h.image_id).collect();
     assert_eq!(all, ids(&exact_images(docs, &query, &filter, page(15, 0))));
     let mut joined = Vec::new();
     for offset in [0, 5, 10] {
