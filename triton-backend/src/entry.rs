@@ -1,4 +1,5 @@
-//! The single wrapper for every `extern "C"` entry point a backend exports.
+//! The single wrapper for every `extern "C"` function Triton calls: the entry points a backend
+//! exports and the callbacks of in-process inference.
 
 use crate::{call, sys, ErrorCode, TritonError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,6 +22,23 @@ where
                 .unwrap_or_else(|| "unknown panic".to_string());
             TritonError::new(ErrorCode::Internal, format!("{entry_point} panicked: {what}")).into_raw()
         }
+    }
+}
+
+/// [`guard`] for a callback that returns nothing to Triton: an error or a panic can only be
+/// logged.
+pub fn guard_callback<F>(callback: &str, body: F)
+where
+    F: FnOnce(),
+{
+    let error = guard(callback, || {
+        body();
+        Ok(())
+    });
+    if !error.is_null() {
+        // SAFETY: `guard` returned an error we own.
+        let error = unsafe { TritonError::from_raw(error) };
+        log(sys::TRITONSERVER_LOG_ERROR, &error.to_string());
     }
 }
 

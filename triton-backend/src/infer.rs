@@ -6,6 +6,7 @@
 //! it (the call returns at once), and later [`PendingInference::wait`] for the response.
 //! Sending every chunk before waiting on any lets the target model batch them.
 
+use crate::entry::{guard, guard_callback};
 use crate::{c_string, call, sys, DataType, MemoryType, TritonError};
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -163,37 +164,41 @@ unsafe extern "C" fn response_alloc(
     actual_memory_type: *mut sys::TRITONSERVER_MemoryType,
     actual_memory_type_id: *mut i64,
 ) -> *mut sys::TRITONSERVER_Error {
-    *buffer = std::ptr::null_mut();
-    *buffer_userp = std::ptr::null_mut();
-    *actual_memory_type = sys::TRITONSERVER_MEMORY_CPU;
-    *actual_memory_type_id = 0;
-    if byte_size == 0 {
-        return std::ptr::null_mut();
-    }
-    let device = (userp as *const Arc<dyn DeviceMemory>).as_ref();
-    if let (sys::TRITONSERVER_MEMORY_GPU, Some(device)) = (memory_type, device) {
-        return match device.alloc(byte_size) {
-            Ok(ptr) => {
+    guard("response allocator", || {
+        // SAFETY: Triton passes valid out-pointers, a NUL-terminated name and our `userp`.
+        unsafe {
+            *buffer = std::ptr::null_mut();
+            *buffer_userp = std::ptr::null_mut();
+            *actual_memory_type = sys::TRITONSERVER_MEMORY_CPU;
+            *actual_memory_type_id = 0;
+            if byte_size == 0 {
+                return Ok(());
+            }
+            let device = (userp as *const Arc<dyn DeviceMemory>).as_ref();
+            if let (sys::TRITONSERVER_MEMORY_GPU, Some(device)) = (memory_type, device) {
+                let ptr = device.alloc(byte_size).map_err(|e| {
+                    TritonError::unavailable(format!(
+                        "cannot allocate {byte_size} bytes on GPU {} for encoder output '{}': {e}",
+                        device.device_id(),
+                        crate::str_from_c(tensor_name)
+                    ))
+                })?;
                 *buffer = ptr;
                 *buffer_userp = Box::into_raw(Box::new(device.clone())) as *mut c_void;
                 *actual_memory_type = sys::TRITONSERVER_MEMORY_GPU;
                 *actual_memory_type_id = device.device_id();
-                std::ptr::null_mut()
+                return Ok(());
             }
-            Err(e) => TritonError::unavailable(format!(
-                "cannot allocate {byte_size} bytes on GPU {} for encoder output '{}': {e}",
-                device.device_id(),
-                crate::str_from_c(tensor_name)
-            ))
-            .into_raw(),
-        };
-    }
-    let ptr = libc::malloc(byte_size);
-    if ptr.is_null() {
-        return TritonError::unavailable(format!("cannot allocate {byte_size} bytes for an encoder output")).into_raw();
-    }
-    *buffer = ptr;
-    std::ptr::null_mut()
+            let ptr = libc::malloc(byte_size);
+            if ptr.is_null() {
+                return Err(TritonError::unavailable(format!(
+                    "cannot allocate {byte_size} bytes for an encoder output"
+                )));
+            }
+            *buffer = ptr;
+            Ok(())
+        }
+    })
 }
 
 unsafe extern "C" fn response_release(
@@ -204,13 +209,18 @@ unsafe extern "C" fn response_release(
     _memory_type: sys::TRITONSERVER_MemoryType,
     _memory_type_id: i64,
 ) -> *mut sys::TRITONSERVER_Error {
-    if buffer_userp.is_null() {
-        libc::free(buffer);
-    } else {
-        let device = Box::from_raw(buffer_userp as *mut Arc<dyn DeviceMemory>);
-        device.free(buffer);
-    }
-    std::ptr::null_mut()
+    guard("response allocator release", || {
+        // SAFETY: `buffer` and `buffer_userp` are what `response_alloc` returned for it.
+        unsafe {
+            if buffer_userp.is_null() {
+                libc::free(buffer);
+            } else {
+                let device = Box::from_raw(buffer_userp as *mut Arc<dyn DeviceMemory>);
+                device.free(buffer);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// A request to another model, borrowing the bytes of its inputs for `'a`.
@@ -316,20 +326,24 @@ unsafe extern "C" fn on_response_complete(
     flags: u32,
     userp: *mut c_void,
 ) {
-    let completion = &*(userp as *const Completion);
-    let final_response = flags & sys::TRITONSERVER_RESPONSE_COMPLETE_FINAL != 0;
-    {
-        let mut state = completion.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !response.is_null() {
-            // A non-decoupled model sends one response; a later one would replace it.
-            state.response = Some(InferenceResponse { raw: response });
+    guard_callback("in-process response callback", || {
+        // SAFETY: `userp` is the strong count `infer_async` leaked for this callback.
+        let completion = unsafe { &*(userp as *const Completion) };
+        let final_response = flags & sys::TRITONSERVER_RESPONSE_COMPLETE_FINAL != 0;
+        {
+            let mut state = completion.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !response.is_null() {
+                // A non-decoupled model sends one response; a later one would replace it.
+                state.response = Some(InferenceResponse { raw: response });
+            }
+            state.response_done |= final_response;
         }
-        state.response_done |= final_response;
-    }
-    completion.changed.notify_all();
-    if final_response {
-        drop(Arc::from_raw(userp as *const Completion));
-    }
+        completion.changed.notify_all();
+        if final_response {
+            // SAFETY: the final response is the last call with this `userp`.
+            drop(unsafe { Arc::from_raw(userp as *const Completion) });
+        }
+    })
 }
 
 unsafe extern "C" fn on_request_released(
@@ -337,16 +351,22 @@ unsafe extern "C" fn on_request_released(
     flags: u32,
     userp: *mut c_void,
 ) {
-    if flags & sys::TRITONSERVER_REQUEST_RELEASE_ALL == 0 {
-        return;
-    }
-    let err = sys::TRITONSERVER_InferenceRequestDelete(request);
-    if !err.is_null() {
-        sys::TRITONSERVER_ErrorDelete(err);
-    }
-    let completion = Arc::from_raw(userp as *const Completion);
-    completion.state.lock().unwrap_or_else(|p| p.into_inner()).released = true;
-    completion.changed.notify_all();
+    guard_callback("in-process request release callback", || {
+        if flags & sys::TRITONSERVER_REQUEST_RELEASE_ALL == 0 {
+            return;
+        }
+        // SAFETY: Triton hands the request back for deletion; `userp` is the strong count
+        // `infer_async` leaked for this callback, which runs once with RELEASE_ALL.
+        let completion = unsafe {
+            let err = sys::TRITONSERVER_InferenceRequestDelete(request);
+            if !err.is_null() {
+                sys::TRITONSERVER_ErrorDelete(err);
+            }
+            Arc::from_raw(userp as *const Completion)
+        };
+        completion.state.lock().unwrap_or_else(|p| p.into_inner()).released = true;
+        completion.changed.notify_all();
+    })
 }
 
 /// An inference in flight. It borrows the input bytes and the allocator, so neither can be

@@ -3,13 +3,15 @@
 //!
 //! - [`error`]: `TritonError`, the one error type, and the conversions to and from
 //!   `TRITONSERVER_Error*` (messages are never lost);
-//! - [`entry`]: [`entry::guard`], which every `extern "C"` entry point goes through so that a
-//!   panic or an error becomes a Triton error instead of aborting the server;
+//! - [`entry`]: [`entry::guard`], which every `extern "C"` entry point and callback goes
+//!   through so that a panic or an error becomes a Triton error instead of aborting the server;
 //! - [`backend`]: the [`backend::Backend`] trait a library implements and
 //!   [`export_backend!`], which writes its `TRITONBACKEND_*` entry points;
 //! - [`model_config`]: reading parameters and tensors from a model config's JSON;
 //! - [`model`]: borrowed handles to the model and model instance, their configs and statistics;
 //! - [`request`] / [`response`]: RAII requests (released on drop) and responses (sent once);
+//! - [`responder`]: one execute call's responses, errors and timings, answered exactly once
+//!   (also when execute unwinds);
 //! - [`infer`]: in-process inference against other models (requests, responses and the
 //!   response allocator, each releasing itself).
 //!
@@ -24,6 +26,7 @@ pub mod message;
 pub mod model;
 pub mod model_config;
 pub mod request;
+pub mod responder;
 pub mod response;
 pub mod time;
 

@@ -23,18 +23,6 @@ impl Request {
         self.raw
     }
 
-    /// The client's request id, empty if it gave none.
-    pub fn id(&self) -> String {
-        let mut id = std::ptr::null();
-        // SAFETY: valid request; the id is copied.
-        unsafe {
-            match call!(TRITONBACKEND_RequestId(self.raw, &mut id)) {
-                Ok(()) => crate::str_from_c(id),
-                Err(_) => String::new(),
-            }
-        }
-    }
-
     /// Whether the client sent the named input (for inputs the config marks optional).
     pub fn has_input(&self, name: &str) -> Result<bool, TritonError> {
         let mut count = 0u32;
