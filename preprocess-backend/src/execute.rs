@@ -9,12 +9,11 @@ use crate::config::{
 use preprocess_core::{Preprocessed, Preprocessor, StageSizes};
 use rayon::prelude::*;
 use std::borrow::Cow;
-use triton_backend::entry::log;
-use triton_backend::model::{ExecTimes, ModelInstance};
+use triton_backend::model::ModelInstance;
 use triton_backend::request::Request;
+use triton_backend::responder::Responder;
 use triton_backend::response::Response;
-use triton_backend::time::now_ns;
-use triton_backend::{sys, DataType, TritonError};
+use triton_backend::{DataType, TritonError};
 
 /// Per-instance state: the stage, configured once at load.
 pub struct InstanceState {
@@ -29,18 +28,11 @@ impl InstanceState {
 
 /// Runs one execute call over `requests`, which it releases before returning.
 pub fn execute(instance: ModelInstance, state: &InstanceState, requests: Vec<Request>) {
-    let exec_start_ns = now_ns();
-    let responses: Vec<Option<Response>> = requests
-        .iter()
-        .map(|r| {
-            Response::new(r)
-                .inspect_err(|e| log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: cannot create response: {e}")))
-                .ok()
-        })
-        .collect();
-
+    // Created after `requests`, so dropped (answering what is unanswered) before they are
+    // released, also on a panic.
+    let mut responder = Responder::new(instance, "preprocess", &requests);
     let inputs: Vec<Result<Cow<'_, [u8]>, TritonError>> = requests.iter().map(encoded_image).collect();
-    let compute_start_ns = now_ns();
+    responder.start_compute();
     let results: Vec<Result<Preprocessed, TritonError>> = inputs
         .into_par_iter()
         .map(|input| {
@@ -48,37 +40,20 @@ pub fn execute(instance: ModelInstance, state: &InstanceState, requests: Vec<Req
             state.preprocessor.run(&bytes).map_err(|e| TritonError::invalid_arg(format!("input '{INPUT_IMAGE}': {e}")))
         })
         .collect();
-    let compute_end_ns = now_ns();
+    responder.end_compute();
 
-    let outcomes: Vec<(Option<Response>, Result<(), TritonError>)> = responses
-        .into_iter()
-        .zip(results)
-        .map(|(response, result)| match response {
-            Some(mut response) => {
-                let outcome = result.and_then(|out| write_outputs(&mut response, &out, &state.preprocessor.sizes));
-                (Some(response), outcome)
-            }
-            None => (None, Err(TritonError::internal("no response"))),
-        })
-        .collect();
-    let exec_end_ns = now_ns();
-
-    let times = ExecTimes { exec_start_ns, compute_start_ns, compute_end_ns, exec_end_ns };
-    for (request, (response, outcome)) in requests.iter().zip(outcomes) {
-        let success = outcome.is_ok();
-        if let Some(response) = response {
-            if let Err(e) = response.send(outcome) {
-                log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: sending response: {e}"));
-            }
-        }
-        if let Err(e) = instance.report_request(request, success, &times) {
-            log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: reporting statistics: {e}"));
+    for (index, result) in results.iter().enumerate() {
+        if let Err(e) = result {
+            responder.fail(index, e.clone());
         }
     }
-    if let Err(e) = instance.report_batch(requests.len() as u64, &times) {
-        log(sys::TRITONSERVER_LOG_ERROR, &format!("preprocess: reporting batch statistics: {e}"));
+    for (index, response, error) in responder.pending() {
+        let Ok(out) = &results[index] else { continue };
+        if let Err(e) = write_outputs(response, out, &state.preprocessor.sizes) {
+            *error = Some(e);
+        }
     }
-    drop(requests);
+    responder.finish();
 }
 
 /// The request's encoded photo: UINT8, one photo per request (batch dimension 1).
