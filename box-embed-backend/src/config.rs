@@ -38,13 +38,6 @@ impl ModelConfig {
             }),
         }
     }
-
-    pub fn encoder(&self) -> &EncoderLink {
-        match self {
-            Self::Boxes(c) => &c.encoder,
-            Self::Faces(c) => &c.encoder,
-        }
-    }
 }
 
 /// The encoder model called in-process: its tensor names, what it returns, and the side S
@@ -343,10 +336,7 @@ mod tests {
         let faces = ModelConfig::from_model_config(&face_config(&[])).unwrap();
         let ModelConfig::Faces(c) = &faces else { panic!("{faces:?}") };
         assert_eq!((c.max_faces, c.aligner.size), (50, 112));
-        assert_eq!(
-            (faces.encoder().input.as_str(), faces.encoder().item_size, faces.encoder().embedding_dim),
-            ("faces", 112, 128)
-        );
+        assert_eq!((c.encoder.input.as_str(), c.encoder.item_size, c.encoder.embedding_dim), ("faces", 112, 128));
         let err = ModelConfig::from_model_config(&config(&[("mode", "people")])).unwrap_err();
         assert!(err.to_string().contains("mode"), "{err}");
     }

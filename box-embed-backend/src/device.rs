@@ -6,6 +6,7 @@
 //! - [`DeviceBuffer`]: a grow-only buffer reused across execute calls, allocated with
 //!   `cuMemAlloc` rather than cudarc's stream-ordered pool, because the Python backend maps
 //!   the encoder's GPU inputs (and outputs it writes) with CUDA IPC, which pool memory refuses;
+//! - [`StreamGuard`]: synchronises an instance's stream when dropped, unwinding included;
 //! - [`CudaMemory`]: the device memory behind the encoder's response allocator.
 
 use cuda_kernels::cudarc::driver::{
@@ -93,6 +94,30 @@ impl Device {
 
     pub fn synchronize(&self) -> Result<(), TritonError> {
         self.stream.synchronize().map_err(driver_error("synchronising the instance stream"))
+    }
+}
+
+/// Synchronises the instance's stream when dropped, so that no copy queued on it outlives the
+/// memory it reads or writes (request inputs, response outputs, encoder responses), even when
+/// execute unwinds. [`StreamGuard::synchronize`] is the checked synchronisation of the normal
+/// path; the one in `Drop` can only ignore a failure.
+pub struct StreamGuard {
+    stream: Arc<CudaStream>,
+}
+
+impl StreamGuard {
+    pub fn new(device: &Device) -> Self {
+        Self { stream: device.stream.clone() }
+    }
+
+    pub fn synchronize(&self) -> Result<(), TritonError> {
+        self.stream.synchronize().map_err(driver_error("synchronising the instance stream"))
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
     }
 }
 

@@ -1,7 +1,10 @@
-//! Sends crops to the image encoder model in-process, in chunks no larger than its batch
-//! limit, from host or device memory, and checks what comes back. The host paths copy the
-//! embeddings out with [`Encoder::embed_host`]; the device path into a device buffer itself.
+//! The encoder model as this backend calls it in-process: [`EncoderHandle`], an instance's
+//! link to it (resolved once the encoder is ready), and [`Encoder`], which sends crops in
+//! chunks no larger than its batch limit, from host or device memory, and checks what comes
+//! back. The host paths copy the embeddings out with [`Encoder::embed_host`]; the device path
+//! into a device buffer itself.
 
+use crate::config::EncoderLink;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -9,6 +12,52 @@ use triton_backend::infer::{
     InferenceRequest, InferenceResponse, PendingInference, ResponseAllocator, ResponseOutput, Server,
 };
 use triton_backend::{DataType, MemoryType, TritonError};
+
+/// One instance's link to its encoder: the config's side of the contract, the server and the
+/// response allocator for the encoder's outputs.
+pub struct EncoderHandle {
+    link: EncoderLink,
+    server: Server,
+    allocator: ResponseAllocator,
+    /// Resolved on first use, because the encoder may load after this model.
+    batch_limit: Option<usize>,
+}
+
+impl EncoderHandle {
+    pub fn new(link: EncoderLink, server: Server, allocator: ResponseAllocator) -> Self {
+        Self { link, server, allocator, batch_limit: None }
+    }
+
+    /// The encoder, once it is ready and its config agrees with ours.
+    pub fn encoder(&mut self) -> Result<Encoder<'_>, TritonError> {
+        let batch_limit = self.batch_limit()?;
+        let link = &self.link;
+        Ok(Encoder {
+            server: self.server,
+            allocator: &self.allocator,
+            model: &link.model,
+            input: &link.input,
+            output: &link.output,
+            crop_size: link.item_size,
+            embedding_dim: link.embedding_dim,
+            batch_limit,
+        })
+    }
+
+    fn batch_limit(&mut self) -> Result<usize, TritonError> {
+        if let Some(limit) = self.batch_limit {
+            return Ok(limit);
+        }
+        let model = &self.link.model;
+        if !self.server.model_is_ready(model).unwrap_or(false) {
+            return Err(TritonError::unavailable(format!("encoder model '{model}' is not loaded or not ready")));
+        }
+        let encoder_config = self.server.model_config(model)?;
+        let limit = self.link.batch_limit(&encoder_config).map_err(|e| TritonError::internal(e.to_string()))?;
+        self.batch_limit = Some(limit);
+        Ok(limit)
+    }
+}
 
 /// The encoder as seen from this backend: where to send crops and what comes back.
 pub struct Encoder<'a> {

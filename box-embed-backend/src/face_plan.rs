@@ -1,11 +1,13 @@
 //! Face mode: turns one request's raw input tensors (`original`, `num_faces`,
 //! `face_landmarks`) into a face plan: the validated image size and, per face row, the warp
 //! map of its aligned face or the reason its landmarks were rejected. Pure, like
-//! [`crate::plan`], whose tensor helpers it shares, so every malformed-request case is
-//! unit-tested without a server.
+//! [`crate::box_plan`], over the same tensor reading ([`crate::tensors`]), so every
+//! malformed-request case is unit-tested without a server.
 
 use crate::config::{FaceAlignConfig, INPUT_LANDMARKS, INPUT_NUM_FACES};
-use crate::plan::{expect_len, f32s, image_size, per_request_shape, row_count, ImageTensor, PlanError, RawTensor};
+use crate::tensors::{
+    expect_shape_bytes, f32s, image_size, per_request_shape, row_count, ImageTensor, PlanError, RawTensor,
+};
 use crop_core::LandmarkRejection;
 
 pub struct FaceTensors<'a> {
@@ -31,12 +33,13 @@ pub fn plan_faces(inputs: &FaceTensors<'_>, config: &FaceAlignConfig) -> Result<
         return Err(PlanError(format!("input '{INPUT_LANDMARKS}' must be [K, 5, 2], got {shape:?}")));
     }
     let landmark_rows = shape[0].max(0) as usize;
-    expect_len(INPUT_LANDMARKS, inputs.landmarks.bytes, landmark_rows * 40)?;
+    expect_shape_bytes(INPUT_LANDMARKS, inputs.landmarks, 4)?;
     if num_faces > landmark_rows {
         return Err(PlanError(format!(
             "{INPUT_NUM_FACES} is {num_faces} but {INPUT_LANDMARKS} has only {landmark_rows} rows"
         )));
     }
+    // num_faces <= landmark_rows, whose byte count was checked above.
     let coords: Vec<f32> = f32s(&inputs.landmarks.bytes[..num_faces * 40]).collect();
     let rows = coords
         .chunks_exact(10)

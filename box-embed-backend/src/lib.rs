@@ -1,32 +1,42 @@
-//! `libtriton_box_embed.so`: the Triton backend that crops every detected box from the
-//! original image and embeds the crops with the image encoder, in-process; in face mode
-//! (model parameter `mode: faces`) it aligns every detected face from its 5 landmarks and
-//! embeds the faces with the face encoder the same way.
+//! `libtriton_box_embed.so`: the Triton backend behind two models. `box_embed` (mode
+//! `boxes`, the default) crops every detected box from the original image and embeds the
+//! crops with the image encoder, in-process; `face_align` (model parameter `mode: faces`)
+//! aligns every detected face from its 5 landmarks and embeds the faces with the face encoder
+//! the same way.
 //!
+//! Leaves, pure unless noted:
 //! - [`config`]: the model config parameters (by mode), validated once at load;
-//! - [`plan`]: one request's tensors -> validated crop plan, and a batch's crops (pure);
-//! - [`face_plan`]: the same for faces: landmarks -> warp maps or rejections (pure);
-//! - [`encoder`]: chunked in-process calls to the encoder model, from host or device memory;
-//! - [`execute`]: the execute call over a batch of requests and what both paths share;
-//! - [`cpu`]: KIND_CPU instances (host memory throughout);
-//! - [`gpu`]: KIND_GPU instances (inputs, crops and embeddings on the device), over the
-//!   CUDA plumbing in [`device`];
-//! - [`faces`]: face mode, KIND_CPU instances.
+//! - [`tensors`]: reading raw request tensors (shapes, byte sizes, values);
+//! - [`crop_batch`]: a batch's crops laid out request after request, and their rows mapped back;
+//! - [`encoder`]: the instance's link to its encoder and the chunked in-process calls to it
+//!   (Triton API).
 //!
-//! Cropping itself (letterbox mapping, crop policies, ROI-align) lives in `crop-core` and its
-//! CUDA kernels in `cuda-kernels`; the Triton API in `triton-backend`. This file holds only
-//! the [`Backend`](triton_backend::backend::Backend) implementation the entry points are
-//! exported from.
+//! Box mode: [`box_plan`] (a request's tensors -> crop plan), [`box_inputs`] and
+//! [`box_outputs`] (the Triton side of its tensors), and its two paths, [`box_cpu`] (KIND_CPU,
+//! host memory) and [`box_gpu`] (KIND_GPU, on the device, over the CUDA plumbing in
+//! [`device`]). Face mode: [`face_plan`] (landmarks -> warp maps or rejections) and
+//! [`face_cpu`] (KIND_CPU). Both CPU paths run the same loop, [`host_encode`]. The dispatcher
+//! [`execute`] imports the paths; no path imports it.
+//!
+//! Cropping itself (letterbox mapping, crop policies, ROI-align, face warps) lives in
+//! `crop-core` and its CUDA kernels in `cuda-kernels`; the Triton API in `triton-backend`.
+//! This file holds only the [`Backend`](triton_backend::backend::Backend) implementation the
+//! entry points are exported from.
 
+pub mod box_cpu;
+pub mod box_gpu;
+pub mod box_inputs;
+pub mod box_outputs;
+pub mod box_plan;
 pub mod config;
-pub mod cpu;
+pub mod crop_batch;
 pub mod device;
 pub mod encoder;
 pub mod execute;
+pub mod face_cpu;
 pub mod face_plan;
-pub mod faces;
-pub mod gpu;
-pub mod plan;
+pub mod host_encode;
+pub mod tensors;
 
 use config::ModelConfig;
 use execute::InstanceState;
@@ -58,12 +68,14 @@ impl Backend for BoxEmbed {
                 ErrorCode::Unsupported,
                 format!("instance '{name}': face mode runs on KIND_CPU instances only"),
             )),
-            (ModelConfig::Faces(config), _) => InstanceState::faces(config, server),
+            (ModelConfig::Faces(config), _) => InstanceState::face_cpu(config, server),
             // KIND_MODEL leaves placement to the backend: the CPU path, as before GPU support.
-            (ModelConfig::Boxes(config), InstanceKind::Cpu | InstanceKind::Other) => InstanceState::cpu(config, server),
+            (ModelConfig::Boxes(config), InstanceKind::Cpu | InstanceKind::Other) => {
+                InstanceState::box_cpu(config, server)
+            }
             (ModelConfig::Boxes(config), InstanceKind::Gpu) => {
                 let device_id = instance.device_id()?;
-                let state = InstanceState::gpu(config, server, device_id)
+                let state = InstanceState::box_gpu(config, server, device_id)
                     .map_err(|e| e.context(format!("instance '{name}' (KIND_GPU)")))?;
                 log(
                     sys::TRITONSERVER_LOG_INFO,

@@ -1,4 +1,4 @@
-//! The KIND_GPU path: pixels, crops and embeddings stay on the instance's device.
+//! Box mode on KIND_GPU instances: pixels, crops and embeddings stay on the instance's device.
 //!
 //! Per execute: plan on the host (small tensors only; `original` is read where Triton holds
 //! it) -> copy each image that has boxes into one packed device buffer (device to device,
@@ -6,22 +6,24 @@
 //! ROI-align launch for every box of every request -> synchronise the stream -> send the
 //! crops to the encoder as GPU inputs, in chunks -> gather the embeddings on the device ->
 //! copy them into GPU output buffers, or, where Triton gives host ones, one device-to-host
-//! copy of the embeddings. The stream is always synchronised before responses are sent and
-//! requests released, so no copy outlives the buffers it reads or writes.
+//! copy of the embeddings. The stream is synchronised before responses are sent and requests
+//! released on every path, unwinding included ([`StreamGuard`]), so no copy outlives the
+//! buffers it reads or writes.
 
+use crate::box_inputs::{crop_batch, plan_all, PlannedBoxes};
+use crate::box_outputs::write_row_outputs;
 use crate::config::{BoxEmbedConfig, OUTPUT_EMBEDDINGS};
-use crate::device::{CudaMemory, Device, DeviceBuffer};
-use crate::encoder::Crops;
-use crate::execute::{crop_batch, plan_all, write_embedding_rows, write_row_outputs, Batch, Planned, Shared};
-use crate::plan::CropBatch;
+use crate::crop_batch::{write_embedding_rows, CropBatch};
+use crate::device::{CudaMemory, Device, DeviceBuffer, StreamGuard};
+use crate::encoder::{Crops, EncoderHandle};
 use cuda_kernels::{CropDesc, RoiAlignParams};
 use std::sync::Arc;
 use triton_backend::infer::{InferenceResponse, ResponseAllocator};
-use triton_backend::time::now_ns;
+use triton_backend::responder::Responder;
 use triton_backend::{DataType, MemoryType, TritonError};
 
 /// A GPU instance's device and the buffers it reuses across execute calls.
-pub struct GpuPath {
+pub struct BoxGpuPath {
     config: Arc<BoxEmbedConfig>,
     device: Device,
     /// Every image with boxes in this execute, packed (UINT8 HWC).
@@ -35,7 +37,7 @@ pub struct GpuPath {
     host_embeddings: Vec<f32>,
 }
 
-impl GpuPath {
+impl BoxGpuPath {
     /// The path and the encoder's response allocator, which places outputs the encoder
     /// produces in GPU memory on this device.
     pub fn new(config: Arc<BoxEmbedConfig>, device_id: i32) -> Result<(Self, ResponseAllocator), TritonError> {
@@ -55,48 +57,51 @@ impl GpuPath {
         Ok((path, allocator))
     }
 
-    pub fn run(&mut self, shared: &mut Shared, batch: &mut Batch<'_>) {
+    pub fn run(&mut self, encoder: &mut EncoderHandle, responder: &mut Responder<'_>) {
         if let Err(e) = self.device.bind() {
-            batch.errors.iter_mut().for_each(|err| *err = Some(e.clone()));
+            (0..responder.requests().len()).for_each(|index| responder.fail(index, e.clone()));
             return;
         }
         let config = self.config.clone();
         let device = &self.device;
-        let mut planned = plan_all(batch, &config, |buffer, dst| device.read_to_host(buffer, dst));
-        batch.compute_start_ns = now_ns();
+        let mut planned = plan_all(responder, &config, |buffer, dst| device.read_to_host(buffer, dst));
+        responder.start_compute();
         // Encoder responses own their output buffers: kept until the stream has synchronised.
         let mut encoder_responses = Vec::new();
-        let outcome = self.process(shared, batch, &mut planned, &mut encoder_responses);
-        let outcome = outcome.and(self.device.synchronize());
+        // Declared after what the queued copies read and write (encoder responses here, the
+        // requests' inputs and the responses' outputs in the caller), so dropped before them:
+        // a panic below still waits for the stream.
+        let stream = StreamGuard::new(&self.device);
+        let outcome = self.process(encoder, responder, &mut planned, &mut encoder_responses);
+        let outcome = outcome.and(stream.synchronize());
+        drop(stream);
         drop(encoder_responses);
         if let Err(e) = outcome {
             // A device failure taints every request that was being processed.
-            for (plan, error) in planned.iter().zip(batch.errors.iter_mut()) {
+            for (index, plan) in planned.iter().enumerate() {
                 if plan.is_some() {
-                    error.get_or_insert_with(|| e.clone());
+                    responder.fail(index, e.clone());
                 }
             }
         }
-        if batch.compute_end_ns == 0 {
-            batch.compute_end_ns = now_ns();
-        }
+        responder.end_compute();
     }
 
     /// Everything after planning; an `Err` is a device failure for the whole batch.
     fn process(
         &mut self,
-        shared: &mut Shared,
-        batch: &mut Batch<'_>,
-        planned: &mut [Option<Planned<'_>>],
+        encoder: &mut EncoderHandle,
+        responder: &mut Responder<'_>,
+        planned: &mut [Option<PlannedBoxes<'_>>],
         encoder_responses: &mut Vec<InferenceResponse>,
     ) -> Result<(), TritonError> {
-        let offsets = self.upload_images(batch, planned)?;
+        let offsets = self.upload_images(responder, planned)?;
         let crops = crop_batch(planned);
         let config = self.config.clone();
         let dim = config.encoder.embedding_dim;
         self.embeddings.resize(crops.len() * dim)?;
         if !crops.is_empty() {
-            match shared.encoder() {
+            match encoder.encoder() {
                 Ok(encoder) => {
                     self.crop(&crops, planned, &offsets, config.roi_align.crop_size, config.roi_align.sampling_ratio)?;
                     // Kernel done before anyone else reads the crops: the encoder runs on
@@ -122,15 +127,15 @@ impl GpuPath {
                             Ok(())
                         });
                         if let Err(e) = copied {
-                            crops.fail(chunk.crops, &e, &mut batch.errors);
+                            crops.fail(chunk.crops, &e, responder.errors_mut());
                         }
                     }
                 }
-                Err(e) => crops.fail(0..crops.len(), &e, &mut batch.errors),
+                Err(e) => crops.fail(0..crops.len(), &e, responder.errors_mut()),
             }
         }
-        batch.compute_end_ns = now_ns();
-        self.scatter(batch, planned, &crops, dim)
+        responder.end_compute();
+        self.scatter(responder, planned, &crops, dim)
     }
 
     /// Copies the pixels of every request with at least one crop into `self.images`, returning
@@ -138,8 +143,8 @@ impl GpuPath {
     /// host ones are uploaded. Planning already checked each image's size.
     fn upload_images(
         &mut self,
-        batch: &mut Batch<'_>,
-        planned: &mut [Option<Planned<'_>>],
+        responder: &mut Responder<'_>,
+        planned: &mut [Option<PlannedBoxes<'_>>],
     ) -> Result<Vec<u64>, TritonError> {
         let mut offsets = vec![0u64; planned.len()];
         let mut total = 0usize;
@@ -155,7 +160,7 @@ impl GpuPath {
             let buffers = match p.original.buffers(MemoryType::Gpu, self.device.id.into()) {
                 Ok(buffers) => buffers,
                 Err(e) => {
-                    batch.errors[index] = Some(e.context("reading input 'original'"));
+                    responder.fail(index, e.context("reading input 'original'"));
                     *slot = None;
                     continue;
                 }
@@ -179,7 +184,7 @@ impl GpuPath {
     fn crop(
         &mut self,
         crops: &CropBatch,
-        planned: &[Option<Planned<'_>>],
+        planned: &[Option<PlannedBoxes<'_>>],
         offsets: &[u64],
         crop_size: usize,
         sampling_ratio: usize,
@@ -187,7 +192,7 @@ impl GpuPath {
         let too_big = |what: &str| TritonError::internal(format!("{what} does not fit the kernel's 32-bit sizes"));
         self.host_descs.clear();
         for &(request, region) in &crops.crops {
-            let Some(Planned { plan, .. }) = &planned[request] else {
+            let Some(PlannedBoxes { plan, .. }) = &planned[request] else {
                 return Err(TritonError::internal(format!("crop of request {request}, which has no plan")));
             };
             let width = u32::try_from(plan.width).map_err(|_| too_big("image width"))?;
@@ -214,16 +219,15 @@ impl GpuPath {
     /// device copies, or from one device-to-host copy where Triton gives host buffers.
     fn scatter(
         &mut self,
-        batch: &mut Batch<'_>,
-        planned: &[Option<Planned<'_>>],
+        responder: &mut Responder<'_>,
+        planned: &[Option<PlannedBoxes<'_>>],
         crops: &CropBatch,
         dim: usize,
     ) -> Result<(), TritonError> {
         let row_bytes = dim * 4;
         let mut host_outputs = Vec::new();
-        let requests = planned.iter().zip(batch.responses.iter_mut()).zip(batch.errors.iter_mut()).enumerate();
-        for (index, ((planned, response), error)) in requests {
-            let (Some(p), Some(response), None) = (planned, response.as_mut(), error.as_ref()) else { continue };
+        for (index, response, error) in responder.pending() {
+            let Some(p) = &planned[index] else { continue };
             if let Err(e) = write_row_outputs(response, &p.plan) {
                 *error = Some(e);
                 continue;
