@@ -96,7 +96,7 @@ impl ServeArgs {
         if let Some(library) = self.rerank_library {
             config.faces.rerank_library = Some(library);
         }
-        config.validate()?;
+        // Validated once, by `serve`, which every config passes through.
         Ok(config)
     }
 }

@@ -351,7 +351,9 @@ pub fn rerank(state: &AppState, request: &RerankRequest) -> Result<RerankRespons
 
 /// A face embedding in the store's vector length: zero-padded (see the module doc).
 pub fn store_vector(mut embedding: Vec<f32>, store_dim: usize) -> Vec<f32> {
-    debug_assert!(embedding.len() <= store_dim, "checked by config validation");
+    // Config validation rejects a longer face vector only with faces.index_on_ingest on; with it
+    // off a face query longer than the store's vectors would be cut here (debug builds stop).
+    debug_assert!(embedding.len() <= store_dim, "face embedding longer than the store's vectors");
     embedding.resize(store_dim, 0.0);
     embedding
 }

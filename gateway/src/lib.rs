@@ -3,7 +3,7 @@
 //! the `gateway` command line. Storage comes from `visual-store`, Triton from
 //! `triton-client`, text tokens from `clip-tokenizer`.
 //!
-//! Modules, one job each: `config` (TOML + overrides), `api` (wire types), `error`
+//! Modules: `config` (TOML + overrides), `api` (wire types), `error`
 //! (HTTP error mapping), `pipeline` (Triton calls), `search` (query building and
 //! execution), `ingest` (upload form and storing photos), `faces` (the face endpoints
 //! and faces on ingest), `rerank` (face rerank scoring), `plugin` (the C-ABI rerank
