@@ -2,7 +2,8 @@
 //! are converted here, at the edge, so vectors never leave the service.
 
 use serde::{Deserialize, Serialize};
-use visual_store::{ImageRecord, ObjectRecord};
+use visual_store::matching::summary;
+use visual_store::{ImageRecord, ObjectSummary};
 
 /// A date bound: unix seconds, an RFC 3339 timestamp, or a `YYYY-MM-DD` day.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -173,7 +174,7 @@ pub fn file_url(id: &str) -> String {
     format!("/images/{id}/file")
 }
 
-pub fn object_view(index: usize, object: &ObjectRecord) -> ObjectView {
+pub fn object_view(index: usize, object: &ObjectSummary) -> ObjectView {
     ObjectView {
         index,
         class_id: object.class_id,
@@ -193,7 +194,7 @@ impl From<&ImageRecord> for ImageView {
             created_at: record.created_at,
             tags: record.tags.clone(),
             metadata: record.metadata.clone(),
-            objects: record.objects.iter().enumerate().map(|(i, o)| object_view(i, o)).collect(),
+            objects: record.objects.iter().enumerate().map(|(i, o)| object_view(i, &summary(o))).collect(),
             faces: record
                 .faces
                 .iter()

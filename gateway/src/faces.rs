@@ -384,7 +384,7 @@ pub fn query_from_embedding(state: &AppState, embedding: Vec<f32>) -> Result<Vec
         .ok_or_else(|| AppError::BadRequest("the face embedding has a NaN or infinite value, or is all zeros".into()))
 }
 
-/// Face-level k-NN over the stored faces; each hit names its image and face box.
+/// Face-level k-NN over the stored faces; each hit names its image and face box; one store call.
 pub async fn search(
     state: &AppState,
     query: Vec<f32>,
@@ -393,21 +393,19 @@ pub async fn search(
 ) -> Result<Vec<FaceResult>, AppError> {
     let query = store_vector(query, state.config.models.embedding_dim);
     let hits = state.store.search_faces(&query, &SearchFilter::default(), page).await?;
-    let mut results = Vec::with_capacity(hits.len());
-    for hit in hits.into_iter().filter(|h| h.score >= min_score) {
-        // A hit deleted between the search and this read is simply left out.
-        let Some(record) = state.store.get(&hit.image_id).await? else { continue };
-        results.push(FaceResult {
+    Ok(hits
+        .into_iter()
+        .filter(|h| h.score >= min_score)
+        .map(|hit| FaceResult {
             file_url: file_url(&hit.image_id),
             image_id: hit.image_id,
             face_index: hit.face_index,
             bbox: hit.bbox,
             score: hit.score,
-            width: record.width,
-            height: record.height,
-        });
-    }
-    Ok(results)
+            width: hit.width,
+            height: hit.height,
+        })
+        .collect())
 }
 
 /// What ingest stores for one photo: the `visual_ingest` analysis, and with

@@ -1,17 +1,18 @@
 //! Query building and execution, shared by every search endpoint: validation of k,
 //! offset, scores, class names and dates into a `visual_store::SearchFilter` + `Page`;
-//! the LRU cache of text-query embeddings; and the store calls that turn hits into
-//! results with the matching object of each image.
+//! the LRU cache of text-query embeddings; and the store calls whose hits become results:
+//! one store call per search, the hits carrying what a result shows (the matched object is
+//! chosen inside the store, `visual_store::matching`).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate};
 use lru::LruCache;
-use visual_store::{ImageRecord, Page, SearchFilter};
+use visual_store::{ImageHit, Page, SearchFilter};
 
 use crate::api::{
-    file_url, object_view, DateBound, HybridQuery, ImageResult, MatchedObject, ObjectQuery, ObjectResult,
+    file_url, object_view, DateBound, HybridQuery, ImageResult, MatchedObject, ObjectQuery, ObjectResult, ObjectView,
 };
 use crate::config::SearchConfig;
 use crate::error::AppError;
@@ -179,24 +180,7 @@ pub async fn embed_image(state: &AppState, image: bytes::Bytes) -> Result<Vec<f3
     Ok(state.inference.analyze_image(image).await?.embedding)
 }
 
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// The record's object closest to the query among those the filter allows.
-pub fn best_object(record: &ImageRecord, query: &[f32], filter: &SearchFilter) -> Option<MatchedObject> {
-    record
-        .objects
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| filter.classes.is_empty() || filter.classes.contains(&o.class_name))
-        .filter(|(_, o)| o.confidence >= filter.min_confidence)
-        .map(|(i, o)| (i, o, cosine(&o.embedding, query)))
-        .max_by(|a, b| a.2.total_cmp(&b.2))
-        .map(|(i, o, score)| MatchedObject { object: object_view(i, o), score })
-}
-
-/// Whole-image k-NN with the filter, then each hit's record for display.
+/// Whole-image k-NN with the filter: one store call, whose hits carry what a result shows.
 pub async fn images(
     state: &AppState,
     query: &[f32],
@@ -205,27 +189,30 @@ pub async fn images(
     min_score: f32,
 ) -> Result<Vec<ImageResult>, AppError> {
     let hits = state.store.search_images(query, filter, page).await?;
-    let mut results = Vec::with_capacity(hits.len());
-    for hit in hits.into_iter().filter(|h| h.score >= min_score) {
-        // A hit deleted between the search and this read is simply left out.
-        let Some(record) = state.store.get(&hit.image_id).await? else { continue };
-        results.push(ImageResult {
-            matched_object: best_object(&record, query, filter),
-            objects: record.objects.iter().enumerate().map(|(i, o)| object_view(i, o)).collect(),
-            file_url: file_url(&record.id),
-            image_id: record.id,
-            score: hit.score,
-            width: record.width,
-            height: record.height,
-            created_at: record.created_at,
-            tags: record.tags,
-            metadata: record.metadata,
-        });
-    }
-    Ok(results)
+    Ok(hits.into_iter().filter(|h| h.score >= min_score).map(image_result).collect())
 }
 
-/// Object-level k-NN: each result names its image and box.
+fn image_result(hit: ImageHit) -> ImageResult {
+    let objects: Vec<ObjectView> = hit.objects.iter().enumerate().map(|(i, o)| object_view(i, o)).collect();
+    let matched_object = hit.matched_object.and_then(|matched| {
+        let object = objects.get(matched.object_index)?.clone();
+        Some(MatchedObject { object, score: matched.score })
+    });
+    ImageResult {
+        file_url: file_url(&hit.image_id),
+        image_id: hit.image_id,
+        score: hit.score,
+        width: hit.width,
+        height: hit.height,
+        created_at: hit.created_at,
+        tags: hit.tags,
+        metadata: hit.metadata,
+        matched_object,
+        objects,
+    }
+}
+
+/// Object-level k-NN: each result names its image and box; one store call.
 pub async fn objects(
     state: &AppState,
     query: &[f32],
@@ -234,10 +221,10 @@ pub async fn objects(
     min_score: f32,
 ) -> Result<Vec<ObjectResult>, AppError> {
     let hits = state.store.search_objects(query, filter, page).await?;
-    let mut results = Vec::with_capacity(hits.len());
-    for hit in hits.into_iter().filter(|h| h.score >= min_score) {
-        let Some(record) = state.store.get(&hit.image_id).await? else { continue };
-        results.push(ObjectResult {
+    Ok(hits
+        .into_iter()
+        .filter(|h| h.score >= min_score)
+        .map(|hit| ObjectResult {
             file_url: file_url(&hit.image_id),
             image_id: hit.image_id,
             object_index: hit.object_index,
@@ -245,18 +232,16 @@ pub async fn objects(
             confidence: hit.confidence,
             bbox: hit.bbox,
             score: hit.score,
-            width: record.width,
-            height: record.height,
-        });
-    }
-    Ok(results)
+            width: hit.width,
+            height: hit.height,
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::GatewayConfig;
-    use visual_store::ObjectRecord;
 
     fn limits() -> SearchConfig {
         GatewayConfig::default().search
@@ -339,34 +324,6 @@ mod tests {
         assert_eq!(min_score(Some(0.2)).unwrap(), 0.2);
         assert!(min_score(Some(1.5)).is_err());
         assert!(min_score(Some(f32::NAN)).is_err());
-    }
-
-    #[test]
-    fn best_object_respects_the_filter() {
-        let object = |class: &str, confidence: f32, embedding: Vec<f32>| ObjectRecord {
-            class_id: 0,
-            class_name: class.into(),
-            confidence,
-            bbox: [0.0; 4],
-            embedding,
-        };
-        let record = ImageRecord {
-            id: "a".repeat(64),
-            width: 10,
-            height: 10,
-            created_at: 0,
-            tags: vec![],
-            metadata: serde_json::json!({}),
-            embedding: vec![1.0, 0.0],
-            objects: vec![object("dog", 0.9, vec![0.0, 1.0]), object("person", 0.4, vec![1.0, 0.0])],
-            faces: vec![],
-        };
-        let query = [1.0, 0.0];
-        assert_eq!(best_object(&record, &query, &SearchFilter::default()).unwrap().object.index, 1);
-        let strict = SearchFilter { min_confidence: 0.5, ..SearchFilter::default() };
-        assert_eq!(best_object(&record, &query, &strict).unwrap().object.index, 0);
-        let cats = SearchFilter { classes: vec!["cat".into()], ..SearchFilter::default() };
-        assert!(best_object(&record, &query, &cats).is_none());
     }
 
     #[test]

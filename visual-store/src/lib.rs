@@ -7,8 +7,12 @@
 //! server; the default) and [`opensearch::OpenSearchStore`] (k-NN plugin, lucene HNSW).
 //! Both check queries and records with the same rules ([`validate`]) and pass one contract
 //! suite (`tests/contract.rs`). Why these crates: `docs/stores.md`.
+//!
+//! A search hit carries what a search result shows (image size, tags, metadata, objects
+//! without vectors, the matched object: [`matching`]), so a search is one store call.
 
 pub mod embedded;
+pub mod matching;
 pub mod opensearch;
 mod record;
 pub mod validate;
@@ -43,13 +47,42 @@ pub struct Page {
     pub offset: usize,
 }
 
+/// One image of an image search, with what a result shows: the record without its vectors
+/// (so a search is one store call, not one more per hit) and the object that matched.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageHit {
     pub image_id: String,
     pub score: f32,
+    pub width: u32,
+    pub height: u32,
+    pub created_at: i64,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    /// Every object of the image, in `ImageRecord::objects` order.
+    pub objects: Vec<ObjectSummary>,
+    /// The object closest to the query among those the filter allows ([`matching`]).
+    pub matched_object: Option<MatchedObject>,
+}
+
+/// A stored object without its vector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectSummary {
+    pub class_id: u32,
+    pub class_name: String,
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+}
+
+/// Which object of an image hit is closest to the query, and its cosine.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MatchedObject {
+    /// Position in `ImageHit::objects` (and `ImageRecord::objects`).
+    pub object_index: usize,
+    pub score: f32,
 }
 
 /// One object of a stored image; `object_index` is its position in `ImageRecord::objects`.
+/// `width` and `height` are its image's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObjectHit {
     pub image_id: String,
@@ -58,15 +91,20 @@ pub struct ObjectHit {
     pub confidence: f32,
     pub bbox: [f32; 4],
     pub score: f32,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// One face of a stored image; `face_index` is its position in `ImageRecord::faces`.
+/// `width` and `height` are its image's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaceHit {
     pub image_id: String,
     pub face_index: usize,
     pub bbox: [f32; 4],
     pub score: f32,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +144,7 @@ pub trait Store: Send + Sync {
     /// True when something was deleted.
     async fn delete(&self, image_id: &str) -> Result<bool>;
     async fn count(&self) -> Result<usize>;
+    /// Search answers carry what a result shows (no vectors): one call per search.
     async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>>;
     async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>>;
     async fn search_faces(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>>;

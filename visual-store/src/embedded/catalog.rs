@@ -17,6 +17,8 @@ pub struct ObjectEntry {
 
 pub struct ImageEntry {
     pub id: Arc<str>,
+    pub width: u32,
+    pub height: u32,
     created_at: i64,
     tags: Box<[u32]>,
     pub objects: Box<[ObjectEntry]>,
@@ -126,7 +128,18 @@ impl Catalog {
         }
         self.by_time.insert((record.created_at, slot));
         let face_boxes = record.faces.iter().map(|f| f.bbox).collect();
-        self.images.insert(slot, ImageEntry { id, created_at: record.created_at, tags, objects, face_boxes });
+        self.images.insert(
+            slot,
+            ImageEntry {
+                id,
+                width: record.width,
+                height: record.height,
+                created_at: record.created_at,
+                tags,
+                objects,
+                face_boxes,
+            },
+        );
     }
 
     pub fn remove(&mut self, slot: u64) -> Option<ImageEntry> {

@@ -19,7 +19,8 @@
 //! `exact_scan_limit` candidate images, their vectors are scored exactly; otherwise the
 //! filtered HNSW search runs with a candidate list widened by the filter's selectivity,
 //! and if it still comes back short of `k`, an exact scan over every matching image
-//! fills the page. Scores are true cosine either way.
+//! fills the page. Scores are true cosine either way. Image hits are completed from their
+//! records (one read transaction per search) with the matched object ([`crate::matching`]).
 
 mod catalog;
 mod codec;
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
+use crate::matching;
 use crate::validate::{check_query, check_record, cosine};
 use crate::{
     FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
@@ -407,10 +409,45 @@ impl Inner {
     }
 
     fn get(&self, image_id: &str) -> Result<Option<ImageRecord>> {
+        Ok(self.get_many(&[image_id])?.pop().flatten())
+    }
+
+    /// The records of several ids from one read transaction, in order.
+    fn get_many(&self, image_ids: &[&str]) -> Result<Vec<Option<ImageRecord>>> {
         let txn = self.db.begin_read().map_err(redb_err("begin read"))?;
         let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
-        let value = table.get(image_id).map_err(redb_err("read record"))?;
-        value.map(|v| codec::decode(v.value()).map(|(_, record)| record)).transpose()
+        let mut records = Vec::with_capacity(image_ids.len());
+        for image_id in image_ids {
+            let value = table.get(*image_id).map_err(redb_err("read record"))?;
+            records.push(value.map(|v| codec::decode(v.value()).map(|(_, record)| record)).transpose()?);
+        }
+        Ok(records)
+    }
+
+    /// Image hits from ranked (id, cosine) pairs: each record read once (one transaction),
+    /// its vectors left out, its matched object chosen. An image deleted since the ranking
+    /// is left out.
+    fn image_hits(&self, ranked: Vec<(String, f32)>, query: &[f32], filter: &SearchFilter) -> Result<Vec<ImageHit>> {
+        let ids: Vec<&str> = ranked.iter().map(|(id, _)| id.as_str()).collect();
+        let records = self.get_many(&ids)?;
+        Ok(ranked
+            .iter()
+            .zip(records)
+            .filter_map(|((image_id, score), record)| {
+                let record = record?;
+                Some(ImageHit {
+                    image_id: image_id.clone(),
+                    score: *score,
+                    width: record.width,
+                    height: record.height,
+                    created_at: record.created_at,
+                    matched_object: matching::best_object(&record.objects, query, filter),
+                    objects: record.objects.iter().map(matching::summary).collect(),
+                    tags: record.tags,
+                    metadata: record.metadata,
+                })
+            })
+            .collect())
     }
 
     /// Saves the graphs next to the records (write to a temporary file, fsync, rename), so
@@ -574,7 +611,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
-        self.search(query, filter, page, |state, resolved, run| {
+        let ranked = self.search(query, filter, page, |state, resolved, run| {
             let keys_of = |slot| vec![slot];
             let keep = |slot| state.catalog.image_matches(resolved, slot, Scope::Image);
             let ranked = run(SearchPlan {
@@ -585,11 +622,11 @@ impl Store for EmbeddedStore {
             })?;
             Ok(ranked
                 .into_iter()
-                .filter_map(|(slot, score)| {
-                    Some(ImageHit { image_id: state.catalog.image(slot)?.id.to_string(), score })
-                })
+                .filter_map(|(slot, score)| Some((state.catalog.image(slot)?.id.to_string(), score)))
                 .collect())
-        })
+        })?;
+        let (inner, query, filter) = (self.inner.clone(), query.to_vec(), filter.clone());
+        blocking(move || inner.image_hits(ranked, &query, &filter)).await
     }
 
     async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
@@ -627,6 +664,8 @@ impl Store for EmbeddedStore {
                         confidence: object.confidence,
                         bbox: object.bbox,
                         score,
+                        width: image.width,
+                        height: image.height,
                     })
                 })
                 .collect())
@@ -652,6 +691,8 @@ impl Store for EmbeddedStore {
                         face_index,
                         bbox: *image.face_boxes.get(face_index)?,
                         score,
+                        width: image.width,
+                        height: image.height,
                     })
                 })
                 .collect())

@@ -1,6 +1,8 @@
 //! The OpenSearch store: one k-NN index (lucene HNSW, cosine) holding each image as a
 //! document with its vector, and its objects and faces as nested documents with theirs.
 //! Request bodies come from [`query`]; this module sends them and reads the answers.
+//! Search hits come back with their documents minus vectors (`_source` filtering) and,
+//! for image search, the matched object as a nested inner hit: one request per search.
 //!
 //! Durability: writes use `refresh=wait_for`, so an acknowledged put is both persisted
 //! (OpenSearch fsyncs its translog before acknowledging, `index.translog.durability:
@@ -33,7 +35,8 @@ use tokio::sync::OnceCell;
 
 use crate::validate::{check_query, check_record};
 use crate::{
-    FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
+    FaceHit, ImageHit, ImageRecord, MatchedObject, ObjectHit, ObjectSummary, Page, PutOutcome, QueryLimits, Result,
+    SearchFilter, Store, StoreError,
 };
 
 #[derive(Clone, Debug)]
@@ -201,21 +204,79 @@ impl OpenSearchStore {
         check_query(query, filter, page, self.config.limits, Some(self.config.dimension))
     }
 
-    /// Every part (inner hit) of the image hits, as (image id, part index, source, cosine),
-    /// ranked best first, ties by image id and index as in the embedded store.
-    async fn ranked_parts(&self, path: &str, body: Value, page: Page) -> Result<Vec<(String, usize, Value, f32)>> {
+    /// Every part (inner hit) of the image hits, ranked best first, ties by image id and
+    /// index as in the embedded store.
+    async fn ranked_parts(&self, path: &str, body: Value, page: Page) -> Result<Vec<Part>> {
         let mut parts = Vec::new();
         for hit in self.search(body).await? {
             let image_id = hit["_id"].as_str().unwrap_or_default().to_owned();
+            let (width, height) = (dimension(&hit["_source"]["width"]), dimension(&hit["_source"]["height"]));
             for inner in hit["inner_hits"][path]["hits"]["hits"].as_array().into_iter().flatten() {
-                let index = inner["_nested"]["offset"].as_u64().unwrap_or_default() as usize;
-                let score = query::cosine_from_score(inner["_score"].as_f64().unwrap_or_default());
-                parts.push((image_id.clone(), index, inner["_source"].clone(), score));
+                parts.push(Part {
+                    image_id: image_id.clone(),
+                    index: inner["_nested"]["offset"].as_u64().unwrap_or_default() as usize,
+                    source: inner["_source"].clone(),
+                    score: query::cosine_from_score(inner["_score"].as_f64().unwrap_or_default()),
+                    width,
+                    height,
+                });
             }
         }
-        parts.sort_by(|a, b| b.3.total_cmp(&a.3).then_with(|| (&a.0, a.1).cmp(&(&b.0, b.1))));
+        parts.sort_by(|a, b| {
+            b.score.total_cmp(&a.score).then_with(|| (&a.image_id, a.index).cmp(&(&b.image_id, b.index)))
+        });
         Ok(parts.into_iter().skip(page.offset).take(page.k).collect())
     }
+}
+
+/// One object or face of an object or face search: its inner hit and its image's size.
+struct Part {
+    image_id: String,
+    index: usize,
+    source: Value,
+    score: f32,
+    width: u32,
+    height: u32,
+}
+
+fn dimension(value: &Value) -> u32 {
+    value.as_u64().unwrap_or_default() as u32
+}
+
+/// An image hit from its search hit: `_source` is the document without vectors
+/// (`query::IMAGE_SOURCE`), the `matched_object` inner hit names the best allowed object.
+fn image_hit(hit: &Value) -> Result<ImageHit> {
+    #[derive(serde::Deserialize)]
+    struct Source {
+        width: u32,
+        height: u32,
+        created_at: i64,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        metadata: Value,
+        #[serde(default)]
+        objects: Vec<ObjectSummary>,
+    }
+    let image_id = hit["_id"].as_str().unwrap_or_default().to_owned();
+    let source: Source = serde_json::from_value(hit["_source"].clone())
+        .map_err(|e| StoreError::Io(format!("opensearch search: image {image_id} has an unreadable _source: {e}")))?;
+    let matched = &hit["inner_hits"][query::MATCHED_OBJECT]["hits"]["hits"][0];
+    let matched_object = matched["_nested"]["offset"].as_u64().map(|offset| MatchedObject {
+        object_index: offset as usize,
+        score: query::cosine_from_script_score(matched["_score"].as_f64().unwrap_or_default()),
+    });
+    Ok(ImageHit {
+        image_id,
+        score: query::cosine_from_score(hit["_score"].as_f64().unwrap_or_default()),
+        width: source.width,
+        height: source.height,
+        created_at: source.created_at,
+        tags: source.tags,
+        metadata: source.metadata,
+        objects: source.objects,
+        matched_object,
+    })
 }
 
 fn bbox(source: &Value) -> [f32; 4] {
@@ -347,13 +408,7 @@ impl Store for OpenSearchStore {
     async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
         self.check(query, filter, page)?;
         let hits = self.search(query::search_images(query, filter, page.k, page.offset)).await?;
-        Ok(hits
-            .iter()
-            .map(|hit| ImageHit {
-                image_id: hit["_id"].as_str().unwrap_or_default().to_owned(),
-                score: query::cosine_from_score(hit["_score"].as_f64().unwrap_or_default()),
-            })
-            .collect())
+        hits.iter().map(image_hit).collect()
     }
 
     async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
@@ -362,13 +417,15 @@ impl Store for OpenSearchStore {
         let parts = self.ranked_parts("objects", body, page).await?;
         Ok(parts
             .into_iter()
-            .map(|(image_id, object_index, source, score)| ObjectHit {
-                image_id,
-                object_index,
-                class_name: source["class_name"].as_str().unwrap_or_default().to_owned(),
-                confidence: source["confidence"].as_f64().unwrap_or_default() as f32,
-                bbox: bbox(&source),
-                score,
+            .map(|part| ObjectHit {
+                class_name: part.source["class_name"].as_str().unwrap_or_default().to_owned(),
+                confidence: part.source["confidence"].as_f64().unwrap_or_default() as f32,
+                bbox: bbox(&part.source),
+                image_id: part.image_id,
+                object_index: part.index,
+                score: part.score,
+                width: part.width,
+                height: part.height,
             })
             .collect())
     }
@@ -379,7 +436,14 @@ impl Store for OpenSearchStore {
         let parts = self.ranked_parts("faces", body, page).await?;
         Ok(parts
             .into_iter()
-            .map(|(image_id, face_index, source, score)| FaceHit { image_id, face_index, bbox: bbox(&source), score })
+            .map(|part| FaceHit {
+                bbox: bbox(&part.source),
+                image_id: part.image_id,
+                face_index: part.index,
+                score: part.score,
+                width: part.width,
+                height: part.height,
+            })
             .collect())
     }
 }

@@ -166,13 +166,69 @@ fn knn(field: &str, vector: &[f32], k: usize, filter: Option<Value>) -> Value {
     json!({"knn": {field: body}})
 }
 
-/// Ranks `offset .. offset + k` of the images nearest to `vector`.
+/// What an image hit returns of its document: everything but the vectors (and the copies
+/// of the image's date and tags on each object).
+pub const IMAGE_SOURCE: [&str; 9] = [
+    "width",
+    "height",
+    "created_at",
+    "tags",
+    "metadata",
+    "objects.class_id",
+    "objects.class_name",
+    "objects.confidence",
+    "objects.bbox",
+];
+
+/// Name of the inner hits that carry an image hit's matched object.
+pub const MATCHED_OBJECT: &str = "matched_object";
+
+/// Score of the matched-object script: 1 + cosine (a script score must not be negative).
+const MATCHED_OBJECT_SCRIPT: &str = "1.0 + cosineSimilarity(params.query_value, doc[params.field])";
+
+/// The best allowed object of each image hit (`crate::matching`): a nested query whose
+/// single inner hit is the object with the highest exact cosine (k-NN's painless
+/// `cosineSimilarity` over `objects.embedding`) among the filter's classes and confidence.
+/// It sits in a `should` next to `match_all` inside a `filter`: it never changes which
+/// images match nor their scores, and inner hits are scored on their own.
+fn matched_object(vector: &[f32], filter: &SearchFilter) -> Value {
+    let mut clauses = Vec::new();
+    if !filter.classes.is_empty() {
+        clauses.push(json!({"terms": {"objects.class_name": filter.classes}}));
+    }
+    clauses.push(json!({"range": {"objects.confidence": {"gte": filter.min_confidence}}}));
+    json!({"bool": {"should": [
+        {"nested": {
+            "path": "objects",
+            "query": {"script_score": {
+                "query": {"bool": {"filter": clauses}},
+                "script": {
+                    "source": MATCHED_OBJECT_SCRIPT,
+                    "params": {"field": "objects.embedding", "query_value": vector}
+                }
+            }},
+            "inner_hits": {"name": MATCHED_OBJECT, "size": 1, "_source": false}
+        }},
+        {"match_all": {}}
+    ]}})
+}
+
+/// The cosine of a matched-object inner hit's score (1 + cosine).
+pub fn cosine_from_script_score(score: f64) -> f32 {
+    (score - 1.0).clamp(-1.0, 1.0) as f32
+}
+
+/// Ranks `offset .. offset + k` of the images nearest to `vector`, each with its
+/// document minus vectors and its matched object.
 pub fn search_images(vector: &[f32], filter: &SearchFilter, k: usize, offset: usize) -> Value {
     json!({
         "size": k,
         "from": offset,
-        "_source": false,
-        "query": knn("embedding", vector, (k + offset).max(MIN_CANDIDATES), image_filter(filter))
+        "_source": {"includes": IMAGE_SOURCE},
+        "query": {"bool": {
+            "must": [knn("embedding", vector, (k + offset).max(MIN_CANDIDATES), image_filter(filter))],
+            "filter": [matched_object(vector, filter)]
+        }}
     })
 }
 
@@ -188,7 +244,7 @@ fn search_parts(path: &str, vector: &[f32], part_filter: Option<Value>, window: 
     knn_query["knn"][format!("{path}.embedding")]["expand_nested_docs"] = json!(true);
     json!({
         "size": window,
-        "_source": false,
+        "_source": {"includes": ["width", "height"]},
         "query": {
             "nested": {
                 "path": path,
@@ -274,23 +330,49 @@ mod tests {
         assert_eq!(
             body,
             json!({
-                "size": 10, "from": 20, "_source": false,
-                "query": {"knn": {"embedding": {
-                    "vector": [0.5, 1.0], "k": 100,
-                    "filter": {"bool": {"filter": [
-                        {"range": {"created_at": {"gte": 10, "lte": 20}}},
-                        {"term": {"tags": "beach"}},
-                        {"term": {"tags": "sun"}},
-                        {"nested": {"path": "objects", "query": {"bool": {"filter": [
-                            {"terms": {"objects.class_name": ["dog"]}},
-                            {"range": {"objects.confidence": {"gte": 0.5}}}
-                        ]}}}}
-                    ]}}
-                }}}
+                "size": 10, "from": 20,
+                "_source": {"includes": ["width", "height", "created_at", "tags", "metadata", "objects.class_id",
+                                         "objects.class_name", "objects.confidence", "objects.bbox"]},
+                "query": {"bool": {
+                    "must": [{"knn": {"embedding": {
+                        "vector": [0.5, 1.0], "k": 100,
+                        "filter": {"bool": {"filter": [
+                            {"range": {"created_at": {"gte": 10, "lte": 20}}},
+                            {"term": {"tags": "beach"}},
+                            {"term": {"tags": "sun"}},
+                            {"nested": {"path": "objects", "query": {"bool": {"filter": [
+                                {"terms": {"objects.class_name": ["dog"]}},
+                                {"range": {"objects.confidence": {"gte": 0.5}}}
+                            ]}}}}
+                        ]}}
+                    }}}],
+                    "filter": [{"bool": {"should": [
+                        {"nested": {
+                            "path": "objects",
+                            "query": {"script_score": {
+                                "query": {"bool": {"filter": [
+                                    {"terms": {"objects.class_name": ["dog"]}},
+                                    {"range": {"objects.confidence": {"gte": 0.5}}}
+                                ]}},
+                                "script": {
+                                    "source": "1.0 + cosineSimilarity(params.query_value, doc[params.field])",
+                                    "params": {"field": "objects.embedding", "query_value": [0.5, 1.0]}
+                                }
+                            }},
+                            "inner_hits": {"name": "matched_object", "size": 1, "_source": false}
+                        }},
+                        {"match_all": {}}
+                    ]}}]
+                }}
             })
         );
         let unfiltered = search_images(&[1.0], &SearchFilter::default(), 5, 0);
-        assert_eq!(unfiltered["query"], json!({"knn": {"embedding": {"vector": [1.0], "k": 100}}}));
+        assert_eq!(unfiltered["query"]["bool"]["must"], json!([{"knn": {"embedding": {"vector": [1.0], "k": 100}}}]));
+        let any_object = &unfiltered["query"]["bool"]["filter"][0]["bool"]["should"][0]["nested"]["query"];
+        assert_eq!(
+            any_object["script_score"]["query"],
+            json!({"bool": {"filter": [{"range": {"objects.confidence": {"gte": 0.0}}}]}})
+        );
     }
 
     #[test]
@@ -299,7 +381,7 @@ mod tests {
         assert_eq!(
             body,
             json!({
-                "size": 8, "_source": false,
+                "size": 8, "_source": {"includes": ["width", "height"]},
                 "query": {"nested": {
                     "path": "objects", "score_mode": "max",
                     "query": {"knn": {"objects.embedding": {
@@ -349,5 +431,7 @@ mod tests {
         assert_eq!(cosine_from_score(1.0), 1.0);
         assert_eq!(cosine_from_score(0.5), 0.0);
         assert_eq!(cosine_from_score(0.0), -1.0);
+        assert_eq!(cosine_from_script_score(1.5), 0.5);
+        assert_eq!(cosine_from_script_score(0.0), -1.0);
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+use visual_store::matching::{best_object, summary};
 use visual_store::validate::cosine;
 use visual_store::{FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, SearchFilter, Store, StoreError};
 
@@ -89,8 +90,8 @@ pub fn documents() -> Vec<ImageRecord> {
             }
             ImageRecord {
                 id: image_id(i),
-                width: 640,
-                height: 480,
+                width: 640 + i as u32,
+                height: 480 - i as u32,
                 created_at: BASE_TIME + i as i64 * 3600,
                 tags,
                 metadata: serde_json::json!({"n": i}),
@@ -254,6 +255,49 @@ pub async fn face_search_finds_the_face(store: &dyn Store, docs: &[ImageRecord])
     assert!((hits[0].score - 1.0).abs() < 1e-3);
 }
 
+/// Hits carry what a search result shows: the record without vectors, the matched object
+/// (the rule of `visual_store::matching`), the image size of object and face hits.
+pub async fn hits_carry_their_records(store: &dyn Store, docs: &[ImageRecord]) {
+    let doc = |id: &str| docs.iter().find(|d| d.id == id).expect("a stored id");
+    let filters = [
+        SearchFilter::default(),
+        SearchFilter { classes: vec!["dog".into(), "car".into()], min_confidence: 0.3, ..Default::default() },
+        SearchFilter { min_confidence: 0.5, tags: vec!["beach".into()], ..Default::default() },
+    ];
+    let mut rng = Rng::new(19);
+    for filter in &filters {
+        let query = rng.unit_vector(DIMENSION);
+        let hits = store.search_images(&query, filter, page(40, 0)).await.unwrap();
+        assert!(hits.len() >= 10, "{filter:?}: {} hits", hits.len());
+        for hit in &hits {
+            let record = doc(&hit.image_id);
+            assert_eq!((hit.width, hit.height, hit.created_at), (record.width, record.height, record.created_at));
+            assert_eq!((&hit.tags, &hit.metadata), (&record.tags, &record.metadata));
+            assert_eq!(hit.objects, record.objects.iter().map(summary).collect::<Vec<_>>());
+            let expected = best_object(&record.objects, &query, filter);
+            match (hit.matched_object, expected) {
+                (Some(got), Some(want)) => {
+                    assert_eq!(got.object_index, want.object_index, "{filter:?} {}", hit.image_id);
+                    assert!((got.score - want.score).abs() < 1e-4, "matched score {} vs {}", got.score, want.score);
+                }
+                (got, want) => assert_eq!(got, want, "{filter:?} {}", hit.image_id),
+            }
+        }
+        if filter.classes.is_empty() && filter.min_confidence == 0.0 {
+            assert!(hits.iter().any(|h| h.matched_object.is_none()), "an image without objects matches nothing");
+        }
+    }
+    let query = rng.unit_vector(DIMENSION);
+    for hit in store.search_objects(&query, &SearchFilter::default(), page(30, 0)).await.unwrap() {
+        let record = doc(&hit.image_id);
+        assert_eq!((hit.width, hit.height), (record.width, record.height));
+    }
+    for hit in store.search_faces(&query, &SearchFilter::default(), page(30, 0)).await.unwrap() {
+        let record = doc(&hit.image_id);
+        assert_eq!((hit.width, hit.height), (record.width, record.height));
+    }
+}
+
 pub async fn pages_tile_the_ranking(store: &dyn Store, docs: &[ImageRecord]) {
     let query = Rng::new(17).unit_vector(DIMENSION);
     let filter = SearchFilter::default();
@@ -341,6 +385,7 @@ pub async fn run_contract(store: &dyn Store) {
     check!(hybrid_search_applies_every_condition, &docs);
     check!(object_search_names_the_box, &docs);
     check!(face_search_finds_the_face, &docs);
+    check!(hits_carry_their_records, &docs);
     check!(pages_tile_the_ranking, &docs);
     check!(get_returns_the_record, &docs);
     check!(reingest_changes_nothing, &docs);
