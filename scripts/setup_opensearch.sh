@@ -148,5 +148,13 @@ OPENSEARCH_PATH_CONF="$HOME_WORK/config" "$HOME_WORK/bin/opensearch-plugin" inst
 # The node runs as an unprivileged user: everything here must be readable by others.
 chmod -R a+rX "$HOME_WORK"
 echo "$WANT_STAMP" > "$HOME_WORK/.installed-from-maven"
-mv -T "$HOME_WORK" "$HOME_DIR"
+# Another checkout sharing the folder may have finished first: its complete install is as good.
+if ! mv -T "$HOME_WORK" "$HOME_DIR" 2>/dev/null; then
+  if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT_STAMP" ]]; then
+    echo "error: could not move the install into $HOME_DIR" >&2
+    exit 1
+  fi
+  echo "OpenSearch $VERSION was installed in $HOME_DIR by another run meanwhile; using it"
+  exit 0
+fi
 echo "installed OpenSearch $VERSION with opensearch-knn $KNN_VERSION in $HOME_DIR"
