@@ -407,10 +407,11 @@ async fn assert_searches_exact(
     let alive: Vec<ImageRecord> = survivors.iter().map(|&i| docs[i].clone()).collect();
     let last = *survivors.last().expect("survivors");
     let deleted: Vec<&ImageRecord> = (0..last).filter(|i| !survivors.contains(i)).map(|i| &docs[i]).collect();
-    assert!(deleted.len() >= 2, "{context}: the scripts delete records");
+    // A kill early in a script may come before its first delete: then there is none to query.
     let samples: Vec<&ImageRecord> =
         [alive.first(), alive.last(), alive.get(alive.len() / 2)].into_iter().flatten().collect();
-    let samples: Vec<&ImageRecord> = samples.into_iter().chain([deleted[0], deleted[deleted.len() - 1]]).collect();
+    let samples: Vec<&ImageRecord> =
+        samples.into_iter().chain(deleted.first().copied()).chain(deleted.last().copied()).collect();
     let mut rng = common::Rng::new(41);
     let random: Vec<Vec<f32>> = (0..3).map(|_| rng.unit_vector(common::DIMENSION)).collect();
     let page = Page { k: K, offset: 0 };
