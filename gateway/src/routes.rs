@@ -92,6 +92,11 @@ fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
+/// The page of results every search endpoint answers with.
+fn search_response<T>(page: visual_store::Page, started: Instant, results: Vec<T>) -> Json<SearchResponse<T>> {
+    Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms: elapsed_ms(started), results })
+}
+
 async fn health(State(state): Shared) -> Response {
     let triton = state.inference.health().await;
     let store = match state.store.ready().await {
@@ -156,13 +161,7 @@ async fn search_text(
     let min_score = search::min_score(params.min_score)?;
     let query = search::embed_text(&state, &text).await?;
     let results = search::images(&state, &query, &Default::default(), page, min_score).await?;
-    Ok(Json(SearchResponse {
-        k: page.k,
-        offset: page.offset,
-        count: results.len(),
-        took_ms: elapsed_ms(started),
-        results,
-    }))
+    Ok(search_response(page, started, results))
 }
 
 async fn search_hybrid(
@@ -176,13 +175,7 @@ async fn search_hybrid(
     let filter = search::hybrid_filter(&query, &state.config.models.class_names)?;
     let embedding = search::embed_text(&state, &text).await?;
     let results = search::images(&state, &embedding, &filter, page, min_score).await?;
-    Ok(Json(SearchResponse {
-        k: page.k,
-        offset: page.offset,
-        count: results.len(),
-        took_ms: elapsed_ms(started),
-        results,
-    }))
+    Ok(search_response(page, started, results))
 }
 
 async fn search_similar(
@@ -197,13 +190,7 @@ async fn search_similar(
     let image = ingest::read_query_image(multipart?).await?;
     let embedding = search::embed_image(&state, image).await?;
     let results = search::images(&state, &embedding, &Default::default(), page, min_score).await?;
-    Ok(Json(SearchResponse {
-        k: page.k,
-        offset: page.offset,
-        count: results.len(),
-        took_ms: elapsed_ms(started),
-        results,
-    }))
+    Ok(search_response(page, started, results))
 }
 
 /// JSON body (a text query with optional class filter) or a multipart image upload.
@@ -236,13 +223,7 @@ async fn search_objects(
         (None, None) => unreachable!("a JSON query always has its text validated"),
     };
     let results = search::objects(&state, &embedding, &filter, page, min_score).await?;
-    Ok(Json(SearchResponse {
-        k: page.k,
-        offset: page.offset,
-        count: results.len(),
-        took_ms: elapsed_ms(started),
-        results,
-    }))
+    Ok(search_response(page, started, results))
 }
 
 fn is_multipart(request: &Request) -> bool {
@@ -295,13 +276,7 @@ async fn search_faces(
         None => faces::query_from_embedding(&state, query.embedding)?,
     };
     let results = faces::search(&state, embedding, page, min_score).await?;
-    Ok(Json(SearchResponse {
-        k: page.k,
-        offset: page.offset,
-        count: results.len(),
-        took_ms: elapsed_ms(started),
-        results,
-    }))
+    Ok(search_response(page, started, results))
 }
 
 fn checked_id(id: &str) -> Result<&str, AppError> {

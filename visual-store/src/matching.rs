@@ -7,7 +7,7 @@ use crate::{MatchedObject, ObjectRecord, ObjectSummary, SearchFilter};
 
 /// Whether an object may be an image hit's matched object: of one of the filter's classes
 /// (any when none) with confidence >= `min_confidence`.
-pub fn allowed(object: &ObjectRecord, filter: &SearchFilter) -> bool {
+fn allowed(object: &ObjectRecord, filter: &SearchFilter) -> bool {
     (filter.classes.is_empty() || filter.classes.contains(&object.class_name))
         && object.confidence >= filter.min_confidence
 }
