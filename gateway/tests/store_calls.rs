@@ -97,28 +97,15 @@ impl Store for CountingStore {
     }
 }
 
-/// splitmix64: deterministic vectors without a rand dependency.
-struct Rng(u64);
+#[path = "../../visual-store/examples/support/rng.rs"]
+mod rng;
+use rng::{normalised, Rng};
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// A random direction of `len` values, zero-padded to `DIM`.
-    fn vector(&mut self, len: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..len).map(|_| self.unit() * 2.0 - 1.0).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= norm);
-        v.resize(DIM, 0.0);
-        v
-    }
+/// A random direction of `len` values, zero-padded to `DIM`.
+fn random_vector(rng: &mut Rng, len: usize) -> Vec<f32> {
+    let mut v = normalised((0..len).map(|_| rng.signed()).collect());
+    v.resize(DIM, 0.0);
+    v
 }
 
 fn records() -> Vec<ImageRecord> {
@@ -131,7 +118,7 @@ fn records() -> Vec<ImageRecord> {
             created_at: BASE_TIME + i as i64 * 86_400,
             tags: if i % 2 == 0 { vec!["even".into()] } else { vec!["odd".into(), format!("n{i}")] },
             metadata: json!({"n": i}),
-            embedding: rng.vector(DIM),
+            embedding: random_vector(&mut rng, DIM),
             objects: (0..i % 4)
                 .map(|j| {
                     let (class_id, class_name) = CLASSES[(i + j) % CLASSES.len()];
@@ -140,7 +127,7 @@ fn records() -> Vec<ImageRecord> {
                         class_name: class_name.into(),
                         confidence: 0.2 + 0.2 * j as f32,
                         bbox: [j as f32, 2.0, 50.0 + j as f32, 60.0],
-                        embedding: rng.vector(DIM),
+                        embedding: random_vector(&mut rng, DIM),
                     }
                 })
                 .collect(),
@@ -149,7 +136,7 @@ fn records() -> Vec<ImageRecord> {
                     confidence: 0.9,
                     bbox: [10.0 + j as f32, 10.0, 40.0, 50.0],
                     landmarks: [[20.0, 20.0]; 5],
-                    embedding: rng.vector(FACE_DIM),
+                    embedding: random_vector(&mut rng, FACE_DIM),
                 })
                 .collect(),
         })
@@ -160,7 +147,7 @@ fn records() -> Vec<ImageRecord> {
 struct FixedInference;
 
 fn seeded(bytes: &[u8]) -> Vec<f32> {
-    Rng(bytes.iter().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))).vector(DIM)
+    random_vector(&mut Rng(bytes.iter().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))), DIM)
 }
 
 #[async_trait]
@@ -334,7 +321,7 @@ async fn check_one_call_per_search(inner: Arc<dyn Store>) {
     }
 
     // faces, by a JSON embedding
-    let face_query = Rng(99).vector(FACE_DIM)[..FACE_DIM].to_vec();
+    let face_query = random_vector(&mut Rng(99), FACE_DIM)[..FACE_DIM].to_vec();
     let body = send(&app, post_json("/search/faces", json!({"embedding": face_query, "k": K}))).await;
     assert_eq!(store.take(), calls(&[("search_faces", 1)]), "face search");
     let results = body["results"].as_array().unwrap();
