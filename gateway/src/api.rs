@@ -2,11 +2,14 @@
 //! are converted here, at the edge, so vectors never leave the service.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use visual_store::matching::summary;
 use visual_store::{ImageRecord, ObjectSummary};
 
+use crate::inference::InferenceHealth;
+
 /// A date bound: unix seconds, an RFC 3339 timestamp, or a `YYYY-MM-DD` day.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(untagged)]
 pub enum DateBound {
     Seconds(i64),
@@ -14,7 +17,7 @@ pub enum DateBound {
 }
 
 /// Body of POST /search/hybrid.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HybridQuery {
     pub text: String,
@@ -31,7 +34,7 @@ pub struct HybridQuery {
 }
 
 /// Body of POST /search/objects (the JSON form; the multipart form carries an image).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObjectQuery {
     pub text: String,
@@ -43,18 +46,75 @@ pub struct ObjectQuery {
     pub min_score: Option<f32>,
 }
 
-/// Query string of GET /search/text, and of the image-upload searches.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Query string of GET /search/text.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[serde(default)]
-pub struct PageParams {
+#[into_params(parameter_in = Query)]
+pub struct TextSearchParams {
+    /// The text query (at most 1000 characters).
     pub q: Option<String>,
+    /// Results per page (default `search.default_k`, at most `search.max_k`).
     pub k: Option<usize>,
+    /// Results skipped (`offset + k` at most `search.max_window`).
     pub offset: Option<usize>,
+    /// Cosine under which results are dropped, in [-1, 1].
     pub min_score: Option<f32>,
 }
 
+/// Query string of the image-upload searches (the multipart forms).
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Results per page (default `search.default_k`, at most `search.max_k`).
+    pub k: Option<usize>,
+    /// Results skipped (`offset + k` at most `search.max_window`).
+    pub offset: Option<usize>,
+    /// Cosine under which results are dropped, in [-1, 1].
+    pub min_score: Option<f32>,
+}
+
+/// Every error: its status and this body.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// The multipart form of POST /ingest and POST /ingest/batch (one `image` for /ingest).
+#[derive(ToSchema)]
+pub struct IngestForm {
+    /// The photo (JPEG, PNG or WebP); repeated in a batch.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    pub image: Vec<Vec<u8>>,
+    /// Comma-separated, and/or repeated.
+    pub tags: Option<String>,
+    /// A JSON object stored with the photo.
+    pub metadata: Option<String>,
+    /// Unix seconds, RFC 3339 or YYYY-MM-DD.
+    pub created_at: Option<String>,
+}
+
+/// The multipart form of the searches by photo: one `image`.
+#[derive(ToSchema)]
+pub struct QueryImageForm {
+    #[schema(value_type = String, format = Binary)]
+    pub image: Vec<u8>,
+}
+
+/// The multipart form of POST /faces/embeddings.
+#[derive(ToSchema)]
+pub struct FaceEmbeddingsForm {
+    /// Photos, repeated (at most `faces.max_images_per_request`).
+    #[schema(value_type = Vec<String>, format = Binary)]
+    pub image: Vec<Vec<u8>>,
+    /// `true` or `false`, as in `FaceOptions`.
+    pub aligned_faces: Option<bool>,
+    pub raw_embeddings: Option<bool>,
+    pub raw_boxes: Option<bool>,
+}
+
 /// A detected object without its vector.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct ObjectView {
     pub index: usize,
     pub class_id: u32,
@@ -63,7 +123,7 @@ pub struct ObjectView {
     pub bbox: [f32; 4],
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct FaceView {
     pub index: usize,
     pub confidence: f32,
@@ -72,7 +132,7 @@ pub struct FaceView {
 }
 
 /// GET /images/{id}: the stored record without vectors.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ImageView {
     pub id: String,
     pub file_url: String,
@@ -80,13 +140,14 @@ pub struct ImageView {
     pub height: u32,
     pub created_at: i64,
     pub tags: Vec<String>,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub objects: Vec<ObjectView>,
     pub faces: Vec<FaceView>,
 }
 
 /// The object of a result image closest to the query, for drawing its box.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct MatchedObject {
     #[serde(flatten)]
     pub object: ObjectView,
@@ -95,7 +156,7 @@ pub struct MatchedObject {
 }
 
 /// One image of a text, hybrid or similar search.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ImageResult {
     pub image_id: String,
     /// Cosine similarity of the whole-image embedding to the query.
@@ -105,13 +166,14 @@ pub struct ImageResult {
     pub height: u32,
     pub created_at: i64,
     pub tags: Vec<String>,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub matched_object: Option<MatchedObject>,
     pub objects: Vec<ObjectView>,
 }
 
 /// One object of an object search: which image, which box, how well it matched.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ObjectResult {
     pub image_id: String,
     pub file_url: String,
@@ -126,7 +188,7 @@ pub struct ObjectResult {
     pub height: u32,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SearchResponse<T> {
     pub k: usize,
     pub offset: usize,
@@ -136,7 +198,7 @@ pub struct SearchResponse<T> {
 }
 
 /// Result of one uploaded photo.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct IngestResult {
     pub id: String,
     /// `created` or `already_stored`.
@@ -147,7 +209,7 @@ pub struct IngestResult {
 }
 
 /// One entry of POST /ingest/batch, in upload order.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct BatchItem {
     pub filename: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,7 +224,7 @@ pub struct BatchItem {
     pub http_status: u16,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct BatchResponse {
     pub created: usize,
     pub already_stored: usize,
@@ -206,7 +268,7 @@ impl From<&ImageRecord> for ImageView {
 }
 
 /// Options of POST /faces/embeddings (JSON `options`, or form fields of the same names).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaceOptions {
     /// Adds each face's aligned crop as the encoder saw it (`aligned_face_png`).
@@ -219,7 +281,7 @@ pub struct FaceOptions {
 }
 
 /// One image of the JSON form of POST /faces/embeddings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Base64Image {
     /// Echoed back in the result, like a multipart file name.
@@ -230,7 +292,7 @@ pub struct Base64Image {
 }
 
 /// JSON body of POST /faces/embeddings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaceEmbeddingsRequest {
     pub images: Vec<Base64Image>,
@@ -239,7 +301,7 @@ pub struct FaceEmbeddingsRequest {
 }
 
 /// One face of one image.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct FaceEmbeddingView {
     pub index: usize,
     /// Detector score in [0, 1].
@@ -261,7 +323,7 @@ pub struct FaceEmbeddingView {
 }
 
 /// The faces of one input image, in request order.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct FaceImageResult {
     /// Position of the image in the request.
     pub index: usize,
@@ -285,7 +347,7 @@ pub struct FaceImageResult {
     pub http_status: u16,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct FaceEmbeddingsResponse {
     pub images: usize,
     /// Images sent to Triton (distinct, valid ones).
@@ -298,7 +360,7 @@ pub struct FaceEmbeddingsResponse {
 }
 
 /// Body of POST /faces/rerank.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerankRequest {
     pub query: Vec<f32>,
@@ -308,21 +370,21 @@ pub struct RerankRequest {
     pub threshold: Option<f32>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerankCandidate {
     pub id: String,
     pub embedding: Vec<f32>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, ToSchema)]
 pub struct RerankHit {
     pub id: String,
     /// (1 + cos) / 2 of the L2-normalised vectors, in [0, 1].
     pub score: f32,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct RerankDiagnostics {
     /// `native`, or `plugin:<library path>`.
     pub scorer: String,
@@ -334,14 +396,14 @@ pub struct RerankDiagnostics {
     pub latency_ms: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct RerankResponse {
     pub results: Vec<RerankHit>,
     pub diagnostics: RerankDiagnostics,
 }
 
 /// JSON body of POST /search/faces (the multipart form carries a photo instead).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaceQuery {
     /// A face embedding of `faces.embedding_dim` values (normalised here).
@@ -352,7 +414,7 @@ pub struct FaceQuery {
 }
 
 /// One stored face matching the query: its image and box.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct FaceResult {
     pub image_id: String,
     pub file_url: String,
@@ -362,4 +424,41 @@ pub struct FaceResult {
     pub score: f32,
     pub width: u32,
     pub height: u32,
+}
+
+/// DELETE /images/{id}.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DeleteResult {
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// GET /health: 200 when `status` is `ok`, 503 otherwise.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    pub triton: InferenceHealth,
+    pub store: StoreHealth,
+    pub faces: FacesHealth,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StoreHealth {
+    /// `embedded` or `opensearch`.
+    pub kind: String,
+    pub ready: bool,
+    /// Stored photos (when the store answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FacesHealth {
+    pub model: String,
+    pub index_on_ingest: bool,
+    /// `native`, or `plugin:<library path>`.
+    pub rerank_scorer: String,
 }

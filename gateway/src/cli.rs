@@ -1,34 +1,11 @@
-//! The command line: `gateway serve` (flags and `GATEWAY_*` variables override the TOML
-//! config) and `gateway ingest <dir>`, which uploads a folder of photos to a running
-//! gateway with bounded concurrency, a progress bar, optional resume, and a report of
-//! every file that failed.
+//! The flags of `gateway serve`: each flag (or its `GATEWAY_*` variable) overrides the
+//! TOML config. The binary (`main.rs`) puts them beside the uploader's `gateway ingest`.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use futures_util::stream::{self, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
-use reqwest::StatusCode;
+use clap::Args;
 
-use crate::blobs::content_id;
 use crate::config::{GatewayConfig, StoreKind};
-
-#[derive(Debug, Parser)]
-#[command(name = "gateway", version, about = "Visual search gateway: HTTP service and ingest client")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the HTTP service.
-    Serve(ServeArgs),
-    /// Upload every photo of a folder (recursively) to a running gateway.
-    Ingest(IngestArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -45,7 +22,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Which store: embedded or opensearch.
-    #[arg(long, env = "GATEWAY_STORE", value_parser = parse_store_kind)]
+    #[arg(long, env = "GATEWAY_STORE", value_enum)]
     pub store: Option<StoreKind>,
     #[arg(long, env = "GATEWAY_OPENSEARCH_URL")]
     pub opensearch_url: Option<String>,
@@ -58,14 +35,6 @@ pub struct ServeArgs {
     /// Shared library with the rerank C ABI replacing the native scorer (faces.rerank_library).
     #[arg(long, env = "GATEWAY_RERANK_LIBRARY")]
     pub rerank_library: Option<PathBuf>,
-}
-
-fn parse_store_kind(text: &str) -> Result<StoreKind, String> {
-    match text {
-        "embedded" => Ok(StoreKind::Embedded),
-        "opensearch" => Ok(StoreKind::Opensearch),
-        other => Err(format!("unknown store {other:?}: embedded or opensearch")),
-    }
 }
 
 impl ServeArgs {
@@ -101,167 +70,23 @@ impl ServeArgs {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct IngestArgs {
-    /// Folder of photos (.jpg, .jpeg, .png, .webp), searched recursively.
-    pub dir: PathBuf,
-    /// The gateway's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "GATEWAY_URL")]
-    pub url: String,
-    /// Uploads in flight at once.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// Skip photos the gateway already stores (asked by content hash), without uploading them.
-    #[arg(long)]
-    pub resume: bool,
-    /// Comma-separated tags given to every photo.
-    #[arg(long)]
-    pub tags: Option<String>,
-    /// Seconds one upload may take.
-    #[arg(long, default_value_t = 120)]
-    pub timeout_s: u64,
-}
-
-const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
-
-/// Every photo under `dir`, sorted, so runs and resumes go in the same order.
-pub fn find_photos(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut photos = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            {
-                photos.push(path);
-            }
-        }
-    }
-    photos.sort();
-    Ok(photos)
-}
-
-#[derive(Debug, PartialEq)]
-enum FileOutcome {
-    Created,
-    AlreadyStored,
-    Skipped,
-}
-
-/// Uploads all photos; returns an error (non-zero exit) when any file failed.
-pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
-    let photos = find_photos(&args.dir)?;
-    anyhow::ensure!(!photos.is_empty(), "no photos (.jpg, .jpeg, .png, .webp) under {}", args.dir.display());
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(args.timeout_s))
-        .build()
-        .context("building the HTTP client")?;
-    let base = args.url.trim_end_matches('/').to_owned();
-
-    let bar = ProgressBar::new(photos.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
-            .expect("valid template"),
-    );
-    let outcomes: Vec<(PathBuf, anyhow::Result<FileOutcome>)> = stream::iter(photos)
-        .map(|path| {
-            let (client, base, bar, tags) = (&client, &base, &bar, args.tags.as_deref());
-            async move {
-                let outcome = upload(client, base, &path, tags, args.resume).await;
-                bar.inc(1);
-                (path, outcome)
-            }
-        })
-        .buffer_unordered(args.concurrency)
-        .collect()
-        .await;
-    bar.finish_and_clear();
-
-    let count = |wanted: FileOutcome| outcomes.iter().filter(|(_, o)| o.as_ref().is_ok_and(|o| *o == wanted)).count();
-    let failures: Vec<_> = outcomes.iter().filter_map(|(p, o)| o.as_ref().err().map(|e| (p, e))).collect();
-    println!(
-        "{} photos: {} created, {} already stored, {} skipped (resume), {} failed",
-        outcomes.len(),
-        count(FileOutcome::Created),
-        count(FileOutcome::AlreadyStored),
-        count(FileOutcome::Skipped),
-        failures.len()
-    );
-    for (path, error) in &failures {
-        eprintln!("FAILED {}: {error:#}", path.display());
-    }
-    anyhow::ensure!(failures.is_empty(), "{} of {} photos failed", failures.len(), outcomes.len());
-    Ok(())
-}
-
-/// Attempts per file while the gateway is unreachable or answers 503 (Triton starting).
-const ATTEMPTS: u32 = 4;
-
-async fn upload(
-    client: &reqwest::Client,
-    base: &str,
-    path: &Path,
-    tags: Option<&str>,
-    resume: bool,
-) -> anyhow::Result<FileOutcome> {
-    let bytes = tokio::fs::read(path).await.with_context(|| format!("reading {}", path.display()))?;
-    if resume {
-        let id = content_id(&bytes);
-        let response = client.get(format!("{base}/images/{id}")).send().await.context("asking the gateway")?;
-        if response.status() == StatusCode::OK {
-            return Ok(FileOutcome::Skipped);
-        }
-    }
-    let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut backoff = Duration::from_millis(500);
-    for attempt in 1..=ATTEMPTS {
-        let mut form = reqwest::multipart::Form::new()
-            .part("image", reqwest::multipart::Part::bytes(bytes.clone()).file_name(filename.clone()));
-        if let Some(tags) = tags {
-            form = form.text("tags", tags.to_owned());
-        }
-        let result = client.post(format!("{base}/ingest")).multipart(form).send().await;
-        let retryable = match &result {
-            Err(err) => err.is_connect() || err.is_timeout(),
-            Ok(response) => response.status() == StatusCode::SERVICE_UNAVAILABLE,
-        };
-        if retryable && attempt < ATTEMPTS {
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-            continue;
-        }
-        let response = result.context("uploading")?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        return match status {
-            StatusCode::CREATED => Ok(FileOutcome::Created),
-            StatusCode::OK => Ok(FileOutcome::AlreadyStored),
-            _ => Err(anyhow::anyhow!(
-                "HTTP {status}: {}",
-                body.get("error").and_then(|e| e.as_str()).unwrap_or("(no error message)")
-            )),
-        };
-    }
-    unreachable!("the last attempt always returns")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
 
     #[test]
     fn flags_override_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9000\"\n[search]\nmax_k = 20\n").unwrap();
-        let cli = Cli::try_parse_from([
-            "gateway",
+        let cli = Command::try_parse_from([
             "serve",
             "--config",
             file.to_str().unwrap(),
@@ -271,43 +96,16 @@ mod tests {
             "embedded",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else { panic!("serve expected") };
-        let config = args.resolve().unwrap();
+        let config = cli.args.resolve().unwrap();
         assert_eq!(config.server.listen.port(), 9000);
         assert_eq!(config.search.max_k, 20);
         assert_eq!(config.triton.endpoint, "http://127.0.0.1:7001");
     }
 
     #[test]
-    fn ingest_flags_parse() {
-        let cli = Cli::try_parse_from([
-            "gateway",
-            "ingest",
-            "photos",
-            "--url",
-            "http://127.0.0.1:1",
-            "--concurrency",
-            "8",
-            "--resume",
-        ])
-        .unwrap();
-        let Command::Ingest(args) = cli.command else { panic!("ingest expected") };
-        assert_eq!((args.concurrency, args.resume, args.url.as_str()), (8, true, "http://127.0.0.1:1"));
-        assert!(Cli::try_parse_from(["gateway", "serve", "--store", "sqlite"]).is_err());
-    }
-
-    #[test]
-    fn finds_photos_recursively_and_sorted() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        for name in ["b.JPG", "a.png", "sub/c.webp", "notes.txt"] {
-            std::fs::write(dir.path().join(name), b"x").unwrap();
-        }
-        let names: Vec<String> = find_photos(dir.path())
-            .unwrap()
-            .iter()
-            .map(|p| p.strip_prefix(dir.path()).unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["a.png", "b.JPG", "sub/c.webp"]);
+    fn unknown_store_is_refused() {
+        assert!(Command::try_parse_from(["serve", "--store", "sqlite"]).is_err());
+        let cli = Command::try_parse_from(["serve", "--store", "opensearch"]).unwrap();
+        assert_eq!(cli.args.store, Some(StoreKind::Opensearch));
     }
 }

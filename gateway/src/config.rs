@@ -50,6 +50,9 @@ pub struct TritonConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelsConfig {
+    /// The decoding model inside both ensembles: the gateway reads the parameters it must
+    /// agree with (`original_max_side`, `max_pixels`) from its config in Triton.
+    pub preprocess_model: String,
     pub ingest_model: String,
     pub ingest_input: String,
     pub num_dets_output: String,
@@ -110,17 +113,11 @@ pub struct FacesConfig {
     pub valid_output: String,
     /// D of the face embeddings (128 for the MobileFaceNet stand-in).
     pub embedding_dim: usize,
-    /// preprocess's `original_max_side`: boxes and landmarks come in the pixels of the
-    /// capped `original` and are scaled back to the photo's with this rule.
-    pub original_max_side: u32,
     /// Faces below this detector score are not returned or stored.
     pub min_score: f32,
     /// POST /faces/embeddings: most images per request, and bytes per image.
     pub max_images_per_request: usize,
     pub max_image_bytes: usize,
-    /// Largest photo, in pixels, the gateway decodes itself (for `aligned_faces`);
-    /// preprocess's `max_pixels` bounds what `model` accepts.
-    pub max_image_pixels: u64,
     /// POST /faces/rerank: most candidates, longest embedding.
     pub max_rerank_candidates: usize,
     pub max_rerank_dim: usize,
@@ -131,7 +128,7 @@ pub struct FacesConfig {
     pub rerank_library: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Embedded,
@@ -174,6 +171,7 @@ impl Default for TritonConfig {
 impl Default for ModelsConfig {
     fn default() -> Self {
         ModelsConfig {
+            preprocess_model: "preprocess".into(),
             ingest_model: "visual_ingest".into(),
             ingest_input: "image".into(),
             num_dets_output: "num_dets".into(),
@@ -217,11 +215,9 @@ impl Default for FacesConfig {
             embeddings_output: "face_embeddings".into(),
             valid_output: "face_valid".into(),
             embedding_dim: 128,
-            original_max_side: 1920,
             min_score: 0.0,
             max_images_per_request: 16,
             max_image_bytes: 10 * 1024 * 1024,
-            max_image_pixels: 100_000_000,
             max_rerank_candidates: 10_000,
             max_rerank_dim: 4096,
             // cos 0.4: above the 99th percentile (0.401) of faces from different photos
@@ -285,11 +281,9 @@ impl GatewayConfig {
             f.embedding_dim,
             self.models.embedding_dim
         );
-        anyhow::ensure!(f.original_max_side >= 1, "faces.original_max_side must be at least 1");
         anyhow::ensure!((0.0..=1.0).contains(&f.min_score), "faces.min_score must be in [0, 1]");
         anyhow::ensure!(f.max_images_per_request >= 1, "faces.max_images_per_request must be at least 1");
         anyhow::ensure!(f.max_image_bytes >= 1, "faces.max_image_bytes must be at least 1");
-        anyhow::ensure!(f.max_image_pixels >= 1, "faces.max_image_pixels must be at least 1");
         anyhow::ensure!(f.max_rerank_candidates >= 1, "faces.max_rerank_candidates must be at least 1");
         anyhow::ensure!(f.max_rerank_dim >= 1, "faces.max_rerank_dim must be at least 1");
         anyhow::ensure!((0.0..=1.0).contains(&f.rerank_threshold), "faces.rerank_threshold must be in [0, 1]");

@@ -1,31 +1,31 @@
 //! The visual-search gateway: the axum HTTP service users talk to (ingest, search,
-//! records, photos, health, metrics, OpenAPI, a search page), its Triton pipeline and
-//! the `gateway` command line. Storage comes from `visual-store`, Triton from
-//! `triton-client`, text tokens from `clip-tokenizer`.
+//! records, photos, health, metrics, OpenAPI, a search page) over Triton and a vector
+//! store. Layers, each importing only those below it:
 //!
-//! Modules: `config` (TOML + overrides), `api` (wire types), `error`
-//! (HTTP error mapping), `pipeline` (Triton calls), `search` (query building and
-//! execution), `ingest` (upload form and storing photos), `faces` (the face endpoints
-//! and faces on ingest), `rerank` (face rerank scoring), `plugin` (the C-ABI rerank
-//! library), `blobs` (photo files),
-//! `metrics`, `routes` (the router), `page` (GET /), `openapi`, `serve` (process
-//! lifetime), `cli` (commands and the ingest client).
+//! ```text
+//!  serve, cli          process: config, listeners, shutdown; the `gateway serve` flags
+//!  http                router, handlers, body readers, AppError, OpenAPI, page
+//!  service             ingest, search, faces, images, health: no axum, explicit deps
+//!  triton              the Triton adapter: implements `inference::Inference` over gRPC
+//!  inference, api,     the inference seam; wire types; config; photo files; metrics;
+//!  config, blobs,      rerank scoring and its C-ABI plugin; COCO class names
+//!  metrics, rerank, plugin, coco
+//! ```
+//!
+//! Storage comes from `visual-store`, Triton from `triton-client`, text tokens from
+//! `clip-tokenizer`, pixel work from `preprocess-core` and `crop-core`. The uploader
+//! (`gateway ingest`) is its own crate, `uploader`.
 
 pub mod api;
 pub mod blobs;
 pub mod cli;
 pub mod coco;
 pub mod config;
-pub mod error;
-pub mod faces;
-pub mod ingest;
+pub mod http;
+pub mod inference;
 pub mod metrics;
-pub mod openapi;
-pub mod page;
-pub mod pipeline;
 pub mod plugin;
 pub mod rerank;
-pub mod routes;
-pub mod search;
 pub mod serve;
-pub mod state;
+pub mod service;
+pub mod triton;

@@ -1,8 +1,23 @@
-//! `gateway serve` and `gateway ingest <dir>`; see `gateway::cli`.
+//! The `gateway` binary: `gateway serve` (the HTTP service, `gateway::serve`) and
+//! `gateway ingest <dir>` (the uploader, a client of that service: the `uploader` crate).
 
-use clap::Parser;
-use gateway::cli::{Cli, Command};
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about = "Visual search gateway: HTTP service and ingest client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve(gateway::cli::ServeArgs),
+    /// Upload every photo of a folder (recursively) to a running gateway.
+    Ingest(uploader::IngestArgs),
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,6 +27,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => gateway::serve::serve(args.resolve()?).await,
-        Command::Ingest(args) => gateway::cli::ingest(args).await,
+        Command::Ingest(args) => uploader::ingest(args).await,
     }
 }

@@ -2,11 +2,8 @@
 //! HTTP requests and latency per route, ingests by outcome, Triton call latency and
 //! errors per model, text-embedding cache hits, faces detected, rerank calls and latency.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 use triton_client::ClientError;
 
@@ -159,21 +156,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// Middleware: counts and times every request under its route template (`/images/{id}`),
-/// so ids do not explode the label set; unmatched paths share one label.
-pub async fn track_http(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.observe_http(&method, &route, response.status().as_u16(), started.elapsed());
-    response
 }
 
 #[cfg(test)]

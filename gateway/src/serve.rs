@@ -17,12 +17,11 @@ use visual_store::{QueryLimits, Store, StoreError};
 
 use crate::blobs::BlobStore;
 use crate::config::{GatewayConfig, StoreKind};
+use crate::http::{app, AppState};
 use crate::metrics::Metrics;
-use crate::pipeline::TritonInference;
 use crate::plugin::PluginScorer;
 use crate::rerank::Scorer;
-use crate::routes::app;
-use crate::state::AppState;
+use crate::triton::TritonInference;
 
 pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     config.validate()?;

@@ -14,12 +14,12 @@ use bytes::Bytes;
 use crop_core::{FaceAligner, ARCFACE_TEMPLATE_112};
 use gateway::blobs::{content_id, BlobStore};
 use gateway::config::GatewayConfig;
-use gateway::metrics::Metrics;
-use gateway::pipeline::{
-    DetectedFace, Detection, FaceAnalysis, ImageAnalysis, Inference, InferenceHealth, PipelineError,
+use gateway::http::{app, AppState};
+use gateway::inference::{
+    DetectedFace, Detection, FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError, InferenceHealth,
+    PreprocessSettings,
 };
-use gateway::routes::app;
-use gateway::state::AppState;
+use gateway::metrics::Metrics;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -60,7 +60,7 @@ fn face_vector(seed: u8) -> Vec<f32> {
     v.iter().map(|x| x / norm).collect()
 }
 
-fn decode_error() -> PipelineError {
+fn decode_error() -> InferenceError {
     ClientError::Rejected {
         method: "ModelInfer",
         model: "visual_ingest".into(),
@@ -92,7 +92,7 @@ fn photo(seed: u8) -> Vec<u8> {
 
 #[async_trait]
 impl Inference for ScriptedInference {
-    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError> {
+    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, InferenceError> {
         self.image_calls.fetch_add(1, Ordering::SeqCst);
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(ClientError::Unavailable {
@@ -121,7 +121,7 @@ impl Inference for ScriptedInference {
         })
     }
 
-    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError> {
+    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, InferenceError> {
         self.face_calls.fetch_add(1, Ordering::SeqCst);
         let face = |score, embedding: Option<Vec<f32>>, landmarks: [[f32; 2]; 5]| DetectedFace {
             score,
@@ -152,13 +152,18 @@ impl Inference for ScriptedInference {
         Ok(FaceAnalysis { width: 640, height: 480, faces })
     }
 
-    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
+    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, InferenceError> {
         self.text_calls.fetch_add(1, Ordering::SeqCst);
         Ok(seed_vector(text.len() as u8))
     }
 
-    async fn face_aligner(&self) -> Result<Arc<FaceAligner>, PipelineError> {
-        Ok(Arc::new(FaceAligner::new(ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap()))
+    async fn face_alignment(&self) -> Result<FaceAlignment, InferenceError> {
+        // preprocess's settings in the shipped model repository.
+        let preprocess = PreprocessSettings { original_max_side: 1920, max_pixels: 100_000_000 };
+        Ok(FaceAlignment {
+            aligner: Arc::new(FaceAligner::new(ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap()),
+            preprocess,
+        })
     }
 
     async fn health(&self) -> InferenceHealth {

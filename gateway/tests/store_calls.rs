@@ -14,10 +14,11 @@ use bytes::Bytes;
 use crop_core::{FaceAligner, ARCFACE_TEMPLATE_112};
 use gateway::blobs::BlobStore;
 use gateway::config::GatewayConfig;
+use gateway::http::{app, AppState};
+use gateway::inference::{
+    FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError, InferenceHealth, PreprocessSettings,
+};
 use gateway::metrics::Metrics;
-use gateway::pipeline::{FaceAnalysis, ImageAnalysis, Inference, InferenceHealth, PipelineError};
-use gateway::routes::app;
-use gateway::state::AppState;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -152,17 +153,22 @@ fn seeded(bytes: &[u8]) -> Vec<f32> {
 
 #[async_trait]
 impl Inference for FixedInference {
-    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError> {
+    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, InferenceError> {
         Ok(ImageAnalysis { width: 10, height: 10, embedding: seeded(&image), detections: vec![] })
     }
-    async fn analyze_faces(&self, _image: Bytes) -> Result<FaceAnalysis, PipelineError> {
+    async fn analyze_faces(&self, _image: Bytes) -> Result<FaceAnalysis, InferenceError> {
         Ok(FaceAnalysis { width: 10, height: 10, faces: vec![] })
     }
-    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
+    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, InferenceError> {
         Ok(seeded(text.as_bytes()))
     }
-    async fn face_aligner(&self) -> Result<Arc<FaceAligner>, PipelineError> {
-        Ok(Arc::new(FaceAligner::new(ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap()))
+    async fn face_alignment(&self) -> Result<FaceAlignment, InferenceError> {
+        // preprocess's settings in the shipped model repository.
+        let preprocess = PreprocessSettings { original_max_side: 1920, max_pixels: 100_000_000 };
+        Ok(FaceAlignment {
+            aligner: Arc::new(FaceAligner::new(ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap()),
+            preprocess,
+        })
     }
     async fn health(&self) -> InferenceHealth {
         InferenceHealth { ready: true, server_ready: true, models: vec![], error: None }

@@ -5,6 +5,10 @@ use axum::response::Html;
 
 const PAGE: &str = include_str!("page.html");
 
+/// The search page.
+#[utoipa::path(get, path = "/", tag = "service", responses(
+    (status = 200, description = "The page", body = String, content_type = "text/html"),
+))]
 pub async fn search_page() -> Html<&'static str> {
     Html(PAGE)
 }

@@ -1,25 +1,36 @@
-//! Ingest: the multipart upload form (images, tags, metadata, created_at), and storing
-//! a photo: id = SHA-256 of its bytes; a photo already stored is answered without a
-//! Triton call; otherwise the ensemble's analysis (and, with face indexing on, the photo's
-//! faces: `faces::analyze_for_ingest`) becomes an `ImageRecord`, the file is
-//! written (durably) before the record, so every acknowledged id has its photo.
+//! Ingest: a photo's fields (tags, metadata, created_at) checked, and storing photos: id =
+//! SHA-256 of the bytes; a photo already stored is answered without a Triton call;
+//! otherwise the ensemble's analysis (and, with face indexing on, the photo's faces:
+//! `faces::analyze_for_ingest`) becomes an `ImageRecord`, the file is written (durably)
+//! before the record, so every acknowledged id has its photo.
 
 use std::collections::HashSet;
 
-use axum::extract::Multipart;
-use axum::http::StatusCode;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use visual_store::{FaceRecord, ImageRecord, ObjectRecord, PutOutcome};
+use http::StatusCode;
+use visual_store::{FaceRecord, ImageRecord, ObjectRecord, PutOutcome, Store};
 
 use crate::api::{BatchItem, BatchResponse, DateBound, IngestResult};
-use crate::blobs::content_id;
-use crate::error::AppError;
-use crate::faces::analyze_for_ingest;
-use crate::metrics::IngestOutcome;
-use crate::pipeline::ImageAnalysis;
-use crate::search::date_bound;
-use crate::state::AppState;
+use crate::blobs::{content_id, BlobStore};
+use crate::inference::{ImageAnalysis, Inference};
+use crate::metrics::{IngestOutcome, Metrics};
+use crate::service::dates::unix_seconds;
+use crate::service::faces::{analyze_for_ingest, FaceIndexing};
+use crate::service::ServiceError;
+
+/// What storing photos needs.
+pub struct IngestDeps<'a> {
+    pub store: &'a dyn Store,
+    pub inference: &'a dyn Inference,
+    pub blobs: &'a BlobStore,
+    pub metrics: &'a Metrics,
+    /// The detector's class names, by class id.
+    pub class_names: &'a [String],
+    /// Photos of one batch analysed at once (`server.batch_concurrency`).
+    pub batch_concurrency: usize,
+    pub faces: FaceIndexing,
+}
 
 const MAX_TAGS: usize = 64;
 const MAX_TAG_CHARS: usize = 100;
@@ -37,88 +48,38 @@ pub struct IngestFields {
     pub created_at: Option<i64>,
 }
 
-pub struct IngestForm {
-    pub uploads: Vec<Upload>,
-    pub fields: IngestFields,
-}
-
-/// Reads the whole form: fields may come in any order, and nothing is stored before
-/// every field is known to be valid.
-pub async fn read_form(mut multipart: Multipart) -> Result<IngestForm, AppError> {
-    let mut uploads = Vec::new();
-    let mut raw_tags = Vec::new();
-    let mut metadata = None;
-    let mut created_at = None;
-    while let Some(field) = multipart.next_field().await? {
-        let name = field.name().unwrap_or("").to_owned();
-        match name.as_str() {
-            "image" | "images" => {
-                let filename = field.file_name().map(str::to_owned);
-                uploads.push(Upload { filename, bytes: field.bytes().await? });
-            }
-            "tags" => raw_tags.push(field.text().await?),
-            "metadata" => metadata = Some(field.text().await?),
-            "created_at" => created_at = Some(field.text().await?),
-            other => {
-                return Err(AppError::BadRequest(format!(
-                    "unknown form field {other:?}; expected image, tags, metadata, created_at"
-                )))
-            }
-        }
-    }
-    let fields = parse_fields(&raw_tags, metadata.as_deref(), created_at.as_deref())?;
-    Ok(IngestForm { uploads, fields })
-}
-
-/// The one `image` field of an image query (similar-image and object search).
-pub async fn read_query_image(mut multipart: Multipart) -> Result<Bytes, AppError> {
-    let mut image = None;
-    while let Some(field) = multipart.next_field().await? {
-        match field.name().unwrap_or("") {
-            "image" if image.is_none() => image = Some(field.bytes().await?),
-            "image" => return Err(AppError::BadRequest("send one image per query".into())),
-            other => return Err(AppError::BadRequest(format!("unknown form field {other:?}; expected image"))),
-        }
-    }
-    match image {
-        None => Err(AppError::BadRequest("the form has no image field".into())),
-        Some(bytes) if bytes.is_empty() => Err(AppError::BadRequest("the image file is empty".into())),
-        Some(bytes) => Ok(bytes),
-    }
-}
-
 /// Tags: comma-separated and/or repeated; metadata: a JSON object; created_at: unix
 /// seconds, RFC 3339 or YYYY-MM-DD.
 pub fn parse_fields(
     raw_tags: &[String],
     metadata: Option<&str>,
     created_at: Option<&str>,
-) -> Result<IngestFields, AppError> {
+) -> Result<IngestFields, ServiceError> {
     let mut tags: Vec<String> = Vec::new();
     for tag in raw_tags.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
         if tag.chars().count() > MAX_TAG_CHARS {
-            return Err(AppError::BadRequest(format!("tag {tag:?} is longer than {MAX_TAG_CHARS} characters")));
+            return Err(ServiceError::BadRequest(format!("tag {tag:?} is longer than {MAX_TAG_CHARS} characters")));
         }
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_owned());
         }
     }
     if tags.len() > MAX_TAGS {
-        return Err(AppError::BadRequest(format!("at most {MAX_TAGS} tags, got {}", tags.len())));
+        return Err(ServiceError::BadRequest(format!("at most {MAX_TAGS} tags, got {}", tags.len())));
     }
     let metadata = match metadata.map(str::trim).filter(|m| !m.is_empty()) {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => return Err(AppError::BadRequest("metadata must be a JSON object".into())),
-            Err(err) => return Err(AppError::BadRequest(format!("metadata is not valid JSON: {err}"))),
+            Ok(_) => return Err(ServiceError::BadRequest("metadata must be a JSON object".into())),
+            Err(err) => return Err(ServiceError::BadRequest(format!("metadata is not valid JSON: {err}"))),
         },
     };
     let created_at = match created_at.map(str::trim).filter(|c| !c.is_empty()) {
         None => None,
         Some(text) => Some(match text.parse::<i64>() {
             Ok(seconds) => seconds,
-            Err(_) => date_bound("created_at", &DateBound::Text(text.to_owned()), false)?,
+            Err(_) => unix_seconds("created_at", &DateBound::Text(text.to_owned()), false)?,
         }),
     };
     Ok(IngestFields { tags, metadata, created_at })
@@ -165,17 +126,21 @@ fn already_stored(record: &ImageRecord) -> IngestResult {
     }
 }
 
-fn check_upload(upload: &Upload) -> Result<(), AppError> {
+fn check_upload(upload: &Upload) -> Result<(), ServiceError> {
     if upload.bytes.is_empty() {
-        return Err(AppError::BadRequest("the image file is empty".into()));
+        return Err(ServiceError::BadRequest("the image file is empty".into()));
     }
     Ok(())
 }
 
 /// Stores one photo (POST /ingest).
-pub async fn ingest_one(state: &AppState, upload: Upload, fields: &IngestFields) -> Result<IngestResult, AppError> {
-    let result = ingest_one_unmetered(state, upload, fields).await;
-    state.metrics.count_ingest(match &result {
+pub async fn ingest_one(
+    deps: &IngestDeps<'_>,
+    upload: Upload,
+    fields: &IngestFields,
+) -> Result<IngestResult, ServiceError> {
+    let result = ingest_one_unmetered(deps, upload, fields).await;
+    deps.metrics.count_ingest(match &result {
         Ok(r) if r.status == "created" => IngestOutcome::Created,
         Ok(_) => IngestOutcome::AlreadyStored,
         Err(_) => IngestOutcome::Failed,
@@ -184,19 +149,19 @@ pub async fn ingest_one(state: &AppState, upload: Upload, fields: &IngestFields)
 }
 
 async fn ingest_one_unmetered(
-    state: &AppState,
+    deps: &IngestDeps<'_>,
     upload: Upload,
     fields: &IngestFields,
-) -> Result<IngestResult, AppError> {
+) -> Result<IngestResult, ServiceError> {
     check_upload(&upload)?;
     let id = content_id(&upload.bytes);
-    if let Some(record) = state.store.get(&id).await? {
+    if let Some(record) = deps.store.get(&id).await? {
         return Ok(already_stored(&record));
     }
-    let analysis = analyze_for_ingest(state, upload.bytes.clone()).await?;
-    let record = build_record(id.clone(), analysis, fields, &state.config.models.class_names);
-    state.blobs.put(&id, upload.bytes).await.map_err(|e| AppError::Internal(format!("writing the photo: {e}")))?;
-    let outcome = state.store.put(record.clone()).await?;
+    let analysis = analyze_for_ingest(deps.inference, deps.faces, upload.bytes.clone()).await?;
+    let record = build_record(id.clone(), analysis, fields, deps.class_names);
+    deps.blobs.put(&id, upload.bytes).await.map_err(|e| ServiceError::Internal(format!("writing the photo: {e}")))?;
+    let outcome = deps.store.put(record.clone()).await?;
     Ok(match outcome {
         PutOutcome::Created => IngestResult {
             id,
@@ -215,7 +180,7 @@ enum Pending {
     Analyzed { filename: Option<String>, record: ImageRecord, bytes: Bytes },
 }
 
-fn failed(filename: Option<String>, id: Option<String>, error: AppError) -> BatchItem {
+fn failed(filename: Option<String>, id: Option<String>, error: ServiceError) -> BatchItem {
     BatchItem {
         filename,
         id,
@@ -239,14 +204,14 @@ fn stored(filename: Option<String>, result: IngestResult, http_status: StatusCod
 
 /// Stores several photos (POST /ingest/batch): analysed concurrently, committed with
 /// one `put_batch`; a photo that fails is reported in its entry and does not fail the rest.
-pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &IngestFields) -> BatchResponse {
+pub async fn ingest_batch(deps: &IngestDeps<'_>, uploads: Vec<Upload>, fields: &IngestFields) -> BatchResponse {
     let mut seen = HashSet::new();
     let analyses = stream::iter(uploads.into_iter().map(|upload| {
         let id = content_id(&upload.bytes);
         let duplicate = !seen.insert(id.clone());
-        analyze_for_batch(state, upload, id, duplicate, fields)
+        analyze_for_batch(deps, upload, id, duplicate, fields)
     }))
-    .buffered(state.config.server.batch_concurrency)
+    .buffered(deps.batch_concurrency)
     .collect::<Vec<Pending>>()
     .await;
 
@@ -256,13 +221,13 @@ pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &Inges
         match pending {
             Pending::Done(item) => items.push(Some(item)),
             Pending::Analyzed { filename, record, bytes } => {
-                match state.blobs.put(&record.id, bytes).await {
+                match deps.blobs.put(&record.id, bytes).await {
                     Ok(()) => to_store.push((position, filename, record)),
                     Err(err) => {
                         items.push(Some(failed(
                             filename,
                             Some(record.id),
-                            AppError::Internal(format!("writing the photo: {err}")),
+                            ServiceError::Internal(format!("writing the photo: {err}")),
                         )));
                         continue;
                     }
@@ -272,7 +237,7 @@ pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &Inges
         }
     }
     let records: Vec<ImageRecord> = to_store.iter().map(|(_, _, r)| r.clone()).collect();
-    match state.store.put_batch(records).await {
+    match deps.store.put_batch(records).await {
         Ok(outcomes) => {
             for ((position, filename, record), outcome) in to_store.into_iter().zip(outcomes) {
                 items[position] = Some(match outcome {
@@ -293,14 +258,14 @@ pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &Inges
                 other => other.to_string(),
             };
             for (position, filename, record) in to_store {
-                let error = AppError::from(visual_store::StoreError::Unavailable(message.clone()));
+                let error = ServiceError::from(visual_store::StoreError::Unavailable(message.clone()));
                 items[position] = Some(failed(filename, Some(record.id), error));
             }
         }
     }
     let results: Vec<BatchItem> = items.into_iter().map(|i| i.expect("every position answered")).collect();
     for item in &results {
-        state.metrics.count_ingest(match item.status {
+        deps.metrics.count_ingest(match item.status {
             "created" => IngestOutcome::Created,
             "already_stored" => IngestOutcome::AlreadyStored,
             _ => IngestOutcome::Failed,
@@ -315,7 +280,7 @@ pub async fn ingest_batch(state: &AppState, uploads: Vec<Upload>, fields: &Inges
 }
 
 async fn analyze_for_batch(
-    state: &AppState,
+    deps: &IngestDeps<'_>,
     upload: Upload,
     id: String,
     duplicate: bool,
@@ -325,7 +290,7 @@ async fn analyze_for_batch(
     if let Err(err) = check_upload(&upload) {
         return Pending::Done(failed(filename, None, err));
     }
-    let existing = match state.store.get(&id).await {
+    let existing = match deps.store.get(&id).await {
         Ok(existing) => existing,
         Err(err) => return Pending::Done(failed(filename, Some(id), err.into())),
     };
@@ -337,10 +302,10 @@ async fn analyze_for_batch(
         let result = IngestResult { id, status: "already_stored", width: 0, height: 0, objects: 0 };
         return Pending::Done(BatchItem { objects: None, ..stored(filename, result, StatusCode::OK) });
     }
-    match analyze_for_ingest(state, upload.bytes.clone()).await {
+    match analyze_for_ingest(deps.inference, deps.faces, upload.bytes.clone()).await {
         Ok(analysis) => Pending::Analyzed {
             filename,
-            record: build_record(id, analysis, fields, &state.config.models.class_names),
+            record: build_record(id, analysis, fields, deps.class_names),
             bytes: upload.bytes,
         },
         Err(err) => Pending::Done(failed(filename, Some(id), err.into())),

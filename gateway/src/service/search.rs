@@ -1,35 +1,37 @@
-//! Query building and execution, shared by every search endpoint: validation of k,
-//! offset, scores, class names and dates into a `visual_store::SearchFilter` + `Page`;
-//! the LRU cache of text-query embeddings; and the store calls whose hits become results:
-//! one store call per search, the hits carrying what a result shows (the matched object is
-//! chosen inside the store, `visual_store::matching`).
+//! Search, shared by every search endpoint: validation of k, offset, scores, class names
+//! and dates into a `visual_store::SearchFilter` + `Page`; the query embeddings (text
+//! through an LRU cache, photos through the stored record or the ingest model); and the
+//! store calls whose hits become results: one store call per search, the hits carrying
+//! what a result shows (the matched object is chosen inside the store,
+//! `visual_store::matching`).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, NaiveDate};
 use lru::LruCache;
-use visual_store::{ImageHit, Page, SearchFilter};
+use visual_store::{ImageHit, Page, SearchFilter, Store};
 
 use crate::api::{
-    file_url, object_view, DateBound, HybridQuery, ImageResult, MatchedObject, ObjectQuery, ObjectResult, ObjectView,
+    file_url, object_view, HybridQuery, ImageResult, MatchedObject, ObjectQuery, ObjectResult, ObjectView,
 };
 use crate::config::SearchConfig;
-use crate::error::AppError;
-use crate::state::AppState;
+use crate::inference::Inference;
+use crate::metrics::Metrics;
+use crate::service::dates::unix_seconds;
+use crate::service::ServiceError;
 
 /// Longest text query accepted, in characters (CLIP keeps 77 tokens anyway).
 const MAX_QUERY_CHARS: usize = 1000;
 
 /// k and offset checked against the configured limits.
-pub fn page(k: Option<usize>, offset: Option<usize>, limits: &SearchConfig) -> Result<Page, AppError> {
+pub fn page(k: Option<usize>, offset: Option<usize>, limits: &SearchConfig) -> Result<Page, ServiceError> {
     let k = k.unwrap_or(limits.default_k);
     if k == 0 || k > limits.max_k {
-        return Err(AppError::BadRequest(format!("k must be between 1 and {}, got {k}", limits.max_k)));
+        return Err(ServiceError::BadRequest(format!("k must be between 1 and {}, got {k}", limits.max_k)));
     }
     let offset = offset.unwrap_or(0);
     if offset.saturating_add(k) > limits.max_window {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::BadRequest(format!(
             "offset + k must be at most {}, got {offset} + {k}",
             limits.max_window
         )));
@@ -38,36 +40,36 @@ pub fn page(k: Option<usize>, offset: Option<usize>, limits: &SearchConfig) -> R
 }
 
 /// Cosine threshold: results scoring below it are dropped. Absent means no threshold.
-pub fn min_score(value: Option<f32>) -> Result<f32, AppError> {
+pub fn min_score(value: Option<f32>) -> Result<f32, ServiceError> {
     match value {
         None => Ok(-1.0),
         Some(v) if v.is_finite() && (-1.0..=1.0).contains(&v) => Ok(v),
-        Some(v) => Err(AppError::BadRequest(format!("min_score must be a cosine in [-1, 1], got {v}"))),
+        Some(v) => Err(ServiceError::BadRequest(format!("min_score must be a cosine in [-1, 1], got {v}"))),
     }
 }
 
-pub fn query_text(text: Option<&str>) -> Result<String, AppError> {
+pub fn query_text(text: Option<&str>) -> Result<String, ServiceError> {
     let text = text.unwrap_or("").trim();
     if text.is_empty() {
-        return Err(AppError::BadRequest("the text query is empty".into()));
+        return Err(ServiceError::BadRequest("the text query is empty".into()));
     }
     if text.chars().count() > MAX_QUERY_CHARS {
-        return Err(AppError::BadRequest(format!("the text query is longer than {MAX_QUERY_CHARS} characters")));
+        return Err(ServiceError::BadRequest(format!("the text query is longer than {MAX_QUERY_CHARS} characters")));
     }
     Ok(text.to_owned())
 }
 
-fn min_confidence(value: Option<f32>) -> Result<f32, AppError> {
+fn min_confidence(value: Option<f32>) -> Result<f32, ServiceError> {
     match value {
         None => Ok(0.0),
         Some(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
-        Some(v) => Err(AppError::BadRequest(format!("min_confidence must be in [0, 1], got {v}"))),
+        Some(v) => Err(ServiceError::BadRequest(format!("min_confidence must be in [0, 1], got {v}"))),
     }
 }
 
 /// The canonical class names (case-insensitive match); unknown names are one 400
 /// listing every one of them.
-pub fn classes(requested: &[String], known: &[String]) -> Result<Vec<String>, AppError> {
+pub fn classes(requested: &[String], known: &[String]) -> Result<Vec<String>, ServiceError> {
     let mut resolved = Vec::new();
     let mut unknown = Vec::new();
     for name in requested {
@@ -79,31 +81,13 @@ pub fn classes(requested: &[String], known: &[String]) -> Result<Vec<String>, Ap
         }
     }
     if !unknown.is_empty() {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::BadRequest(format!(
             "unknown class name(s): {}; known classes are the detector's: {}",
             unknown.join(", "),
             known.join(", ")
         )));
     }
     Ok(resolved)
-}
-
-/// Unix seconds of a bound; a bare day means its first second (`from`) or last (`to`).
-pub fn date_bound(field: &str, bound: &DateBound, end_of_day: bool) -> Result<i64, AppError> {
-    let text = match bound {
-        DateBound::Seconds(seconds) => return Ok(*seconds),
-        DateBound::Text(text) => text.trim(),
-    };
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Ok(time.timestamp());
-    }
-    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let time = if end_of_day { day.and_hms_opt(23, 59, 59) } else { day.and_hms_opt(0, 0, 0) };
-        return Ok(time.expect("valid time of day").and_utc().timestamp());
-    }
-    Err(AppError::BadRequest(format!(
-        "{field} must be unix seconds, an RFC 3339 timestamp or YYYY-MM-DD, got {text:?}"
-    )))
 }
 
 fn tags(requested: &[String]) -> Vec<String> {
@@ -113,12 +97,12 @@ fn tags(requested: &[String]) -> Vec<String> {
 }
 
 /// The filter of a hybrid query.
-pub fn hybrid_filter(query: &HybridQuery, known_classes: &[String]) -> Result<SearchFilter, AppError> {
-    let created_from = query.date_from.as_ref().map(|b| date_bound("date_from", b, false)).transpose()?;
-    let created_to = query.date_to.as_ref().map(|b| date_bound("date_to", b, true)).transpose()?;
+pub fn hybrid_filter(query: &HybridQuery, known_classes: &[String]) -> Result<SearchFilter, ServiceError> {
+    let created_from = query.date_from.as_ref().map(|b| unix_seconds("date_from", b, false)).transpose()?;
+    let created_to = query.date_to.as_ref().map(|b| unix_seconds("date_to", b, true)).transpose()?;
     if let (Some(from), Some(to)) = (created_from, created_to) {
         if from > to {
-            return Err(AppError::BadRequest("date_from is after date_to".into()));
+            return Err(ServiceError::BadRequest("date_from is after date_to".into()));
         }
     }
     Ok(SearchFilter {
@@ -131,7 +115,7 @@ pub fn hybrid_filter(query: &HybridQuery, known_classes: &[String]) -> Result<Se
 }
 
 /// The filter of an object query: classes restrict the objects themselves.
-pub fn object_filter(query: &ObjectQuery, known_classes: &[String]) -> Result<SearchFilter, AppError> {
+pub fn object_filter(query: &ObjectQuery, known_classes: &[String]) -> Result<SearchFilter, ServiceError> {
     Ok(SearchFilter {
         classes: classes(&query.classes, known_classes)?,
         min_confidence: min_confidence(query.min_confidence)?,
@@ -160,35 +144,44 @@ impl TextEmbeddingCache {
 }
 
 /// The embedding of a (validated) text query, from the cache or Triton.
-pub async fn embed_text(state: &AppState, text: &str) -> Result<Arc<Vec<f32>>, AppError> {
-    if let Some(hit) = state.text_cache.get(text) {
-        state.metrics.count_text_cache(true);
+pub async fn embed_text(
+    inference: &dyn Inference,
+    cache: &TextEmbeddingCache,
+    metrics: &Metrics,
+    text: &str,
+) -> Result<Arc<Vec<f32>>, ServiceError> {
+    if let Some(hit) = cache.get(text) {
+        metrics.count_text_cache(true);
         return Ok(hit);
     }
-    state.metrics.count_text_cache(false);
-    let embedding = Arc::new(state.inference.embed_text(text).await?);
-    state.text_cache.insert(text.to_owned(), embedding.clone());
+    metrics.count_text_cache(false);
+    let embedding = Arc::new(inference.embed_text(text).await?);
+    cache.insert(text.to_owned(), embedding.clone());
     Ok(embedding)
 }
 
 /// The embedding of a query photo: the stored one when the same bytes were ingested
 /// (no Triton call), else the ensemble's whole-image embedding.
-pub async fn embed_image(state: &AppState, image: bytes::Bytes) -> Result<Vec<f32>, AppError> {
-    if let Some(record) = state.store.get(&crate::blobs::content_id(&image)).await? {
+pub async fn embed_image(
+    store: &dyn Store,
+    inference: &dyn Inference,
+    image: bytes::Bytes,
+) -> Result<Vec<f32>, ServiceError> {
+    if let Some(record) = store.get(&crate::blobs::content_id(&image)).await? {
         return Ok(record.embedding);
     }
-    Ok(state.inference.analyze_image(image).await?.embedding)
+    Ok(inference.analyze_image(image).await?.embedding)
 }
 
 /// Whole-image k-NN with the filter: one store call, whose hits carry what a result shows.
 pub async fn images(
-    state: &AppState,
+    store: &dyn Store,
     query: &[f32],
     filter: &SearchFilter,
     page: Page,
     min_score: f32,
-) -> Result<Vec<ImageResult>, AppError> {
-    let hits = state.store.search_images(query, filter, page).await?;
+) -> Result<Vec<ImageResult>, ServiceError> {
+    let hits = store.search_images(query, filter, page).await?;
     Ok(hits.into_iter().filter(|h| h.score >= min_score).map(image_result).collect())
 }
 
@@ -214,13 +207,13 @@ fn image_result(hit: ImageHit) -> ImageResult {
 
 /// Object-level k-NN: each result names its image and box; one store call.
 pub async fn objects(
-    state: &AppState,
+    store: &dyn Store,
     query: &[f32],
     filter: &SearchFilter,
     page: Page,
     min_score: f32,
-) -> Result<Vec<ObjectResult>, AppError> {
-    let hits = state.store.search_objects(query, filter, page).await?;
+) -> Result<Vec<ObjectResult>, ServiceError> {
+    let hits = store.search_objects(query, filter, page).await?;
     Ok(hits
         .into_iter()
         .filter(|h| h.score >= min_score)
@@ -275,18 +268,6 @@ mod tests {
         let err = classes(&["person".into(), "unicorn".into(), "dragon".into()], &known()).unwrap_err().to_string();
         assert!(err.contains("\"unicorn\"") && err.contains("\"dragon\""), "{err}");
         assert!(!err.starts_with("unknown class name(s): \"person\""), "{err}");
-    }
-
-    #[test]
-    fn dates_accept_seconds_rfc3339_and_days() {
-        assert_eq!(date_bound("date_from", &DateBound::Seconds(5), false).unwrap(), 5);
-        let day = DateBound::Text("2024-01-02".into());
-        assert_eq!(date_bound("date_from", &day, false).unwrap(), 1_704_153_600);
-        assert_eq!(date_bound("date_to", &day, true).unwrap(), 1_704_153_600 + 86_399);
-        let time = DateBound::Text("2024-01-02T00:00:10Z".into());
-        assert_eq!(date_bound("date_from", &time, false).unwrap(), 1_704_153_610);
-        let err = date_bound("date_to", &DateBound::Text("yesterday".into()), true).unwrap_err().to_string();
-        assert!(err.contains("date_to"), "{err}");
     }
 
     #[test]

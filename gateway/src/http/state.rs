@@ -1,5 +1,6 @@
-//! `AppState`: what every handler shares (config, store, Triton pipeline, photo files,
-//! metrics, the text-embedding cache, the face rerank scorer).
+//! `AppState`: what the handlers share (config, store, inference, photo files, metrics,
+//! the text-embedding cache, the face rerank scorer). Handlers hand each service only the
+//! parts it needs.
 
 use std::sync::Arc;
 
@@ -7,10 +8,12 @@ use visual_store::Store;
 
 use crate::blobs::BlobStore;
 use crate::config::GatewayConfig;
+use crate::inference::Inference;
 use crate::metrics::Metrics;
-use crate::pipeline::Inference;
 use crate::rerank::Scorer;
-use crate::search::TextEmbeddingCache;
+use crate::service::faces::FaceIndexing;
+use crate::service::ingest::IngestDeps;
+use crate::service::search::TextEmbeddingCache;
 
 pub struct AppState {
     pub config: GatewayConfig,
@@ -37,5 +40,20 @@ impl AppState {
     /// Replaces the native rerank scorer (with a loaded plugin).
     pub fn with_scorer(self, scorer: Scorer) -> AppState {
         AppState { scorer, ..self }
+    }
+
+    pub fn ingest_deps(&self) -> IngestDeps<'_> {
+        IngestDeps {
+            store: self.store.as_ref(),
+            inference: self.inference.as_ref(),
+            blobs: &self.blobs,
+            metrics: &self.metrics,
+            class_names: &self.config.models.class_names,
+            batch_concurrency: self.config.server.batch_concurrency,
+            faces: FaceIndexing {
+                enabled: self.config.faces.index_on_ingest,
+                store_dim: self.config.models.embedding_dim,
+            },
+        }
     }
 }

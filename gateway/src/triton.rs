@@ -1,9 +1,9 @@
-//! The Triton calls: one photo through the `visual_ingest` ensemble (detections,
-//! global and per-object embeddings), one photo through the `face_embed` ensemble (faces,
-//! landmarks, face embeddings), one text query through the tokenizer and `clip_text`,
-//! and the face alignment settings from `face_align`'s config. `Inference` is the seam
-//! the handlers use, so routes are tested with a fake and run against the real server
-//! through `TritonInference`.
+//! The Triton adapter: `TritonInference` implements the `inference::Inference` seam over
+//! Triton's gRPC API: one photo through the `visual_ingest` ensemble (detections, global
+//! and per-object embeddings), one photo through the `face_embed` ensemble (faces,
+//! landmarks, face embeddings), one text query through the tokenizer and `clip_text`, and
+//! the settings the gateway must share with Triton read from the model configs
+//! (`face_align`'s alignment, `preprocess`'s `original_max_side` and `max_pixels`).
 //!
 //! Every tensor Triton returns is checked against the contract (sizes, counts, class
 //! ids) before it becomes a record, and every embedding is L2-normalised here so the
@@ -16,100 +16,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use clip_tokenizer::ClipTokenizer;
 use crop_core::FaceAligner;
-use serde::Serialize;
 use tokio::sync::OnceCell;
-use triton_client::{ClientError, InferRequest, InferResponse, InputTensor, TritonClient};
+use triton_client::{InferRequest, InferResponse, InputTensor, TritonClient};
 
 use crate::config::{FacesConfig, ModelsConfig};
+use crate::inference::{
+    normalized, DetectedFace, Detection, FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError,
+    InferenceHealth, ModelHealth, PreprocessSettings,
+};
 use crate::metrics::Metrics;
-
-/// One detected object as the ensemble reported it, in the photo's pixels.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Detection {
-    pub class_id: u32,
-    pub confidence: f32,
-    pub bbox: [f32; 4],
-    pub embedding: Vec<f32>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImageAnalysis {
-    /// 0 when the ensemble does not expose the photo's size.
-    pub width: u32,
-    pub height: u32,
-    pub embedding: Vec<f32>,
-    pub detections: Vec<Detection>,
-}
-
-/// One face as `face_embed` reported it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DetectedFace {
-    /// Detector score (sigmoid).
-    pub score: f32,
-    /// x1, y1, x2, y2 in the photo's pixels (after EXIF orientation).
-    pub bbox: [f32; 4],
-    /// The detector's own box: in the pixels of preprocess's `original`, which differ
-    /// from the photo's only when its longest side was capped.
-    pub detector_bbox: [f32; 4],
-    /// Eyes, nose, mouth corners (x, y) in the photo's pixels, image-left first per pair.
-    pub landmarks: [[f32; 2]; 5],
-    /// The same landmarks in `original` pixels, as face_align aligned the face from them.
-    pub detector_landmarks: [[f32; 2]; 5],
-    /// L2-normalised; `None` when face_align rejected the landmarks (`face_valid` false).
-    pub embedding: Option<Vec<f32>>,
-    /// The encoder's output as `face_embed` returned it (face_encoder does not normalise);
-    /// `None` exactly when `embedding` is.
-    pub raw_embedding: Option<Vec<f32>>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct FaceAnalysis {
-    pub width: u32,
-    pub height: u32,
-    /// Best score first, as the detector ranks them.
-    pub faces: Vec<DetectedFace>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error(transparent)]
-    Triton(#[from] ClientError),
-    /// Triton answered, but not with what the contract promises (outputs, or a config
-    /// the gateway reads).
-    #[error("{model} broke its contract: {reason}")]
-    Contract { model: String, reason: String },
-}
-
-/// Whether Triton and each model the gateway needs are ready.
-#[derive(Clone, Debug, Serialize)]
-pub struct InferenceHealth {
-    pub ready: bool,
-    pub server_ready: bool,
-    pub models: Vec<ModelHealth>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ModelHealth {
-    pub name: String,
-    pub ready: bool,
-    /// Whether the gateway's readiness depends on this model (face models only when
-    /// faces are indexed on ingest).
-    pub required: bool,
-}
-
-#[async_trait]
-pub trait Inference: Send + Sync {
-    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError>;
-    /// The faces of one photo through `face_embed`.
-    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError>;
-    /// The L2-normalised embedding of a text query.
-    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError>;
-    /// How `faces.align_model` aligns faces, from its config parameters.
-    async fn face_aligner(&self) -> Result<Arc<FaceAligner>, PipelineError>;
-    async fn health(&self) -> InferenceHealth;
-}
 
 pub struct TritonInference {
     client: TritonClient,
@@ -123,6 +38,8 @@ pub struct TritonInference {
     /// Read from the align model's config on first use, for the same reason; a failed
     /// read is not kept, so the next request asks again.
     face_aligner: OnceCell<Arc<FaceAligner>>,
+    /// Read from the preprocess model's config on first use, likewise.
+    preprocess: OnceCell<PreprocessSettings>,
 }
 
 impl TritonInference {
@@ -141,10 +58,11 @@ impl TritonInference {
             metrics,
             ingest_outputs: OnceCell::new(),
             face_aligner: OnceCell::new(),
+            preprocess: OnceCell::new(),
         }
     }
 
-    async fn infer(&self, request: InferRequest) -> Result<InferResponse, PipelineError> {
+    async fn infer(&self, request: InferRequest) -> Result<InferResponse, InferenceError> {
         let model = request.model.clone();
         let started = Instant::now();
         let result = self.client.infer(request).await;
@@ -152,15 +70,41 @@ impl TritonInference {
         Ok(result?)
     }
 
+    /// `original_max_side` and `max_pixels` of the preprocess model, as Triton loaded it.
+    async fn preprocess_settings(&self) -> Result<PreprocessSettings, InferenceError> {
+        let settings = self
+            .preprocess
+            .get_or_try_init(|| async {
+                let model = &self.models.preprocess_model;
+                let parameters = self.client.model_parameters(model).await?;
+                let number = |key: &str| -> Result<u64, InferenceError> {
+                    let text = parameters.get(key).ok_or_else(|| InferenceError::Contract {
+                        model: model.clone(),
+                        reason: format!("its config has no parameter {key:?}"),
+                    })?;
+                    text.trim().parse::<u64>().ok().filter(|&n| n >= 1).ok_or_else(|| InferenceError::Contract {
+                        model: model.clone(),
+                        reason: format!("parameter {key:?} must be a positive integer, got {text:?}"),
+                    })
+                };
+                let original_max_side = u32::try_from(number("original_max_side")?).map_err(|_| {
+                    InferenceError::Contract { model: model.clone(), reason: "original_max_side is too large".into() }
+                })?;
+                Ok::<_, InferenceError>(PreprocessSettings { original_max_side, max_pixels: number("max_pixels")? })
+            })
+            .await?;
+        Ok(*settings)
+    }
+
     /// The required outputs, plus `image_size` when the ensemble exposes it; fails with
     /// a clear message when a required output is missing or D disagrees with the config.
-    async fn ingest_outputs(&self) -> Result<&Vec<String>, PipelineError> {
+    async fn ingest_outputs(&self) -> Result<&Vec<String>, InferenceError> {
         self.ingest_outputs
             .get_or_try_init(|| async {
                 let metadata = self.client.model_metadata(&self.models.ingest_model).await?;
                 let names: Vec<&str> = metadata.outputs.iter().map(|o| o.name.as_str()).collect();
                 let contract =
-                    |reason: String| PipelineError::Contract { model: self.models.ingest_model.clone(), reason };
+                    |reason: String| InferenceError::Contract { model: self.models.ingest_model.clone(), reason };
                 let mut wanted = Vec::new();
                 for name in required_ingest_outputs(&self.models) {
                     if !names.contains(&name) {
@@ -206,7 +150,7 @@ fn required_ingest_outputs(models: &ModelsConfig) -> [&str; 7] {
 
 #[async_trait]
 impl Inference for TritonInference {
-    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, PipelineError> {
+    async fn analyze_image(&self, image: Bytes) -> Result<ImageAnalysis, InferenceError> {
         let outputs = self.ingest_outputs().await?.clone();
         let shape = vec![1, image.len() as i64];
         let request = InferRequest {
@@ -218,7 +162,7 @@ impl Inference for TritonInference {
         decode_ingest(&response, &self.models)
     }
 
-    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, PipelineError> {
+    async fn analyze_faces(&self, image: Bytes) -> Result<FaceAnalysis, InferenceError> {
         let faces = &self.faces;
         let request = InferRequest {
             model: faces.model.clone(),
@@ -226,13 +170,14 @@ impl Inference for TritonInference {
             // Every output, so a failing step's own message reaches the client (docs/gateway.md).
             outputs: face_outputs(faces).map(str::to_owned).to_vec(),
         };
+        let original_max_side = self.preprocess_settings().await?.original_max_side;
         let response = self.infer(request).await?;
-        let analysis = decode_faces(&response, faces)?;
+        let analysis = decode_faces(&response, faces, original_max_side)?;
         self.metrics.count_faces(analysis.faces.len());
         Ok(analysis)
     }
 
-    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, PipelineError> {
+    async fn embed_text(&self, text: &str) -> Result<Vec<f32>, InferenceError> {
         let tokens = self.tokenizer.tokenize(text);
         let request = InferRequest {
             model: self.models.text_model.clone(),
@@ -240,7 +185,7 @@ impl Inference for TritonInference {
             outputs: vec![self.models.text_output.clone()],
         };
         let response = self.infer(request).await?;
-        let contract = |reason: String| PipelineError::Contract { model: self.models.text_model.clone(), reason };
+        let contract = |reason: String| InferenceError::Contract { model: self.models.text_model.clone(), reason };
         let values = response.output(&self.models.text_output)?.as_f32()?;
         if values.len() != self.models.embedding_dim {
             return Err(contract(format!(
@@ -253,7 +198,7 @@ impl Inference for TritonInference {
         normalized(values).ok_or_else(|| contract("the text embedding is zero or not finite".into()))
     }
 
-    async fn face_aligner(&self) -> Result<Arc<FaceAligner>, PipelineError> {
+    async fn face_alignment(&self) -> Result<FaceAlignment, InferenceError> {
         let aligner = self
             .face_aligner
             .get_or_try_init(|| async {
@@ -261,15 +206,15 @@ impl Inference for TritonInference {
                 let parameters = self.client.model_parameters(model).await?;
                 let aligner =
                     FaceAligner::from_parameters(|key| parameters.get(key).map(String::as_str)).map_err(|err| {
-                        PipelineError::Contract {
+                        InferenceError::Contract {
                             model: model.clone(),
                             reason: format!("its config cannot align faces: {err}"),
                         }
                     })?;
-                Ok::<_, PipelineError>(Arc::new(aligner))
+                Ok::<_, InferenceError>(Arc::new(aligner))
             })
             .await?;
-        Ok(aligner.clone())
+        Ok(FaceAlignment { aligner: aligner.clone(), preprocess: self.preprocess_settings().await? })
     }
 
     async fn health(&self) -> InferenceHealth {
@@ -306,21 +251,11 @@ impl Inference for TritonInference {
     }
 }
 
-/// Scales to unit length; `None` for a zero or non-finite vector, which has no direction.
-pub fn normalized(mut vector: Vec<f32>) -> Option<Vec<f32>> {
-    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if !norm.is_finite() || norm == 0.0 {
-        return None;
-    }
-    vector.iter_mut().for_each(|v| *v /= norm);
-    Some(vector)
-}
-
 /// Turns the ensemble's tensors (each with a leading batch dimension of 1) into an
 /// `ImageAnalysis`: the first `num_dets` rows of every per-detection tensor, invalid rows
 /// (`box_valid` false) and detections under the confidence floor left out.
-pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<ImageAnalysis, PipelineError> {
-    let contract = |reason: String| PipelineError::Contract { model: models.ingest_model.clone(), reason };
+pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<ImageAnalysis, InferenceError> {
+    let contract = |reason: String| InferenceError::Contract { model: models.ingest_model.clone(), reason };
     let dim = models.embedding_dim;
 
     let num_dets = response.output(&models.num_dets_output)?.as_i32()?;
@@ -328,7 +263,7 @@ pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<
         [n] if *n >= 0 => *n as usize,
         other => return Err(contract(format!("{:?} must hold one count >= 0, got {other:?}", models.num_dets_output))),
     };
-    let rows = |name: &str, len: usize, width: usize| -> Result<(), PipelineError> {
+    let rows = |name: &str, len: usize, width: usize| -> Result<(), InferenceError> {
         if !len.is_multiple_of(width) || len / width < count {
             return Err(contract(format!(
                 "{name:?} has {len} values: not {count} rows of {width} (num_dets = {count})"
@@ -404,8 +339,12 @@ fn face_outputs(faces: &FacesConfig) -> [&str; 7] {
 /// Turns `face_embed`'s tensors into a `FaceAnalysis`: the first `num_faces` rows, faces
 /// under `faces.min_score` left out, boxes and landmarks scaled from `original` to the
 /// photo's pixels, embeddings L2-normalised (and checked against `faces.embedding_dim`).
-pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<FaceAnalysis, PipelineError> {
-    let contract = |reason: String| PipelineError::Contract { model: faces.model.clone(), reason };
+pub fn decode_faces(
+    response: &InferResponse,
+    faces: &FacesConfig,
+    original_max_side: u32,
+) -> Result<FaceAnalysis, InferenceError> {
+    let contract = |reason: String| InferenceError::Contract { model: faces.model.clone(), reason };
     let dim = faces.embedding_dim;
     let (width, height) = match response.output(&faces.image_size_output)?.as_i32()?.as_slice() {
         [h, w] if *h > 0 && *w > 0 => (*w as u32, *h as u32),
@@ -417,7 +356,7 @@ pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<Fac
         [n] if *n >= 0 => *n as usize,
         other => return Err(contract(format!("{:?} must hold one count >= 0, got {other:?}", faces.num_faces_output))),
     };
-    let rows = |name: &str, values: usize, width: usize| -> Result<(), PipelineError> {
+    let rows = |name: &str, values: usize, width: usize| -> Result<(), InferenceError> {
         if !values.is_multiple_of(width) || values / width < count {
             return Err(contract(format!(
                 "{name:?} has {values} values: not {count} rows of {width} (num_faces = {count})"
@@ -437,8 +376,7 @@ pub fn decode_faces(response: &InferResponse, faces: &FacesConfig) -> Result<Fac
     rows(&faces.valid_output, valid.len(), 1)?;
 
     // `original` is the photo with its longest side capped: the same rule as preprocess.
-    let (original_width, original_height) =
-        preprocess_core::geometry::capped_size(width, height, faces.original_max_side);
+    let (original_width, original_height) = preprocess_core::geometry::capped_size(width, height, original_max_side);
     let (sx, sy) = (width as f32 / original_width as f32, height as f32 / original_height as f32);
     let mut detected = Vec::with_capacity(count);
     for i in 0..count {
@@ -580,17 +518,20 @@ mod tests {
         InferResponse { model: "face_embed".into(), outputs }
     }
 
+    /// preprocess's cap in the shipped model repository.
+    const ORIGINAL_MAX_SIDE: u32 = 1920;
+
     fn face_config(dim: usize) -> FacesConfig {
         FacesConfig { embedding_dim: dim, ..FacesConfig::default() }
     }
 
     #[test]
     fn faces_are_scaled_to_the_photo_and_invalid_ones_carry_no_embedding() {
-        let analysis = decode_faces(&face_response(), &face_config(2)).unwrap();
+        let analysis = decode_faces(&face_response(), &face_config(2), ORIGINAL_MAX_SIDE).unwrap();
         assert_eq!((analysis.width, analysis.height), (4000, 2000));
         assert_eq!(analysis.faces.len(), 2);
         let first = &analysis.faces[0];
-        let scale = 4000.0 / 1920.0;
+        let scale = 4000.0 / ORIGINAL_MAX_SIDE as f32;
         assert_eq!(first.detector_bbox, [96., 48., 192., 144.]);
         assert_eq!(first.bbox, [96. * scale, 48. * scale, 192. * scale, 144. * scale]);
         assert_eq!(first.landmarks[4], [120. * scale, 96. * scale]);
@@ -603,12 +544,12 @@ mod tests {
     #[test]
     fn face_floor_and_contract_errors() {
         let config = FacesConfig { min_score: 0.7, ..face_config(2) };
-        assert_eq!(decode_faces(&face_response(), &config).unwrap().faces.len(), 1);
-        let err = decode_faces(&face_response(), &face_config(3)).unwrap_err().to_string();
+        assert_eq!(decode_faces(&face_response(), &config, ORIGINAL_MAX_SIDE).unwrap().faces.len(), 1);
+        let err = decode_faces(&face_response(), &face_config(3), ORIGINAL_MAX_SIDE).unwrap_err().to_string();
         assert!(err.contains("face_embeddings") && err.contains("num_faces = 2"), "{err}");
         let mut response = face_response();
         response.outputs[5] = tensor("face_embeddings", "FP32", vec![1, 2, 2], f32s(&[0., 0., 0., 0.]));
-        let err = decode_faces(&response, &face_config(2)).unwrap_err().to_string();
+        let err = decode_faces(&response, &face_config(2), ORIGINAL_MAX_SIDE).unwrap_err().to_string();
         assert!(err.contains("face 0 is marked valid"), "{err}");
     }
 

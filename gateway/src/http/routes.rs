@@ -1,0 +1,370 @@
+//! The router and its handlers. `app(state) -> Router` wires every endpoint and the layers
+//! around them (body limit, JSON errors, metrics, compression, tracing). A handler only
+//! extracts, calls a service with the parts of `AppState` it needs, and converts; the
+//! `#[utoipa::path]` on each is its entry in the generated OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use visual_store::Page;
+
+use crate::api::{
+    BatchResponse, DeleteResult, ErrorBody, FaceEmbeddingsForm, FaceEmbeddingsRequest, FaceEmbeddingsResponse,
+    FaceQuery, FaceResult, HealthResponse, HybridQuery, ImageResult, ImageView, IngestForm, IngestResult, ObjectQuery,
+    ObjectResult, PageParams, QueryImageForm, RerankRequest, RerankResponse, SearchResponse, TextSearchParams,
+};
+use crate::http::error::{ApiJson, AppError};
+use crate::http::forms::{read_face_form, read_face_json, read_ingest_form, read_query_image};
+use crate::http::middleware::{json_errors, track_http};
+use crate::http::state::AppState;
+use crate::http::{openapi, page};
+use crate::service::{faces, health, images, ingest, search};
+
+type Shared = State<Arc<AppState>>;
+
+pub fn app(state: Arc<AppState>) -> Router {
+    let max_body = state.config.server.max_request_bytes;
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/", get(page::search_page))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi::document))
+        .route("/ingest", post(ingest_image))
+        .route("/ingest/batch", post(ingest_batch))
+        .route("/search/text", get(search_text))
+        .route("/search/hybrid", post(search_hybrid))
+        .route("/search/similar", post(search_similar))
+        .route("/search/objects", post(search_objects))
+        .route("/search/faces", post(search_faces))
+        .route("/faces/embeddings", post(face_embeddings))
+        .route("/faces/rerank", post(face_rerank))
+        .route("/images/{id}", get(get_image).delete(delete_image))
+        .route("/images/{id}/file", get(get_image_file))
+        .with_state(state)
+        // Innermost first: the limit's bare 413 is turned into JSON by json_errors.
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(max_body, json_errors))
+        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn_with_state(metrics, track_http))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// The page of results every search endpoint answers with.
+fn search_response<T>(page: Page, started: Instant, results: Vec<T>) -> Json<SearchResponse<T>> {
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms, results })
+}
+
+fn is_multipart(request: &Request) -> bool {
+    request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
+}
+
+/// Ready means Triton, every required model and the store answer.
+#[utoipa::path(get, path = "/health", tag = "service", responses(
+    (status = 200, description = "Ready", body = HealthResponse),
+    (status = 503, description = "Not ready: the body says what is missing", body = HealthResponse),
+))]
+async fn health(State(state): Shared) -> Response {
+    let scorer = state.scorer.name();
+    let report = health::health(state.inference.as_ref(), state.store.as_ref(), &state.config.faces, scorer).await;
+    let status = if report.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report)).into_response()
+}
+
+/// Prometheus text exposition of the gateway's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses(
+    (status = 200, description = "Metrics", body = String, content_type = "text/plain"),
+))]
+async fn metrics_text(State(state): Shared) -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+}
+
+/// Stores one photo: 201 when created, 200 when the same bytes were already stored.
+#[utoipa::path(post, path = "/ingest", tag = "ingest",
+    request_body(content = IngestForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored", body = IngestResult),
+        (status = 200, description = "Already stored (same bytes)", body = IngestResult),
+        (status = "4XX", description = "Bad form, oversized body, or not a decodable photo", body = ErrorBody),
+        (status = "5XX", description = "Triton or the store unavailable (503) or broken (502)", body = ErrorBody),
+    ))]
+async fn ingest_image(
+    State(state): Shared,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, AppError> {
+    let mut form = read_ingest_form(multipart?).await?;
+    let upload = match form.uploads.len() {
+        1 => form.uploads.pop().expect("one upload"),
+        0 => return Err(AppError::bad_request("the form has no image field")),
+        n => return Err(AppError::bad_request(format!("POST /ingest takes one image, got {n}; use /ingest/batch"))),
+    };
+    let result = ingest::ingest_one(&state.ingest_deps(), upload, &form.fields).await?;
+    let status = if result.status == "created" { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(result)).into_response())
+}
+
+/// Stores several photos; each gets its own entry, and one that fails does not fail the rest.
+#[utoipa::path(post, path = "/ingest/batch", tag = "ingest",
+    request_body(content = IngestForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "One entry per photo, in upload order", body = BatchResponse),
+        (status = "4XX", description = "Bad form or oversized body", body = ErrorBody),
+    ))]
+async fn ingest_batch(
+    State(state): Shared,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<BatchResponse>, AppError> {
+    let form = read_ingest_form(multipart?).await?;
+    if form.uploads.is_empty() {
+        return Err(AppError::bad_request("the form has no image fields"));
+    }
+    Ok(Json(ingest::ingest_batch(&state.ingest_deps(), form.uploads, &form.fields).await))
+}
+
+/// The (validated) text query's embedding, from the cache or Triton.
+async fn text_embedding(state: &AppState, text: &str) -> Result<Arc<Vec<f32>>, AppError> {
+    Ok(search::embed_text(state.inference.as_ref(), &state.text_cache, &state.metrics, text).await?)
+}
+
+async fn image_embedding(state: &AppState, image: Bytes) -> Result<Vec<f32>, AppError> {
+    Ok(search::embed_image(state.store.as_ref(), state.inference.as_ref(), image).await?)
+}
+
+/// Photos whose whole-image embedding is closest to the text's.
+#[utoipa::path(get, path = "/search/text", tag = "search", params(TextSearchParams), responses(
+    (status = 200, description = "Best first", body = SearchResponse<ImageResult>),
+    (status = "4XX", description = "Empty or overlong query, bad k, offset or min_score", body = ErrorBody),
+    (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
+))]
+async fn search_text(
+    State(state): Shared,
+    params: Result<Query<TextSearchParams>, QueryRejection>,
+) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let text = search::query_text(params.q.as_deref())?;
+    let page = search::page(params.k, params.offset, &state.config.search)?;
+    let min_score = search::min_score(params.min_score)?;
+    let query = text_embedding(&state, &text).await?;
+    let results = search::images(state.store.as_ref(), &query, &Default::default(), page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// Text search with filters: classes and confidence, dates, tags.
+#[utoipa::path(post, path = "/search/hybrid", tag = "search", request_body = HybridQuery, responses(
+    (status = 200, description = "Best first", body = SearchResponse<ImageResult>),
+    (status = "4XX", description = "Malformed JSON, unknown fields or classes, bad values", body = ErrorBody),
+    (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
+))]
+async fn search_hybrid(
+    State(state): Shared,
+    ApiJson(query): ApiJson<HybridQuery>,
+) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
+    let started = Instant::now();
+    let text = search::query_text(Some(&query.text))?;
+    let page = search::page(query.k, query.offset, &state.config.search)?;
+    let min_score = search::min_score(query.min_score)?;
+    let filter = search::hybrid_filter(&query, &state.config.models.class_names)?;
+    let embedding = text_embedding(&state, &text).await?;
+    let results = search::images(state.store.as_ref(), &embedding, &filter, page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// Photos similar to an uploaded one.
+#[utoipa::path(post, path = "/search/similar", tag = "search", params(PageParams),
+    request_body(content = QueryImageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Best first", body = SearchResponse<ImageResult>),
+        (status = "4XX", description = "Bad form or paging, or not a decodable photo", body = ErrorBody),
+        (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
+    ))]
+async fn search_similar(
+    State(state): Shared,
+    params: Result<Query<PageParams>, QueryRejection>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let page = search::page(params.k, params.offset, &state.config.search)?;
+    let min_score = search::min_score(params.min_score)?;
+    let image = read_query_image(multipart?).await?;
+    let embedding = image_embedding(&state, image).await?;
+    let results = search::images(state.store.as_ref(), &embedding, &Default::default(), page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// Stored objects closest to a text (JSON body) or to an uploaded photo (multipart).
+#[utoipa::path(post, path = "/search/objects", tag = "search", params(PageParams),
+    request_body(content(
+        (ObjectQuery = "application/json"),
+        (QueryImageForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Best first", body = SearchResponse<ObjectResult>),
+        (status = "4XX", description = "Bad body, classes or paging, or not a decodable photo", body = ErrorBody),
+        (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
+    ))]
+async fn search_objects(
+    State(state): Shared,
+    params: Result<Query<PageParams>, QueryRejection>,
+    request: Request,
+) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let (image, query) = if is_multipart(&request) {
+        let multipart = Multipart::from_request(request, &()).await?;
+        let query =
+            ObjectQuery { k: params.k, offset: params.offset, min_score: params.min_score, ..Default::default() };
+        (Some(read_query_image(multipart).await?), query)
+    } else {
+        let ApiJson(query) = ApiJson::<ObjectQuery>::from_request(request, &()).await?;
+        (None, query)
+    };
+    // Everything is validated before Triton is asked for an embedding.
+    let text = if image.is_none() { Some(search::query_text(Some(&query.text))?) } else { None };
+    let page = search::page(query.k, query.offset, &state.config.search)?;
+    let min_score = search::min_score(query.min_score)?;
+    let filter = search::object_filter(&query, &state.config.models.class_names)?;
+    let embedding = match (image, text) {
+        (Some(image), _) => image_embedding(&state, image).await?,
+        (None, Some(text)) => text_embedding(&state, &text).await?.to_vec(),
+        (None, None) => unreachable!("a JSON query always has its text validated"),
+    };
+    let results = search::objects(state.store.as_ref(), &embedding, &filter, page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// The faces of several photos: multipart files (`image`, repeated) or JSON with base64
+/// images; one result per image.
+#[utoipa::path(post, path = "/faces/embeddings", tag = "faces",
+    request_body(content(
+        (FaceEmbeddingsRequest = "application/json"),
+        (FaceEmbeddingsForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "One entry per image, in request order", body = FaceEmbeddingsResponse),
+        (status = "4XX", description = "No images, too many, or a bad option", body = ErrorBody),
+    ))]
+async fn face_embeddings(State(state): Shared, request: Request) -> Result<Json<FaceEmbeddingsResponse>, AppError> {
+    let faces_config = &state.config.faces;
+    let max_images = faces_config.max_images_per_request;
+    let (uploads, options) = if is_multipart(&request) {
+        read_face_form(Multipart::from_request(request, &()).await?, max_images).await?
+    } else {
+        let ApiJson(body) = ApiJson::<FaceEmbeddingsRequest>::from_request(request, &()).await?;
+        read_face_json(body, max_images)?
+    };
+    if uploads.is_empty() {
+        return Err(AppError::bad_request("the request has no images"));
+    }
+    let concurrency = state.config.server.batch_concurrency;
+    Ok(Json(faces::embeddings(state.inference.as_ref(), faces_config, concurrency, uploads, options).await))
+}
+
+/// Scores a caller's candidate faces against a query face, best first.
+#[utoipa::path(post, path = "/faces/rerank", tag = "faces", request_body = RerankRequest, responses(
+    (status = 200, description = "Candidates at or over the threshold, best first", body = RerankResponse),
+    (status = "4XX", description = "Bad vectors, lengths or limits", body = ErrorBody),
+    (status = 500, description = "The rerank library failed", body = ErrorBody),
+))]
+async fn face_rerank(
+    State(state): Shared,
+    ApiJson(request): ApiJson<RerankRequest>,
+) -> Result<Json<RerankResponse>, AppError> {
+    Ok(Json(faces::rerank(&state.scorer, &state.metrics, &state.config.faces, &request)?))
+}
+
+/// Stored faces closest to a face embedding (JSON) or to the best face of a photo (multipart).
+#[utoipa::path(post, path = "/search/faces", tag = "search", params(PageParams),
+    request_body(content(
+        (FaceQuery = "application/json"),
+        (QueryImageForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Best first", body = SearchResponse<FaceResult>),
+        (status = "4XX", description = "Bad body or paging, or no usable face in the photo", body = ErrorBody),
+        (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
+    ))]
+async fn search_faces(
+    State(state): Shared,
+    params: Result<Query<PageParams>, QueryRejection>,
+    request: Request,
+) -> Result<Json<SearchResponse<FaceResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let (image, query) = if is_multipart(&request) {
+        let multipart = Multipart::from_request(request, &()).await?;
+        let query = FaceQuery { k: params.k, offset: params.offset, min_score: params.min_score, ..Default::default() };
+        (Some(read_query_image(multipart).await?), query)
+    } else {
+        let ApiJson(query) = ApiJson::<FaceQuery>::from_request(request, &()).await?;
+        (None, query)
+    };
+    // Everything is validated before Triton is asked for the query face.
+    let page = search::page(query.k, query.offset, &state.config.search)?;
+    let min_score = search::min_score(query.min_score)?;
+    let embedding = match image {
+        Some(image) => faces::query_from_photo(state.inference.as_ref(), image).await?,
+        None => faces::query_from_embedding(query.embedding, state.config.faces.embedding_dim)?,
+    };
+    let store_dim = state.config.models.embedding_dim;
+    let results = faces::search(state.store.as_ref(), store_dim, embedding, page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// A stored photo's record, without vectors.
+#[utoipa::path(get, path = "/images/{id}", tag = "images",
+    params(("id" = String, Path, description = "Image id: hex SHA-256 of the photo")),
+    responses(
+        (status = 200, description = "The record", body = ImageView),
+        (status = "4XX", description = "Not an image id (400) or no such image (404)", body = ErrorBody),
+    ))]
+async fn get_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<ImageView>, AppError> {
+    Ok(Json(images::get(state.store.as_ref(), &id).await?))
+}
+
+/// The photo file as uploaded.
+#[utoipa::path(get, path = "/images/{id}/file", tag = "images",
+    params(("id" = String, Path, description = "Image id: hex SHA-256 of the photo")),
+    responses(
+        (status = 200, description = "The photo's bytes", content(
+            ("image/jpeg"), ("image/png"), ("image/webp"), ("application/octet-stream"),
+        )),
+        (status = "4XX", description = "Not an image id (400) or no such photo (404)", body = ErrorBody),
+    ))]
+async fn get_image_file(State(state): Shared, Path(id): Path<String>) -> Result<Response, AppError> {
+    let photo = images::file(&state.blobs, &id).await?;
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(photo.content_type)),
+        // Content-addressed: the bytes under an id never change.
+        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+    ];
+    Ok((headers, Body::from(photo.bytes)).into_response())
+}
+
+/// Deletes a photo's record and file.
+#[utoipa::path(delete, path = "/images/{id}", tag = "images",
+    params(("id" = String, Path, description = "Image id: hex SHA-256 of the photo")),
+    responses(
+        (status = 200, description = "Deleted", body = DeleteResult),
+        (status = "4XX", description = "Not an image id (400) or no such image (404)", body = ErrorBody),
+    ))]
+async fn delete_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<DeleteResult>, AppError> {
+    Ok(Json(images::delete(state.store.as_ref(), &state.blobs, &id).await?))
+}

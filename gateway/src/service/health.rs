@@ -1,0 +1,32 @@
+//! Readiness: Triton and each model the gateway needs, the store, and the face settings.
+
+use visual_store::Store;
+
+use crate::api::{FacesHealth, HealthResponse, StoreHealth};
+use crate::config::FacesConfig;
+use crate::inference::Inference;
+
+/// `rerank_scorer` is the active scorer's name (`Scorer::name`).
+pub async fn health(
+    inference: &dyn Inference,
+    store: &dyn Store,
+    faces: &FacesConfig,
+    rerank_scorer: String,
+) -> HealthResponse {
+    let triton = inference.health().await;
+    let kind = store.kind().to_owned();
+    let store = match store.ready().await {
+        Ok(()) => match store.count().await {
+            Ok(images) => StoreHealth { kind, ready: true, images: Some(images), error: None },
+            Err(err) => StoreHealth { kind, ready: false, images: None, error: Some(err.to_string()) },
+        },
+        Err(err) => StoreHealth { kind, ready: false, images: None, error: Some(err.to_string()) },
+    };
+    let ready = triton.ready && store.ready;
+    HealthResponse {
+        status: if ready { "ok" } else { "unavailable" },
+        triton,
+        store,
+        faces: FacesHealth { model: faces.model.clone(), index_on_ingest: faces.index_on_ingest, rerank_scorer },
+    }
+}

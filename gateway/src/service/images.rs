@@ -1,0 +1,51 @@
+//! Stored photos by id: the record without vectors, the photo file, deletion (record first,
+//! then the file, so a crash never leaves a record without its photo).
+
+use visual_store::Store;
+
+use crate::api::{DeleteResult, ImageView};
+use crate::blobs::{is_valid_id, sniff_content_type, BlobStore};
+use crate::service::ServiceError;
+
+/// A stored photo's bytes and their MIME type.
+pub struct PhotoFile {
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+}
+
+fn checked_id(id: &str) -> Result<&str, ServiceError> {
+    if is_valid_id(id) {
+        Ok(id)
+    } else {
+        Err(ServiceError::BadRequest(format!(
+            "{id:?} is not an image id (64 lowercase hex digits, the SHA-256 of the photo)"
+        )))
+    }
+}
+
+pub async fn get(store: &dyn Store, id: &str) -> Result<ImageView, ServiceError> {
+    let id = checked_id(id)?;
+    match store.get(id).await? {
+        Some(record) => Ok(ImageView::from(&record)),
+        None => Err(ServiceError::NotFound(format!("no image {id}"))),
+    }
+}
+
+pub async fn file(blobs: &BlobStore, id: &str) -> Result<PhotoFile, ServiceError> {
+    let id = checked_id(id)?;
+    let bytes = blobs
+        .get(id)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("reading the photo: {e}")))?
+        .ok_or_else(|| ServiceError::NotFound(format!("no photo {id}")))?;
+    Ok(PhotoFile { content_type: sniff_content_type(&bytes), bytes })
+}
+
+pub async fn delete(store: &dyn Store, blobs: &BlobStore, id: &str) -> Result<DeleteResult, ServiceError> {
+    let id = checked_id(id)?;
+    if !store.delete(id).await? {
+        return Err(ServiceError::NotFound(format!("no image {id}")));
+    }
+    blobs.delete(id).await.map_err(|e| ServiceError::Internal(format!("deleting the photo: {e}")))?;
+    Ok(DeleteResult { id: id.to_owned(), deleted: true })
+}
