@@ -22,6 +22,9 @@
 //! `crop-core` and its CUDA kernels in `cuda-kernels`; the Triton API in `triton-backend`.
 //! This file holds only the [`Backend`](triton_backend::backend::Backend) implementation the
 //! entry points are exported from.
+//!
+//! Layer: a Triton backend (cdylib loaded by tritonserver). Imports `triton-backend` (never the raw
+//! `-sys` crate), `crop-core` and `cuda-kernels`; nothing imports it.
 
 pub mod box_cpu;
 pub mod box_gpu;

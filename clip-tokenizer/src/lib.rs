@@ -8,6 +8,8 @@
 //! One deliberate difference from the Python tokenizers: the special-token
 //! spellings ("<|startoftext|>", "<|endoftext|>") in user text are ordinary
 //! text here, so a query cannot inject an end-of-text token.
+//!
+//! Layer: pure logic, no workspace dependencies. Imported by the gateway.
 
 mod bpe;
 mod clean;

@@ -11,6 +11,9 @@
 //! per-sample implementation the fast path and the GPU kernel are tested
 //! against. [`FaceAligner::from_parameters`] reads the face alignment settings from the
 //! `face_align` model config's parameters, for the backend and the gateway alike.
+//!
+//! Layer: pure logic, no workspace dependencies. Imported by `box-embed-backend`, `cuda-kernels`
+//! (its parity tests) and the gateway (aligned faces).
 
 mod error;
 mod face;

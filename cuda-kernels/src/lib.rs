@@ -14,6 +14,8 @@
 //! libcuda and libnvrtc are loaded on first use, so this crate builds
 //! everywhere; [`nvrtc_available`] and [`cuda_context`] report a missing
 //! library as an error instead of cudarc's panic.
+//!
+//! Layer: GPU kernels over `crop-core` (their reference). Imported by `box-embed-backend`.
 
 mod compile;
 mod desc;

@@ -52,12 +52,15 @@ pub struct ObjectQuery {
 #[into_params(parameter_in = Query)]
 pub struct TextSearchParams {
     /// The text query (at most 1000 characters).
+    #[param(min_length = 1)]
     pub q: Option<String>,
     /// Results per page (default `search.default_k`, at most `search.max_k`).
+    #[param(minimum = 1)]
     pub k: Option<usize>,
     /// Results skipped (`offset + k` at most `search.max_window`).
     pub offset: Option<usize>,
     /// Cosine under which results are dropped, in [-1, 1].
+    #[param(minimum = -1.0, maximum = 1.0)]
     pub min_score: Option<f32>,
 }
 
@@ -67,10 +70,12 @@ pub struct TextSearchParams {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Results per page (default `search.default_k`, at most `search.max_k`).
+    #[param(minimum = 1)]
     pub k: Option<usize>,
     /// Results skipped (`offset + k` at most `search.max_window`).
     pub offset: Option<usize>,
     /// Cosine under which results are dropped, in [-1, 1].
+    #[param(minimum = -1.0, maximum = 1.0)]
     pub min_score: Option<f32>,
 }
 

@@ -62,12 +62,25 @@ impl TritonInference {
         }
     }
 
+    /// One inference call, run to its end whatever happens to the caller. Triton 2.51 can
+    /// crash when a gRPC call is cancelled while in flight (server#7368, fixed in 24.12), and a
+    /// dropped future cancels its call: an HTTP client that goes away, or a sibling call that
+    /// failed first in a `try_join!`. In a task of its own the call is never cancelled; its
+    /// deadline (`triton.request_timeout_ms`) still bounds it.
     async fn infer(&self, request: InferRequest) -> Result<InferResponse, InferenceError> {
         let model = request.model.clone();
-        let started = Instant::now();
-        let result = self.client.infer(request).await;
-        self.metrics.observe_triton(&model, started.elapsed(), result.as_ref().err());
-        Ok(result?)
+        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let call = tokio::spawn(async move {
+            let started = Instant::now();
+            let result = client.infer(request).await;
+            metrics.observe_triton(&model, started.elapsed(), result.as_ref().err());
+            result
+        });
+        match call.await {
+            Ok(result) => Ok(result?),
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => unreachable!("the inference task is never aborted: {err}"),
+        }
     }
 
     /// `original_max_side` and `max_pixels` of the preprocess model, as Triton loaded it.

@@ -14,6 +14,9 @@
 //! path. KIND_GPU instances fail their load with a clear error: the nvJPEG path is not
 //! written yet, and silently decoding on the CPU under a GPU instance group would hide that
 //! from whoever sized the deployment.
+//!
+//! Layer: a Triton backend (cdylib loaded by tritonserver). Imports `triton-backend` and
+//! `preprocess-core`; nothing imports it.
 
 pub mod config;
 pub mod execute;

@@ -10,6 +10,8 @@
 //!
 //! The exact contract (and its tolerance against the Python references) is written down in
 //! `docs/preprocess.md`.
+//!
+//! Layer: pure logic, no workspace dependencies. Imported by `preprocess-backend` and the gateway.
 
 pub mod decode;
 pub mod error;

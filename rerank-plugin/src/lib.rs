@@ -5,6 +5,9 @@
 //!
 //! The arithmetic is the native scorer's, in the same order and precision (f64 sums,
 //! one rounding to f32 at the end), so both give identical bits, not just close values.
+//!
+//! Layer: a C-ABI cdylib with no workspace dependencies; the gateway loads it at run time,
+//! never links it.
 
 use std::os::raw::c_float;
 

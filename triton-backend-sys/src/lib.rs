@@ -8,6 +8,8 @@
 //!
 //! C enums are declared as integer aliases with constants, because Triton may pass values a
 //! Rust enum would not know, which would be undefined behaviour.
+//!
+//! Layer: the bottom one, no workspace dependencies. Imported only by `triton-backend`.
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_void};

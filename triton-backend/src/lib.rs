@@ -17,6 +17,8 @@
 //!
 //! Handles that Triton owns are borrowed (`Model`, `ModelInstance`); handles the backend owns are
 //! released by `Drop`.
+//!
+//! Layer: the safe wrapper, importing only `triton-backend-sys`. Imported by both backends.
 
 pub mod backend;
 pub mod entry;

@@ -6,6 +6,9 @@
 //! channel; `tensor` turns typed data into raw little-endian tensors and back;
 //! `error` classifies failures so that callers can tell an unavailable server
 //! (retried) from a request Triton rejected (never retried).
+//!
+//! Layer: a client library with no workspace dependencies (no knowledge of the models).
+//! Imported by the gateway.
 
 mod client;
 mod error;

@@ -2,6 +2,9 @@
 //! concurrency, a progress bar, optional resume (asking the gateway by content hash), and a
 //! report of every file that failed. An HTTP client only: it shares no code with the server,
 //! whose API (POST /ingest, GET /images/{id}) is its contract.
+//!
+//! Layer: a client with no workspace dependencies. Imported only by the `gateway` binary
+//! (`main.rs`), never by the gateway library.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

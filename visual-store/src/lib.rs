@@ -10,6 +10,9 @@
 //!
 //! A search hit carries what a search result shows (image size, tags, metadata, objects
 //! without vectors, the matched object: [`matching`]), so a search is one store call.
+//!
+//! Layer: storage with no workspace dependencies (nothing of HTTP, gRPC or Triton). Imported
+//! by the gateway.
 
 pub mod embedded;
 pub mod matching;

@@ -2,12 +2,14 @@
 //! image queries and of /faces/embeddings, and the base64 JSON form of the latter. Each
 //! reader checks field names and counts and hands the service layer plain values.
 
-use axum::extract::Multipart;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header;
 use base64::Engine;
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 
 use crate::api::{FaceEmbeddingsRequest, FaceOptions};
-use crate::http::error::AppError;
+use crate::http::error::{ApiJson, AppError};
 use crate::service::faces::FaceUpload;
 use crate::service::ingest::{parse_fields, IngestFields, Upload};
 use crate::service::ServiceError;
@@ -59,6 +61,25 @@ pub async fn read_query_image(mut multipart: Multipart) -> Result<Bytes, AppErro
         None => Err(AppError::bad_request("the form has no image field")),
         Some(bytes) if bytes.is_empty() => Err(AppError::bad_request("the image file is empty")),
         Some(bytes) => Ok(bytes),
+    }
+}
+
+pub fn is_multipart(request: &Request) -> bool {
+    request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
+}
+
+/// A search body that is either a JSON query `Q`, or a multipart photo whose query comes
+/// from the query string (`from_params`).
+pub async fn json_or_photo<Q: DeserializeOwned>(
+    request: Request,
+    from_params: impl FnOnce() -> Q,
+) -> Result<(Option<Bytes>, Q), AppError> {
+    if is_multipart(&request) {
+        let multipart = Multipart::from_request(request, &()).await?;
+        Ok((Some(read_query_image(multipart).await?), from_params()))
+    } else {
+        let ApiJson(query) = ApiJson::<Q>::from_request(request, &()).await?;
+        Ok((None, query))
     }
 }
 

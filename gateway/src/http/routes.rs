@@ -27,7 +27,9 @@ use crate::api::{
     ObjectResult, PageParams, QueryImageForm, RerankRequest, RerankResponse, SearchResponse, TextSearchParams,
 };
 use crate::http::error::{ApiJson, AppError};
-use crate::http::forms::{read_face_form, read_face_json, read_ingest_form, read_query_image};
+use crate::http::forms::{
+    is_multipart, json_or_photo, read_face_form, read_face_json, read_ingest_form, read_query_image,
+};
 use crate::http::middleware::{json_errors, track_http};
 use crate::http::state::AppState;
 use crate::http::{openapi, page};
@@ -68,10 +70,6 @@ pub fn app(state: Arc<AppState>) -> Router {
 fn search_response<T>(page: Page, started: Instant, results: Vec<T>) -> Json<SearchResponse<T>> {
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms, results })
-}
-
-fn is_multipart(request: &Request) -> bool {
-    request.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"))
 }
 
 /// Ready means Triton, every required model and the store answer.
@@ -227,15 +225,13 @@ async fn search_objects(
 ) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let (image, query) = if is_multipart(&request) {
-        let multipart = Multipart::from_request(request, &()).await?;
-        let query =
-            ObjectQuery { k: params.k, offset: params.offset, min_score: params.min_score, ..Default::default() };
-        (Some(read_query_image(multipart).await?), query)
-    } else {
-        let ApiJson(query) = ApiJson::<ObjectQuery>::from_request(request, &()).await?;
-        (None, query)
-    };
+    let (image, query) = json_or_photo(request, || ObjectQuery {
+        k: params.k,
+        offset: params.offset,
+        min_score: params.min_score,
+        ..Default::default()
+    })
+    .await?;
     // Everything is validated before Triton is asked for an embedding.
     let text = if image.is_none() { Some(search::query_text(Some(&query.text))?) } else { None };
     let page = search::page(query.k, query.offset, &state.config.search)?;
@@ -308,14 +304,13 @@ async fn search_faces(
 ) -> Result<Json<SearchResponse<FaceResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let (image, query) = if is_multipart(&request) {
-        let multipart = Multipart::from_request(request, &()).await?;
-        let query = FaceQuery { k: params.k, offset: params.offset, min_score: params.min_score, ..Default::default() };
-        (Some(read_query_image(multipart).await?), query)
-    } else {
-        let ApiJson(query) = ApiJson::<FaceQuery>::from_request(request, &()).await?;
-        (None, query)
-    };
+    let (image, query) = json_or_photo(request, || FaceQuery {
+        k: params.k,
+        offset: params.offset,
+        min_score: params.min_score,
+        ..Default::default()
+    })
+    .await?;
     // Everything is validated before Triton is asked for the query face.
     let page = search::page(query.k, query.offset, &state.config.search)?;
     let min_score = search::min_score(query.min_score)?;
@@ -330,7 +325,7 @@ async fn search_faces(
 
 /// A stored photo's record, without vectors.
 #[utoipa::path(get, path = "/images/{id}", tag = "images",
-    params(("id" = String, Path, description = "Image id: hex SHA-256 of the photo")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Image id: hex SHA-256 of the photo")),
     responses(
         (status = 200, description = "The record", body = ImageView),
         (status = "4XX", description = "Not an image id (400) or no such image (404)", body = ErrorBody),
@@ -341,7 +336,7 @@ async fn get_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<
 
 /// The photo file as uploaded.
 #[utoipa::path(get, path = "/images/{id}/file", tag = "images",
-    params(("id" = String, Path, description = "Image id: hex SHA-256 of the photo")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Image id: hex SHA-256 of the photo")),
     responses(
         (status = 200, description = "The photo's bytes", content(
             ("image/jpeg"), ("image/png"), ("image/webp"), ("application/octet-stream"),
@@ -360,7 +355,7 @@ async fn get_image_file(State(state): Shared, Path(id): Path<String>) -> Result<
 
 /// Deletes a photo's record and file.
 #[utoipa::path(delete, path = "/images/{id}", tag = "images",
-    params(("id" = String, Path, description = "Image id: hex SHA-256 of the photo")),
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Image id: hex SHA-256 of the photo")),
     responses(
         (status = 200, description = "Deleted", body = DeleteResult),
         (status = "4XX", description = "Not an image id (400) or no such image (404)", body = ErrorBody),
