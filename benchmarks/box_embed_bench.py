@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the Rust box_embed backend against the seed-style Python BLS baseline.
 
-One tritonserver (scripts/tritonctl.py) serves clip_image, box_embed and box_embed_bls from
+One tritonserver (scripts/serverctl) serves clip_image, box_embed and box_embed_bls from
 a temporary model repository. Both per-object models get the same requests: COCO photos
 with their annotated boxes in letterbox pixels, padded to the detector's fixed K rows. The
 run checks that the two agree (min cosine over valid rows), then measures throughput and
@@ -31,12 +31,12 @@ from PIL import Image
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
 import gen_encoders  # noqa: E402
-import tritonctl  # noqa: E402
-from crop_reference import to_letterbox, yolo_letterbox  # noqa: E402
 from kserve_http import decode_response, encode_request  # noqa: E402
+from letterbox import to_letterbox, yolo_letterbox  # noqa: E402
+from serverctl.proc import log_tail  # noqa: E402
+from serverctl.triton import TritonServer, box_embed_installed, install_backends  # noqa: E402
 
 COCO_DIR = os.environ.get("COCO_SUBSET_DIR", os.path.normpath(
     os.path.join(REPO_ROOT, "..", "shared", "data", "coco_val2017_subset")))
@@ -289,14 +289,14 @@ def main(argv=None) -> int:
     boxes = sum(c["n"] for c in cases)
     print(f"{len(cases)} photos, {boxes} boxes ({boxes / len(cases):.1f} per photo)")
 
-    for note in tritonctl.install_backends(venv=BENCH_VENV):
+    for note in install_backends(venv=BENCH_VENV):
         print(note)
-    if not tritonctl.box_embed_installed():
+    if not box_embed_installed():
         raise SystemExit("box_embed backend not built: run `cargo build --release -p box-embed-backend`")
     os.makedirs(WORK_DIR, exist_ok=True)
     repo = tempfile.mkdtemp(prefix="model_repository-", dir=WORK_DIR)
     build_repository(repo, f"KIND_{a.device.upper()}")
-    server = tritonctl.TritonServer(repo, [ENCODER, "box_embed", "box_embed_bls"], venv=BENCH_VENV,
+    server = TritonServer(repo, [ENCODER, "box_embed", "box_embed_bls"], venv=BENCH_VENV,
                                     log_path=os.path.join(WORK_DIR, "tritonserver.log"))
     server.start()
     try:
@@ -330,7 +330,7 @@ def main(argv=None) -> int:
             notes.append(f"perf profile ({profile_out}), top entries:\n" + top)
         if not server.alive() or server.crash_lines():
             raise RuntimeError(f"tritonserver died or logged a crash; log {server.log_path}:\n"
-                               f"{tritonctl.log_tail(server.log_path)}")
+                               f"{log_tail(server.log_path)}")
     finally:
         print(f"tritonserver: {server.stop()}")
         shutil.rmtree(repo, ignore_errors=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the gateway's face endpoints on this machine.
 
-One tritonserver (scripts/tritonctl.py, CPU instances as configured in model_repository/)
+One tritonserver (scripts/serverctl, CPU instances as configured in model_repository/)
 serves the `face_embed` ensemble and its steps; the release gateway (GATEWAY_BIN, default
 target/release/gateway) runs against it twice: once with the native rerank scorer and once
 with `--rerank-library target/release/librerank_plugin.so` (the library beside the binary).
@@ -34,9 +34,12 @@ import numpy as np
 import requests
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCH_DIR)
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+sys.path[:0] = [BENCH_DIR, os.path.join(REPO_ROOT, "scripts")]
 
-from pipeline_bench import COCO_DIR, GATEWAY_BIN, REPO_ROOT, TOKENIZER_DIR, WORK_DIR, load, tritonctl  # noqa: E402
+from pipeline_bench import COCO_DIR, GATEWAY_BIN, TOKENIZER_DIR, WORK_DIR, load  # noqa: E402
+from serverctl.proc import free_port  # noqa: E402
+from serverctl.triton import TritonServer, install_backends  # noqa: E402
 
 FACE_LIST = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "faces", "coco_faces_scrfd500m.json"))
 PLUGIN_SO = os.path.join(os.path.dirname(GATEWAY_BIN), "librerank_plugin.so")
@@ -54,7 +57,7 @@ class GatewayProcess:
     """The gateway on a free loopback port with a temporary data dir; stopped by pid."""
 
     def __init__(self, triton_grpc: str, name: str, extra_args: tuple = ()):
-        self.port = tritonctl.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tempfile.mkdtemp(prefix=f"gateway-{name}-", dir=WORK_DIR)
         self.log_path = os.path.join(WORK_DIR, f"gateway-faces-{name}.log")
@@ -194,10 +197,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(7)
     bodies = {count: rerank_body(count, rng) for count in RERANK_SIZES}
 
-    for note in tritonctl.install_backends():
+    for note in install_backends():
         print(note)
     os.makedirs(WORK_DIR, exist_ok=True)
-    server = tritonctl.TritonServer(os.path.join(REPO_ROOT, "model_repository"), MODELS,
+    server = TritonServer(os.path.join(REPO_ROOT, "model_repository"), MODELS,
                                     log_path=os.path.join(WORK_DIR, "tritonserver-faces.log"))
     server.start()
     try:

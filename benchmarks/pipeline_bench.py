@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the whole ingest pipeline and the gateway's text search on this machine.
 
-One tritonserver (scripts/tritonctl.py, CPU instances as configured in model_repository/)
+One tritonserver (scripts/serverctl, CPU instances as configured in model_repository/)
 serves the `visual_ingest` ensemble and `clip_text`; the real COCO photos go through it:
 
 - ensemble: single-photo latency (concurrency 1) and throughput at concurrency 8 (images/s,
@@ -42,10 +42,10 @@ import numpy as np
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
-import tritonctl  # noqa: E402
 from kserve_http import infer  # noqa: E402
+from serverctl.proc import free_port  # noqa: E402
+from serverctl.triton import TritonServer, install_backends  # noqa: E402
 
 COCO_DIR = os.environ.get("COCO_SUBSET_DIR", os.path.normpath(
     os.path.join(REPO_ROOT, "..", "shared", "data", "coco_val2017_subset")))
@@ -139,10 +139,10 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> No
 
 
 @contextlib.contextmanager
-def gateway(server: tritonctl.TritonServer, data_dir: str, log_name: str):
+def gateway(server: TritonServer, data_dir: str, log_name: str):
     """A `gateway serve` over `data_dir` (embedded store in `<data_dir>/store`); yields
     (url, seconds until healthy, which includes opening the store)."""
-    port = tritonctl.free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(os.path.join(WORK_DIR, log_name), "wb") as log:
         started = time.perf_counter()
@@ -194,7 +194,7 @@ def bench_text_search(url: str, texts: list[str], warm_up: list[str], stored: in
     return row
 
 
-def bench_gateway(server: tritonctl.TritonServer, photo_dir: str, photo_count: int, queries: int,
+def bench_gateway(server: TritonServer, photo_dir: str, photo_count: int, queries: int,
                   store_sizes: list[int]) -> tuple[dict, list[dict]]:
     """Ingest through the gateway, then text search over the ingested store and over stores
     filled to each of `store_sizes` from its records; (ingest row, search rows)."""
@@ -250,10 +250,10 @@ def main(argv=None) -> int:
     photos = [open(path, "rb").read() for path in paths]
     print(f"{len(photos)} photos from {photo_dir}")
 
-    for note in tritonctl.install_backends():
+    for note in install_backends():
         print(note)
     os.makedirs(WORK_DIR, exist_ok=True)
-    server = tritonctl.TritonServer(os.path.join(REPO_ROOT, "model_repository"), MODELS,
+    server = TritonServer(os.path.join(REPO_ROOT, "model_repository"), MODELS,
                                     log_path=os.path.join(WORK_DIR, "tritonserver-pipeline.log"))
     server.start()
     try:

@@ -36,15 +36,15 @@ stop_all() {
     kill -TERM "$gateway_pid"
     wait "$gateway_pid" || true
   fi
-  .venv/bin/python scripts/tritonctl.py stop || true
+  .venv/bin/python scripts/serverctl triton stop || true
   if [[ -n "$opensearch_started" ]]; then
-    python3 scripts/opensearchctl.py stop --state-dir "$OPENSEARCH_STATE_DIR" || true
+    python3 scripts/serverctl opensearch stop --state-dir "$OPENSEARCH_STATE_DIR" || true
   fi
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-.venv/bin/python scripts/tritonctl.py start --models "$MODELS" --timeout 300
+.venv/bin/python scripts/serverctl triton start --models "$MODELS" --timeout 300
 
 case "$STORE" in
   embedded) STORE_ARGS=(--store embedded) ;;
@@ -52,7 +52,7 @@ case "$STORE" in
     if [[ -z "${OPENSEARCH_URL:-}" ]]; then
       scripts/setup_opensearch.sh
       opensearch_started=1
-      OPENSEARCH_URL=$(python3 scripts/opensearchctl.py start --print-url --state-dir "$OPENSEARCH_STATE_DIR")
+      OPENSEARCH_URL=$(python3 scripts/serverctl opensearch start --print-url --state-dir "$OPENSEARCH_STATE_DIR")
     fi
     STORE_ARGS=(--store opensearch --opensearch-url "$OPENSEARCH_URL") ;;
   *) echo "GATEWAY_STORE must be embedded or opensearch, not '$STORE'" >&2; exit 2 ;;
@@ -63,26 +63,8 @@ target/release/gateway serve --listen "127.0.0.1:${GATEWAY_PORT}" --triton "http
   --data-dir "$DATA_DIR" --tokenizer-dir ../shared/models/clip_tokenizer --index-faces true "${STORE_ARGS[@]}" >"$GATEWAY_LOG" 2>&1 &
 gateway_pid=$!
 
-# Bounded wait until the gateway reports Triton and the store ready.
-if ! .venv/bin/python - "$GATEWAY_URL/health" "$gateway_pid" <<'PY'
-import os, sys, time, urllib.request, urllib.error
-url, pid = sys.argv[1], int(sys.argv[2])
-deadline = time.monotonic() + 120
-while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        sys.exit("gateway exited during startup")
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except (urllib.error.URLError, OSError):
-        pass
-    time.sleep(0.5)
-sys.exit("gateway not healthy after 120 s")
-PY
-then
+# Bounded wait until the gateway reports Triton and the store ready (or exits).
+if ! python3 scripts/serverctl wait-http "$GATEWAY_URL/health" --timeout 120 --pid "$gateway_pid"; then
   echo "gateway failed to start; log $GATEWAY_LOG:" >&2
   tail -n 30 "$GATEWAY_LOG" >&2
   exit 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent: a single-node OpenSearch with the k-NN plugin, assembled from Maven Central
-# artifacts only (docs/opensearch.md), in the folder `opensearchctl.py home` prints: a
+# artifacts only (docs/opensearch.md), in the folder `serverctl opensearch home` prints: a
 # root-owned /var/cache/visual-search/opensearch/ when run as root (the node's unprivileged
 # user may not be able to enter the checkout), else .cache/opensearch/ in the checkout.
 #   - org.opensearch.distribution.integ-test-zip:opensearch (zip): the minimal distribution;
@@ -18,7 +18,7 @@ VERSION="${OPENSEARCH_VERSION:-2.19.1}"
 KNN_VERSION="$VERSION.0"
 REPO="${MAVEN_REPO:-https://repo1.maven.org/maven2}"
 DOWNLOADS="$PWD/.cache/opensearch/downloads"
-HOME_DIR=$(OPENSEARCH_VERSION="$VERSION" python3 scripts/opensearchctl.py home)
+HOME_DIR=$(OPENSEARCH_VERSION="$VERSION" python3 scripts/serverctl opensearch home)
 # Written last: its presence means the install is complete and matches these coordinates.
 STAMP="$HOME_DIR/.installed-from-maven"
 WANT_STAMP="opensearch=$VERSION opensearch-knn=$KNN_VERSION lang-painless=$VERSION"
@@ -28,8 +28,8 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT_STAMP" ]]; then
   exit 0
 fi
 
-# The same Java the node will run with (opensearchctl.py prefers Java 17 over a newer JAVA_HOME).
-JAVA_HOME=$(python3 scripts/opensearchctl.py java-home)
+# The same Java the node will run with (serverctl prefers Java 17 over a newer JAVA_HOME).
+JAVA_HOME=$(python3 scripts/serverctl opensearch java-home)
 export JAVA_HOME
 
 # fetch GROUP ARTIFACT VERSION EXT: prints the path of the verified artifact in DOWNLOADS.

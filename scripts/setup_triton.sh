@@ -31,5 +31,5 @@ else
   echo "pinned packages already installed in $VENV"
 fi
 
-TRITON_VENV="$VENV" "$VENV/bin/python" scripts/tritonctl.py install-backends
-TRITON_VENV="$VENV" "$VENV/bin/python" scripts/tritonctl.py env
+TRITON_VENV="$VENV" "$VENV/bin/python" scripts/serverctl triton install-backends
+TRITON_VENV="$VENV" "$VENV/bin/python" scripts/serverctl triton env

@@ -17,7 +17,7 @@ OPENSEARCH_STATE_DIR=""
 finish() {
   local status=$?
   if [[ -n "$OPENSEARCH_STATE_DIR" ]]; then
-    python3 scripts/opensearchctl.py stop --state-dir "$OPENSEARCH_STATE_DIR" || true
+    python3 scripts/serverctl opensearch stop --state-dir "$OPENSEARCH_STATE_DIR" || true
     rm -rf "$OPENSEARCH_STATE_DIR"
   fi
   local gpu_skips
@@ -46,7 +46,7 @@ eval "$nvrtc_env"
 if [[ -z "${OPENSEARCH_URL:-}" ]]; then
   scripts/setup_opensearch.sh
   OPENSEARCH_STATE_DIR=$(mktemp -d)
-  if ! OPENSEARCH_URL=$(python3 scripts/opensearchctl.py start --print-url --state-dir "$OPENSEARCH_STATE_DIR"); then
+  if ! OPENSEARCH_URL=$(python3 scripts/serverctl opensearch start --print-url --state-dir "$OPENSEARCH_STATE_DIR"); then
     echo "error: the OpenSearch node did not start (reason above); the tests need it" >&2
     exit 1
   fi

@@ -23,9 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_encoders  # noqa: E402
 import link_models  # noqa: E402
 import logwatch  # noqa: E402
-import opensearchctl  # noqa: E402
-import tritonctl  # noqa: E402
 from crop_reference import CropParams  # noqa: E402
+from serverctl.opensearch import OpenSearchNode  # noqa: E402
+from serverctl.proc import log_tail  # noqa: E402
+from serverctl.triton import BACKEND_SO, TritonServer, install_backends, list_models, rust_backend_so  # noqa: E402
 
 SOURCE_REPO = os.path.join(REPO_ROOT, "model_repository")
 LOG_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "test-logs")
@@ -34,7 +35,7 @@ YOLO_MODELS = ["yolo", "yolo_yolox", "yolo_max3"]
 BOX_EMBED_MODELS = ["box_embed", "box_embed_pad", "box_embed_context", "box_embed_small_encoder"]
 FACE_MODELS = ["face_detect", "face_encoder"]  # + face_align (Rust) and face_embed (ensemble) when built
 
-_SERVER: tritonctl.TritonServer | None = None
+_SERVER: TritonServer | None = None
 _NOT_BUILT_MSG = (
     "!!! box_embed backend NOT BUILT: target/release/libtriton_box_embed.so is missing, "
     "so every box_embed test is SKIPPED. Run `cargo build --release --workspace` "
@@ -81,7 +82,7 @@ def build_test_repository(repo: str) -> None:
     shutil.copytree(SOURCE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     # Triton needs a version folder even for backends with no model file; a missing one
     # is reported by test_repository.py, and added here so the other tests still run.
-    for name in tritonctl.list_models(repo):
+    for name in list_models(repo):
         if not any(d.isdigit() for d in os.listdir(os.path.join(repo, name))):
             os.makedirs(os.path.join(repo, name, "1"))
     _variant(repo, "clip_image", "clip_image_b4", fields={"max_batch_size": "4"})
@@ -139,7 +140,7 @@ def pytest_make_collect_report(collector):
 
 def pytest_report_header(config):
     if backend_built():
-        return f"box_embed backend: {tritonctl.BACKEND_SO}"
+        return f"box_embed backend: {BACKEND_SO}"
     return _NOT_BUILT_MSG
 
 
@@ -156,7 +157,7 @@ def triton(tmp_path_factory):
     global _SERVER
     gen_encoders.generate()
     gen_encoders.generate_text()
-    for note in tritonctl.install_backends():
+    for note in install_backends():
         print(note)
     try:
         link_models.link()
@@ -170,13 +171,13 @@ def triton(tmp_path_factory):
         models += BOX_EMBED_MODELS + ["face_align"]
     else:
         warnings.warn(_NOT_BUILT_MSG, stacklevel=1)  # the warning is about this setup, not a caller
-    if os.path.exists(tritonctl.rust_backend_so("preprocess")):
+    if os.path.exists(rust_backend_so("preprocess")):
         models.append("preprocess")
         if backend_built():
             models.append("face_embed")
     os.makedirs(LOG_DIR, exist_ok=True)
     log_path = os.path.join(LOG_DIR, f"tritonserver-pytest-{os.getpid()}.log")
-    server = tritonctl.TritonServer(repo, models, log_path=log_path)
+    server = TritonServer(repo, models, log_path=log_path)
     server.start()
     try:
         server.wait_ready(timeout=180)
@@ -200,7 +201,7 @@ def triton(tmp_path_factory):
     if crashes:
         problems.append("crash lines in the server log:\n  " + "\n  ".join(crashes[:20]))
     if problems:
-        pytest.fail("\n".join(problems) + f"\nlog: {server.log_path}\n{tritonctl.log_tail(server.log_path)}",
+        pytest.fail("\n".join(problems) + f"\nlog: {server.log_path}\n{log_tail(server.log_path)}",
                     pytrace=False)
 
 
@@ -214,12 +215,12 @@ def _server_still_alive(request):
                     pytrace=False)
     if "triton" in request.fixturenames and _SERVER is not None and not _SERVER.alive():
         pytest.fail(f"tritonserver died (exit code {_SERVER.returncode()}); log {_SERVER.log_path}:\n"
-                    f"{tritonctl.log_tail(_SERVER.log_path)}", pytrace=False)
+                    f"{log_tail(_SERVER.log_path)}", pytrace=False)
 
 
 def backend_built() -> bool:
     # The freshly built .so, not an older copy left in .cache (install_backends refreshes it).
-    return os.path.exists(tritonctl.BACKEND_SO)
+    return os.path.exists(BACKEND_SO)
 
 
 @pytest.fixture(scope="session")
@@ -275,14 +276,14 @@ def opensearch_url():
     if url:
         yield url.rstrip("/")
         return
-    node = opensearchctl.OpenSearchNode().start()
+    node = OpenSearchNode().start()
     try:
         took = node.wait_ready(timeout=120)
         print(f"\nOpenSearch ready in {took:.1f}s at {node.url} (pid {node.pid})")
         yield node.url
     finally:
         died = not node.alive()
-        tail = opensearchctl.log_tail(node.log_path)
+        tail = log_tail(node.log_path)
         node.stop()
     if died:
         pytest.fail(f"OpenSearch died during the tests (exit code {node.returncode()}); log tail:\n{tail}",

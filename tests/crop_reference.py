@@ -24,20 +24,6 @@ class CropParams:
     min_box_size: float = 1.0
 
 
-def yolo_letterbox(width: int, height: int, target: int = 640) -> np.ndarray:
-    """(scale, pad_x, pad_y) of a YOLO-style letterbox fit of a WxH image into target^2."""
-    r = min(target / width, target / height)
-    new_w, new_h = round(width * r), round(height * r)
-    return np.array([r, (target - new_w) / 2, (target - new_h) / 2], dtype=np.float32)
-
-
-def to_letterbox(boxes_xyxy: np.ndarray, letterbox: np.ndarray) -> np.ndarray:
-    scale, px, py = (float(v) for v in letterbox)
-    b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    out = b * scale + np.array([px, py, px, py])
-    return out.astype(np.float32)
-
-
 def map_and_check(box_lb, letterbox, width: int, height: int, params: CropParams):
     """Steps 1-3: original-pixel box clamped to the image, or None when rejected."""
     scale, px, py = (float(v) for v in letterbox)

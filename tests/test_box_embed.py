@@ -19,8 +19,9 @@ import requests
 from PIL import Image
 
 from conftest import MISSING_ENCODER, REPO_ROOT, crop_params
-from crop_reference import CONTEXT, PAD, STRETCH, reference, to_letterbox, yolo_letterbox
+from crop_reference import CONTEXT, PAD, STRETCH, reference
 from kserve_http import infer
+from letterbox import to_letterbox, yolo_letterbox
 
 COCO_DIR = os.environ.get("COCO_SUBSET_DIR", os.path.normpath(
     os.path.join(REPO_ROOT, "..", "shared", "data", "coco_val2017_subset")))

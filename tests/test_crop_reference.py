@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from crop_reference import CONTEXT, PAD, STRETCH, CropParams, crop, map_and_check, roi_and_mask, yolo_letterbox
+from crop_reference import CONTEXT, PAD, STRETCH, CropParams, crop, map_and_check, roi_and_mask
+from letterbox import yolo_letterbox
 
 
 def literal_crop(image, box, params):

@@ -25,7 +25,8 @@ import requests
 from PIL import Image, ImageOps
 
 import logwatch
-import tritonctl
+from serverctl.proc import free_port, log_tail
+from serverctl.triton import BACKEND_SO, TritonServer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO_ROOT), "shared")
@@ -69,7 +70,7 @@ class Gateway:
         self.triton_grpc = triton_grpc
         self.extra_args = list(extra_args)
         self.store_args = list(store_args)
-        self.port = tritonctl.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         os.makedirs(LOG_DIR, exist_ok=True)
@@ -117,7 +118,7 @@ class Gateway:
         self.proc.wait(timeout=10)
 
     def log_tail(self, n: int = 40) -> str:
-        return tritonctl.log_tail(self.log_path, n)
+        return log_tail(self.log_path, n)
 
     def count(self) -> int:
         return requests.get(f"{self.url}/health", timeout=10).json()["store"]["images"]
@@ -133,7 +134,7 @@ def _load_models(triton) -> None:
     for model in GATEWAY_MODELS:
         if not os.path.exists(os.path.join(triton.repo, model, "config.pbtxt")):
             _unavailable(f"model {model!r} is not in model_repository/ yet")
-    if "box_embed" not in triton.models and not os.path.exists(tritonctl.BACKEND_SO):
+    if "box_embed" not in triton.models and not os.path.exists(BACKEND_SO):
         _unavailable("the box_embed backend is not built")
     for model in GATEWAY_MODELS:
         r = requests.post(f"{triton.http_url}/v2/repository/models/{model}/load", timeout=300)
@@ -324,7 +325,7 @@ def test_kill9_during_batch_ingest_keeps_every_acknowledged_image(triton, gatewa
     (the gRPC frontend's cancellation race, triton-inference-server/server#7368 and #8034,
     fixed in r24.12 by PR #7840), which must not take the session server down. If it
     crashes here, the test says so; what it asserts is the gateway's durability."""
-    server = tritonctl.TritonServer(triton.repo, INGEST_MODELS,
+    server = TritonServer(triton.repo, INGEST_MODELS,
                                     log_path=os.path.join(LOG_DIR, f"tritonserver-kill9-{os.getpid()}.log"))
     server.start()
     try:

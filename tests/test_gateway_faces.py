@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tritonctl
 from kserve_http import infer
+from serverctl.proc import free_port
 from test_gateway import COCO_IMAGES, GATEWAY_BIN, SHARED, TOKENIZER_DIR, Gateway, gateway, sha256  # noqa: F401  (fixture)
 
 FACE_LIST = os.path.join(SHARED, "data", "faces", "coco_faces_scrfd500m.json")
@@ -271,7 +271,7 @@ def test_a_bad_rerank_library_stops_the_start(triton, gateway, tmp_path):
     for library, reason in [(tmp_path / "nope.so", "cannot load the rerank library"),
                             ("libc.so.6", 'has no symbol "rerank_abi_version"')]:
         result = subprocess.run(
-            [GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{tritonctl.free_port()}", "--triton", f"http://{triton.grpc_address}",
+            [GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{free_port()}", "--triton", f"http://{triton.grpc_address}",
              "--data-dir", str(tmp_path / "data"), "--tokenizer-dir", TOKENIZER_DIR, "--rerank-library", str(library)],
             capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode != 0, result.stdout

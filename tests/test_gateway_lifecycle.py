@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-import tritonctl
+from serverctl.triton import TritonServer
 from test_gateway import INDEXED, LOG_DIR, Gateway, gateway, photo_paths, read_bytes, sha256  # noqa: F401  (fixture)
 from test_gateway_faces import face_photo, listed_faces, read
 from test_gateway_opensearch import index_name, opensearch_gateway  # noqa: F401  (index_name: fixture)
@@ -86,7 +86,7 @@ def test_triton_outage_and_recovery_under_a_live_gateway(triton, tmp_path):
     during_single, during_batch = plain[2], plain[3:5]
     after_single, after_batch = plain[5], plain[6:8]
 
-    server = tritonctl.TritonServer(triton.repo, OUTAGE_MODELS,
+    server = TritonServer(triton.repo, OUTAGE_MODELS,
                                     log_path=os.path.join(LOG_DIR, f"tritonserver-outage-{os.getpid()}.log"))
     server.start()
     gw = None

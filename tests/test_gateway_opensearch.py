@@ -30,8 +30,8 @@ import pytest
 import requests
 from PIL import Image
 
-import opensearchctl
-import tritonctl
+from serverctl.opensearch import OpenSearchNode
+from serverctl.proc import free_port
 from test_gateway import Gateway, gateway, indexed, photo_paths, read_bytes, sha256  # noqa: F401  (fixtures)
 from test_gateway_faces import embed, face_gateway, face_photo, iou, jpeg, listed_faces, read  # noqa: F401  (fixture)
 
@@ -66,7 +66,7 @@ def opensearch_gateway(triton, data_dir, url: str, index: str, extra_args: tuple
 
 
 def test_unreachable_opensearch_is_not_ready_and_503(triton_with_models, tmp_path):
-    port = tritonctl.free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     server = opensearch_gateway(triton_with_models, str(tmp_path / "data"), f"http://127.0.0.1:{port}", "unreachable")
     server.start(require_healthy=False)
     try:
@@ -264,7 +264,7 @@ OUTAGE_CHUNK = 2  # photos per /ingest/batch request
 def own_node():
     """An OpenSearch node of this test's own, so stopping it does not disturb the session node
     the other tests share; stopped by pid (and its folder deleted) at the end."""
-    node = opensearchctl.OpenSearchNode().start()
+    node = OpenSearchNode().start()
     try:
         took = node.wait_ready(timeout=180)
         print(f"\nown OpenSearch node ready in {took:.1f}s at {node.url} (pid {node.pid})")

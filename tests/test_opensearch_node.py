@@ -1,4 +1,4 @@
-"""Smoke test of the OpenSearch node (scripts/opensearchctl.py): k-NN works as the store needs.
+"""Smoke test of the OpenSearch node (scripts/serverctl/opensearch.py): k-NN works as the store needs.
 
 On one index shaped like the store's (a global knn_vector plus nested objects, each with
 its own knn_vector and class), with the lucene engine because the k-NN zip from Maven

@@ -24,12 +24,13 @@ import pytest
 import requests
 from PIL import Image
 
-import tritonctl
 from kserve_http import infer
 from preprocess_reference import Sizes, preprocess
+from serverctl import REPO_ROOT
+from serverctl.triton import rust_backend_so
 
 COCO = os.environ.get("COCO_SUBSET_DIR",
-                      os.path.join(os.path.dirname(tritonctl.REPO_ROOT), "shared", "data", "coco_val2017_subset"))
+                      os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "coco_val2017_subset"))
 PHOTOS = sorted(os.listdir(os.path.join(COCO, "images")))[:: 40]  # 6 photos spread over the subset
 OUTPUTS = ["yolo_input", "clip_input", "original", "letterbox", "image_size"]
 SIZES = Sizes()
@@ -43,7 +44,7 @@ _LOCK = threading.Lock()
 
 @pytest.fixture(scope="session")
 def url(triton):
-    if not os.path.exists(tritonctl.rust_backend_so("preprocess")):
+    if not os.path.exists(rust_backend_so("preprocess")):
         pytest.skip("preprocess backend not built: cargo build --release -p preprocess-backend")
     return triton.http_url
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import requests
 
-import tritonctl
 from coco_detection import PrecisionRecall, coco_truth, photo_bytes
 from conftest import crop_params
 from crop_reference import reference
 from kserve_http import infer
 from preprocess_reference import clip_input, decode
+from serverctl.triton import BACKEND_SO, rust_backend_so
 from test_yolo import FLOORS
 
 OUTPUTS = ["num_dets", "boxes", "scores", "classes", "embedding", "box_embeddings", "box_valid"]
@@ -38,7 +38,7 @@ SAMPLE = 12  # photos for the embedding checks, spread over the annotated set
 
 @pytest.fixture(scope="module")
 def url(triton):
-    missing = [p for p in (tritonctl.rust_backend_so("preprocess"), tritonctl.BACKEND_SO) if not os.path.exists(p)]
+    missing = [p for p in (rust_backend_so("preprocess"), BACKEND_SO) if not os.path.exists(p)]
     if missing:
         pytest.skip(f"!!! visual_ingest tests NOT RUN: {', '.join(missing)} not built "
                     f"(cargo build --release --workspace) !!!")

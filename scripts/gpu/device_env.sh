@@ -1,6 +1,7 @@
 # On the GPU machine, from the repository root: `source scripts/gpu/device_env.sh`.
-# Builds (once per machine) a venv for tritonctl.py out of what scripts/gpu/make_carry.sh
-# gathered, and exports TRITON_VENV, BOX_EMBED_SO and LD_LIBRARY_PATH (NVRTC for the kernels).
+# Builds (once per machine) a venv for `scripts/serverctl triton` out of what
+# scripts/gpu/make_carry.sh gathered, and exports TRITON_VENV, BOX_EMBED_SO and
+# LD_LIBRARY_PATH (NVRTC for the kernels).
 # The venv's own site-packages hold the Triton pieces and numpy 1.26 (the Python backend
 # needs numpy < 2); a .pth after them adds the image's PyTorch, onnx, onnxruntime, requests...
 CARRY=${CARRY:-.cache/gpu-carry/box-embed}

@@ -49,10 +49,10 @@ REPO_ROOT = os.path.dirname(TESTS)
 sys.path[:0] = [TESTS, os.path.join(REPO_ROOT, "scripts")]
 
 import gen_encoders  # noqa: E402
-import tritonctl  # noqa: E402
 from conftest import read_config, set_field, set_parameter  # noqa: E402
-from crop_reference import to_letterbox, yolo_letterbox  # noqa: E402
 from kserve_http import infer  # noqa: E402
+from letterbox import to_letterbox, yolo_letterbox  # noqa: E402
+from serverctl.triton import BACKEND_SO, TritonServer, install_backends  # noqa: E402
 
 POLICIES = ("stretch", "pad", "context")
 OUTPUTS = ["box_embeddings", "box_valid"]
@@ -365,7 +365,7 @@ def check_without_gpu(server, reason: str) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backend-so", default=tritonctl.BACKEND_SO)
+    p.add_argument("--backend-so", default=BACKEND_SO)
     p.add_argument("--coco", type=int, default=8, help="COCO photos to add when the subset is present")
     p.add_argument("--log-dir", default=os.path.join(REPO_ROOT, ".cache", "triton", "gpu-check"))
     p.add_argument("--keep", action="store_true", help="keep the temporary model repository")
@@ -381,13 +381,13 @@ def main(argv=None) -> int:
     gpus, reason = (1, "") if a.cpu_dry_run else gpu_count()
     work = tempfile.mkdtemp(prefix="box-embed-gpu-check-")
     repo, backends = os.path.join(work, "models"), os.path.join(work, "backends")
-    tritonctl.install_backends(backends, backend_so=a.backend_so)
+    install_backends(backends, backend_so=a.backend_so)
     pairs = build_repository(repo, with_gpu=gpus > 0)
     models = ["clip_image", *[f"box_embed_cpu_{p}" for p in POLICIES]]
     if gpus:
         models += ["clip_image_gpu", "passthrough_gpu", *pairs]
     os.makedirs(a.log_dir, exist_ok=True)
-    server = tritonctl.TritonServer(repo, models, backend_dir=backends,
+    server = TritonServer(repo, models, backend_dir=backends,
                                     log_path=os.path.join(a.log_dir, "tritonserver.log"))
     print(f"tritonserver log: {server.log_path}")
     server.start()

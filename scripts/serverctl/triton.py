@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
 """Run the tritonserver bundled in the nvidia-pytriton wheel, on loopback only.
 
-One implementation shared by scripts/setup_triton.sh (install-backends), scripts/triton.sh
-(start/stop/status), scripts/run.sh (run) and the pytest fixture in tests/conftest.py
-(TritonServer). Stdlib only, so any python3 can drive it; the venv's python is queried
-for the paths that matter (site-packages, LIBDIR, version).
+One implementation shared by scripts/setup_triton.sh (`triton install-backends`, `env`),
+scripts/triton.sh (start/stop/status/run), scripts/run.sh (start/stop), the pytest fixture
+in tests/conftest.py and the benchmarks (TritonServer). Stdlib only, so any python3 can
+drive it; the venv's python is queried for the paths that matter (site-packages, LIBDIR,
+version).
 """
 from __future__ import annotations
 
@@ -20,12 +20,8 @@ import sys
 import time
 import uuid
 
-import procctl
+from . import REPO_ROOT, proc
 
-# Also part of this module's interface: tests and benchmarks call tritonctl.free_port and .log_tail.
-from procctl import free_port, log_tail  # noqa: F401
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VENV = os.path.join(REPO_ROOT, ".venv")
 DEFAULT_BACKEND_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "backends")
 DEFAULT_RUN_DIR = os.path.join(REPO_ROOT, ".cache", "triton", "run")
@@ -168,26 +164,25 @@ def crash_lines(log_path: str) -> list[str]:
 
 
 def _ready(http_port: int) -> bool:
-    response = procctl.http_get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2.0)
-    return response is not None and response[0] == 200
+    return proc.http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready")
 
 
 def _is_tritonserver(pid: int) -> bool:
-    args = procctl.cmdline(pid)
+    args = proc.cmdline(pid)
     return bool(args) and b"tritonserver" in args[0]
 
 
 def stop_pid(pid: int, timeout: float = 20.0) -> str:
     """SIGTERM the server (its own process group leader), bounded wait, then SIGKILL the group
     (the server and its Python-backend stubs)."""
-    if not procctl.alive(pid):
+    if not proc.alive(pid):
         return "not running"
     if not _is_tritonserver(pid):
         raise RuntimeError(f"pid {pid} is not a tritonserver; refusing to signal it")
-    return procctl.terminate(pid, timeout, group=True)
+    return proc.terminate(pid, timeout, group=True)
 
 
-class TritonServer(procctl.ServerProcess):
+class TritonServer(proc.ServerProcess):
     """One tritonserver process: start, wait until ready, stop; ports picked free unless given."""
 
     name = "tritonserver"
@@ -200,9 +195,9 @@ class TritonServer(procctl.ServerProcess):
         super().__init__()
         self.model_repository = os.path.abspath(model_repository)
         self.models = models if models is not None else list_models(self.model_repository)
-        self.http_port = http_port or free_port()
-        self.grpc_port = grpc_port or free_port()
-        self.metrics_port = metrics_port or free_port()
+        self.http_port = http_port or proc.free_port()
+        self.grpc_port = grpc_port or proc.free_port()
+        self.metrics_port = metrics_port or proc.free_port()
         self.log_path = log_path or os.path.join(DEFAULT_RUN_DIR, f"tritonserver-{self.http_port}.log")
         self.backend_dir = os.path.abspath(backend_dir)
         self.venv = venv or venv_dir()
@@ -265,9 +260,9 @@ class TritonServer(procctl.ServerProcess):
 
 
 # ---------------------------------------------------------------------------------------
-# Command line: install-backends | env | start | stop | status | run
+# Command line: triton install-backends | env | start | run | stop | status
 
-def _server_from_args(a) -> TritonServer:
+def _server_from_args(a: argparse.Namespace) -> TritonServer:
     models = a.models.split(",") if a.models else None
     repo = os.path.abspath(a.model_repository)
     if models is None:
@@ -300,84 +295,85 @@ def _print_endpoints(s: TritonServer) -> None:
     print(f"  log     {s.log_path}")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("install-backends", help="assemble .cache/triton/backends")
-    sub.add_parser("env", help="print the environment the server runs with")
-    for name in ("start", "run"):
-        sp = sub.add_parser(name, help="start in the background" if name == "start"
-                            else "run in the foreground until Ctrl-C")
-        sp.add_argument("--model-repository", default=DEFAULT_MODEL_REPO)
-        sp.add_argument("--models", help="comma-separated; default: every model in the repository")
-        sp.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8000)))
-        sp.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
-        sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
-        sp.add_argument("--log")
-        sp.add_argument("--timeout", type=float, default=120.0)
-    for name in ("stop", "status"):
-        sub.add_parser(name)
-    for sp in sub.choices.values():
-        sp.add_argument("--backend-dir", default=DEFAULT_BACKEND_DIR)
-        sp.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
-    a = p.parse_args(argv)
+def _running_state(run_dir: str) -> dict | None:
+    """The state file of the server our command line started, while that server runs."""
+    state = proc.read_state(run_dir)
+    if state is not None and proc.alive(state["pid"]) and _is_tritonserver(state["pid"]):
+        return state
+    return None
 
-    if a.cmd == "install-backends":
-        for note in install_backends(a.backend_dir):
-            print(note)
+
+def _cmd_install_backends(a: argparse.Namespace) -> int:
+    for note in install_backends(a.backend_dir):
+        print(note)
+    return 0
+
+
+def _cmd_env(a: argparse.Namespace) -> int:
+    env = server_env()
+    print(f"venv:              {venv_dir()}")
+    print(f"tritonserver:      {wheel_paths()['tritonserver']}")
+    print(f"backend directory: {a.backend_dir}")
+    print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
+    print(f"PATH={env['PATH']}")
+    return 0
+
+
+def _cmd_status(a: argparse.Namespace) -> int:
+    state = _running_state(a.run_dir)
+    if state is None:
+        print("tritonserver: not running")
+        return 3
+    ready = _ready(state["http_port"])
+    print(f"tritonserver pid {state['pid']} {'ready' if ready else 'NOT ready'}; "
+          f"http 127.0.0.1:{state['http_port']} grpc 127.0.0.1:{state['grpc_port']} "
+          f"metrics 127.0.0.1:{state['metrics_port']}; log {state['log']}")
+    return 0 if ready else 1
+
+
+def _cmd_stop(a: argparse.Namespace) -> int:
+    state = proc.read_state(a.run_dir)
+    if state is None:
+        print("tritonserver: no state file, nothing to stop")
         return 0
+    print(f"tritonserver pid {state['pid']}: {stop_pid(state['pid'])}")
+    proc.remove_state(a.run_dir)
+    return 0
 
-    if a.cmd == "env":
-        env = server_env()
-        print(f"venv:              {venv_dir()}")
-        print(f"tritonserver:      {wheel_paths()['tritonserver']}")
-        print(f"backend directory: {a.backend_dir}")
-        print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}")
-        print(f"PATH={env['PATH']}")
-        return 0
 
-    state = procctl.read_state(a.run_dir)
-    running = state is not None and procctl.alive(state["pid"]) and _is_tritonserver(state["pid"])
-
-    if a.cmd == "status":
-        if not running:
-            print("tritonserver: not running")
-            return 3
-        ready = _ready(state["http_port"])
-        print(f"tritonserver pid {state['pid']} {'ready' if ready else 'NOT ready'}; "
-              f"http 127.0.0.1:{state['http_port']} grpc 127.0.0.1:{state['grpc_port']} "
-              f"metrics 127.0.0.1:{state['metrics_port']}; log {state['log']}")
-        return 0 if ready else 1
-
-    if a.cmd == "stop":
-        if state is None:
-            print("tritonserver: no state file, nothing to stop")
-            return 0
-        print(f"tritonserver pid {state['pid']}: {stop_pid(state['pid'])}")
-        procctl.remove_state(a.run_dir)
-        return 0
-
-    if running:
+def _start(a: argparse.Namespace) -> TritonServer | None:
+    """Starts the server the arguments describe and waits until it is ready; None (after
+    saying why) when one already runs or it does not come up."""
+    state = _running_state(a.run_dir)
+    if state is not None:
         print(f"tritonserver already running (pid {state['pid']}); stop it first", file=sys.stderr)
-        return 1
+        return None
     server = _server_from_args(a)
     server.start()
-    procctl.write_state(a.run_dir, {"pid": server.pid, "http_port": server.http_port, "grpc_port": server.grpc_port,
-                                    "metrics_port": server.metrics_port, "log": server.log_path})
+    proc.write_state(a.run_dir, {"pid": server.pid, "http_port": server.http_port, "grpc_port": server.grpc_port,
+                                 "metrics_port": server.metrics_port, "log": server.log_path})
     with open(os.path.join(a.run_dir, "tritonserver.pid"), "w") as f:
         f.write(f"{server.pid}\n")
     try:
         server.wait_ready(a.timeout)
     except (RuntimeError, KeyboardInterrupt) as e:
         server.stop()
-        procctl.remove_state(a.run_dir)
+        proc.remove_state(a.run_dir)
         print(e, file=sys.stderr)
-        return 1
+        return None
     _print_endpoints(server)
-    if a.cmd == "start":
-        return 0
+    return server
 
-    # run: foreground until Ctrl-C/SIGTERM or until the server dies.
+
+def _cmd_start(a: argparse.Namespace) -> int:
+    return 0 if _start(a) is not None else 1
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    """In the foreground until Ctrl-C/SIGTERM or until the server dies."""
+    server = _start(a)
+    if server is None:
+        return 1
     stop_now = []
     signal.signal(signal.SIGTERM, lambda *_: stop_now.append(1))
     print("Ctrl-C stops it.")
@@ -388,9 +384,32 @@ def main(argv=None) -> int:
         pass
     died = not server.alive()
     print(f"tritonserver: {'exited on its own' if died else server.stop()}")
-    procctl.remove_state(a.run_dir)
+    proc.remove_state(a.run_dir)
     return 1 if died else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def add_commands(sub) -> None:
+    """`triton <command>`: one sub-parser per command, bound to its function."""
+    group = sub.add_parser("triton", help="the tritonserver on loopback", description=__doc__.splitlines()[0])
+    commands = group.add_subparsers(dest="cmd", required=True)
+    table = [
+        ("install-backends", _cmd_install_backends, "assemble .cache/triton/backends"),
+        ("env", _cmd_env, "print the environment the server runs with"),
+        ("start", _cmd_start, "start in the background"),
+        ("run", _cmd_run, "run in the foreground until Ctrl-C"),
+        ("stop", _cmd_stop, "stop the server `start` started (by pid)"),
+        ("status", _cmd_status, "pid, readiness and ports of that server"),
+    ]
+    for name, func, help_text in table:
+        p = commands.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        if name in ("start", "run"):
+            p.add_argument("--model-repository", default=DEFAULT_MODEL_REPO)
+            p.add_argument("--models", help="comma-separated; default: every model in the repository")
+            p.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8000)))
+            p.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
+            p.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
+            p.add_argument("--log")
+            p.add_argument("--timeout", type=float, default=120.0)
+        p.add_argument("--backend-dir", default=DEFAULT_BACKEND_DIR)
+        p.add_argument("--run-dir", default=DEFAULT_RUN_DIR)

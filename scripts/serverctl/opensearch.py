@@ -1,8 +1,8 @@
-#!/usr/bin/env python3
 """Run a single-node OpenSearch with k-NN (installed by scripts/setup_opensearch.sh) on loopback.
 
-One implementation shared by scripts/test.sh (start once, export OPENSEARCH_URL, stop on
-exit), the pytest fixtures (OpenSearchNode) and a developer's shell (start/stop/status/url).
+One implementation shared by scripts/test.sh and scripts/run.sh (`opensearch start
+--print-url`, `stop`), scripts/setup_opensearch.sh (`home`, `java-home`), the pytest
+fixtures (OpenSearchNode) and a developer's shell (start/stop/restart/status/url).
 Stdlib only, so any python3 can drive it.
 
 OpenSearch refuses to run as root: as root the node runs as the unprivileged user
@@ -24,12 +24,8 @@ import sys
 import tempfile
 import time
 
-import procctl
+from . import REPO_ROOT, proc
 
-# log_tail is also part of this module's interface: the pytest fixtures call opensearchctl.log_tail.
-from procctl import free_port, log_tail  # noqa: F401
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPENSEARCH_VERSION = os.environ.get("OPENSEARCH_VERSION", "2.19.1")
 RUN_USER = "opensearch"
 # As root the node runs as RUN_USER, which cannot enter a checkout in a private home (a clone
@@ -72,7 +68,7 @@ def java_home() -> str:
 def http_get_json(url: str, timeout: float = 5.0):
     """Parsed JSON body of a GET (error statuses included), or None when the node does not
     answer (yet) or the body is not JSON."""
-    response = procctl.http_get(url, timeout)
+    response = proc.http_get(url, timeout)
     if response is None:
         return None
     try:
@@ -100,7 +96,7 @@ def ensure_run_user() -> pwd.struct_passwd | None:
 
 def _is_our_node(pid: int, conf_dir: str) -> bool:
     """The pid is an OpenSearch JVM reading its config from conf_dir (so a node we started)."""
-    args = procctl.cmdline(pid)
+    args = proc.cmdline(pid)
     return MAIN_CLASS in args and f"-Dopensearch.path.conf={conf_dir}".encode() in args
 
 
@@ -109,13 +105,13 @@ def stop_pid(pid: int, conf_dir: str, timeout: float = 30.0, kill: bool = False,
     flush, the next start replays the translog). `own_child`: the pid is this process's
     unreaped child, so it cannot have been reused, even while it is still the launcher
     script rather than the JVM (a start that failed in its first seconds)."""
-    if not procctl.alive(pid):
+    if not proc.alive(pid):
         return "not running"
     if not own_child and not _is_our_node(pid, conf_dir):
         return f"gone (pid {pid} is now another process, left alone)"
     if kill:
-        return procctl.kill(pid, timeout=10)
-    return procctl.terminate(pid, timeout)
+        return proc.kill(pid, timeout=10)
+    return proc.terminate(pid, timeout)
 
 
 def _read_settings(conf_dir: str) -> dict | None:
@@ -132,7 +128,7 @@ def _read_settings(conf_dir: str) -> dict | None:
     return settings
 
 
-class OpenSearchNode(procctl.ServerProcess):
+class OpenSearchNode(proc.ServerProcess):
     """One OpenSearch process: start, wait until ready (k-NN loaded), stop; port free unless given.
 
     `stop(keep_data=True)` leaves the node's folder in place and `start()` then runs the same
@@ -152,8 +148,8 @@ class OpenSearchNode(procctl.ServerProcess):
             if http_port and http_port != self.http_port:
                 raise ValueError(f"{run_dir} is a node on HTTP port {self.http_port}, not {http_port}")
         else:
-            self.http_port = http_port or free_port()
-            self.transport_port = free_port()
+            self.http_port = http_port or proc.free_port()
+            self.transport_port = proc.free_port()
         self.heap_min = heap_min
         self.heap_max = heap_max
         self.run_dir = run_dir
@@ -276,7 +272,7 @@ class OpenSearchNode(procctl.ServerProcess):
 
 
 # ---------------------------------------------------------------------------------------
-# Command line: java-home | start | stop | status | url
+# Command line: opensearch java-home | home | start | stop | restart | status | url
 
 def _node_from_state(state: dict) -> OpenSearchNode:
     node = OpenSearchNode(state["home"], http_port=state["http_port"], run_dir=state["run_dir"],
@@ -286,9 +282,20 @@ def _node_from_state(state: dict) -> OpenSearchNode:
 
 
 def _write_state(state_dir: str, node: OpenSearchNode, kept: bool = False) -> None:
-    procctl.write_state(state_dir, {"pid": node.pid, "http_port": node.http_port, "run_dir": node.run_dir,
-                                    "home": node.home, "heap_min": node.heap_min, "heap_max": node.heap_max,
-                                    "kept": kept})
+    proc.write_state(state_dir, {"pid": node.pid, "http_port": node.http_port, "run_dir": node.run_dir,
+                                 "home": node.home, "heap_min": node.heap_min, "heap_max": node.heap_max,
+                                 "kept": kept})
+
+
+class _Recorded:
+    """The node the state file in state_dir names: running, or stopped with its data kept."""
+
+    def __init__(self, state_dir: str):
+        state = proc.read_state(state_dir)
+        self.node = _node_from_state(state) if state else None
+        node = self.node
+        self.running = node is not None and proc.alive(node.pid) and _is_our_node(node.pid, node.conf_dir)
+        self.kept = node is not None and not self.running and bool(state.get("kept")) and node.kept
 
 
 def _stop(node: OpenSearchNode, state_dir: str, keep_data: bool, kill: bool) -> None:
@@ -297,7 +304,7 @@ def _stop(node: OpenSearchNode, state_dir: str, keep_data: bool, kill: bool) -> 
         _write_state(state_dir, node, kept=True)
         print(f"opensearch pid {node.pid}: {result}; data kept in {node.run_dir} (start runs it again on {node.url})")
     else:
-        procctl.remove_state(state_dir)
+        proc.remove_state(state_dir)
         print(f"opensearch pid {node.pid}: {result}")
 
 
@@ -313,7 +320,7 @@ def _start(node: OpenSearchNode, state_dir: str, timeout: float, print_url: bool
         if resumed:
             _write_state(state_dir, node, kept=True)
         else:
-            procctl.remove_state(state_dir)
+            proc.remove_state(state_dir)
         print(f"error: {e}", file=sys.stderr)
         return 1
     progress = sys.stderr if print_url else sys.stdout
@@ -324,94 +331,105 @@ def _start(node: OpenSearchNode, state_dir: str, timeout: float, print_url: bool
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("java-home", help="print the Java home the node runs with")
-    sub.add_parser("home", help="print where scripts/setup_opensearch.sh installs the node")
-    sp = sub.add_parser("start", help="start in the background and wait until ready; a node stopped with "
-                                      "--keep-data starts again on its data and port")
-    sp.add_argument("--home", default=DEFAULT_HOME, help="the install (scripts/setup_opensearch.sh)")
-    sp.add_argument("--http-port", type=int, default=int(os.environ.get("OPENSEARCH_HTTP_PORT", 0)),
-                    help="default: a free port")
-    sp.add_argument("--heap-min", default="512m")
-    sp.add_argument("--heap-max", default="1g")
-    stop_p = sub.add_parser("stop", help="stop by pid (SIGTERM, bounded wait, SIGKILL) and delete the node's folder")
-    restart_p = sub.add_parser("restart", help="stop keeping the data, then start the same node again")
-    for sp_ in (stop_p, restart_p):
-        sp_.add_argument("--kill", action="store_true", help="SIGKILL at once (a crash) instead of SIGTERM")
-    stop_p.add_argument("--keep-data", action="store_true",
-                        help="keep the node's folder (data, config, port): `start` runs it again")
-    for sp_ in (sp, restart_p):
-        sp_.add_argument("--timeout", type=float, default=120.0)
-        sp_.add_argument("--print-url", action="store_true",
-                         help="print only the URL on stdout (progress goes to stderr), for $(...)")
-    for name in ("status", "url"):
-        sub.add_parser(name)
-    for sp_ in sub.choices.values():
-        sp_.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
-    a = p.parse_args(argv)
-
-    if a.cmd == "java-home":
-        try:
-            print(java_home())
-        except RuntimeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        return 0
-
-    if a.cmd == "home":
-        print(DEFAULT_HOME)
-        return 0
-
-    state = procctl.read_state(a.state_dir)
-    node = _node_from_state(state) if state else None
-    running = node is not None and procctl.alive(node.pid) and _is_our_node(node.pid, node.conf_dir)
-    kept = node is not None and not running and bool(state.get("kept")) and node.kept
-
-    if a.cmd == "url":
-        if not running:
-            print("opensearch: not running", file=sys.stderr)
-            return 3
-        print(node.url)
-        return 0
-
-    if a.cmd == "status":
-        if not running:
-            print(f"opensearch: not running{f'; data kept in {node.run_dir} for {node.url}' if kept else ''}")
-            return 3
-        ready = node.ready()
-        print(f"opensearch pid {node.pid} {'ready' if ready else 'NOT ready'}; {node.url}; "
-              f"log {node.log_path}")
-        return 0 if ready else 1
-
-    if a.cmd == "stop":
-        if node is None:
-            print("opensearch: no state file, nothing to stop")
-            return 0
-        _stop(node, a.state_dir, a.keep_data, a.kill)
-        return 0
-
-    if a.cmd == "restart":
-        if not (running or kept):
-            print("opensearch: no running or kept node to restart (use start)", file=sys.stderr)
-            return 1
-        if running:
-            _stop(node, a.state_dir, keep_data=True, kill=a.kill)
-        return _start(node, a.state_dir, a.timeout, a.print_url)
-
-    if running:
-        print(f"opensearch already running (pid {node.pid}, {node.url}); stop it first", file=sys.stderr)
+def _cmd_java_home(a: argparse.Namespace) -> int:
+    try:
+        print(java_home())
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    if kept:
-        if a.http_port and a.http_port != node.http_port:
-            print(f"error: the kept node in {node.run_dir} listens on {node.http_port}, not {a.http_port}; "
+    return 0
+
+
+def _cmd_home(a: argparse.Namespace) -> int:
+    print(DEFAULT_HOME)
+    return 0
+
+
+def _cmd_url(a: argparse.Namespace) -> int:
+    r = _Recorded(a.state_dir)
+    if not r.running:
+        print("opensearch: not running", file=sys.stderr)
+        return 3
+    print(r.node.url)
+    return 0
+
+
+def _cmd_status(a: argparse.Namespace) -> int:
+    r = _Recorded(a.state_dir)
+    if not r.running:
+        print(f"opensearch: not running{f'; data kept in {r.node.run_dir} for {r.node.url}' if r.kept else ''}")
+        return 3
+    ready = r.node.ready()
+    print(f"opensearch pid {r.node.pid} {'ready' if ready else 'NOT ready'}; {r.node.url}; log {r.node.log_path}")
+    return 0 if ready else 1
+
+
+def _cmd_stop(a: argparse.Namespace) -> int:
+    r = _Recorded(a.state_dir)
+    if r.node is None:
+        print("opensearch: no state file, nothing to stop")
+        return 0
+    _stop(r.node, a.state_dir, a.keep_data, a.kill)
+    return 0
+
+
+def _cmd_restart(a: argparse.Namespace) -> int:
+    r = _Recorded(a.state_dir)
+    if not (r.running or r.kept):
+        print("opensearch: no running or kept node to restart (use start)", file=sys.stderr)
+        return 1
+    if r.running:
+        _stop(r.node, a.state_dir, keep_data=True, kill=a.kill)
+    return _start(r.node, a.state_dir, a.timeout, a.print_url)
+
+
+def _cmd_start(a: argparse.Namespace) -> int:
+    r = _Recorded(a.state_dir)
+    if r.running:
+        print(f"opensearch already running (pid {r.node.pid}, {r.node.url}); stop it first", file=sys.stderr)
+        return 1
+    if r.kept:
+        if a.http_port and a.http_port != r.node.http_port:
+            print(f"error: the kept node in {r.node.run_dir} listens on {r.node.http_port}, not {a.http_port}; "
                   f"`stop` deletes it", file=sys.stderr)
             return 1
-        return _start(node, a.state_dir, a.timeout, a.print_url)
+        return _start(r.node, a.state_dir, a.timeout, a.print_url)
     node = OpenSearchNode(a.home, http_port=a.http_port or None, heap_min=a.heap_min, heap_max=a.heap_max)
     return _start(node, a.state_dir, a.timeout, a.print_url)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def add_commands(sub) -> None:
+    """`opensearch <command>`: one sub-parser per command, bound to its function."""
+    group = sub.add_parser("opensearch", help="a single-node OpenSearch on loopback",
+                           description=__doc__.splitlines()[0])
+    commands = group.add_subparsers(dest="cmd", required=True)
+    table = [
+        ("java-home", _cmd_java_home, "print the Java home the node runs with"),
+        ("home", _cmd_home, "print where scripts/setup_opensearch.sh installs the node"),
+        ("start", _cmd_start, "start in the background and wait until ready; a node stopped with "
+                              "--keep-data starts again on its data and port"),
+        ("stop", _cmd_stop, "stop by pid (SIGTERM, bounded wait, SIGKILL) and delete the node's folder"),
+        ("restart", _cmd_restart, "stop keeping the data, then start the same node again"),
+        ("status", _cmd_status, "pid, readiness, URL and log of the node `start` started"),
+        ("url", _cmd_url, "print the running node's URL"),
+    ]
+    parsers = {}
+    for name, func, help_text in table:
+        parsers[name] = p = commands.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    start = parsers["start"]
+    start.add_argument("--home", default=DEFAULT_HOME, help="the install (scripts/setup_opensearch.sh)")
+    start.add_argument("--http-port", type=int, default=int(os.environ.get("OPENSEARCH_HTTP_PORT", 0)),
+                       help="default: a free port")
+    start.add_argument("--heap-min", default="512m")
+    start.add_argument("--heap-max", default="1g")
+    for name in ("stop", "restart"):
+        parsers[name].add_argument("--kill", action="store_true",
+                                   help="SIGKILL at once (a crash) instead of SIGTERM")
+    parsers["stop"].add_argument("--keep-data", action="store_true",
+                                 help="keep the node's folder (data, config, port): `start` runs it again")
+    for name in ("start", "restart"):
+        parsers[name].add_argument("--timeout", type=float, default=120.0)
+        parsers[name].add_argument("--print-url", action="store_true",
+                                   help="print only the URL on stdout (progress goes to stderr), for $(...)")

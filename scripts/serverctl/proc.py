@@ -1,17 +1,20 @@
-"""Process control shared by tritonctl.py and opensearchctl.py: free loopback ports, pid
+"""Process control shared by the triton and opensearch modules: free loopback ports, pid
 checks, bounded stops and readiness waits, log tails, and the state file their command
-lines keep. Stdlib only, like both of them.
+lines keep; and the `wait-http` command (a bounded wait until a URL answers 200, for the
+shell scripts).
 
 Only processes we started are signalled, by pid: callers check a pid's command line
 (`cmdline`) before `terminate` or `kill`. Every wait here is bounded.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +48,24 @@ def http_get(url: str, timeout: float) -> tuple[int, bytes] | None:
         return e.code, e.read()
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """A GET of url answers 200."""
+    response = http_get(url, timeout)
+    return response is not None and response[0] == 200
+
+
+def wait_until(ready: Callable[[], bool], timeout: float, poll: float,
+               alive: Callable[[], bool] = lambda: True) -> bool:
+    """True once ready() holds; False when timeout passes first or alive() turns false
+    (checked before each try)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        if ready():
+            return True
+        time.sleep(poll)
+    return False
 
 
 def cmdline(pid: int) -> list[bytes]:
@@ -137,14 +158,11 @@ class ServerProcess:
 
     def _poll_until_ready(self, ready: Callable[[], bool], timeout: float, poll: float) -> bool:
         """True once ready() holds, False when timeout passes first; raises if the server exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited during startup (code {self.returncode()}); "
-                                   f"{self.log_note()}")
-            if ready():
-                return True
-            time.sleep(poll)
+        if wait_until(ready, timeout, poll, self.alive):
+            return True
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited during startup (code {self.returncode()}); "
+                               f"{self.log_note()}")
         return False
 
 
@@ -173,3 +191,25 @@ def remove_state(state_dir: str) -> None:
         os.remove(_state_path(state_dir))
     except FileNotFoundError:
         pass
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: wait-http
+
+def _wait_http(a: argparse.Namespace) -> int:
+    pid_alive = (lambda: alive(a.pid)) if a.pid else (lambda: True)
+    if wait_until(lambda: http_ok(a.url, timeout=5.0), a.timeout, poll=0.5, alive=pid_alive):
+        return 0
+    if not pid_alive():
+        print(f"wait-http: pid {a.pid} exited before {a.url} answered 200", file=sys.stderr)
+    else:
+        print(f"wait-http: {a.url} did not answer 200 within {a.timeout:g} s", file=sys.stderr)
+    return 1
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("wait-http", help="wait (bounded) until a URL answers 200")
+    p.add_argument("url")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    p.add_argument("--pid", type=int, help="fail as soon as this process (the server) has exited")
+    p.set_defaults(func=_wait_http)

@@ -1,8 +1,9 @@
 """Minimal KServe v2 HTTP client with Triton's binary tensor extension.
 
-Written from the protocol docs so the tests need only `requests`: the JSON header goes
-first, raw little-endian tensor bytes follow, and `Inference-Header-Content-Length` says
-where the JSON ends (same for the response when outputs ask for binary_data).
+Written from the protocol docs so the tests and the benchmarks need only `requests`: the
+JSON header goes first, raw little-endian tensor bytes follow, and
+`Inference-Header-Content-Length` says where the JSON ends (same for the response when
+outputs ask for binary_data). In scripts/ so that both import it without the test suite.
 """
 from __future__ import annotations
 
