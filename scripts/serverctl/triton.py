@@ -352,8 +352,6 @@ def _start(a: argparse.Namespace) -> TritonServer | None:
     server.start()
     proc.write_state(a.run_dir, {"pid": server.pid, "http_port": server.http_port, "grpc_port": server.grpc_port,
                                  "metrics_port": server.metrics_port, "log": server.log_path})
-    with open(os.path.join(a.run_dir, "tritonserver.pid"), "w") as f:
-        f.write(f"{server.pid}\n")
     try:
         server.wait_ready(a.timeout)
     except (RuntimeError, KeyboardInterrupt) as e:
