@@ -349,10 +349,11 @@ def _start(a: argparse.Namespace) -> TritonServer | None:
         print(f"tritonserver already running (pid {state['pid']}); stop it first", file=sys.stderr)
         return None
     server = _server_from_args(a)
-    server.start()
-    proc.write_state(a.run_dir, {"pid": server.pid, "http_port": server.http_port, "grpc_port": server.grpc_port,
-                                 "metrics_port": server.metrics_port, "log": server.log_path})
     try:
+        server.start()
+        proc.write_state(a.run_dir, {"pid": server.pid, "http_port": server.http_port,
+                                     "grpc_port": server.grpc_port, "metrics_port": server.metrics_port,
+                                     "log": server.log_path})
         server.wait_ready(a.timeout)
     except (RuntimeError, KeyboardInterrupt) as e:
         server.stop()
@@ -369,14 +370,14 @@ def _cmd_start(a: argparse.Namespace) -> int:
 
 def _cmd_run(a: argparse.Namespace) -> int:
     """In the foreground until Ctrl-C/SIGTERM or until the server dies."""
+    # SIGTERM as Ctrl-C from the start: one arriving while the server comes up stops it too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = _start(a)
     if server is None:
         return 1
-    stop_now = []
-    signal.signal(signal.SIGTERM, lambda *_: stop_now.append(1))
     print("Ctrl-C stops it.")
     try:
-        while not stop_now and server.alive():
+        while server.alive():
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
