@@ -1,5 +1,5 @@
-//! The HTTP layer: the axum router (`routes::app`), the handlers (extract, call a service,
-//! convert), the body readers (`forms`), the one error mapping (`error::AppError`), the
+//! The HTTP layer: the axum router (`router::app`), the handlers (`handlers`: extract, call
+//! a service, convert), the body readers (`forms`), the one error mapping (`error::AppError`), the
 //! layers around every route (`middleware`), the generated OpenAPI document (`openapi`)
 //! and the search page (`page`).
 //!
@@ -8,11 +8,12 @@
 
 pub mod error;
 pub mod forms;
+pub mod handlers;
 pub mod middleware;
 pub mod openapi;
 pub mod page;
-pub mod routes;
+pub mod router;
 pub mod state;
 
-pub use routes::app;
+pub use router::app;
 pub use state::AppState;

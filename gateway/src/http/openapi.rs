@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use crate::http::{page, routes};
+use crate::http::{handlers, page};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,21 +21,21 @@ use crate::http::{page, routes};
     ),
     paths(
         page::search_page,
-        routes::health,
-        routes::metrics_text,
+        handlers::health,
+        handlers::metrics_text,
         document,
-        routes::ingest_image,
-        routes::ingest_batch,
-        routes::search_text,
-        routes::search_hybrid,
-        routes::search_similar,
-        routes::search_objects,
-        routes::search_faces,
-        routes::face_embeddings,
-        routes::face_rerank,
-        routes::get_image,
-        routes::get_image_file,
-        routes::delete_image,
+        handlers::ingest_image,
+        handlers::ingest_batch,
+        handlers::search_text,
+        handlers::search_hybrid,
+        handlers::search_similar,
+        handlers::search_objects,
+        handlers::search_faces,
+        handlers::face_embeddings,
+        handlers::face_rerank,
+        handlers::get_image,
+        handlers::get_image_file,
+        handlers::delete_image,
     ),
     tags(
         (name = "ingest", description = "Storing photos"),

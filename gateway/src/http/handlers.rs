@@ -1,7 +1,6 @@
-//! The router and its handlers. `app(state) -> Router` wires every endpoint and the layers
-//! around them (body limit, JSON errors, metrics, compression, tracing). A handler only
-//! extracts, calls a service with the parts of `AppState` it needs, and converts; the
-//! `#[utoipa::path]` on each is its entry in the generated OpenAPI document.
+//! The handlers: each extracts, calls a service with the parts of `AppState` it needs, and
+//! converts; the `#[utoipa::path]` on each is its entry in the generated OpenAPI document
+//! (`openapi`). `router` wires them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,16 +8,11 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
-use tower_http::compression::CompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 use visual_store::Page;
 
 use crate::api::{
@@ -30,41 +24,10 @@ use crate::http::error::{ApiJson, AppError};
 use crate::http::forms::{
     is_multipart, json_or_photo, read_face_form, read_face_json, read_ingest_form, read_query_image,
 };
-use crate::http::middleware::{json_errors, track_http};
 use crate::http::state::AppState;
-use crate::http::{openapi, page};
 use crate::service::{faces, health, images, ingest, search};
 
 type Shared = State<Arc<AppState>>;
-
-pub fn app(state: Arc<AppState>) -> Router {
-    let max_body = state.config.server.max_request_bytes;
-    let metrics = state.metrics.clone();
-    Router::new()
-        .route("/", get(page::search_page))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(openapi::document))
-        .route("/ingest", post(ingest_image))
-        .route("/ingest/batch", post(ingest_batch))
-        .route("/search/text", get(search_text))
-        .route("/search/hybrid", post(search_hybrid))
-        .route("/search/similar", post(search_similar))
-        .route("/search/objects", post(search_objects))
-        .route("/search/faces", post(search_faces))
-        .route("/faces/embeddings", post(face_embeddings))
-        .route("/faces/rerank", post(face_rerank))
-        .route("/images/{id}", get(get_image).delete(delete_image))
-        .route("/images/{id}/file", get(get_image_file))
-        .with_state(state)
-        // Innermost first: the limit's bare 413 is turned into JSON by json_errors.
-        .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(max_body, json_errors))
-        .layer(CompressionLayer::new())
-        .layer(middleware::from_fn_with_state(metrics, track_http))
-        .layer(TraceLayer::new_for_http())
-}
 
 /// The page of results every search endpoint answers with.
 fn search_response<T>(page: Page, started: Instant, results: Vec<T>) -> Json<SearchResponse<T>> {
@@ -77,7 +40,7 @@ fn search_response<T>(page: Page, started: Instant, results: Vec<T>) -> Json<Sea
     (status = 200, description = "Ready", body = HealthResponse),
     (status = 503, description = "Not ready: the body says what is missing", body = HealthResponse),
 ))]
-async fn health(State(state): Shared) -> Response {
+pub async fn health(State(state): Shared) -> Response {
     let scorer = state.scorer.name();
     let report = health::health(state.inference.as_ref(), state.store.as_ref(), &state.config.faces, scorer).await;
     let status = if report.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -88,7 +51,7 @@ async fn health(State(state): Shared) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "service", responses(
     (status = 200, description = "Metrics", body = String, content_type = "text/plain"),
 ))]
-async fn metrics_text(State(state): Shared) -> Response {
+pub async fn metrics_text(State(state): Shared) -> Response {
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }
@@ -102,7 +65,7 @@ async fn metrics_text(State(state): Shared) -> Response {
         (status = "4XX", description = "Bad form, oversized body, or not a decodable photo", body = ErrorBody),
         (status = "5XX", description = "Triton or the store unavailable (503) or broken (502)", body = ErrorBody),
     ))]
-async fn ingest_image(
+pub async fn ingest_image(
     State(state): Shared,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
@@ -124,7 +87,7 @@ async fn ingest_image(
         (status = 200, description = "One entry per photo, in upload order", body = BatchResponse),
         (status = "4XX", description = "Bad form or oversized body", body = ErrorBody),
     ))]
-async fn ingest_batch(
+pub async fn ingest_batch(
     State(state): Shared,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<BatchResponse>, AppError> {
@@ -150,7 +113,7 @@ async fn image_embedding(state: &AppState, image: Bytes) -> Result<Vec<f32>, App
     (status = "4XX", description = "Empty or overlong query, bad k, offset or min_score", body = ErrorBody),
     (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
 ))]
-async fn search_text(
+pub async fn search_text(
     State(state): Shared,
     params: Result<Query<TextSearchParams>, QueryRejection>,
 ) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
@@ -170,7 +133,7 @@ async fn search_text(
     (status = "4XX", description = "Malformed JSON, unknown fields or classes, bad values", body = ErrorBody),
     (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
 ))]
-async fn search_hybrid(
+pub async fn search_hybrid(
     State(state): Shared,
     ApiJson(query): ApiJson<HybridQuery>,
 ) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
@@ -192,7 +155,7 @@ async fn search_hybrid(
         (status = "4XX", description = "Bad form or paging, or not a decodable photo", body = ErrorBody),
         (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
     ))]
-async fn search_similar(
+pub async fn search_similar(
     State(state): Shared,
     params: Result<Query<PageParams>, QueryRejection>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -218,7 +181,7 @@ async fn search_similar(
         (status = "4XX", description = "Bad body, classes or paging, or not a decodable photo", body = ErrorBody),
         (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
     ))]
-async fn search_objects(
+pub async fn search_objects(
     State(state): Shared,
     params: Result<Query<PageParams>, QueryRejection>,
     request: Request,
@@ -257,7 +220,7 @@ async fn search_objects(
         (status = 200, description = "One entry per image, in request order", body = FaceEmbeddingsResponse),
         (status = "4XX", description = "No images, too many, or a bad option", body = ErrorBody),
     ))]
-async fn face_embeddings(State(state): Shared, request: Request) -> Result<Json<FaceEmbeddingsResponse>, AppError> {
+pub async fn face_embeddings(State(state): Shared, request: Request) -> Result<Json<FaceEmbeddingsResponse>, AppError> {
     let faces_config = &state.config.faces;
     let max_images = faces_config.max_images_per_request;
     let (uploads, options) = if is_multipart(&request) {
@@ -279,7 +242,7 @@ async fn face_embeddings(State(state): Shared, request: Request) -> Result<Json<
     (status = "4XX", description = "Bad vectors, lengths or limits", body = ErrorBody),
     (status = 500, description = "The rerank library failed", body = ErrorBody),
 ))]
-async fn face_rerank(
+pub async fn face_rerank(
     State(state): Shared,
     ApiJson(request): ApiJson<RerankRequest>,
 ) -> Result<Json<RerankResponse>, AppError> {
@@ -297,7 +260,7 @@ async fn face_rerank(
         (status = "4XX", description = "Bad body or paging, or no usable face in the photo", body = ErrorBody),
         (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
     ))]
-async fn search_faces(
+pub async fn search_faces(
     State(state): Shared,
     params: Result<Query<PageParams>, QueryRejection>,
     request: Request,
@@ -330,7 +293,7 @@ async fn search_faces(
         (status = 200, description = "The record", body = ImageView),
         (status = "4XX", description = "Not an image id (400) or no such image (404)", body = ErrorBody),
     ))]
-async fn get_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<ImageView>, AppError> {
+pub async fn get_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<ImageView>, AppError> {
     Ok(Json(images::get(state.store.as_ref(), &id).await?))
 }
 
@@ -343,7 +306,7 @@ async fn get_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<
         )),
         (status = "4XX", description = "Not an image id (400) or no such photo (404)", body = ErrorBody),
     ))]
-async fn get_image_file(State(state): Shared, Path(id): Path<String>) -> Result<Response, AppError> {
+pub async fn get_image_file(State(state): Shared, Path(id): Path<String>) -> Result<Response, AppError> {
     let photo = images::file(&state.blobs, &id).await?;
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static(photo.content_type)),
@@ -360,6 +323,6 @@ async fn get_image_file(State(state): Shared, Path(id): Path<String>) -> Result<
         (status = 200, description = "Deleted", body = DeleteResult),
         (status = "4XX", description = "Not an image id (400) or no such image (404)", body = ErrorBody),
     ))]
-async fn delete_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<DeleteResult>, AppError> {
+pub async fn delete_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<DeleteResult>, AppError> {
     Ok(Json(images::delete(state.store.as_ref(), &state.blobs, &id).await?))
 }
