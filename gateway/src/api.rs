@@ -31,6 +31,8 @@ pub struct HybridQuery {
     pub k: Option<usize>,
     pub offset: Option<usize>,
     pub min_score: Option<f32>,
+    /// Return each photo's metadata in its result (left out by default: it may be large).
+    pub include_metadata: bool,
 }
 
 /// Body of POST /search/objects (the JSON form; the multipart form carries an image).
@@ -62,6 +64,8 @@ pub struct TextSearchParams {
     /// Cosine under which results are dropped, in [-1, 1].
     #[param(minimum = -1.0, maximum = 1.0)]
     pub min_score: Option<f32>,
+    /// Return each photo's metadata in its result (left out by default: it may be large).
+    pub include_metadata: bool,
 }
 
 /// Query string of the image-upload searches (the multipart forms).
@@ -77,6 +81,8 @@ pub struct PageParams {
     /// Cosine under which results are dropped, in [-1, 1].
     #[param(minimum = -1.0, maximum = 1.0)]
     pub min_score: Option<f32>,
+    /// Similar-photo search: return each photo's metadata in its result.
+    pub include_metadata: bool,
 }
 
 /// Every error: its status and this body.
@@ -171,8 +177,10 @@ pub struct ImageResult {
     pub height: u32,
     pub created_at: i64,
     pub tags: Vec<String>,
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
+    /// Only when the query asked for it (`include_metadata`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
     pub matched_object: Option<MatchedObject>,
     pub objects: Vec<ObjectView>,
 }
@@ -446,6 +454,22 @@ pub struct HealthResponse {
     pub triton: InferenceHealth,
     pub store: StoreHealth,
     pub faces: FacesHealth,
+}
+
+/// GET /health without an API key when keys are configured: readiness only, none of the
+/// URLs, model names or error texts of the full report.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HealthSummary {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    pub triton_ready: bool,
+    pub store_ready: bool,
+}
+
+impl HealthSummary {
+    pub fn of(report: &HealthResponse) -> HealthSummary {
+        HealthSummary { status: report.status, triton_ready: report.triton.ready, store_ready: report.store.ready }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::config::{GatewayConfig, StoreKind};
+use crate::http::access::{hash_key, MIN_KEY_CHARS};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -35,6 +36,33 @@ pub struct ServeArgs {
     /// Shared library with the rerank C ABI replacing the native scorer (faces.rerank_library).
     #[arg(long, env = "GATEWAY_RERANK_LIBRARY")]
     pub rerank_library: Option<PathBuf>,
+    /// Address serving /health and /metrics without keys (server.ops_listen).
+    #[arg(long, env = "GATEWAY_OPS_LISTEN")]
+    pub ops_listen: Option<std::net::SocketAddr>,
+    /// Read keys in the clear, comma-separated; hashed at start (auth.read_key_hashes).
+    #[arg(long, env = "GATEWAY_READ_KEYS", hide_env_values = true, value_delimiter = ',')]
+    pub read_keys: Vec<String>,
+    /// Write keys in the clear, comma-separated; hashed at start (auth.write_key_hashes).
+    #[arg(long, env = "GATEWAY_WRITE_KEYS", hide_env_values = true, value_delimiter = ',')]
+    pub write_keys: Vec<String>,
+    /// Serve a non-loopback address without write keys (auth.allow_unauthenticated).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+}
+
+/// Plain keys hashed for the config, refusing short ones (they would be guessable).
+fn hashed_keys(keys: &[String], name: &str) -> anyhow::Result<Vec<String>> {
+    keys.iter()
+        .map(|key| key.trim())
+        .filter(|key| !key.is_empty())
+        .map(|key| {
+            anyhow::ensure!(
+                key.chars().count() >= MIN_KEY_CHARS,
+                "{name}: a key is shorter than {MIN_KEY_CHARS} characters; use e.g. `openssl rand -hex 16`"
+            );
+            Ok(hash_key(key))
+        })
+        .collect()
 }
 
 impl ServeArgs {
@@ -65,6 +93,12 @@ impl ServeArgs {
         if let Some(library) = self.rerank_library {
             config.faces.rerank_library = Some(library);
         }
+        if let Some(ops_listen) = self.ops_listen {
+            config.server.ops_listen = Some(ops_listen);
+        }
+        config.auth.read_key_hashes.extend(hashed_keys(&self.read_keys, "GATEWAY_READ_KEYS")?);
+        config.auth.write_key_hashes.extend(hashed_keys(&self.write_keys, "GATEWAY_WRITE_KEYS")?);
+        config.auth.allow_unauthenticated |= self.allow_unauthenticated;
         // Validated once, by `serve`, which every config passes through.
         Ok(config)
     }
@@ -100,6 +134,16 @@ mod tests {
         assert_eq!(config.server.listen.port(), 9000);
         assert_eq!(config.search.max_k, 20);
         assert_eq!(config.triton.endpoint, "http://127.0.0.1:7001");
+    }
+
+    #[test]
+    fn plain_keys_are_hashed_and_short_ones_refused() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let cli = Command::try_parse_from(["serve", "--write-keys", &format!("{key}, ")]).unwrap();
+        let config = cli.args.resolve().unwrap();
+        assert_eq!(config.auth.write_key_hashes, vec![hash_key(key)]);
+        let cli = Command::try_parse_from(["serve", "--read-keys", "short"]).unwrap();
+        assert!(cli.args.resolve().unwrap_err().to_string().contains("shorter than"));
     }
 
     #[test]

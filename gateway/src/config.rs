@@ -20,18 +20,83 @@ pub struct GatewayConfig {
     pub search: SearchConfig,
     pub store: StoreConfig,
     pub faces: FacesConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// A second address serving only `/health` (in full) and `/metrics`, without keys, for
+    /// probes and scrapers; unset: none.
+    pub ops_listen: Option<SocketAddr>,
     /// Largest request body (one upload, or a whole batch); larger gets 413.
     pub max_request_bytes: usize,
     /// Images of one batch request analysed at the same time.
     pub batch_concurrency: usize,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_timeout_s: u64,
+    /// A connection must deliver a request's headers within this time, also between two
+    /// requests on a kept-alive connection (so idle connections close after it too).
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive within this time (slow uploads get 408).
+    pub body_read_timeout_ms: u64,
+    /// The whole request, from headers read to response ready; past it 503.
+    pub request_timeout_ms: u64,
+    /// Requests served at once per endpoint class; the next gets 503 with Retry-After at once.
+    pub max_concurrent_ingest: usize,
+    pub max_concurrent_search: usize,
+    pub max_concurrent_faces: usize,
+    /// Retry-After (seconds) sent with an overload 503.
+    pub retry_after_s: u64,
+}
+
+/// Input limits, each named in the 4xx that enforces it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Photos in one `/ingest/batch` request.
+    pub max_batch_images: usize,
+    /// Bytes of one uploaded photo (ingest and query photos).
+    pub max_image_bytes: usize,
+    /// Tags of one photo after splitting and removing duplicates, and characters per tag.
+    pub max_tags: usize,
+    pub max_tag_chars: usize,
+    /// Tags in one search filter.
+    pub max_query_tags: usize,
+    /// A photo's metadata: bytes of its JSON text and nesting depth.
+    pub max_metadata_bytes: usize,
+    pub max_metadata_depth: usize,
+    /// Bytes of a request's query string (414 beyond).
+    pub max_query_string_bytes: usize,
+    /// Nesting depth of a JSON request body.
+    pub max_json_depth: usize,
+    /// Pixels (width x height) the gateway decodes at once on the face-crop path; a decode
+    /// waits up to `decode_wait_ms` for room, then gets 503.
+    pub decode_pixel_budget: u64,
+    pub decode_wait_ms: u64,
+}
+
+/// API keys (docs/gateway.md, "Running it for other people"). Keys are stored as SHA-256
+/// hashes (`sha256:<hex>`, printed by `gateway hash-key`); `GATEWAY_READ_KEYS` and
+/// `GATEWAY_WRITE_KEYS` add plain keys (comma-separated), hashed at start. With no keys at
+/// all, every request is allowed.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Keys for search, reading images and the metrics.
+    pub read_key_hashes: Vec<String>,
+    /// Keys for everything (ingest, delete, face analysis, and all a read key may do).
+    pub write_key_hashes: Vec<String>,
+    /// Host header values (without port) accepted; empty: the listen address, localhost,
+    /// 127.0.0.1 and ::1. `*` accepts any host.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (scheme://host[:port]) allowed to send state-changing requests besides the
+    /// gateway's own origin.
+    pub allowed_origins: Vec<String>,
+    /// Serve a non-loopback address without write keys (refused otherwise).
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -41,6 +106,8 @@ pub struct TritonConfig {
     pub endpoint: String,
     pub request_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// Deadline of one call with all its retries and pauses.
+    pub call_timeout_ms: u64,
     /// Retries (with exponential backoff) while Triton is unavailable.
     pub max_retries: u32,
     pub initial_backoff_ms: u64,
@@ -149,9 +216,36 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ops_listen: None,
             max_request_bytes: 32 * 1024 * 1024,
             batch_concurrency: 4,
             shutdown_timeout_s: 10,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 120_000,
+            request_timeout_ms: 300_000,
+            max_concurrent_ingest: 8,
+            max_concurrent_search: 64,
+            max_concurrent_faces: 8,
+            retry_after_s: 1,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_batch_images: 64,
+            max_image_bytes: 20 * 1024 * 1024,
+            max_tags: 64,
+            max_tag_chars: 100,
+            max_query_tags: 16,
+            max_metadata_bytes: 16 * 1024,
+            max_metadata_depth: 8,
+            max_query_string_bytes: 8 * 1024,
+            max_json_depth: 32,
+            // Four 24-megapixel photos: about 300 MB of RGB8 plus their capped copies.
+            decode_pixel_budget: 100_000_000,
+            decode_wait_ms: 10_000,
         }
     }
 }
@@ -161,6 +255,7 @@ impl Default for TritonConfig {
         TritonConfig {
             endpoint: "http://127.0.0.1:8001".into(),
             request_timeout_ms: 30_000,
+            call_timeout_ms: 60_000,
             connect_timeout_ms: 5_000,
             max_retries: 3,
             initial_backoff_ms: 100,
@@ -287,6 +382,43 @@ impl GatewayConfig {
         anyhow::ensure!(f.max_rerank_candidates >= 1, "faces.max_rerank_candidates must be at least 1");
         anyhow::ensure!(f.max_rerank_dim >= 1, "faces.max_rerank_dim must be at least 1");
         anyhow::ensure!((0.0..=1.0).contains(&f.rerank_threshold), "faces.rerank_threshold must be in [0, 1]");
+        let server = &self.server;
+        for (value, key) in [
+            (server.max_concurrent_ingest, "server.max_concurrent_ingest"),
+            (server.max_concurrent_search, "server.max_concurrent_search"),
+            (server.max_concurrent_faces, "server.max_concurrent_faces"),
+            (self.limits.max_batch_images, "limits.max_batch_images"),
+            (self.limits.max_image_bytes, "limits.max_image_bytes"),
+            (self.limits.max_metadata_depth, "limits.max_metadata_depth"),
+            (self.limits.max_json_depth, "limits.max_json_depth"),
+        ] {
+            anyhow::ensure!(value >= 1, "{key} must be at least 1");
+        }
+        for (value, key) in [
+            (server.header_read_timeout_ms, "server.header_read_timeout_ms"),
+            (server.body_read_timeout_ms, "server.body_read_timeout_ms"),
+            (server.request_timeout_ms, "server.request_timeout_ms"),
+            (self.triton.call_timeout_ms, "triton.call_timeout_ms"),
+        ] {
+            anyhow::ensure!(value >= 1, "{key} must be at least 1 ms");
+        }
+        anyhow::ensure!(
+            self.limits.decode_pixel_budget >= 1_000_000,
+            "limits.decode_pixel_budget must be at least 1000000 pixels"
+        );
+        self.validate_exposure()
+    }
+
+    /// Serving beyond loopback needs write keys, unless explicitly opted out of.
+    fn validate_exposure(&self) -> anyhow::Result<()> {
+        let auth = &self.auth;
+        let exposed = !self.server.listen.ip().is_loopback();
+        anyhow::ensure!(
+            !exposed || !auth.write_key_hashes.is_empty() || auth.allow_unauthenticated,
+            "listening on {} (not loopback) without write keys: anyone could ingest and delete; set \
+             auth.write_key_hashes or GATEWAY_WRITE_KEYS, or pass --allow-unauthenticated",
+            self.server.listen
+        );
         Ok(())
     }
 }
@@ -294,6 +426,9 @@ impl GatewayConfig {
 impl TritonConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -326,6 +461,19 @@ mod tests {
         assert_eq!(config.search.default_k, 10);
         assert_eq!(config.triton.endpoint, "http://127.0.0.1:9001");
         assert_eq!(config.store.kind, StoreKind::Opensearch);
+    }
+
+    #[test]
+    fn exposed_listen_needs_write_keys_or_the_explicit_opt_out() {
+        let mut config = GatewayConfig::default();
+        config.server.listen = "0.0.0.0:8080".parse().unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--allow-unauthenticated"), "{err}");
+        config.auth.allow_unauthenticated = true;
+        config.validate().unwrap();
+        config.auth.allow_unauthenticated = false;
+        config.auth.write_key_hashes = vec![crate::http::access::hash_key("a-long-random-write-key-000")];
+        config.validate().unwrap();
     }
 
     #[test]

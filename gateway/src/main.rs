@@ -1,5 +1,6 @@
 //! The `gateway` binary: `gateway serve` (the HTTP service, `gateway::serve`) and
-//! `gateway ingest <dir>` (the uploader, a client of that service: the `uploader` crate).
+//! `gateway ingest <dir>` (the uploader, a client of that service: the `uploader` crate), and
+//! `gateway hash-key` (an API key's hash for the config).
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -17,6 +18,9 @@ enum Command {
     Serve(gateway::cli::ServeArgs),
     /// Upload every photo of a folder (recursively) to a running gateway.
     Ingest(uploader::IngestArgs),
+    /// Print the hash of an API key read from stdin, for auth.read_key_hashes or
+    /// auth.write_key_hashes.
+    HashKey,
 }
 
 #[tokio::main]
@@ -28,5 +32,11 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => gateway::serve::serve(args.resolve()?).await,
         Command::Ingest(args) => uploader::ingest(args).await,
+        Command::HashKey => {
+            let mut key = String::new();
+            std::io::stdin().read_line(&mut key)?;
+            println!("{}", gateway::http::access::hash_key(key.trim()));
+            Ok(())
+        }
     }
 }

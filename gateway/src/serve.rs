@@ -3,7 +3,6 @@
 //! SIGINT/SIGTERM, then drains requests in flight for at most `server.shutdown_timeout_s`
 //! and checkpoints the embedded store.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,9 @@ use visual_store::{QueryLimits, Store, StoreError};
 
 use crate::blobs::BlobStore;
 use crate::config::{GatewayConfig, StoreKind};
-use crate::http::{app, AppState};
+use crate::http::access::AccessControl;
+use crate::http::server::serve_http1;
+use crate::http::{app, ops_app, AppState};
 use crate::metrics::Metrics;
 use crate::plugin::PluginScorer;
 use crate::rerank::Scorer;
@@ -45,6 +46,7 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let client = TritonClient::new(ClientConfig {
         endpoint: triton.endpoint.clone(),
         request_timeout: triton.request_timeout(),
+        call_timeout: triton.call_timeout(),
         connect_timeout: triton.connect_timeout(),
         max_retries: triton.max_retries,
         initial_backoff: triton.initial_backoff(),
@@ -55,30 +57,40 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let inference =
         Arc::new(TritonInference::new(client, config.models.clone(), config.faces.clone(), tokenizer, metrics.clone()));
 
+    let access =
+        Arc::new(AccessControl::new(&config.auth, config.server.listen).map_err(anyhow::Error::msg).context("auth")?);
     let listener =
         TcpListener::bind(config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?;
+    let ops_listener = match config.server.ops_listen {
+        Some(address) => {
+            Some(TcpListener::bind(address).await.with_context(|| format!("binding server.ops_listen {address}"))?)
+        }
+        None => None,
+    };
     let address = listener.local_addr()?;
     let shutdown_timeout = Duration::from_secs(config.server.shutdown_timeout_s);
-    tracing::info!(%address, store = store.kind(), triton = %config.triton.endpoint, "gateway listening");
+    let header_read_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
+    tracing::info!(%address, store = store.kind(), triton = %config.triton.endpoint, keys = access.keys.enabled(), "gateway listening");
     println!("gateway listening on http://{address}");
 
     let state = Arc::new(AppState::new(config, store, inference, blobs, metrics).with_scorer(scorer));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        stop_rx.await.ok();
-    });
-    let mut server = tokio::spawn(server.into_future());
-    tokio::select! {
-        result = &mut server => return result.context("server task")?.context("serving"),
-        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        stop.wait_for(|stop| *stop).await.ok();
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(serve_http1(listener, app(state.clone(), access), header_read_timeout, stopped(stop_rx.clone())));
+    if let Some(ops_listener) = ops_listener {
+        println!("gateway health and metrics on http://{}", ops_listener.local_addr()?);
+        servers.spawn(serve_http1(ops_listener, ops_app(state), header_read_timeout, stopped(stop_rx)));
     }
-    stop_tx.send(()).ok();
-    match tokio::time::timeout(shutdown_timeout, &mut server).await {
-        Ok(result) => result.context("server task")?.context("serving")?,
-        Err(_) => {
-            tracing::warn!(?shutdown_timeout, "requests still in flight at the shutdown deadline; leaving them");
-            server.abort();
-        }
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutting down");
+    stop_tx.send(true).ok();
+    let drained = async { while servers.join_next().await.is_some() {} };
+    if tokio::time::timeout(shutdown_timeout, drained).await.is_err() {
+        tracing::warn!(?shutdown_timeout, "requests still in flight at the shutdown deadline; leaving them");
+        servers.abort_all();
     }
     if let Some(embedded) = embedded {
         // Every put is already durable; the checkpoint only spares the next start a graph rebuild.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crop_core::{FaceAligner, ARCFACE_TEMPLATE_112};
 use gateway::blobs::{content_id, BlobStore};
 use gateway::config::GatewayConfig;
+use gateway::http::access::{policy, AccessControl};
 use gateway::http::{app, AppState};
 use gateway::inference::{
     DetectedFace, Detection, FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError, InferenceHealth,
@@ -198,8 +199,9 @@ fn harness_with(configure: impl FnOnce(&mut GatewayConfig)) -> Harness {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(store_config).unwrap());
     let inference = Arc::new(ScriptedInference::default());
     let blobs = BlobStore::open(dir.path().join("photos")).unwrap();
+    let access = Arc::new(AccessControl::new(&config.auth, config.server.listen).unwrap());
     let state = AppState::new(config, store.clone(), inference.clone(), blobs, Arc::new(Metrics::new()));
-    Harness { app: app(Arc::new(state)), inference, store, _dir: dir }
+    Harness { app: app(Arc::new(state), access), inference, store, _dir: dir }
 }
 
 const BOUNDARY: &str = "gatewaytestboundary";
@@ -517,6 +519,8 @@ async fn openapi_document_matches_the_router() {
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
             documented.push(format!("{} {path}", method.to_uppercase()));
+            let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            assert!(policy(&http_method, path).is_some(), "{method} {path} has no access policy");
             let uri = path.replace("{id}", &"0".repeat(64));
             let request = Request::builder()
                 .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crop_core::{FaceAligner, ARCFACE_TEMPLATE_112};
 use gateway::blobs::BlobStore;
 use gateway::config::GatewayConfig;
+use gateway::http::access::AccessControl;
 use gateway::http::{app, AppState};
 use gateway::inference::{
     FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError, InferenceHealth, PreprocessSettings,
@@ -272,13 +273,18 @@ async fn check_one_call_per_search(inner: Arc<dyn Store>) {
     config.faces.embedding_dim = FACE_DIM;
     let dir = tempfile::tempdir().unwrap();
     let blobs = BlobStore::open(dir.path().join("photos")).unwrap();
+    let access = Arc::new(AccessControl::new(&config.auth, config.server.listen).unwrap());
     let state = AppState::new(config, store.clone(), Arc::new(FixedInference), blobs, Arc::new(Metrics::new()));
-    let app = app(Arc::new(state));
+    let app = app(Arc::new(state), access);
     let record = |id: &Value| docs.iter().find(|d| d.id == id.as_str().unwrap()).expect("a stored id").clone();
     let calls = |pairs: &[(&'static str, usize)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
 
     // text
-    let body = send(&app, Request::get(format!("/search/text?q=a+red+car&k={K}")).body(Body::empty()).unwrap()).await;
+    let body = send(
+        &app,
+        Request::get(format!("/search/text?q=a+red+car&k={K}&include_metadata=true")).body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(store.take(), calls(&[("search_images", 1)]), "text search");
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), K);
@@ -291,7 +297,8 @@ async fn check_one_call_per_search(inner: Arc<dyn Store>) {
 
     // hybrid
     let hybrid = json!({"text": "dogs", "classes": ["dog", "car"], "min_confidence": 0.3,
-                        "date_from": BASE_TIME, "date_to": BASE_TIME + 140 * 86_400, "k": K});
+                        "date_from": BASE_TIME, "date_to": BASE_TIME + 140 * 86_400, "k": K,
+                        "include_metadata": true});
     let body = send(&app, post_json("/search/hybrid", hybrid)).await;
     assert_eq!(store.take(), calls(&[("search_images", 1)]), "hybrid search");
     let results = body["results"].as_array().unwrap();
@@ -304,7 +311,7 @@ async fn check_one_call_per_search(inner: Arc<dyn Store>) {
 
     // similar, by an uploaded photo that is not stored: the only other call is the lookup
     // of the photo's own id (a stored photo is its own query), independent of k.
-    let body = send(&app, post_photo(&format!("/search/similar?k={K}"), b"query photo")).await;
+    let body = send(&app, post_photo(&format!("/search/similar?k={K}&include_metadata=true"), b"query photo")).await;
     assert_eq!(store.take(), calls(&[("get", 1), ("search_images", 1)]), "similar search");
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), K);

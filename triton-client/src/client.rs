@@ -24,6 +24,9 @@ pub struct ClientConfig {
     pub endpoint: String,
     /// Deadline of one attempt of one call (sent to Triton as grpc-timeout).
     pub request_timeout: Duration,
+    /// Deadline of a whole call, every attempt and pause included: no retry starts after
+    /// it, and the last attempt gets only what is left of it.
+    pub call_timeout: Duration,
     pub connect_timeout: Duration,
     /// Extra attempts after the first, only while Triton is unavailable.
     pub max_retries: u32,
@@ -39,6 +42,7 @@ impl Default for ClientConfig {
         Self {
             endpoint: "http://127.0.0.1:8001".to_owned(),
             request_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             max_retries: 3,
             initial_backoff: Duration::from_millis(100),
@@ -144,23 +148,21 @@ impl TritonClient {
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + 'static,
     {
+        let deadline = tokio::time::Instant::now() + self.config.call_timeout;
         let mut backoff = self.config.initial_backoff;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let status = match self.call_once(path, message.clone()).await {
+            let timeout =
+                self.config.request_timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let status = match self.call_once(path, message.clone(), timeout).await {
                 Ok(response) => return Ok(response),
                 Err(status) => status,
             };
-            let context = CallContext {
-                endpoint: &self.config.endpoint,
-                method,
-                model,
-                timeout: self.config.request_timeout,
-                attempts,
-            };
+            let context = CallContext { endpoint: &self.config.endpoint, method, model, timeout, attempts };
             let error = from_status(&status, &context);
-            if !error.is_retryable() || attempts > self.config.max_retries {
+            let out_of_time = tokio::time::Instant::now() + backoff >= deadline;
+            if !error.is_retryable() || attempts > self.config.max_retries || out_of_time {
                 return Err(error);
             }
             tokio::time::sleep(backoff).await;
@@ -168,7 +170,7 @@ impl TritonClient {
         }
     }
 
-    async fn call_once<Req, Resp>(&self, path: &'static str, message: Req) -> Result<Resp, Status>
+    async fn call_once<Req, Resp>(&self, path: &'static str, message: Req, timeout: Duration) -> Result<Resp, Status>
     where
         Req: prost::Message + 'static,
         Resp: prost::Message + Default + 'static,
@@ -176,7 +178,7 @@ impl TritonClient {
         let mut grpc = self.grpc.clone();
         grpc.ready().await.map_err(|error| Status::unavailable(format!("channel not ready: {error}")))?;
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.config.request_timeout);
+        request.set_timeout(timeout);
         let codec = ProstCodec::<Req, Resp>::default();
         let response = grpc.unary(request, PathAndQuery::from_static(path), codec).await?;
         Ok(response.into_inner())

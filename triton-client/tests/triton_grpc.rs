@@ -305,3 +305,28 @@ fn invalid_endpoint_is_reported() {
     assert!(matches!(err, ClientError::InvalidEndpoint { .. }), "{err:?}");
     assert!(err.to_string().contains("not a uri"));
 }
+
+#[tokio::test]
+async fn call_timeout_bounds_every_retry_together() {
+    // Nothing listens: each attempt fails at once as Unavailable and is retried; 20 retries
+    // with doubling pauses from 200 ms would take minutes, the call deadline (1 s) ends them.
+    let port = closed_port();
+    let client = TritonClient::new(ClientConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        call_timeout: Duration::from_secs(1),
+        max_retries: 20,
+        initial_backoff: Duration::from_millis(200),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = client.server_ready().await.unwrap_err();
+    let elapsed = started.elapsed();
+    println!("{err} (after {elapsed:?})");
+    match &err {
+        // 200 + 400 ms of pauses fit in the second; the next (800 ms) would not.
+        ClientError::Unavailable { attempts, .. } => assert_eq!(*attempts, 3, "{err}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_millis(1500), "the call deadline did not stop the retries: {elapsed:?}");
+}

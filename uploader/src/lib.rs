@@ -35,6 +35,9 @@ pub struct IngestArgs {
     /// Seconds one upload may take.
     #[arg(long, default_value_t = 120)]
     pub timeout_s: u64,
+    /// A write key of the gateway, when it has keys (sent as a bearer token).
+    #[arg(long, env = "GATEWAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
@@ -73,8 +76,16 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     let photos = find_photos(&args.dir)?;
     anyhow::ensure!(!photos.is_empty(), "no photos (.jpg, .jpeg, .png, .webp) under {}", args.dir.display());
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &args.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+            .context("--api-key is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout_s))
+        .default_headers(headers)
         .build()
         .context("building the HTTP client")?;
     let base = args.url.trim_end_matches('/').to_owned();

@@ -6,12 +6,13 @@
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::service::ServiceError;
+use crate::service::{json_depth, ServiceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -69,7 +70,13 @@ impl From<QueryRejection> for AppError {
     }
 }
 
-/// `Json<T>` whose rejections are `AppError`s.
+/// The nesting depth a JSON body may have (`limits.max_json_depth`), put into each
+/// request's extensions by the request-bounds layer for `ApiJson`.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonDepthLimit(pub usize);
+
+/// `Json<T>` whose rejections are `AppError`s, refusing bodies nested deeper than the
+/// request's `JsonDepthLimit` before parsing them.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -80,7 +87,26 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
+        let is_json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            essence == "application/json" || essence.ends_with("+json")
+        });
+        if !is_json {
+            return Err(AppError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: "Expected request with `Content-Type: application/json`".into(),
+            });
+        }
+        let max_depth = req.extensions().get::<JsonDepthLimit>().map(|limit| limit.0);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| AppError::Rejected { status: rejection.status(), message: rejection.body_text() })?;
+        if let Some(max_depth) = max_depth.filter(|&max| json_depth::exceeds(&bytes, max)) {
+            return Err(AppError::bad_request(format!(
+                "the JSON body nests deeper than {max_depth} levels (limits.max_json_depth)"
+            )));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
 }

@@ -3,12 +3,13 @@
 //! reader checks field names and counts and hands the service layer plain values.
 
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use base64::Engine;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::api::{FaceEmbeddingsRequest, FaceOptions};
+use crate::config::LimitsConfig;
 use crate::http::error::{ApiJson, AppError};
 use crate::service::faces::FaceUpload;
 use crate::service::ingest::{parse_fields, IngestFields, Upload};
@@ -19,9 +20,23 @@ pub struct IngestUploads {
     pub fields: IngestFields,
 }
 
+fn check_image_size(bytes: &Bytes, limits: &LimitsConfig) -> Result<(), AppError> {
+    if bytes.len() > limits.max_image_bytes {
+        return Err(AppError::Rejected {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "an image of {} bytes; the limit is {} (limits.max_image_bytes)",
+                bytes.len(),
+                limits.max_image_bytes
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The ingest form: fields may come in any order, and nothing is stored before every
-/// field is known to be valid.
-pub async fn read_ingest_form(mut multipart: Multipart) -> Result<IngestUploads, AppError> {
+/// field is known to be valid; at most `limits.max_batch_images` images.
+pub async fn read_ingest_form(mut multipart: Multipart, limits: &LimitsConfig) -> Result<IngestUploads, AppError> {
     let mut uploads = Vec::new();
     let mut raw_tags = Vec::new();
     let mut metadata = None;
@@ -30,8 +45,16 @@ pub async fn read_ingest_form(mut multipart: Multipart) -> Result<IngestUploads,
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "image" | "images" => {
+                if uploads.len() == limits.max_batch_images {
+                    return Err(AppError::bad_request(format!(
+                        "more than {} images in one request (limits.max_batch_images)",
+                        limits.max_batch_images
+                    )));
+                }
                 let filename = field.file_name().map(str::to_owned);
-                uploads.push(Upload { filename, bytes: field.bytes().await? });
+                let bytes = field.bytes().await?;
+                check_image_size(&bytes, limits)?;
+                uploads.push(Upload { filename, bytes });
             }
             "tags" => raw_tags.push(field.text().await?),
             "metadata" => metadata = Some(field.text().await?),
@@ -43,16 +66,20 @@ pub async fn read_ingest_form(mut multipart: Multipart) -> Result<IngestUploads,
             }
         }
     }
-    let fields = parse_fields(&raw_tags, metadata.as_deref(), created_at.as_deref())?;
+    let fields = parse_fields(&raw_tags, metadata.as_deref(), created_at.as_deref(), limits)?;
     Ok(IngestUploads { uploads, fields })
 }
 
 /// The one `image` field of an image query (similar-image, object and face search).
-pub async fn read_query_image(mut multipart: Multipart) -> Result<Bytes, AppError> {
+pub async fn read_query_image(mut multipart: Multipart, limits: &LimitsConfig) -> Result<Bytes, AppError> {
     let mut image = None;
     while let Some(field) = multipart.next_field().await? {
         match field.name().unwrap_or("") {
-            "image" if image.is_none() => image = Some(field.bytes().await?),
+            "image" if image.is_none() => {
+                let bytes = field.bytes().await?;
+                check_image_size(&bytes, limits)?;
+                image = Some(bytes);
+            }
             "image" => return Err(AppError::bad_request("send one image per query")),
             other => return Err(AppError::bad_request(format!("unknown form field {other:?}; expected image"))),
         }
@@ -72,11 +99,12 @@ pub fn is_multipart(request: &Request) -> bool {
 /// from the query string (`from_params`).
 pub async fn json_or_photo<Q: DeserializeOwned>(
     request: Request,
+    limits: &LimitsConfig,
     from_params: impl FnOnce() -> Q,
 ) -> Result<(Option<Bytes>, Q), AppError> {
     if is_multipart(&request) {
         let multipart = Multipart::from_request(request, &()).await?;
-        Ok((Some(read_query_image(multipart).await?), from_params()))
+        Ok((Some(read_query_image(multipart, limits).await?), from_params()))
     } else {
         let ApiJson(query) = ApiJson::<Q>::from_request(request, &()).await?;
         Ok((None, query))

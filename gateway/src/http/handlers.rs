@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,15 +17,17 @@ use visual_store::Page;
 
 use crate::api::{
     BatchResponse, DeleteResult, ErrorBody, FaceEmbeddingsForm, FaceEmbeddingsRequest, FaceEmbeddingsResponse,
-    FaceQuery, FaceResult, HealthResponse, HybridQuery, ImageResult, ImageView, IngestForm, IngestResult, ObjectQuery,
-    ObjectResult, PageParams, QueryImageForm, RerankRequest, RerankResponse, SearchResponse, TextSearchParams,
+    FaceQuery, FaceResult, HealthResponse, HealthSummary, HybridQuery, ImageResult, ImageView, IngestForm,
+    IngestResult, ObjectQuery, ObjectResult, PageParams, QueryImageForm, RerankRequest, RerankResponse, SearchResponse,
+    TextSearchParams,
 };
+use crate::http::access::Caller;
 use crate::http::error::{ApiJson, AppError};
 use crate::http::forms::{
     is_multipart, json_or_photo, read_face_form, read_face_json, read_ingest_form, read_query_image,
 };
 use crate::http::state::AppState;
-use crate::service::{faces, health, images, ingest, search};
+use crate::service::{faces, health, images, ingest, search, ServiceError};
 
 type Shared = State<Arc<AppState>>;
 
@@ -35,15 +37,30 @@ fn search_response<T>(page: Page, started: Instant, results: Vec<T>) -> Json<Sea
     Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms, results })
 }
 
-/// Ready means Triton, every required model and the store answer.
-#[utoipa::path(get, path = "/health", tag = "service", responses(
-    (status = 200, description = "Ready", body = HealthResponse),
-    (status = 503, description = "Not ready: the body says what is missing", body = HealthResponse),
-))]
-pub async fn health(State(state): Shared) -> Response {
+async fn health_report(state: &AppState) -> (StatusCode, HealthResponse) {
     let scorer = state.scorer.name();
     let report = health::health(state.inference.as_ref(), state.store.as_ref(), &state.config.faces, scorer).await;
     let status = if report.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, report)
+}
+
+/// Ready means Triton, every required model and the store answer. With API keys
+/// configured, a caller without one sees only the summary.
+#[utoipa::path(get, path = "/health", tag = "service", responses(
+    (status = 200, description = "Ready (the summary without a key when keys are configured)", body = HealthResponse),
+    (status = 503, description = "Not ready: the body says what is missing", body = HealthResponse),
+))]
+pub async fn health(State(state): Shared, Extension(caller): Extension<Caller>) -> Response {
+    let (status, report) = health_report(&state).await;
+    match caller.role {
+        Some(_) => (status, Json(report)).into_response(),
+        None => (status, Json(HealthSummary::of(&report))).into_response(),
+    }
+}
+
+/// The full health report on the ops address (`server.ops_listen`), without a key.
+pub async fn ops_health(State(state): Shared) -> Response {
+    let (status, report) = health_report(&state).await;
     (status, Json(report)).into_response()
 }
 
@@ -69,7 +86,7 @@ pub async fn ingest_image(
     State(state): Shared,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
-    let mut form = read_ingest_form(multipart?).await?;
+    let mut form = read_ingest_form(multipart?, &state.config.limits).await?;
     let upload = match form.uploads.len() {
         1 => form.uploads.pop().expect("one upload"),
         0 => return Err(AppError::bad_request("the form has no image field")),
@@ -91,7 +108,7 @@ pub async fn ingest_batch(
     State(state): Shared,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<BatchResponse>, AppError> {
-    let form = read_ingest_form(multipart?).await?;
+    let form = read_ingest_form(multipart?, &state.config.limits).await?;
     if form.uploads.is_empty() {
         return Err(AppError::bad_request("the form has no image fields"));
     }
@@ -123,7 +140,9 @@ pub async fn search_text(
     let page = search::page(params.k, params.offset, &state.config.search)?;
     let min_score = search::min_score(params.min_score)?;
     let query = text_embedding(&state, &text).await?;
-    let results = search::images(state.store.as_ref(), &query, &Default::default(), page, min_score).await?;
+    let filter = Default::default();
+    let results =
+        search::images(state.store.as_ref(), &query, &filter, page, min_score, params.include_metadata).await?;
     Ok(search_response(page, started, results))
 }
 
@@ -141,9 +160,10 @@ pub async fn search_hybrid(
     let text = search::query_text(Some(&query.text))?;
     let page = search::page(query.k, query.offset, &state.config.search)?;
     let min_score = search::min_score(query.min_score)?;
-    let filter = search::hybrid_filter(&query, &state.config.models.class_names)?;
+    let filter = search::hybrid_filter(&query, &state.config.models.class_names, state.config.limits.max_query_tags)?;
     let embedding = text_embedding(&state, &text).await?;
-    let results = search::images(state.store.as_ref(), &embedding, &filter, page, min_score).await?;
+    let results =
+        search::images(state.store.as_ref(), &embedding, &filter, page, min_score, query.include_metadata).await?;
     Ok(search_response(page, started, results))
 }
 
@@ -164,9 +184,11 @@ pub async fn search_similar(
     let Query(params) = params?;
     let page = search::page(params.k, params.offset, &state.config.search)?;
     let min_score = search::min_score(params.min_score)?;
-    let image = read_query_image(multipart?).await?;
+    let image = read_query_image(multipart?, &state.config.limits).await?;
     let embedding = image_embedding(&state, image).await?;
-    let results = search::images(state.store.as_ref(), &embedding, &Default::default(), page, min_score).await?;
+    let filter = Default::default();
+    let results =
+        search::images(state.store.as_ref(), &embedding, &filter, page, min_score, params.include_metadata).await?;
     Ok(search_response(page, started, results))
 }
 
@@ -188,7 +210,7 @@ pub async fn search_objects(
 ) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let (image, query) = json_or_photo(request, || ObjectQuery {
+    let (image, query) = json_or_photo(request, &state.config.limits, || ObjectQuery {
         k: params.k,
         offset: params.offset,
         min_score: params.min_score,
@@ -233,7 +255,8 @@ pub async fn face_embeddings(State(state): Shared, request: Request) -> Result<J
         return Err(AppError::bad_request("the request has no images"));
     }
     let concurrency = state.config.server.batch_concurrency;
-    Ok(Json(faces::embeddings(state.inference.as_ref(), faces_config, concurrency, uploads, options).await))
+    let budget = &state.pixel_budget;
+    Ok(Json(faces::embeddings(state.inference.as_ref(), budget, faces_config, concurrency, uploads, options).await))
 }
 
 /// Scores a caller's candidate faces against a query face, best first.
@@ -246,7 +269,14 @@ pub async fn face_rerank(
     State(state): Shared,
     ApiJson(request): ApiJson<RerankRequest>,
 ) -> Result<Json<RerankResponse>, AppError> {
-    Ok(Json(faces::rerank(&state.scorer, &state.metrics, &state.config.faces, &request)?))
+    // Scoring up to faces.max_rerank_candidates vectors (or a plugin) is CPU work: off
+    // the async workers.
+    let scored = tokio::task::spawn_blocking(move || {
+        faces::rerank(&state.scorer, &state.metrics, &state.config.faces, &request)
+    })
+    .await
+    .map_err(|err| ServiceError::Internal(format!("the rerank task failed: {err}")))?;
+    Ok(Json(scored?))
 }
 
 /// Stored faces closest to a face embedding (JSON) or to the best face of a photo (multipart).
@@ -267,7 +297,7 @@ pub async fn search_faces(
 ) -> Result<Json<SearchResponse<FaceResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let (image, query) = json_or_photo(request, || FaceQuery {
+    let (image, query) = json_or_photo(request, &state.config.limits, || FaceQuery {
         k: params.k,
         offset: params.offset,
         min_score: params.min_score,
@@ -324,5 +354,5 @@ pub async fn get_image_file(State(state): Shared, Path(id): Path<String>) -> Res
         (status = "4XX", description = "Not an image id (400) or no such image (404)", body = ErrorBody),
     ))]
 pub async fn delete_image(State(state): Shared, Path(id): Path<String>) -> Result<Json<DeleteResult>, AppError> {
-    Ok(Json(images::delete(state.store.as_ref(), &state.blobs, &id).await?))
+    Ok(Json(images::delete(state.store.as_ref(), &state.blobs, &state.id_locks, &id).await?))
 }

@@ -1,21 +1,33 @@
 //! Layers around every route: JSON bodies for the errors axum and tower answer themselves
-//! (a body limit's 413, an unknown route's 404, a wrong method's 405), and request metrics.
+//! (an unknown route's 404, a wrong method's 405), request metrics, the body and request
+//! deadlines with the size limit, the query-string limit, and load shedding per endpoint
+//! class.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
+use tokio::sync::Semaphore;
 
+use crate::config::{LimitsConfig, ServerConfig};
+use crate::http::access::{policy, LoadClass};
+use crate::http::error::JsonDepthLimit;
 use crate::metrics::Metrics;
 
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
 /// Any error response not already JSON gets the `{"error": ...}` body every handler
-/// error has. `max_body` is `server.max_request_bytes`, named in the 413 message.
-pub async fn json_errors(State(max_body): State<usize>, request: Request, next: Next) -> Response {
+/// error has.
+pub async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let is_json =
@@ -27,7 +39,6 @@ pub async fn json_errors(State(max_body): State<usize>, request: Request, next: 
     let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_owned();
     let message = match (status, text.is_empty()) {
-        (StatusCode::PAYLOAD_TOO_LARGE, _) => format!("request body too large: the limit is {max_body} bytes"),
         (StatusCode::NOT_FOUND, true) => "no such endpoint".to_owned(),
         (_, true) => status.canonical_reason().unwrap_or("error").to_owned(),
         (_, false) => text,
@@ -40,16 +51,159 @@ pub async fn json_errors(State(max_body): State<usize>, request: Request, next: 
 }
 
 /// Counts and times every request under its route template (`/images/{id}`), so ids do
-/// not explode the label set; unmatched paths share one label.
+/// not explode the label set; unmatched paths and methods outside the standard ones each
+/// share the label `other`, so no client can create series at will.
 pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+        .unwrap_or_else(|| "other".to_owned());
+    let method = method_label(request.method()).to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     metrics.observe_http(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Time and size bounds of one request (`server.*_timeout_ms`, `server.max_request_bytes`,
+/// `limits.max_query_string_bytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestBounds {
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_query_string_bytes: usize,
+    pub max_json_depth: usize,
+}
+
+impl RequestBounds {
+    pub fn new(server: &ServerConfig, limits: &LimitsConfig) -> RequestBounds {
+        RequestBounds {
+            body_read_timeout: Duration::from_millis(server.body_read_timeout_ms),
+            request_timeout: Duration::from_millis(server.request_timeout_ms),
+            max_body_bytes: server.max_request_bytes,
+            max_query_string_bytes: limits.max_query_string_bytes,
+            max_json_depth: limits.max_json_depth,
+        }
+    }
+}
+
+/// The query string is bounded (414), the body is read whole within its deadline (408) and
+/// size (413) before any handler sees it, and the handler must answer within the request
+/// deadline (503). A handler dropped at its deadline cancels no Triton call: those run in
+/// tasks of their own (`triton`).
+pub async fn bound_request(State(bounds): State<RequestBounds>, request: Request, next: Next) -> Response {
+    let query_bytes = request.uri().query().map_or(0, str::len);
+    if query_bytes > bounds.max_query_string_bytes {
+        return error(
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "query string of {query_bytes} bytes; the limit is {} (limits.max_query_string_bytes)",
+                bounds.max_query_string_bytes
+            ),
+        );
+    }
+    let (parts, body) = request.into_parts();
+    let read = Limited::new(body, bounds.max_body_bytes).collect();
+    let body = match tokio::time::timeout(bounds.body_read_timeout, read).await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms (server.body_read_timeout_ms)",
+                    bounds.body_read_timeout.as_millis()
+                ),
+            )
+        }
+        Ok(Err(err)) if err.is::<LengthLimitError>() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body too large: the limit is {} bytes (server.max_request_bytes)",
+                    bounds.max_body_bytes
+                ),
+            )
+        }
+        Ok(Err(err)) => return error(StatusCode::BAD_REQUEST, format!("reading the request body: {err}")),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request.extensions_mut().insert(JsonDepthLimit(bounds.max_json_depth));
+    match tokio::time::timeout(bounds.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than {} ms (server.request_timeout_ms)",
+                bounds.request_timeout.as_millis()
+            ),
+        ),
+    }
+}
+
+/// One semaphore per endpoint class: a request beyond its class's limit is refused at once
+/// with 503 and Retry-After, not queued.
+pub struct LoadShedder {
+    ingest: Arc<Semaphore>,
+    search: Arc<Semaphore>,
+    faces: Arc<Semaphore>,
+    retry_after: HeaderValue,
+    limits: [usize; 3],
+}
+
+impl LoadShedder {
+    pub fn new(server: &ServerConfig) -> LoadShedder {
+        let limits = [server.max_concurrent_ingest, server.max_concurrent_search, server.max_concurrent_faces];
+        LoadShedder {
+            ingest: Arc::new(Semaphore::new(limits[0])),
+            search: Arc::new(Semaphore::new(limits[1])),
+            faces: Arc::new(Semaphore::new(limits[2])),
+            retry_after: HeaderValue::from(server.retry_after_s),
+            limits,
+        }
+    }
+
+    fn class(&self, class: LoadClass) -> (&Arc<Semaphore>, &'static str, usize) {
+        match class {
+            LoadClass::Ingest => (&self.ingest, "server.max_concurrent_ingest", self.limits[0]),
+            LoadClass::Search => (&self.search, "server.max_concurrent_search", self.limits[1]),
+            LoadClass::Faces => (&self.faces, "server.max_concurrent_faces", self.limits[2]),
+        }
+    }
+}
+
+pub async fn shed_load(State(shedder): State<Arc<LoadShedder>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let Some(class) = policy(request.method(), &route).and_then(|p| p.class) else {
+        return next.run(request).await;
+    };
+    let (semaphore, key, limit) = shedder.class(class);
+    let Ok(_permit) = semaphore.clone().try_acquire_owned() else {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("overloaded: {limit} requests of this kind are already in progress ({key}); retry shortly"),
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, shedder.retry_after.clone());
+        return response;
+    };
+    let mut response = next.run(request).await;
+    // Every 503 of these endpoints (Triton or a budget overloaded) tells clients when to retry.
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().entry(header::RETRY_AFTER).or_insert_with(|| shedder.retry_after.clone());
+    }
     response
 }

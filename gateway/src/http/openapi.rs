@@ -37,6 +37,7 @@ use crate::http::{handlers, page};
         handlers::get_image_file,
         handlers::delete_image,
     ),
+    components(schemas(crate::api::HealthSummary)),
     tags(
         (name = "ingest", description = "Storing photos"),
         (name = "search", description = "Searching by text, photo, object and face"),

@@ -1,6 +1,7 @@
 //! The router: `app(state) -> Router` wires every endpoint to its handler (`handlers`, the
-//! page, the OpenAPI document) and puts the layers around them (body limit, JSON errors,
-//! metrics, compression, tracing).
+//! page, the OpenAPI document) and puts the layers around them (tracing, metrics, access
+//! control, load shedding, request bounds, JSON errors, compression); `ops_app` is the
+//! key-less health and metrics router of `server.ops_listen`.
 
 use std::sync::Arc;
 
@@ -9,19 +10,21 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::compression::CompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::http::access::{guard, AccessControl};
 use crate::http::handlers::{
     delete_image, face_embeddings, face_rerank, get_image, get_image_file, health, ingest_batch, ingest_image,
-    metrics_text, search_faces, search_hybrid, search_objects, search_similar, search_text,
+    metrics_text, ops_health, search_faces, search_hybrid, search_objects, search_similar, search_text,
 };
-use crate::http::middleware::{json_errors, track_http};
+use crate::http::middleware::{bound_request, json_errors, shed_load, track_http, LoadShedder, RequestBounds};
 use crate::http::state::AppState;
 use crate::http::{openapi, page};
 
-pub fn app(state: Arc<AppState>) -> Router {
-    let max_body = state.config.server.max_request_bytes;
+/// The public router. `access` is built (and its config checked) by the caller.
+pub fn app(state: Arc<AppState>, access: Arc<AccessControl>) -> Router {
+    let bounds = RequestBounds::new(&state.config.server, &state.config.limits);
+    let shedder = Arc::new(LoadShedder::new(&state.config.server));
     let metrics = state.metrics.clone();
     Router::new()
         .route("/", get(page::search_page))
@@ -40,11 +43,24 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/images/{id}", get(get_image).delete(delete_image))
         .route("/images/{id}/file", get(get_image_file))
         .with_state(state)
-        // Innermost first: the limit's bare 413 is turned into JSON by json_errors.
-        .layer(RequestBodyLimitLayer::new(max_body))
+        // Innermost first. bound_request reads the body within its limits, so axum's own
+        // body limit is off.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(max_body, json_errors))
+        .layer(middleware::from_fn(json_errors))
         .layer(CompressionLayer::new())
+        .layer(middleware::from_fn_with_state(bounds, bound_request))
+        .layer(middleware::from_fn_with_state(shedder, shed_load))
+        .layer(middleware::from_fn_with_state(access, guard))
         .layer(middleware::from_fn_with_state(metrics, track_http))
         .layer(TraceLayer::new_for_http())
+}
+
+/// `/health` (the full report) and `/metrics` without keys, for probes and scrapers on
+/// `server.ops_listen`, which should not be reachable from outside.
+pub fn ops_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(ops_health))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+        .layer(middleware::from_fn(json_errors))
 }

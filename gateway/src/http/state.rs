@@ -3,6 +3,7 @@
 //! parts it needs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use visual_store::Store;
 
@@ -12,7 +13,9 @@ use crate::inference::Inference;
 use crate::metrics::Metrics;
 use crate::rerank::Scorer;
 use crate::service::faces::FaceIndexing;
+use crate::service::id_locks::IdLocks;
 use crate::service::ingest::IngestDeps;
+use crate::service::pixel_budget::PixelBudget;
 use crate::service::search::TextEmbeddingCache;
 
 pub struct AppState {
@@ -23,6 +26,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub text_cache: TextEmbeddingCache,
     pub scorer: Scorer,
+    pub id_locks: IdLocks,
+    /// Pixels the gateway decodes at once (`limits.decode_pixel_budget`).
+    pub pixel_budget: PixelBudget,
 }
 
 impl AppState {
@@ -34,7 +40,19 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> AppState {
         let text_cache = TextEmbeddingCache::new(config.search.text_cache_size);
-        AppState { config, store, inference, blobs, metrics, text_cache, scorer: Scorer::Native }
+        let pixel_budget =
+            PixelBudget::new(config.limits.decode_pixel_budget, Duration::from_millis(config.limits.decode_wait_ms));
+        AppState {
+            config,
+            store,
+            inference,
+            blobs,
+            metrics,
+            text_cache,
+            scorer: Scorer::Native,
+            id_locks: IdLocks::new(),
+            pixel_budget,
+        }
     }
 
     /// Replaces the native rerank scorer (with a loaded plugin).
@@ -47,6 +65,7 @@ impl AppState {
             store: self.store.as_ref(),
             inference: self.inference.as_ref(),
             blobs: &self.blobs,
+            locks: &self.id_locks,
             metrics: &self.metrics,
             class_names: &self.config.models.class_names,
             batch_concurrency: self.config.server.batch_concurrency,

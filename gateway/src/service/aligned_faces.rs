@@ -13,12 +13,15 @@ use preprocess_core::resample::resize_antialiased;
 use preprocess_core::DecodeLimits;
 
 use crate::inference::{DetectedFace, Inference};
+use crate::service::pixel_budget::PixelBudget;
 use crate::service::ServiceError;
 
 /// One crop per face in `faces` order; `None` where face_align rejected the landmarks.
-/// `max_image_bytes` bounds the upload; the pixel bound is preprocess's own `max_pixels`.
+/// `max_image_bytes` bounds the upload; the pixel bound is preprocess's own `max_pixels`,
+/// and the decode waits for its pixels in the process-wide `budget`.
 pub async fn aligned_faces(
     inference: &dyn Inference,
+    budget: &PixelBudget,
     image: Bytes,
     faces: &[DetectedFace],
     max_image_bytes: usize,
@@ -30,10 +33,20 @@ pub async fn aligned_faces(
     let landmarks: Vec<[[f32; 2]; 5]> = faces.iter().map(|face| face.detector_landmarks).collect();
     let limits = DecodeLimits { max_bytes: max_image_bytes, max_pixels: alignment.preprocess.max_pixels };
     let original_max_side = alignment.preprocess.original_max_side;
+    // The header names the size; one that cannot be read reserves the most a decode may take.
+    let pixels = header_pixels(&image).unwrap_or(limits.max_pixels);
+    let _reserved = budget.reserve(pixels).await?;
     // Decoding and warping are CPU work: off the async workers.
     tokio::task::spawn_blocking(move || render(&image, &landmarks, &alignment.aligner, limits, original_max_side))
         .await
         .map_err(|err| ServiceError::Internal(format!("aligning faces: {err}")))?
+}
+
+/// Width x height from the photo's header, without decoding its pixels.
+fn header_pixels(image: &[u8]) -> Option<u64> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(image)).with_guessed_format().ok()?;
+    let (width, height) = reader.into_dimensions().ok()?;
+    Some(u64::from(width) * u64::from(height))
 }
 
 fn render(

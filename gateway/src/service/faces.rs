@@ -25,6 +25,7 @@ use crate::inference::{normalized, DetectedFace, FaceAnalysis, ImageAnalysis, In
 use crate::metrics::Metrics;
 use crate::rerank::{self, RerankError, RerankLimits, Scorer};
 use crate::service::aligned_faces::aligned_faces;
+use crate::service::pixel_budget::PixelBudget;
 use crate::service::ServiceError;
 
 /// One image of a /faces/embeddings request: its bytes, or why they could not be read.
@@ -70,13 +71,14 @@ struct AnalyzedPhoto {
 
 async fn analyze(
     inference: &dyn Inference,
+    budget: &PixelBudget,
     image: Bytes,
     options: &FaceOptions,
     max_image_bytes: usize,
 ) -> Result<AnalyzedPhoto, ServiceError> {
     let analysis = inference.analyze_faces(image.clone()).await?;
     let aligned = match options.aligned_faces {
-        true => Some(aligned_faces(inference, image, &analysis.faces, max_image_bytes).await?),
+        true => Some(aligned_faces(inference, budget, image, &analysis.faces, max_image_bytes).await?),
         false => None,
     };
     Ok(AnalyzedPhoto { analysis, aligned })
@@ -119,6 +121,7 @@ fn plan(uploads: &[FaceUpload], max_image_bytes: usize) -> Vec<Planned> {
 /// (`server.batch_concurrency`), results in request order.
 pub async fn embeddings(
     inference: &dyn Inference,
+    budget: &PixelBudget,
     config: &FacesConfig,
     concurrency: usize,
     uploads: Vec<FaceUpload>,
@@ -138,7 +141,9 @@ pub async fn embeddings(
     let analyzed = jobs.len();
     let options = &options;
     let analyses: HashMap<usize, Result<AnalyzedPhoto, ServiceError>> = stream::iter(jobs)
-        .map(|(index, bytes)| async move { (index, analyze(inference, bytes, options, config.max_image_bytes).await) })
+        .map(|(index, bytes)| async move {
+            (index, analyze(inference, budget, bytes, options, config.max_image_bytes).await)
+        })
         .buffer_unordered(concurrency)
         .collect()
         .await;

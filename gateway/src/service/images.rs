@@ -5,6 +5,7 @@ use visual_store::Store;
 
 use crate::api::{DeleteResult, ImageView};
 use crate::blobs::{is_valid_id, sniff_content_type, BlobStore};
+use crate::service::id_locks::IdLocks;
 use crate::service::ServiceError;
 
 /// A stored photo's bytes and their MIME type.
@@ -41,8 +42,15 @@ pub async fn file(blobs: &BlobStore, id: &str) -> Result<PhotoFile, ServiceError
     Ok(PhotoFile { content_type: sniff_content_type(&bytes), bytes })
 }
 
-pub async fn delete(store: &dyn Store, blobs: &BlobStore, id: &str) -> Result<DeleteResult, ServiceError> {
+/// Deletes under the id's lock, so no ingest commit of the same photo interleaves.
+pub async fn delete(
+    store: &dyn Store,
+    blobs: &BlobStore,
+    locks: &IdLocks,
+    id: &str,
+) -> Result<DeleteResult, ServiceError> {
     let id = checked_id(id)?;
+    let _held = locks.lock(id).await;
     if !store.delete(id).await? {
         return Err(ServiceError::NotFound(format!("no image {id}")));
     }

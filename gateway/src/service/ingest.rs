@@ -13,10 +13,13 @@ use visual_store::{FaceRecord, ImageRecord, ObjectRecord, PutOutcome, Store};
 
 use crate::api::{BatchItem, BatchResponse, DateBound, IngestResult};
 use crate::blobs::{content_id, BlobStore};
+use crate::config::LimitsConfig;
 use crate::inference::{ImageAnalysis, Inference};
 use crate::metrics::{IngestOutcome, Metrics};
 use crate::service::dates::unix_seconds;
 use crate::service::faces::{analyze_for_ingest, FaceIndexing};
+use crate::service::id_locks::IdLocks;
+use crate::service::json_depth;
 use crate::service::ServiceError;
 
 /// What storing photos needs.
@@ -24,6 +27,8 @@ pub struct IngestDeps<'a> {
     pub store: &'a dyn Store,
     pub inference: &'a dyn Inference,
     pub blobs: &'a BlobStore,
+    /// Serialise each photo's commit with deletes of it.
+    pub locks: &'a IdLocks,
     pub metrics: &'a Metrics,
     /// The detector's class names, by class id.
     pub class_names: &'a [String],
@@ -31,9 +36,6 @@ pub struct IngestDeps<'a> {
     pub batch_concurrency: usize,
     pub faces: FaceIndexing,
 }
-
-const MAX_TAGS: usize = 64;
-const MAX_TAG_CHARS: usize = 100;
 
 pub struct Upload {
     pub filename: Option<String>,
@@ -48,27 +50,48 @@ pub struct IngestFields {
     pub created_at: Option<i64>,
 }
 
-/// Tags: comma-separated and/or repeated; metadata: a JSON object; created_at: unix
+/// Tags: comma-separated and/or repeated, trimmed, duplicates removed (first kept), in
+/// one pass that stops at the first tag over `limits.max_tags`; metadata: a JSON object
+/// within `limits.max_metadata_bytes` and `limits.max_metadata_depth`; created_at: unix
 /// seconds, RFC 3339 or YYYY-MM-DD.
 pub fn parse_fields(
     raw_tags: &[String],
     metadata: Option<&str>,
     created_at: Option<&str>,
+    limits: &LimitsConfig,
 ) -> Result<IngestFields, ServiceError> {
+    let (max_tags, max_chars) = (limits.max_tags, limits.max_tag_chars);
+    let mut seen = HashSet::new();
     let mut tags: Vec<String> = Vec::new();
     for tag in raw_tags.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
-        if tag.chars().count() > MAX_TAG_CHARS {
-            return Err(ServiceError::BadRequest(format!("tag {tag:?} is longer than {MAX_TAG_CHARS} characters")));
+        if tag.chars().nth(max_chars).is_some() {
+            let start: String = tag.chars().take(20).collect();
+            return Err(ServiceError::BadRequest(format!(
+                "tag {start:?}... is longer than {max_chars} characters (limits.max_tag_chars)"
+            )));
         }
-        if !tags.iter().any(|t| t == tag) {
+        if seen.insert(tag) {
+            if tags.len() == max_tags {
+                return Err(ServiceError::BadRequest(format!("more than {max_tags} distinct tags (limits.max_tags)")));
+            }
             tags.push(tag.to_owned());
         }
     }
-    if tags.len() > MAX_TAGS {
-        return Err(ServiceError::BadRequest(format!("at most {MAX_TAGS} tags, got {}", tags.len())));
-    }
     let metadata = match metadata.map(str::trim).filter(|m| !m.is_empty()) {
         None => serde_json::Map::new(),
+        Some(text) if text.len() > limits.max_metadata_bytes => {
+            return Err(ServiceError::BadRequest(format!(
+                "metadata is {} bytes; the limit is {} (limits.max_metadata_bytes)",
+                text.len(),
+                limits.max_metadata_bytes
+            )))
+        }
+        Some(text) if json_depth::exceeds(text.as_bytes(), limits.max_metadata_depth) => {
+            return Err(ServiceError::BadRequest(format!(
+                "metadata nests deeper than {} levels (limits.max_metadata_depth)",
+                limits.max_metadata_depth
+            )))
+        }
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(map)) => map,
             Ok(_) => return Err(ServiceError::BadRequest("metadata must be a JSON object".into())),
@@ -160,6 +183,7 @@ async fn ingest_one_unmetered(
     }
     let analysis = analyze_for_ingest(deps.inference, deps.faces, upload.bytes.clone()).await?;
     let record = build_record(id.clone(), analysis, fields, deps.class_names);
+    let _held = deps.locks.lock(&id).await;
     deps.blobs.put(&id, upload.bytes).await.map_err(|e| ServiceError::Internal(format!("writing the photo: {e}")))?;
     let outcome = deps.store.put(record.clone()).await?;
     Ok(match outcome {
@@ -215,6 +239,11 @@ pub async fn ingest_batch(deps: &IngestDeps<'_>, uploads: Vec<Upload>, fields: &
     .collect::<Vec<Pending>>()
     .await;
 
+    let analyzed_ids = analyses.iter().filter_map(|pending| match pending {
+        Pending::Analyzed { record, .. } => Some(record.id.as_str()),
+        Pending::Done(_) => None,
+    });
+    let _held = deps.locks.lock_all(analyzed_ids).await;
     let mut items: Vec<Option<BatchItem>> = Vec::with_capacity(analyses.len());
     let mut to_store = Vec::new();
     for (position, pending) in analyses.into_iter().enumerate() {
@@ -316,31 +345,56 @@ async fn analyze_for_batch(
 mod tests {
     use super::*;
 
+    fn limits() -> LimitsConfig {
+        LimitsConfig::default()
+    }
+
     #[test]
     fn tags_split_on_commas_trim_and_dedupe() {
-        let fields = parse_fields(&["beach, sunset,,".into(), "beach".into(), " dog ".into()], None, None).unwrap();
+        let raw = ["beach, sunset,,".into(), "beach".into(), " dog ".into()];
+        let fields = parse_fields(&raw, None, None, &limits()).unwrap();
         assert_eq!(fields.tags, vec!["beach", "sunset", "dog"]);
     }
 
     #[test]
     fn metadata_must_be_a_json_object() {
-        let fields = parse_fields(&[], Some(r#"{"camera": "x100"}"#), None).unwrap();
+        let fields = parse_fields(&[], Some(r#"{"camera": "x100"}"#), None, &limits()).unwrap();
         assert_eq!(fields.metadata["camera"], "x100");
-        let err = parse_fields(&[], Some("[1, 2]"), None).unwrap_err().to_string();
+        let err = parse_fields(&[], Some("[1, 2]"), None, &limits()).unwrap_err().to_string();
         assert!(err.contains("JSON object"), "{err}");
-        let err = parse_fields(&[], Some("{not json"), None).unwrap_err().to_string();
+        let err = parse_fields(&[], Some("{not json"), None, &limits()).unwrap_err().to_string();
         assert!(err.contains("not valid JSON"), "{err}");
     }
 
     #[test]
-    fn created_at_accepts_seconds_and_dates() {
-        assert_eq!(parse_fields(&[], None, Some("1700000000")).unwrap().created_at, Some(1_700_000_000));
-        assert_eq!(parse_fields(&[], None, Some("2024-01-01")).unwrap().created_at, Some(1_704_067_200));
-        assert!(parse_fields(&[], None, Some("last week")).is_err());
+    fn metadata_size_and_depth_are_bounded() {
+        let big = format!(r#"{{"x": "{}"}}"#, "a".repeat(limits().max_metadata_bytes));
+        let err = parse_fields(&[], Some(&big), None, &limits()).unwrap_err().to_string();
+        assert!(err.contains("limits.max_metadata_bytes"), "{err}");
+        let deep = format!(r#"{{"a": {}1{}}}"#, "[".repeat(8), "]".repeat(8));
+        let err = parse_fields(&[], Some(&deep), None, &limits()).unwrap_err().to_string();
+        assert!(err.contains("limits.max_metadata_depth"), "{err}");
+        let fits = format!(r#"{{"a": {}1{}}}"#, "[".repeat(7), "]".repeat(7));
+        assert!(parse_fields(&[], Some(&fits), None, &limits()).is_ok());
     }
 
     #[test]
-    fn overlong_tags_are_rejected() {
-        assert!(parse_fields(&["x".repeat(101)], None, None).is_err());
+    fn created_at_accepts_seconds_and_dates() {
+        let created = |text| parse_fields(&[], None, Some(text), &limits()).map(|f| f.created_at);
+        assert_eq!(created("1700000000").unwrap(), Some(1_700_000_000));
+        assert_eq!(created("2024-01-01").unwrap(), Some(1_704_067_200));
+        assert!(created("last week").is_err());
+    }
+
+    #[test]
+    fn overlong_and_too_many_tags_are_rejected() {
+        let err = parse_fields(&["x".repeat(101)], None, None, &limits()).unwrap_err().to_string();
+        assert!(err.contains("limits.max_tag_chars"), "{err}");
+        let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+        let err = parse_fields(&many, None, None, &limits()).unwrap_err().to_string();
+        assert!(err.contains("limits.max_tags"), "{err}");
+        // Repeats of the allowed tags are not counted against the limit.
+        let repeats: Vec<String> = (0..10_000).map(|i| format!("t{}", i % 64)).collect();
+        assert_eq!(parse_fields(&repeats, None, None, &limits()).unwrap().tags.len(), 64);
     }
 }

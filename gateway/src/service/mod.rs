@@ -10,8 +10,11 @@ pub mod dates;
 pub mod error;
 pub mod faces;
 pub mod health;
+pub mod id_locks;
 pub mod images;
 pub mod ingest;
+pub mod json_depth;
+pub mod pixel_budget;
 pub mod search;
 
 pub use error::ServiceError;

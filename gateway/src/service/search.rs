@@ -5,6 +5,7 @@
 //! what a result shows (the matched object is chosen inside the store,
 //! `visual_store::matching`).
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -90,14 +91,26 @@ pub fn classes(requested: &[String], known: &[String]) -> Result<Vec<String>, Se
     Ok(resolved)
 }
 
-fn tags(requested: &[String]) -> Vec<String> {
-    let mut tags: Vec<String> = requested.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
-    tags.dedup();
-    tags
+/// A filter's tags, trimmed and without duplicates, at most `max_tags` of them.
+fn tags(requested: &[String], max_tags: usize) -> Result<Vec<String>, ServiceError> {
+    let mut seen = HashSet::new();
+    let tags: Vec<String> =
+        requested.iter().map(|t| t.trim()).filter(|t| !t.is_empty() && seen.insert(*t)).map(str::to_owned).collect();
+    if tags.len() > max_tags {
+        return Err(ServiceError::BadRequest(format!(
+            "{} tags in the filter; the limit is {max_tags} (limits.max_query_tags)",
+            tags.len()
+        )));
+    }
+    Ok(tags)
 }
 
-/// The filter of a hybrid query.
-pub fn hybrid_filter(query: &HybridQuery, known_classes: &[String]) -> Result<SearchFilter, ServiceError> {
+/// The filter of a hybrid query; `max_tags` is `limits.max_query_tags`.
+pub fn hybrid_filter(
+    query: &HybridQuery,
+    known_classes: &[String],
+    max_tags: usize,
+) -> Result<SearchFilter, ServiceError> {
     let created_from = query.date_from.as_ref().map(|b| unix_seconds("date_from", b, false)).transpose()?;
     let created_to = query.date_to.as_ref().map(|b| unix_seconds("date_to", b, true)).transpose()?;
     if let (Some(from), Some(to)) = (created_from, created_to) {
@@ -110,7 +123,7 @@ pub fn hybrid_filter(query: &HybridQuery, known_classes: &[String]) -> Result<Se
         min_confidence: min_confidence(query.min_confidence)?,
         created_from,
         created_to,
-        tags: tags(&query.tags),
+        tags: tags(&query.tags, max_tags)?,
     })
 }
 
@@ -180,12 +193,13 @@ pub async fn images(
     filter: &SearchFilter,
     page: Page,
     min_score: f32,
+    include_metadata: bool,
 ) -> Result<Vec<ImageResult>, ServiceError> {
     let hits = store.search_images(query, filter, page).await?;
-    Ok(hits.into_iter().filter(|h| h.score >= min_score).map(image_result).collect())
+    Ok(hits.into_iter().filter(|h| h.score >= min_score).map(|hit| image_result(hit, include_metadata)).collect())
 }
 
-fn image_result(hit: ImageHit) -> ImageResult {
+fn image_result(hit: ImageHit, include_metadata: bool) -> ImageResult {
     let objects: Vec<ObjectView> = hit.objects.iter().enumerate().map(|(i, o)| object_view(i, o)).collect();
     let matched_object = hit.matched_object.and_then(|matched| {
         let object = objects.get(matched.object_index)?.clone();
@@ -199,7 +213,7 @@ fn image_result(hit: ImageHit) -> ImageResult {
         height: hit.height,
         created_at: hit.created_at,
         tags: hit.tags,
-        metadata: hit.metadata,
+        metadata: include_metadata.then_some(hit.metadata),
         matched_object,
         objects,
     }
@@ -274,15 +288,17 @@ mod tests {
     fn hybrid_filter_is_built_from_every_field() {
         let query: HybridQuery = serde_json::from_value(serde_json::json!({
             "text": "a dog", "classes": ["dog"], "min_confidence": 0.5,
-            "date_from": "2024-01-01", "date_to": 1_800_000_000, "tags": ["park", " ", "park"]
+            "date_from": "2024-01-01", "date_to": 1_800_000_000, "tags": ["park", " ", "beach", "park"]
         }))
         .unwrap();
-        let filter = hybrid_filter(&query, &known()).unwrap();
+        let filter = hybrid_filter(&query, &known(), 2).unwrap();
         assert_eq!(filter.classes, vec!["dog"]);
         assert_eq!(filter.min_confidence, 0.5);
         assert_eq!(filter.created_from, Some(1_704_067_200));
         assert_eq!(filter.created_to, Some(1_800_000_000));
-        assert_eq!(filter.tags, vec!["park"]);
+        assert_eq!(filter.tags, vec!["park", "beach"]);
+        let err = hybrid_filter(&query, &known(), 1).unwrap_err().to_string();
+        assert!(err.contains("limits.max_query_tags"), "{err}");
     }
 
     #[test]
@@ -294,7 +310,7 @@ mod tests {
         ];
         for body in bad {
             let query: HybridQuery = serde_json::from_value(body.clone()).unwrap();
-            assert!(hybrid_filter(&query, &known()).is_err(), "{body}");
+            assert!(hybrid_filter(&query, &known(), 16).is_err(), "{body}");
         }
         assert!(serde_json::from_value::<HybridQuery>(serde_json::json!({"txt": "x"})).is_err());
     }
