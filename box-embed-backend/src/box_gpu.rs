@@ -29,8 +29,9 @@ pub struct BoxGpuPath {
     /// Every image with boxes in this execute, packed (UINT8 HWC).
     images: DeviceBuffer<u8>,
     descs: DeviceBuffer<CropDesc>,
-    /// `[N, 3, S, S]` FP32, the encoder's input.
-    crops: DeviceBuffer<f32>,
+    /// `[N, 3, S, S]` FP32, the encoder's input. Shared with the encoder requests; one given
+    /// up at its deadline keeps its buffer, and the next execute crops into a new one.
+    crops: Arc<DeviceBuffer<f32>>,
     /// `[N, D]` FP32, gathered from the encoder's responses.
     embeddings: DeviceBuffer<f32>,
     host_descs: Vec<CropDesc>,
@@ -48,7 +49,7 @@ impl BoxGpuPath {
             config,
             images: DeviceBuffer::new(stream),
             descs: DeviceBuffer::new(stream),
-            crops: DeviceBuffer::new(stream),
+            crops: Arc::new(DeviceBuffer::new(stream)),
             embeddings: DeviceBuffer::new(stream),
             host_descs: Vec::new(),
             host_embeddings: Vec::new(),
@@ -102,15 +103,15 @@ impl BoxGpuPath {
         self.embeddings.resize(crops.len() * dim)?;
         if !crops.is_empty() {
             match encoder.encoder() {
-                Ok(encoder) => {
+                Ok(mut encoder) => {
                     self.crop(&crops, planned, &offsets, config.roi_align.crop_size, config.roi_align.sampling_ratio)?;
                     // Kernel done before anyone else reads the crops: the encoder runs on
                     // its own streams.
                     self.device.synchronize()?;
-                    // SAFETY: `self.crops` holds every crop and is neither written nor freed
-                    // until `infer` returns, which waits for every chunk.
-                    let input = unsafe { Crops::device(self.crops.ptr(), self.device.id.into()) };
-                    for chunk in encoder.infer(input, crops.len()) {
+                    // SAFETY: `self.crops` holds every crop; each request keeps a share of it,
+                    // and `crop` writes only into a buffer nobody else shares.
+                    let input = unsafe { Crops::device(self.crops.ptr(), self.device.id.into(), self.crops.clone()) };
+                    for chunk in encoder.infer(&input, crops.len()) {
                         let copied = chunk.result.and_then(|response| {
                             let output = encoder.embeddings(&response, chunk.crops.len())?;
                             // SAFETY: the output lives in `response`, kept alive in
@@ -204,14 +205,18 @@ impl BoxGpuPath {
         stream
             .memcpy_htod(self.host_descs.as_slice(), &mut self.descs)
             .map_err(|e| TritonError::internal(format!("uploading crop descriptors: {e}")))?;
-        self.crops.resize(crops.len() * 3 * crop_size * crop_size)?;
+        if Arc::get_mut(&mut self.crops).is_none() {
+            self.crops = Arc::new(DeviceBuffer::new(&self.device.stream));
+        }
+        let output = Arc::get_mut(&mut self.crops).expect("a new buffer is not shared");
+        output.resize(crops.len() * 3 * crop_size * crop_size)?;
         let params = RoiAlignParams {
             crop_size: u32::try_from(crop_size).map_err(|_| too_big("crop_size"))?,
             sampling_ratio: u32::try_from(sampling_ratio).map_err(|_| too_big("sampling_ratio"))?,
         };
         self.device
             .kernels
-            .launch_roi_align::<f32>(stream, &self.images, &self.descs, params, &mut self.crops)
+            .launch_roi_align::<f32>(stream, &self.images, &self.descs, params, output)
             .map_err(|e| TritonError::internal(e.to_string()))
     }
 

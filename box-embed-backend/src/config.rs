@@ -7,6 +7,7 @@
 use crop_core::{CropPolicy, FaceAligner, FaceParameterError, RoiAlign};
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 use triton_backend::model_config::{dims, max_batch_size, parameter, tensor};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -51,7 +52,16 @@ pub struct EncoderLink {
     pub item_size: usize,
     /// Upper bound on items per encoder request; the encoder's own max batch size applies too.
     pub max_batch: Option<usize>,
+    /// How long one execute call waits for the encoder (`encoder_timeout_ms`).
+    pub timeout: Duration,
 }
+
+/// `encoder_timeout_ms` when the config has none: far above any healthy encoder call (a full
+/// batch of 800 crops takes a few seconds on CPU stand-ins), short enough that a hung encoder
+/// turns into errors before clients give up.
+pub const DEFAULT_ENCODER_TIMEOUT_MS: &str = "30000";
+/// Upper bound of `encoder_timeout_ms`: one hour.
+pub const MAX_ENCODER_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Everything `box_embed` (mode `boxes`) takes from its own model config.
 #[derive(Debug, Clone)]
@@ -122,6 +132,14 @@ impl EncoderLink {
             Some(_) => Some(positive("encoder_max_batch", parsed(config, "encoder_max_batch", None)?)?),
             None => None,
         };
+        let timeout_ms: u64 = parsed(config, "encoder_timeout_ms", Some(DEFAULT_ENCODER_TIMEOUT_MS))?;
+        if !(1..=MAX_ENCODER_TIMEOUT_MS).contains(&timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "encoder_timeout_ms",
+                value: timeout_ms.to_string(),
+                reason: format!("must be in 1..={MAX_ENCODER_TIMEOUT_MS}"),
+            });
+        }
         Ok(Self {
             model: required(config, "encoder_model")?.to_string(),
             input: parameter(config, "encoder_input").unwrap_or(default_input).to_string(),
@@ -129,6 +147,7 @@ impl EncoderLink {
             embedding_dim: positive("embedding_dim", parsed(config, "embedding_dim", None)?)?,
             item_size,
             max_batch,
+            timeout: Duration::from_millis(timeout_ms),
         })
     }
 
@@ -288,6 +307,20 @@ mod tests {
             BoxEmbedConfig::from_model_config(&missing).unwrap_err(),
             ConfigError::Missing { key: "encoder_model" }
         );
+    }
+
+    #[test]
+    fn encoder_timeout_has_a_default_and_a_range() {
+        let default = BoxEmbedConfig::from_model_config(&config(&[])).unwrap();
+        assert_eq!(default.encoder.timeout, Duration::from_secs(30));
+        let set = BoxEmbedConfig::from_model_config(&config(&[("encoder_timeout_ms", "1500")])).unwrap();
+        assert_eq!(set.encoder.timeout, Duration::from_millis(1500));
+        for bad in ["0", "-5", "3600001", "soon"] {
+            let err = BoxEmbedConfig::from_model_config(&config(&[("encoder_timeout_ms", bad)])).unwrap_err();
+            assert!(err.to_string().contains("encoder_timeout_ms"), "{bad}: {err}");
+        }
+        let faces = FaceAlignConfig::from_model_config(&face_config(&[("encoder_timeout_ms", "250")])).unwrap();
+        assert_eq!(faces.encoder.timeout, Duration::from_millis(250));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::crop_batch::CropBatch;
 use crate::encoder::EncoderHandle;
+use std::sync::Arc;
 use triton_backend::responder::Responder;
 use triton_backend::response::Response;
 use triton_backend::TritonError;
@@ -12,8 +13,9 @@ use triton_backend::TritonError;
 /// The host buffers one instance reuses across execute calls.
 #[derive(Default)]
 pub struct HostEncode {
-    /// `[N, item_len]` FP32, the encoder's input.
-    items: Vec<f32>,
+    /// `[N, item_len]` FP32, the encoder's input. Shared with the encoder requests; one given
+    /// up at its deadline keeps its buffer, and the next batch fills a new one.
+    items: Arc<Vec<f32>>,
     /// `[N, D]` FP32.
     embeddings: Vec<f32>,
 }
@@ -34,10 +36,14 @@ impl HostEncode {
         responder.start_compute();
         if !batch.is_empty() {
             match encoder.encoder() {
-                Ok(encoder) => {
-                    self.items.resize(batch.len() * item_len, 0.0);
+                Ok(mut encoder) => {
+                    if Arc::get_mut(&mut self.items).is_none() {
+                        self.items = Arc::default();
+                    }
+                    let items = Arc::get_mut(&mut self.items).expect("a new buffer is not shared");
+                    items.resize(batch.len() * item_len, 0.0);
                     self.embeddings.resize(batch.len() * dim, 0.0);
-                    fill(&mut self.items);
+                    fill(items);
                     for (rows, e) in encoder.embed_host(&self.items, batch.len(), &mut self.embeddings) {
                         batch.fail(rows, &e, responder.errors_mut());
                     }

@@ -4,6 +4,7 @@
 
 use preprocess_core::{DecodeLimits, StageSizes};
 use serde_json::Value;
+use std::time::Duration;
 use triton_backend::model_config::{dims, parameter, tensor};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -27,7 +28,20 @@ pub const OUTPUT_IMAGE_SIZE: &str = "image_size";
 pub struct PreprocessConfig {
     pub sizes: StageSizes,
     pub limits: DecodeLimits,
+    /// Pixels all concurrent decodes of the process may hold (`decode_pixel_budget`).
+    pub decode_pixel_budget: u64,
+    /// How long a decode waits for its pixels to fit in the budget (`decode_budget_wait_ms`).
+    pub decode_budget_wait: Duration,
 }
+
+/// `max_pixels` default: a 48 MP phone photo (8000x6000) fits; more pixels add nothing to
+/// the outputs (`original` is capped at 1920) and cost 11 bytes each while decoding.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+/// `decode_pixel_budget` default: four maximum-size photos (or about sixteen 12 MP ones) at
+/// once, at most 200 M x 11 B = 2.2 GB of decode memory.
+pub const DEFAULT_DECODE_PIXEL_BUDGET: u64 = 200_000_000;
+/// `decode_budget_wait_ms` default: a few maximum-size decodes' time on a busy CPU.
+pub const DEFAULT_DECODE_BUDGET_WAIT_MS: u64 = 10_000;
 
 /// Reads an integer parameter in `min..=max`, `default` when absent.
 fn integer<T>(config: &Value, key: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
@@ -54,9 +68,11 @@ impl PreprocessConfig {
         };
         let limits = DecodeLimits {
             max_bytes: integer(config, "max_image_bytes", 50 << 20, 1, 1 << 30)?,
-            max_pixels: integer(config, "max_pixels", 100_000_000, 1, 1 << 32)?,
+            max_pixels: integer(config, "max_pixels", DEFAULT_MAX_PIXELS, 1, 1 << 32)?,
         };
-        let parsed = Self { sizes, limits };
+        let decode_pixel_budget = integer(config, "decode_pixel_budget", DEFAULT_DECODE_PIXEL_BUDGET, 1, 1 << 40)?;
+        let wait_ms = integer(config, "decode_budget_wait_ms", DEFAULT_DECODE_BUDGET_WAIT_MS, 0, 600_000)?;
+        let parsed = Self { sizes, limits, decode_pixel_budget, decode_budget_wait: Duration::from_millis(wait_ms) };
         parsed.check_tensors(config)?;
         Ok(parsed)
     }
@@ -123,14 +139,23 @@ mod tests {
             parsed.sizes,
             StageSizes { yolo_size: 640, clip_size: 256, pad_value: 114, original_max_side: 1920 }
         );
-        assert_eq!(parsed.limits, DecodeLimits { max_bytes: 50 << 20, max_pixels: 100_000_000 });
+        assert_eq!(parsed.limits, DecodeLimits { max_bytes: 50 << 20, max_pixels: 50_000_000 });
+        assert_eq!((parsed.decode_pixel_budget, parsed.decode_budget_wait), (200_000_000, Duration::from_secs(10)));
         let parsed = PreprocessConfig::from_model_config(&config(
-            &[("yolo_size", "320"), ("pad_value", "0"), ("original_max_side", "1024"), ("max_pixels", "48000000")],
+            &[
+                ("yolo_size", "320"),
+                ("pad_value", "0"),
+                ("original_max_side", "1024"),
+                ("max_pixels", "48000000"),
+                ("decode_pixel_budget", "96000000"),
+                ("decode_budget_wait_ms", "0"),
+            ],
             [3, 320, 320],
         ))
         .unwrap();
         assert_eq!((parsed.sizes.yolo_size, parsed.sizes.pad_value, parsed.sizes.original_max_side), (320, 0, 1024));
         assert_eq!(parsed.limits.max_pixels, 48_000_000);
+        assert_eq!((parsed.decode_pixel_budget, parsed.decode_budget_wait), (96_000_000, Duration::ZERO));
     }
 
     #[test]
@@ -141,6 +166,8 @@ mod tests {
             ("clip_size", "big"),
             ("max_pixels", "-5"),
             ("max_image_bytes", "0"),
+            ("decode_pixel_budget", "0"),
+            ("decode_budget_wait_ms", "600001"),
         ] {
             let error = PreprocessConfig::from_model_config(&config(&[(key, value)], [3, 640, 640])).unwrap_err();
             assert!(matches!(&error, ConfigError::Invalid { key: k, .. } if *k == key), "{key}={value}: {error}");

@@ -1,29 +1,44 @@
 //! One execute call over a dynamic batch, in the fixed order: create responses -> gather
 //! inputs -> compute (every photo of the batch in parallel, rayon) -> scatter outputs ->
 //! send -> report statistics -> release requests. A request's error goes on its own
-//! response; the other photos of the batch are answered normally.
+//! response; the other photos of the batch are answered normally. A photo that cannot get
+//! its pixels from the process-wide budget in time fails with UNAVAILABLE (overload: the
+//! gateway answers 503); every other problem with a photo is INVALID_ARG.
 
-use crate::config::{
-    PreprocessConfig, INPUT_IMAGE, OUTPUT_CLIP, OUTPUT_IMAGE_SIZE, OUTPUT_LETTERBOX, OUTPUT_ORIGINAL, OUTPUT_YOLO,
-};
-use preprocess_core::{Preprocessed, Preprocessor, StageSizes};
+use crate::config::{INPUT_IMAGE, OUTPUT_CLIP, OUTPUT_IMAGE_SIZE, OUTPUT_LETTERBOX, OUTPUT_ORIGINAL, OUTPUT_YOLO};
+use crate::PreprocessModel;
+use preprocess_core::{PixelBudget, PreprocessError, Preprocessed, Preprocessor, StageSizes};
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
 use triton_backend::model::ModelInstance;
 use triton_backend::request::Request;
 use triton_backend::responder::Responder;
 use triton_backend::response::Response;
-use triton_backend::{DataType, TritonError};
+use triton_backend::{DataType, ErrorCode, TritonError};
 
-/// Per-instance state: the stage, configured once at load.
+/// Per-instance state: the stage, configured once at load, and the process-wide budget.
 pub struct InstanceState {
     pub preprocessor: Preprocessor,
+    pub budget: Arc<PixelBudget>,
+    pub budget_wait: Duration,
 }
 
 impl InstanceState {
-    pub fn new(config: &PreprocessConfig) -> Self {
-        Self { preprocessor: Preprocessor { sizes: config.sizes, limits: config.limits } }
+    pub fn new(model: &PreprocessModel) -> Self {
+        let config = &model.config;
+        Self {
+            preprocessor: Preprocessor { sizes: config.sizes, limits: config.limits },
+            budget: model.budget.clone(),
+            budget_wait: config.decode_budget_wait,
+        }
     }
+}
+
+fn request_error(error: PreprocessError) -> TritonError {
+    let code = if error.is_overload() { ErrorCode::Unavailable } else { ErrorCode::InvalidArg };
+    TritonError::new(code, format!("input '{INPUT_IMAGE}': {error}"))
 }
 
 /// Runs one execute call over `requests`, which it releases before returning.
@@ -37,7 +52,7 @@ pub fn execute(instance: ModelInstance, state: &InstanceState, requests: Vec<Req
         .into_par_iter()
         .map(|input| {
             let bytes = input?;
-            state.preprocessor.run(&bytes).map_err(|e| TritonError::invalid_arg(format!("input '{INPUT_IMAGE}': {e}")))
+            state.preprocessor.run(&bytes, &state.budget, state.budget_wait).map_err(request_error)
         })
         .collect();
     responder.end_compute();

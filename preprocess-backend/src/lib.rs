@@ -4,7 +4,9 @@
 //! (contract in `docs/preprocess.md`).
 //!
 //! - [`config`]: the model config parameters and tensors, validated once at load;
-//! - [`execute`]: the execute call over a dynamic batch (photos decoded in parallel).
+//! - [`shared_budget`]: the decode pixel budget every preprocess model of the process shares;
+//! - [`execute`]: the execute call over a dynamic batch (photos decoded in parallel, each
+//!   within the budget).
 //!
 //! Pixel work lives in `preprocess-core` (no FFI); the Triton API in `triton-backend`. This
 //! file holds only the [`Backend`](triton_backend::backend::Backend) implementation the
@@ -20,9 +22,12 @@
 
 pub mod config;
 pub mod execute;
+pub mod shared_budget;
 
 use config::PreprocessConfig;
 use execute::InstanceState;
+use preprocess_core::PixelBudget;
+use std::sync::Arc;
 use triton_backend::backend::Backend;
 use triton_backend::model::{InstanceKind, Model, ModelInstance};
 use triton_backend::request::Request;
@@ -30,16 +35,26 @@ use triton_backend::{ErrorCode, TritonError};
 
 pub struct Preprocess;
 
+/// A loaded model: its config and the process-wide budget its decodes reserve from.
+#[derive(Debug)]
+pub struct PreprocessModel {
+    pub config: PreprocessConfig,
+    pub budget: Arc<PixelBudget>,
+}
+
 impl Backend for Preprocess {
     const NAME: &'static str = "preprocess";
-    type ModelState = PreprocessConfig;
+    type ModelState = PreprocessModel;
     type InstanceState = InstanceState;
 
-    fn load_model(model: &Model) -> Result<PreprocessConfig, TritonError> {
-        PreprocessConfig::from_model_config(&model.config()?).map_err(|e| TritonError::invalid_arg(e.to_string()))
+    fn load_model(model: &Model) -> Result<PreprocessModel, TritonError> {
+        let config = PreprocessConfig::from_model_config(&model.config()?)
+            .map_err(|e| TritonError::invalid_arg(e.to_string()))?;
+        let budget = shared_budget::process_budget(config.decode_pixel_budget).map_err(TritonError::invalid_arg)?;
+        Ok(PreprocessModel { config, budget })
     }
 
-    fn load_instance(instance: &ModelInstance, config: &PreprocessConfig) -> Result<InstanceState, TritonError> {
+    fn load_instance(instance: &ModelInstance, model: &PreprocessModel) -> Result<InstanceState, TritonError> {
         if instance.kind()? == InstanceKind::Gpu {
             return Err(TritonError::new(
                 ErrorCode::Unsupported,
@@ -50,7 +65,7 @@ impl Backend for Preprocess {
                 ),
             ));
         }
-        Ok(InstanceState::new(config))
+        Ok(InstanceState::new(model))
     }
 
     fn execute(instance: ModelInstance, state: &mut InstanceState, requests: Vec<Request>) {

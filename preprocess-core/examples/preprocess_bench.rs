@@ -3,8 +3,8 @@
 //!
 //! Usage: `preprocess_bench [folder] [photos]`
 
-use preprocess_core::{decode, DecodeLimits, Preprocessor, StageSizes};
-use std::time::Instant;
+use preprocess_core::{decode, DecodeLimits, PixelBudget, Preprocessor, StageSizes};
+use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,7 +37,9 @@ fn main() {
     time("decode", &|p| {
         decode(p, &limits).expect("decodes");
     });
+    // One photo at a time: a budget of max_pixels never waits.
+    let budget = PixelBudget::new(limits.max_pixels);
     time("decode + all outputs", &|p| {
-        stage.run(p).expect("preprocesses");
+        stage.run(p, &budget, Duration::ZERO).expect("preprocesses");
     });
 }

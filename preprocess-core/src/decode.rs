@@ -23,6 +23,18 @@ pub struct DecodeLimits {
 
 /// Decodes a JPEG, PNG or WebP photo, applies its EXIF orientation and returns RGB8.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, PreprocessError> {
+    decode_admitted(bytes, limits, |_| Ok(())).map(|(image, ())| image)
+}
+
+/// As [`decode`], but first asks `admit` with the photo's pixel count, read from the header
+/// once the limits are checked and before any pixel is decoded (the same count after an EXIF
+/// rotation); an error from it ends the decode. What it returns comes back with the pixels,
+/// for the caller to hold while it works on them (a [`crate::budget::Reservation`]).
+pub fn decode_admitted<T>(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    admit: impl FnOnce(u64) -> Result<T, PreprocessError>,
+) -> Result<(Rgb8Image, T), PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Empty);
     }
@@ -53,10 +65,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image, Preproce
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(bytes)?;
     }
+    let admitted = admit(pixels)?;
     let decoded = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     let rgb = orient(decoded.into_rgb8(), orientation);
     let (width, height) = rgb.dimensions();
-    Ok(Rgb8Image::new(width, height, rgb.into_raw()))
+    Ok((Rgb8Image::new(width, height, rgb.into_raw()), admitted))
 }
 
 /// Applies an EXIF orientation to RGB8 pixels.
@@ -181,6 +194,22 @@ mod tests {
             decode(&cut[..cut.len() / 2], &limits()),
             Err(PreprocessError::Truncated { .. } | PreprocessError::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn admission_sees_the_pixels_before_decoding_and_can_refuse() {
+        let mut asked = None;
+        let (image, token) = decode_admitted(&png(40, 25), &limits(), |pixels| {
+            asked = Some(pixels);
+            Ok("held")
+        })
+        .unwrap();
+        assert_eq!((asked, token, image.width), (Some(1000), "held", 40));
+        let refused = decode_admitted(&png(40, 25), &limits(), |_| -> Result<(), _> { Err(PreprocessError::Empty) });
+        assert_eq!(refused.unwrap_err(), PreprocessError::Empty);
+        // Over max_pixels (or broken) never reaches the admission.
+        let never = decode_admitted(&png(101, 100), &limits(), |_| -> Result<(), _> { panic!("admitted") });
+        assert!(matches!(never, Err(PreprocessError::TooManyPixels { .. })));
     }
 
     #[test]

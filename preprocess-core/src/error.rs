@@ -1,5 +1,8 @@
-//! [`PreprocessError`]: what can be wrong with one request's photo. Every variant says what
-//! was wrong in words a client can act on; the backend turns them into per-request errors.
+//! [`PreprocessError`]: what can be wrong with one request's photo, or why it could not be
+//! decoded now. Every variant says what was wrong in words a client can act on; the backend
+//! turns them into per-request errors ([`PreprocessError::is_overload`] ones into UNAVAILABLE).
+
+use crate::budget::BudgetError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PreprocessError {
@@ -19,4 +22,13 @@ pub enum PreprocessError {
     Truncated { format: &'static str, reason: String },
     #[error("resampling failed: {0}")]
     Resample(String),
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+}
+
+impl PreprocessError {
+    /// Whether the photo is fine and the server was too busy to decode it in time.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Self::Budget(BudgetError::Overloaded { .. }))
+    }
 }

@@ -4,10 +4,12 @@
 //! run in parallel (rayon), which matters for a lone large photo; the backend parallelises
 //! across the photos of a batch as well.
 
-use crate::decode::{decode, DecodeLimits};
+use crate::budget::PixelBudget;
+use crate::decode::{decode_admitted, DecodeLimits};
 use crate::error::PreprocessError;
 use crate::geometry::{capped_size, center_crop_offsets, letterbox_transform, shorter_side_resize, LetterboxGeometry};
 use crate::resample::{resize_antialiased, resize_antialiased_window, resize_interpolated, write_planar, Rgb8Image};
+use std::time::Duration;
 
 /// The output sizes and padding of the stage (validated by the caller: every size >= 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +46,11 @@ pub struct Preprocessor {
 }
 
 impl Preprocessor {
-    pub fn run(&self, encoded: &[u8]) -> Result<Preprocessed, PreprocessError> {
-        let decoded = decode(encoded, &self.limits)?;
+    /// Decodes `encoded` within `budget` (waiting at most `wait` for its pixels, which stay
+    /// reserved until every output is computed) and computes the outputs.
+    pub fn run(&self, encoded: &[u8], budget: &PixelBudget, wait: Duration) -> Result<Preprocessed, PreprocessError> {
+        let (decoded, _reservation) =
+            decode_admitted(encoded, &self.limits, |pixels| Ok(budget.reserve(pixels, wait)?))?;
         self.from_decoded(decoded)
     }
 

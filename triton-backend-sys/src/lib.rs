@@ -190,6 +190,10 @@ extern "C" {
         inference_request: *mut TRITONSERVER_InferenceRequest,
         id: *const c_char,
     ) -> *mut TRITONSERVER_Error;
+    pub fn TRITONSERVER_InferenceRequestSetTimeoutMicroseconds(
+        inference_request: *mut TRITONSERVER_InferenceRequest,
+        timeout_us: u64,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONSERVER_InferenceRequestAddInput(
         inference_request: *mut TRITONSERVER_InferenceRequest,
         name: *const c_char,

@@ -79,10 +79,18 @@ impl TritonError {
     /// # Safety
     /// `raw` is a non-null error that nobody else will use or delete.
     pub unsafe fn from_raw(raw: *mut sys::TRITONSERVER_Error) -> Self {
-        let code = ErrorCode::from_raw(sys::TRITONSERVER_ErrorCode(raw));
-        let message = crate::str_from_c(sys::TRITONSERVER_ErrorMessage(raw));
+        let error = Self::borrowed_from_raw(raw);
         sys::TRITONSERVER_ErrorDelete(raw);
-        Self { code, message }
+        error
+    }
+
+    /// Copies code and message of an error that stays owned elsewhere (a response's error).
+    ///
+    /// # Safety
+    /// `raw` is a non-null, live error.
+    pub unsafe fn borrowed_from_raw(raw: *mut sys::TRITONSERVER_Error) -> Self {
+        let code = ErrorCode::from_raw(sys::TRITONSERVER_ErrorCode(raw));
+        Self { code, message: crate::str_from_c(sys::TRITONSERVER_ErrorMessage(raw)) }
     }
 
     /// Hands the error to Triton, which takes ownership of the returned pointer.

@@ -2,15 +2,27 @@
 //! "BLS" path): the server handle, the response allocator, requests and responses, each
 //! releasing itself.
 //!
-//! Protocol: build an [`InferenceRequest`] borrowing its input bytes, [`Server::infer_async`]
-//! it (the call returns at once), and later [`PendingInference::wait`] for the response.
-//! Sending every chunk before waiting on any lets the target model batch them.
+//! Protocol: build an [`InferenceRequest`] that shares ownership of its input bytes,
+//! [`Server::infer_async`] it (the call returns at once), and later
+//! [`PendingInference::wait`] for the response, or [`PendingInference::wait_until`] a
+//! deadline. Sending every chunk before waiting on any lets the target model batch them.
+//!
+//! Ownership: what Triton may still touch stays alive without the waiter. The request holds
+//! the owners of its input bytes until Triton releases it, and the allocator until then too;
+//! each response holds the allocator its buffers came from. So a waiter may stop waiting at a
+//! deadline and return (its parent request answered with an error) while the target model is
+//! still busy: the late response is then dropped where it arrives. A [`PendingInference`]
+//! still waits when dropped, so whoever gives up on one keeps it until it finishes (see
+//! [`Waited::Running`]).
 
+use crate::completion::{Completion, Outcome};
 use crate::entry::{guard, guard_callback};
 use crate::{c_string, call, sys, DataType, MemoryType, TritonError};
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::sync::{Arc, Condvar, Mutex};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The server this backend runs in. Triton owns it and it outlives every model.
 #[derive(Clone, Copy)]
@@ -49,16 +61,21 @@ impl Server {
         }
     }
 
-    /// Starts `request`; its result arrives through the returned handle.
-    pub fn infer_async<'a>(
+    /// Starts `request`, whose output buffers come from `allocator`; its result arrives
+    /// through the returned handle.
+    pub fn infer_async(
         &self,
-        mut request: InferenceRequest<'a>,
-        allocator: &'a ResponseAllocator,
-    ) -> Result<PendingInference<'a>, TritonError> {
-        let completion = Arc::new(Completion::default());
+        mut request: InferenceRequest,
+        allocator: &Arc<ResponseAllocator>,
+    ) -> Result<PendingInference, TritonError> {
+        let in_flight = Arc::new(InFlight {
+            completion: Completion::default(),
+            allocator: allocator.clone(),
+            inputs: Mutex::new(std::mem::take(&mut request.inputs)),
+        });
         // Each callback owns one strong count, dropped when it fires.
-        let for_response = Arc::into_raw(completion.clone()) as *mut c_void;
-        let for_release = Arc::into_raw(completion.clone()) as *mut c_void;
+        let for_response = Arc::into_raw(in_flight.clone()) as *mut c_void;
+        let for_release = Arc::into_raw(in_flight.clone()) as *mut c_void;
         // SAFETY: the callbacks reclaim exactly the counts leaked above; if Triton refuses the
         // request, no callback will run, so we reclaim them here.
         unsafe {
@@ -75,14 +92,14 @@ impl Server {
                     })
                     .and_then(|()| call!(TRITONSERVER_ServerInferAsync(self.raw, request.raw, std::ptr::null_mut())));
             if let Err(e) = setup {
-                drop(Arc::from_raw(for_response as *const Completion));
-                drop(Arc::from_raw(for_release as *const Completion));
+                drop(Arc::from_raw(for_response as *const InFlight));
+                drop(Arc::from_raw(for_release as *const InFlight));
                 return Err(e);
             }
         }
         // From here Triton holds the request; the release callback frees it.
         request.raw = std::ptr::null_mut();
-        Ok(PendingInference { completion, _inputs: PhantomData })
+        Ok(PendingInference { in_flight })
     }
 }
 
@@ -138,9 +155,9 @@ impl ResponseAllocator {
 
 impl Drop for ResponseAllocator {
     fn drop(&mut self) {
-        // SAFETY: we own the allocator; no request using it is in flight (PendingInference
-        // borrows it, so all of them were waited on). Device buffers of responses still alive
-        // hold their own reference to the device memory (see `response_alloc`).
+        // SAFETY: we own the allocator; no request or response using it is alive (each holds
+        // an `Arc` of it). Device buffers hold their own reference to the device memory (see
+        // `response_alloc`).
         unsafe {
             let err = sys::TRITONSERVER_ResponseAllocatorDelete(self.raw);
             if !err.is_null() {
@@ -223,39 +240,67 @@ unsafe extern "C" fn response_release(
     })
 }
 
-/// A request to another model, borrowing the bytes of its inputs for `'a`.
-pub struct InferenceRequest<'a> {
+/// Keeps the bytes of an in-process request's input alive until Triton releases the request.
+pub type InputOwner = Arc<dyn Send + Sync>;
+
+/// A request to another model; it shares ownership of its input bytes (see the module doc).
+pub struct InferenceRequest {
     raw: *mut sys::TRITONSERVER_InferenceRequest,
-    _inputs: PhantomData<&'a [u8]>,
+    inputs: Vec<InputOwner>,
 }
 
-impl<'a> InferenceRequest<'a> {
+impl InferenceRequest {
     pub fn new(server: &Server, model: &str) -> Result<Self, TritonError> {
         let name = c_string(model)?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: valid server and C string; we own the new request.
         unsafe { call!(TRITONSERVER_InferenceRequestNew(&mut raw, server.raw, name.as_ptr(), -1))? };
-        Ok(Self { raw, _inputs: PhantomData })
+        Ok(Self { raw, inputs: Vec::new() })
     }
 
-    /// Adds a host-memory input without copying: `data` must outlive the inference, which the
-    /// `'a` borrow guarantees together with [`PendingInference`].
-    pub fn add_host_input(
+    /// Asks the target model's scheduler to reject this request when it is still queued after
+    /// `timeout`. Triton applies it only where the target's queue policy has
+    /// `allow_timeout_override: true` and a `default_timeout_microseconds` above `timeout`.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), TritonError> {
+        let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        // SAFETY: valid request.
+        unsafe { call!(TRITONSERVER_InferenceRequestSetTimeoutMicroseconds(self.raw, micros)) }
+    }
+
+    /// Adds the FP32 elements `elements` of `data` as a host-memory input, without copying.
+    /// The request keeps `data` until Triton releases it, and nobody can write through an
+    /// `Arc` that is shared.
+    pub fn add_fp32_input(
         &mut self,
         name: &str,
-        datatype: DataType,
         shape: &[i64],
-        data: &'a [u8],
+        data: &Arc<Vec<f32>>,
+        elements: Range<usize>,
     ) -> Result<(), TritonError> {
-        // SAFETY: `data` is host memory borrowed for 'a.
-        unsafe { self.add_input(name, datatype, shape, data.as_ptr() as *const c_void, data.len(), MemoryType::Cpu, 0) }
+        let values = &data[elements];
+        let ptr = values.as_ptr() as *const c_void;
+        // SAFETY: `values` is host memory inside `data`, which the request owns from here on;
+        // a Vec's elements do not move while it is only shared.
+        unsafe {
+            self.add_input(
+                name,
+                DataType::Fp32,
+                shape,
+                ptr,
+                std::mem::size_of_val(values),
+                MemoryType::Cpu,
+                0,
+                data.clone(),
+            )
+        }
     }
 
-    /// Adds an input whose bytes live at `ptr` in the given memory (device memory, say).
+    /// Adds an input whose bytes live at `ptr` in the given memory (device memory, say),
+    /// keeping `owner` until Triton releases the request.
     ///
     /// # Safety
-    /// `ptr` holds `byte_size` readable bytes of `memory_type` on `memory_type_id`, which stay
-    /// valid and unchanged until the inference completes ([`PendingInference::wait`]).
+    /// `ptr` holds `byte_size` readable bytes of `memory_type` on `memory_type_id` that
+    /// `owner` keeps valid, and nobody writes them while this request holds `owner`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn add_input(
         &mut self,
@@ -266,7 +311,9 @@ impl<'a> InferenceRequest<'a> {
         byte_size: usize,
         memory_type: MemoryType,
         memory_type_id: i64,
+        owner: InputOwner,
     ) -> Result<(), TritonError> {
+        self.inputs.push(owner);
         let cname = c_string(name)?;
         // Valid request; Triton copies the name and shape, and references the data.
         call!(TRITONSERVER_InferenceRequestAddInput(
@@ -293,7 +340,7 @@ impl<'a> InferenceRequest<'a> {
     }
 }
 
-impl Drop for InferenceRequest<'_> {
+impl Drop for InferenceRequest {
     fn drop(&mut self) {
         if self.raw.is_null() {
             return;
@@ -308,17 +355,13 @@ impl Drop for InferenceRequest<'_> {
     }
 }
 
-#[derive(Default)]
-struct CompletionState {
-    response: Option<InferenceResponse>,
-    response_done: bool,
-    released: bool,
-}
-
-#[derive(Default)]
-struct Completion {
-    state: Mutex<CompletionState>,
-    changed: Condvar,
+/// What an in-flight request shares with Triton's callbacks. Fields drop in order: a late
+/// response (deleted through the allocator) before the allocator.
+struct InFlight {
+    completion: Completion<InferenceResponse>,
+    allocator: Arc<ResponseAllocator>,
+    /// Emptied when Triton releases the request.
+    inputs: Mutex<Vec<InputOwner>>,
 }
 
 unsafe extern "C" fn on_response_complete(
@@ -328,20 +371,14 @@ unsafe extern "C" fn on_response_complete(
 ) {
     guard_callback("in-process response callback", || {
         // SAFETY: `userp` is the strong count `infer_async` leaked for this callback.
-        let completion = unsafe { &*(userp as *const Completion) };
+        let in_flight = unsafe { &*(userp as *const InFlight) };
         let final_response = flags & sys::TRITONSERVER_RESPONSE_COMPLETE_FINAL != 0;
-        {
-            let mut state = completion.state.lock().unwrap_or_else(|p| p.into_inner());
-            if !response.is_null() {
-                // A non-decoupled model sends one response; a later one would replace it.
-                state.response = Some(InferenceResponse { raw: response });
-            }
-            state.response_done |= final_response;
-        }
-        completion.changed.notify_all();
+        let response =
+            (!response.is_null()).then(|| InferenceResponse { raw: response, _allocator: in_flight.allocator.clone() });
+        in_flight.completion.respond(response, final_response);
         if final_response {
             // SAFETY: the final response is the last call with this `userp`.
-            drop(unsafe { Arc::from_raw(userp as *const Completion) });
+            drop(unsafe { Arc::from_raw(userp as *const InFlight) });
         }
     })
 }
@@ -357,54 +394,76 @@ unsafe extern "C" fn on_request_released(
         }
         // SAFETY: Triton hands the request back for deletion; `userp` is the strong count
         // `infer_async` leaked for this callback, which runs once with RELEASE_ALL.
-        let completion = unsafe {
+        let in_flight = unsafe {
             let err = sys::TRITONSERVER_InferenceRequestDelete(request);
             if !err.is_null() {
                 sys::TRITONSERVER_ErrorDelete(err);
             }
-            Arc::from_raw(userp as *const Completion)
+            Arc::from_raw(userp as *const InFlight)
         };
-        completion.state.lock().unwrap_or_else(|p| p.into_inner()).released = true;
-        completion.changed.notify_all();
+        // Triton reads none of the inputs any more.
+        in_flight.inputs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        in_flight.completion.release();
     })
 }
 
-/// An inference in flight. It borrows the input bytes and the allocator, so neither can be
-/// freed before it finishes; dropping it without waiting still blocks until Triton is done.
-pub struct PendingInference<'a> {
-    completion: Arc<Completion>,
-    _inputs: PhantomData<&'a [u8]>,
+/// An inference in flight. Dropping it blocks until Triton is done with it, so that a backend
+/// that keeps the ones it gave up on (see [`Waited::Running`]) finishes them before its
+/// instance goes away.
+pub struct PendingInference {
+    in_flight: Arc<InFlight>,
 }
 
-impl PendingInference<'_> {
+/// What [`PendingInference::wait_until`] found.
+pub enum Waited {
+    /// The target model's response, or the error it reported.
+    Done(Result<InferenceResponse, TritonError>),
+    /// The deadline passed first; the inference goes on.
+    Running(PendingInference),
+}
+
+impl PendingInference {
     /// Blocks until the response arrived and Triton released the request (so the inputs are
     /// no longer read), then returns the response or the error the target model reported.
     pub fn wait(self) -> Result<InferenceResponse, TritonError> {
-        let response = self.wait_done();
+        match self.in_flight.completion.wait_until(None) {
+            Outcome::Done(response) => Self::checked(response),
+            Outcome::DeadlinePassed => unreachable!("a wait without a deadline ends only when done"),
+        }
+    }
+
+    /// As [`PendingInference::wait`], but gives the inference back at `deadline`.
+    pub fn wait_until(self, deadline: Instant) -> Waited {
+        match self.in_flight.completion.wait_until(Some(deadline)) {
+            Outcome::Done(response) => Waited::Done(Self::checked(response)),
+            Outcome::DeadlinePassed => Waited::Running(self),
+        }
+    }
+
+    /// Whether Triton is done with it (a wait would not block).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.in_flight.completion.wait_until(Some(Instant::now())), Outcome::Done(_))
+    }
+
+    fn checked(response: Option<InferenceResponse>) -> Result<InferenceResponse, TritonError> {
         let response =
             response.ok_or_else(|| TritonError::internal("in-process inference completed without a response"))?;
         response.error()?;
         Ok(response)
     }
-
-    fn wait_done(&self) -> Option<InferenceResponse> {
-        let mut state = self.completion.state.lock().unwrap_or_else(|p| p.into_inner());
-        while !(state.response_done && state.released) {
-            state = self.completion.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-        state.response.take()
-    }
 }
 
-impl Drop for PendingInference<'_> {
+impl Drop for PendingInference {
     fn drop(&mut self) {
-        drop(self.wait_done());
+        drop(self.in_flight.completion.wait_until(None));
     }
 }
 
-/// A response from another model; deleted (and its output buffers released) on drop.
+/// A response from another model; deleted (and its output buffers released through the
+/// allocator it holds) on drop.
 pub struct InferenceResponse {
     raw: *mut sys::TRITONSERVER_InferenceResponse,
+    _allocator: Arc<ResponseAllocator>,
 }
 
 // SAFETY: a completed response is immutable and owned by exactly one holder.
@@ -435,7 +494,8 @@ impl ResponseOutput<'_> {
 }
 
 impl InferenceResponse {
-    /// The error the target model reported for this request, if any.
+    /// The error the target model reported for this request, if any, with its code (a full
+    /// queue stays UNAVAILABLE, a bad input INVALID_ARG).
     pub fn error(&self) -> Result<(), TritonError> {
         // SAFETY: the returned error is owned by the response; copy it, do not delete it.
         unsafe {
@@ -443,8 +503,7 @@ impl InferenceResponse {
             if err.is_null() {
                 return Ok(());
             }
-            let message = crate::str_from_c(sys::TRITONSERVER_ErrorMessage(err));
-            Err(TritonError::internal(message))
+            Err(TritonError::borrowed_from_raw(err))
         }
     }
 

@@ -13,7 +13,8 @@
 //! - [`responder`]: one execute call's responses, errors and timings, answered exactly once
 //!   (also when execute unwinds);
 //! - [`infer`]: in-process inference against other models (requests, responses and the
-//!   response allocator, each releasing itself).
+//!   response allocator, each releasing itself), waiting on [`completion`], the pure
+//!   wait-with-deadline between a waiter and Triton's callbacks.
 //!
 //! Handles that Triton owns are borrowed (`Model`, `ModelInstance`); handles the backend owns are
 //! released by `Drop`.
@@ -21,6 +22,7 @@
 //! Layer: the safe wrapper, importing only `triton-backend-sys`. Imported by both backends.
 
 pub mod backend;
+pub mod completion;
 pub mod entry;
 pub mod error;
 pub mod infer;
