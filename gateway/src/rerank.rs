@@ -7,13 +7,15 @@
 //! between OpenSearch and this endpoint. Sums run in f64 with one rounding to f32.
 //!
 //! Scoring runs natively here by default; `Scorer::Plugin` hands the same flat arrays to
-//! a C-ABI library (`plugin`), and the ordering and threshold stay here either way.
+//! a C-ABI library (`plugin`, which refuses any score it returns that is not finite and in
+//! [0, 1]), and the ordering and threshold stay here either way.
 
 use std::collections::HashSet;
 
 use crate::plugin::{PluginError, PluginScorer};
 
-/// Why a rerank request was refused (400) or the plugin failed (500).
+/// Why a rerank request was refused (400) or the plugin failed (500: an error code, or a
+/// score that is not finite and in [0, 1]; the message names the library).
 #[derive(Debug, thiserror::Error)]
 pub enum RerankError {
     #[error("{0}")]

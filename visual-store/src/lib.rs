@@ -140,6 +140,13 @@ pub trait Store: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Reachable and schema-compatible.
     async fn ready(&self) -> Result<()>;
+    /// Stored records set aside because they cannot be served, for health reports: the
+    /// embedded store moves such records to its quarantine when it opens (docs/stores.md).
+    /// A store that reads nothing back at start (OpenSearch refuses a bad document when it
+    /// is written) has none.
+    fn quarantined(&self) -> usize {
+        0
+    }
     async fn put(&self, record: ImageRecord) -> Result<PutOutcome>;
     /// Several records with one durable commit; one result per record, in order.
     async fn put_batch(&self, records: Vec<ImageRecord>) -> Result<Vec<Result<PutOutcome>>>;

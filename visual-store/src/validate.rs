@@ -75,10 +75,12 @@ pub fn check_query(
     Ok(())
 }
 
-/// Checks a record before it is stored; returns its vector length. `dimension` as in
-/// [`check_query`].
+/// Checks a record before it is stored: id, vector lengths, and every float (vectors,
+/// object and face scores, boxes, landmarks), each error naming the field. Returns its
+/// vector length. `dimension` as in [`check_query`].
 pub fn check_record(record: &ImageRecord, dimension: Option<usize>) -> Result<usize> {
-    let invalid = |message: String| Err(StoreError::InvalidRecord(format!("image {:?}: {message}", record.id)));
+    let refuse = |message: String| StoreError::InvalidRecord(format!("image {:?}: {message}", record.id));
+    let invalid = |message: String| Err(refuse(message));
     if record.id.is_empty() {
         return invalid("the id is empty".into());
     }
@@ -107,11 +109,54 @@ pub fn check_record(record: &ImageRecord, dimension: Option<usize>) -> Result<us
         }
     }
     for (i, object) in record.objects.iter().enumerate() {
-        if !(0.0..=1.0).contains(&object.confidence) {
-            return invalid(format!("objects[{i}].confidence = {} is outside [0, 1]", object.confidence));
+        check_score(&format!("objects[{i}].confidence"), object.confidence).map_err(refuse)?;
+        check_box(&format!("objects[{i}].bbox"), object.bbox).map_err(refuse)?;
+    }
+    for (i, face) in record.faces.iter().enumerate() {
+        check_score(&format!("faces[{i}].confidence"), face.confidence).map_err(refuse)?;
+        check_box(&format!("faces[{i}].bbox"), face.bbox).map_err(refuse)?;
+        for (p, point) in face.landmarks.iter().enumerate() {
+            for (axis, value) in ["x", "y"].into_iter().zip(point) {
+                check_coordinate(&format!("faces[{i}].landmarks[{p}].{axis}"), *value).map_err(refuse)?;
+            }
         }
     }
     Ok(dim)
+}
+
+/// Largest magnitude of a box or landmark coordinate, in pixels: 2^24, past which an f32
+/// no longer holds every whole pixel (a JPEG side is at most 65,535). Coordinates may lie
+/// outside the photo (a face cut by its edge keeps the detector's box), so the bound is
+/// not the photo's size.
+pub const MAX_COORDINATE: f32 = (1 << 24) as f32;
+
+/// A detector score: finite and in [0, 1].
+fn check_score(field: &str, value: f32) -> std::result::Result<(), String> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{field} = {value} is not a score in [0, 1]"))
+    }
+}
+
+fn check_coordinate(field: &str, value: f32) -> std::result::Result<(), String> {
+    if value.is_finite() && value.abs() <= MAX_COORDINATE {
+        Ok(())
+    } else {
+        Err(format!("{field} = {value} is not a pixel coordinate (finite, magnitude at most {MAX_COORDINATE})"))
+    }
+}
+
+/// x1, y1, x2, y2: each a coordinate, x1 <= x2 and y1 <= y2 (an empty box is allowed).
+fn check_box(field: &str, bbox: [f32; 4]) -> std::result::Result<(), String> {
+    for (corner, value) in ["x1", "y1", "x2", "y2"].into_iter().zip(bbox) {
+        check_coordinate(&format!("{field}.{corner}"), value)?;
+    }
+    let [x1, y1, x2, y2] = bbox;
+    if x1 > x2 || y1 > y2 {
+        return Err(format!("{field} = {bbox:?} has x1 > x2 or y1 > y2"));
+    }
+    Ok(())
 }
 
 /// Cosine similarity of two equal-length vectors (not assumed normalised). Eight
@@ -147,6 +192,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{FaceRecord, ObjectRecord};
 
     fn page(k: usize, offset: usize) -> Page {
         Page { k, offset }
@@ -185,6 +231,62 @@ mod tests {
         assert!(check_record(&record("a".repeat(MAX_ID_BYTES)), None).is_ok());
         let message = check_record(&record("a".repeat(MAX_ID_BYTES + 1)), None).unwrap_err().to_string();
         assert!(message.contains("513 bytes long, the limit is 512"), "{message}");
+    }
+
+    /// Every float of a record is checked, and the error names the field.
+    #[test]
+    fn rejects_bad_floats_naming_the_field() {
+        let good = ImageRecord {
+            id: "a".into(),
+            width: 100,
+            height: 80,
+            created_at: 0,
+            tags: vec![],
+            metadata: serde_json::json!({}),
+            embedding: vec![1.0, 0.0],
+            objects: vec![ObjectRecord {
+                class_id: 0,
+                class_name: "dog".into(),
+                confidence: 0.5,
+                bbox: [-3.0, 1.0, 30.0, 40.0],
+                embedding: vec![0.0, 1.0],
+            }],
+            faces: vec![FaceRecord {
+                confidence: 1.0,
+                bbox: [5.0, 5.0, 5.0, 20.0],
+                landmarks: [[6.0, 7.0]; 5],
+                embedding: vec![0.6, 0.8],
+            }],
+        };
+        assert_eq!(check_record(&good, Some(2)).unwrap(), 2);
+        type Change = fn(&mut ImageRecord);
+        let cases: [(Change, &str); 14] = [
+            (|r| r.embedding[1] = f32::INFINITY, "embedding has a non-finite value"),
+            (|r| r.objects[0].embedding[0] = f32::NAN, "objects[0].embedding has a non-finite value"),
+            (|r| r.faces[0].embedding = vec![0.0, 0.0], "faces[0].embedding is all zeros"),
+            (|r| r.objects[0].confidence = f32::NAN, "objects[0].confidence = NaN is not a score in [0, 1]"),
+            (|r| r.objects[0].confidence = 1.5, "objects[0].confidence = 1.5 is not a score"),
+            (|r| r.objects[0].bbox[2] = f32::NAN, "objects[0].bbox.x2 = NaN is not a pixel coordinate"),
+            (|r| r.objects[0].bbox[1] = -1e30, "objects[0].bbox.y1 = -1000000000000000000000000000000 is not a pixel"),
+            (|r| r.objects[0].bbox = [10.0, 0.0, 9.0, 5.0], "objects[0].bbox = [10.0, 0.0, 9.0, 5.0] has x1 > x2"),
+            (|r| r.faces[0].confidence = f32::NEG_INFINITY, "faces[0].confidence = -inf is not a score"),
+            (|r| r.faces[0].confidence = -0.01, "faces[0].confidence = -0.01 is not a score"),
+            (|r| r.faces[0].bbox[3] = f32::INFINITY, "faces[0].bbox.y2 = inf is not a pixel coordinate"),
+            (|r| r.faces[0].bbox = [0.0, 9.0, 5.0, 8.0], "faces[0].bbox = [0.0, 9.0, 5.0, 8.0] has x1 > x2 or y1 > y2"),
+            (|r| r.faces[0].landmarks[3][0] = f32::NAN, "faces[0].landmarks[3].x = NaN is not a pixel coordinate"),
+            (|r| r.faces[0].landmarks[4][1] = 3e7, "faces[0].landmarks[4].y = 30000000 is not a pixel coordinate"),
+        ];
+        for (change, expected) in cases {
+            let mut record = good.clone();
+            change(&mut record);
+            match check_record(&record, Some(2)) {
+                Err(StoreError::InvalidRecord(message)) => {
+                    assert!(message.starts_with("image \"a\": "), "{message}");
+                    assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+                }
+                other => panic!("expected InvalidRecord({expected}), got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! OpenSearch-only checks on a real node (`OPENSEARCH_URL`; without it each test fails under
-//! the test command and is reported skipped elsewhere): HNSW recall at 10,000 image vectors against brute force, and
-//! the per-item results of a `_bulk` holding records that only OpenSearch refuses. And,
+//! the test command and is reported skipped elsewhere): HNSW recall at 10,000 image vectors against brute force,
+//! the per-item results of a `_bulk` holding records that only OpenSearch refuses, and
+//! object and face search up to a `max_k` above OpenSearch's default inner-hits window of
+//! 100 (on a new index and on one created with the default window). And,
 //! with no node at all, what the store answers when nothing listens (a stopped node), a
 //! listener never answers (a hung one), or a node answers 503 while its shards recover (a
 //! restarted one, imitated with OpenSearch's own answers): `Unavailable` every time.
@@ -12,9 +14,14 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use common::Rng;
-use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
+use opensearch::http::transport::Transport;
+use opensearch::indices::{IndicesCreateParts, IndicesGetSettingsParts};
+use opensearch::OpenSearch;
+use visual_store::opensearch::{query, OpenSearchConfig, OpenSearchStore};
 use visual_store::validate::cosine;
-use visual_store::{ImageRecord, ObjectRecord, Page, PutOutcome, SearchFilter, Store, StoreError};
+use visual_store::{
+    FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, QueryLimits, SearchFilter, Store, StoreError,
+};
 
 fn opensearch_url(test: &str) -> Option<String> {
     let url = std::env::var("OPENSEARCH_URL").ok();
@@ -32,7 +39,17 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let index = common::unique_index_name(prefix);
-    let store = OpenSearchStore::connect(OpenSearchConfig::new(url, &index, dimension)).await.unwrap();
+    with_store(OpenSearchConfig::new(url, &index, dimension), check).await;
+}
+
+/// Runs `check` against a store connected with `config`, then deletes its index, also when
+/// the check panics (the panic is re-raised after the cleanup).
+async fn with_store<F, Fut>(config: OpenSearchConfig, check: F)
+where
+    F: FnOnce(OpenSearchStore) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let store = OpenSearchStore::connect(config).await.unwrap();
     let outcome = tokio::spawn(check(store.clone())).await;
     store.delete_index().await.unwrap();
     if let Err(panic) = outcome {
@@ -221,6 +238,146 @@ async fn opensearch_bulk_reports_each_failed_item() {
     .await;
 }
 
+const PARTS_DIMENSION: usize = 16;
+const PARTS_IMAGES: usize = 120;
+/// Above OpenSearch's default inner-hits window (`index.max_inner_result_window`, 100).
+const PARTS_MAX_K: usize = 300;
+/// Objects of the first image: more than 100 of one image's parts rank in the top
+/// `PARTS_MAX_K`, so one image's inner hits really exceed the default window.
+const CROWDED_OBJECTS: usize = 400;
+
+fn parts_limits() -> QueryLimits {
+    QueryLimits { max_k: PARTS_MAX_K, max_window: 2 * PARTS_MAX_K }
+}
+
+/// 4 objects and 3 faces per image (the first image: `CROWDED_OBJECTS` objects).
+fn parts_images() -> Vec<ImageRecord> {
+    let mut rng = Rng::new(37);
+    (0..PARTS_IMAGES)
+        .map(|i| {
+            let mut image = record(format!("parts-{i:03}"), rng.unit_vector(PARTS_DIMENSION), vec![]);
+            let objects = if i == 0 { CROWDED_OBJECTS } else { 4 };
+            image.objects = (0..objects)
+                .map(|o| ObjectRecord {
+                    class_id: 0,
+                    class_name: "person".into(),
+                    confidence: 0.5,
+                    bbox: [o as f32, 0.0, o as f32 + 10.0, 10.0],
+                    embedding: rng.unit_vector(PARTS_DIMENSION),
+                })
+                .collect();
+            image.faces = (0..3)
+                .map(|f| FaceRecord {
+                    confidence: 0.9,
+                    bbox: [f as f32, 0.0, f as f32 + 5.0, 5.0],
+                    landmarks: [[1.0, 1.0]; 5],
+                    embedding: rng.unit_vector(PARTS_DIMENSION),
+                })
+                .collect();
+            image
+        })
+        .collect()
+}
+
+/// Ranked parts from a search, as (image id, index, score), against the exact cosines of
+/// `vectors` (image id, index, vector): the page is the exact ranking's slice (scores within
+/// 1e-4 rank by rank; each hit's score is its own part's cosine), with no part twice.
+fn assert_exact_parts(
+    kind: &str,
+    hits: &[(String, usize, f32)],
+    vectors: &[(String, usize, &[f32])],
+    query: &[f32],
+    page: Page,
+) {
+    let mut exact: Vec<f32> = vectors.iter().map(|(_, _, v)| cosine(query, v)).collect();
+    exact.sort_by(|a, b| b.total_cmp(a));
+    let expected = &exact[page.offset.min(exact.len())..(page.offset + page.k).min(exact.len())];
+    assert_eq!(hits.len(), expected.len(), "{kind} {page:?}: hit count");
+    let mut seen = HashSet::new();
+    for (rank, ((image_id, index, score), want)) in hits.iter().zip(expected).enumerate() {
+        assert!((score - want).abs() < 1e-4, "{kind} {page:?} rank {rank}: score {score}, exact {want}");
+        let (_, _, vector) = vectors.iter().find(|(id, i, _)| id == image_id && i == index).expect("a stored part");
+        assert!((score - cosine(query, vector)).abs() < 1e-4, "{kind} {image_id}#{index}: wrong score {score}");
+        assert!(seen.insert((image_id.clone(), *index)), "{kind} {image_id}#{index} returned twice");
+    }
+}
+
+/// Object and face searches at `PARTS_MAX_K` (and the page after it) equal the exact ranking.
+async fn part_searches_reach_max_k(store: OpenSearchStore, images: Vec<ImageRecord>) {
+    let outcomes = store.put_batch(images.clone()).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(PutOutcome::Created))), "{outcomes:?}");
+    let objects: Vec<(String, usize, &[f32])> = images
+        .iter()
+        .flat_map(|im| im.objects.iter().enumerate().map(|(i, o)| (im.id.clone(), i, &o.embedding[..])))
+        .collect();
+    let faces: Vec<(String, usize, &[f32])> = images
+        .iter()
+        .flat_map(|im| im.faces.iter().enumerate().map(|(i, f)| (im.id.clone(), i, &f.embedding[..])))
+        .collect();
+    let mut rng = Rng::new(41);
+    let mut crowded_hits = 0;
+    for _ in 0..3 {
+        let query = rng.unit_vector(PARTS_DIMENSION);
+        for page in [Page { k: PARTS_MAX_K, offset: 0 }, Page { k: PARTS_MAX_K, offset: PARTS_MAX_K }] {
+            let hits = store.search_objects(&query, &SearchFilter::default(), page).await.unwrap();
+            let hits: Vec<_> = hits.into_iter().map(|h| (h.image_id, h.object_index, h.score)).collect();
+            assert_exact_parts("objects", &hits, &objects, &query, page);
+            if page.offset == 0 {
+                crowded_hits = hits.iter().filter(|(id, _, _)| id == &images[0].id).count();
+            }
+            let hits = store.search_faces(&query, &SearchFilter::default(), page).await.unwrap();
+            let hits: Vec<_> = hits.into_iter().map(|h| (h.image_id, h.face_index, h.score)).collect();
+            assert_exact_parts("faces", &hits, &faces, &query, page);
+        }
+        assert!(crowded_hits > 100, "one image should give more than 100 object hits, gave {crowded_hits}");
+    }
+}
+
+/// Object and face search up to `max_k` above OpenSearch's default inner-hits window of 100,
+/// on an index the store creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_part_search_reaches_max_k() {
+    let Some(url) = opensearch_url("opensearch_part_search_reaches_max_k") else { return };
+    let index = common::unique_index_name("visual-store-parts");
+    let config = OpenSearchConfig { limits: parts_limits(), ..OpenSearchConfig::new(&url, &index, PARTS_DIMENSION) };
+    with_store(config, |store| part_searches_reach_max_k(store, parts_images())).await;
+}
+
+/// The same on an index created with OpenSearch's default inner-hits window (as a build
+/// before the setting made it): the store raises the window when it checks the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_part_search_raises_an_older_index_window() {
+    let Some(url) = opensearch_url("opensearch_part_search_raises_an_older_index_window") else { return };
+    let index = common::unique_index_name("visual-store-parts-older");
+    let client = OpenSearch::new(Transport::single_node(&url).unwrap());
+    let mut body = query::create_index(PARTS_DIMENSION, parts_limits().max_window);
+    body["settings"]["index"].as_object_mut().unwrap().remove("max_inner_result_window");
+    let created = client.indices().create(IndicesCreateParts::Index(&index)).body(body).send().await.unwrap();
+    assert_eq!(created.status_code().as_u16(), 200, "{:?}", created.text().await);
+    let (client, index_name) = (&client, index.as_str());
+    let window = || async move {
+        let answer = client
+            .indices()
+            .get_settings(IndicesGetSettingsParts::IndexName(&[index_name], &[query::INNER_WINDOW_SETTING]))
+            .flat_settings(true)
+            .include_defaults(true)
+            .send()
+            .await
+            .unwrap();
+        query::inner_window_of(&answer.json().await.unwrap())
+    };
+    assert_eq!(window().await, Some(100), "the index should start with the default window");
+    let config = OpenSearchConfig { limits: parts_limits(), ..OpenSearchConfig::new(&url, &index, PARTS_DIMENSION) };
+    let checked = OpenSearchStore::connect(config.clone()).await;
+    let raised = window().await;
+    with_store(config, move |store| async move {
+        checked.expect("connect to the older index");
+        assert_eq!(raised, Some(2 * PARTS_MAX_K), "the store should raise the window to its result window");
+        part_searches_reach_max_k(store, parts_images()).await
+    })
+    .await;
+}
+
 /// A loopback port where nothing listens (bound, then closed): connections are refused.
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -335,6 +492,9 @@ async fn opensearch_recovering_node_is_unavailable() {
         match (method, path.split('?').next().unwrap_or("")) {
             ("HEAD", "/recovering") => (200, String::new()),
             ("GET", "/recovering/_mapping") => (200, meta),
+            ("GET", "/recovering/_settings/index.max_inner_result_window") => {
+                (200, r#"{"recovering":{"settings":{"index.max_inner_result_window":"10000"}}}"#.to_string())
+            }
             ("POST", "/_bulk") if body.contains("item-503") => {
                 let item = r#"{"create":{"_index":"recovering","_id":"item-503","status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}}"#;
                 (200, format!(r#"{{"took":1,"errors":true,"items":[{item}]}}"#))

@@ -6,8 +6,9 @@
 //!
 //! * kill -9 after a checkpoint and further puts and deletes: `Loaded` with exactly the
 //!   records replayed and the vectors removed that the writer's operations imply;
-//! * a missing, empty, truncated, random or foreign (other dimension) file in place of a
-//!   graph: `Rebuilt`;
+//! * a missing, empty, truncated, random or foreign (other dimension, or another store of
+//!   the same dimension and ids) file in place of a graph, and graphs under a replaced
+//!   records database: `Rebuilt` (a saved graph carries its records' generation);
 //! * a crash inside a checkpoint (some graphs renamed from the newer checkpoint, the others
 //!   from the older one, a partial or complete `*.tmp` left behind), built from two real
 //!   checkpoints, and caught for real by killing a writer that checkpoints in a loop;
@@ -586,7 +587,37 @@ enum Damage {
     Random(u64),
     /// The valid graph of the same name from a store of another dimension.
     OtherDimension,
+    /// The valid graph of the same name from another store of the same dimension holding the
+    /// same ids (slots) with other vectors: only the records' generation tells it apart.
+    OtherStore,
 }
+
+/// The same records (ids, slots, everything else) with other vectors of `dimension`.
+fn with_other_vectors(docs: &[ImageRecord], dimension: usize, seed: u64) -> Vec<ImageRecord> {
+    let mut rng = common::Rng::new(seed);
+    docs.iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.embedding = rng.unit_vector(dimension);
+            d.objects.iter_mut().for_each(|o| o.embedding = rng.unit_vector(dimension));
+            d.faces.iter_mut().for_each(|f| f.embedding = rng.unit_vector(dimension));
+            d
+        })
+        .collect()
+}
+
+/// A store in `dir` holding `docs[..INITIAL]` less those of `DELETED`, checkpointed.
+async fn checkpointed_store(dir: &Path, docs: &[ImageRecord]) {
+    let store = EmbeddedStore::open_async(config(dir)).await.unwrap();
+    common::ingest(&store, &docs[..INITIAL]).await;
+    for i in DELETED {
+        assert!(store.delete(&docs[i].id).await.unwrap());
+    }
+    store.checkpoint().unwrap();
+}
+
+/// Deleted by `checkpointed_store`.
+const DELETED: [usize; 3] = [3, 50, 199];
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = common::Rng::new(seed);
@@ -597,33 +628,16 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 async fn damaged_or_foreign_graph_files_are_rebuilt() {
     let docs = documents();
     let base = tempfile::tempdir().unwrap();
-    let mut survivors: BTreeSet<usize> = (0..INITIAL).collect();
-    {
-        let store = EmbeddedStore::open_async(config(base.path())).await.unwrap();
-        common::ingest(&store, &docs[..INITIAL]).await;
-        for i in [3, 50, 199] {
-            assert!(store.delete(&docs[i].id).await.unwrap());
-            survivors.remove(&i);
-        }
-        store.checkpoint().unwrap();
-    }
+    let survivors: BTreeSet<usize> = (0..INITIAL).filter(|i| !DELETED.contains(i)).collect();
+    checkpointed_store(base.path(), &docs).await;
     let other = tempfile::tempdir().unwrap();
     {
         let store = EmbeddedStore::open_async(config(other.path())).await.unwrap();
-        let mut rng = common::Rng::new(43);
-        let small: Vec<ImageRecord> = docs[..20]
-            .iter()
-            .map(|d| {
-                let mut d = d.clone();
-                d.embedding = rng.unit_vector(16);
-                d.objects.iter_mut().for_each(|o| o.embedding = rng.unit_vector(16));
-                d.faces.iter_mut().for_each(|f| f.embedding = rng.unit_vector(16));
-                d
-            })
-            .collect();
-        common::ingest(&store, &small).await;
+        common::ingest(&store, &with_other_vectors(&docs[..20], 16, 43)).await;
         store.checkpoint().unwrap();
     }
+    let twin = tempfile::tempdir().unwrap();
+    checkpointed_store(twin.path(), &with_other_vectors(&docs, common::DIMENSION, 44)).await;
     let damages = [
         Damage::Missing,
         Damage::Empty,
@@ -633,6 +647,7 @@ async fn damaged_or_foreign_graph_files_are_rebuilt() {
         Damage::Random(1),
         Damage::Random(2),
         Damage::OtherDimension,
+        Damage::OtherStore,
     ];
     for name in GRAPH_FILES {
         let original = std::fs::read(base.path().join(name)).unwrap();
@@ -650,6 +665,7 @@ async fn damaged_or_foreign_graph_files_are_rebuilt() {
                 Damage::LastByteCut => Some(original[..original.len() - 1].to_vec()),
                 Damage::Random(seed) => Some(random_bytes(seed, original.len())),
                 Damage::OtherDimension => Some(std::fs::read(other.path().join(name)).unwrap()),
+                Damage::OtherStore => Some(std::fs::read(twin.path().join(name)).unwrap()),
             };
             match damaged {
                 Some(bytes) => std::fs::write(&path, bytes).unwrap(),
@@ -658,6 +674,23 @@ async fn damaged_or_foreign_graph_files_are_rebuilt() {
             open_and_check(case.path(), &docs, &survivors, IndexRecovery::Rebuilt, &format!("{name} {damage:?}")).await;
         }
     }
+}
+
+/// A records database replaced by another one (same dimension, ids and slots, other vectors)
+/// under the saved graphs of the first: the graphs name another generation and are rebuilt,
+/// so searches answer with the new records' vectors. Key by key the old graphs match the
+/// new records, so without the generation they would be loaded and serve the old vectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphs_of_a_replaced_records_database_are_rebuilt() {
+    let docs = documents();
+    let replacement = with_other_vectors(&docs, common::DIMENSION, 45);
+    let survivors: BTreeSet<usize> = (0..INITIAL).filter(|i| !DELETED.contains(i)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed_store(dir.path(), &docs).await;
+    let other = tempfile::tempdir().unwrap();
+    checkpointed_store(other.path(), &replacement).await;
+    copy_records(other.path(), dir.path());
+    open_and_check(dir.path(), &replacement, &survivors, IndexRecovery::Rebuilt, "records replaced").await;
 }
 
 /// Crash states of a checkpoint built from two real ones: `checkpoint` saves images, objects,

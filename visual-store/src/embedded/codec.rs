@@ -44,10 +44,14 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, ImageRecord), StoreError> {
     let json = bytes.get(PREFIX_LEN..PREFIX_LEN + json_len).ok_or_else(|| corrupt("header cut short"))?;
     let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt(&format!("header JSON: {e}")))?;
     let floats = &bytes[PREFIX_LEN + json_len..];
+    if floats.is_empty() {
+        return Err(corrupt("no vector bytes"));
+    }
     let vector_count = 1 + record.objects.len() + record.faces.len();
     if !floats.len().is_multiple_of(4 * vector_count) {
         return Err(corrupt("vector bytes do not divide into the record's vectors"));
     }
+    // Not zero: `floats` is non-empty and a multiple of 4 * vector_count.
     let dim = floats.len() / (4 * vector_count);
     let mut chunks = floats.chunks_exact(4 * dim).map(|chunk| {
         chunk.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect::<Vec<f32>>()
@@ -92,5 +96,31 @@ mod tests {
             }],
         };
         assert_eq!(decode(&encode(42, &record)).unwrap(), (42, record));
+    }
+
+    /// A value cut anywhere up to the end of its header is an error, never a panic; cut at
+    /// the header's end it has no vector bytes, which would divide into vectors of length 0.
+    /// (Cut inside the vectors it may decode with a shorter dimension: the store's dimension
+    /// check at open catches that.)
+    #[test]
+    fn damaged_values_are_errors() {
+        let record = ImageRecord {
+            id: "abc".into(),
+            width: 1,
+            height: 1,
+            created_at: 0,
+            tags: vec![],
+            metadata: serde_json::json!({}),
+            embedding: vec![1.0, 2.0],
+            objects: vec![],
+            faces: vec![],
+        };
+        let bytes = encode(7, &record);
+        let header_end = bytes.len() - 8;
+        for cut in 0..=header_end {
+            let message = decode(&bytes[..cut]).unwrap_err().to_string();
+            assert!(message.starts_with("storage I/O: corrupt stored record"), "{message}");
+        }
+        assert!(decode(&bytes[..header_end]).unwrap_err().to_string().contains("no vector bytes"));
     }
 }

@@ -12,8 +12,13 @@
 //! k-NN without losing results to post-filtering), it removes vectors, saves and loads
 //! graphs, and is actively released. The graphs are a cache of what redb holds: on open
 //! the saved graphs (written by [`EmbeddedStore::checkpoint`] and on drop) are loaded
-//! and reconciled key by key with the records, or rebuilt from the records when absent
-//! or unreadable.
+//! and reconciled key by key with the records, or rebuilt from the records when absent,
+//! unreadable or saved from another records database (each graph carries the generation
+//! drawn when `records.redb` was created).
+//!
+//! A stored record that cannot be served (undecodable, another vector length, a value
+//! `put` would refuse, a slot clash) never fails the open: it is moved to a quarantine
+//! table with its reason, logged, and counted ([`Store::quarantined`]).
 //!
 //! Filtered search plans per query (see [`catalog`]): when the cheap indexes show at most
 //! `exact_scan_limit` candidate images, their vectors are scored exactly; otherwise the
@@ -30,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::matching;
 use crate::validate::{check_query, check_record, cosine};
@@ -48,6 +53,12 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_SCHEMA: &str = "schema_version";
 const META_DIMENSION: &str = "dimension";
 const META_NEXT_SLOT: &str = "next_slot";
+/// A random number drawn when the database is created; every saved graph carries it, so a
+/// graph from another database (another folder, a replaced `records.redb`) is never loaded.
+const META_GENERATION: &str = "generation";
+/// Records that could not be served, set aside at open: sequence number -> (image id,
+/// reason, the stored value as it was).
+const QUARANTINE: TableDefinition<u64, (&str, &str, &[u8])> = TableDefinition::new("quarantine");
 
 /// Version of the on-disk layout (codec and tables); a store written by another version
 /// is refused with `SchemaMismatch` instead of being misread.
@@ -111,12 +122,12 @@ impl Graphs {
         })
     }
 
-    fn load(folder: &Path, dimension: usize, params: HnswParams) -> Result<Self> {
+    fn load(folder: &Path, dimension: usize, params: HnswParams, generation: u64) -> Result<Self> {
         let [images, objects, faces] = GRAPH_FILES.map(|name| folder.join(name));
         Ok(Graphs {
-            images: VectorIndex::load(&images, dimension, params)?,
-            objects: VectorIndex::load(&objects, dimension, params)?,
-            faces: VectorIndex::load(&faces, dimension, params)?,
+            images: VectorIndex::load(&images, dimension, params, generation)?,
+            objects: VectorIndex::load(&objects, dimension, params, generation)?,
+            faces: VectorIndex::load(&faces, dimension, params, generation)?,
         })
     }
 
@@ -190,6 +201,24 @@ struct Inner {
     /// One writer at a time from "is this id stored?" to the in-memory update.
     writer: Mutex<()>,
     recovery: IndexRecovery,
+    /// The records database's generation, written into every saved graph.
+    generation: u64,
+    /// Records the quarantine table holds (moved there by this or an earlier open).
+    quarantined: usize,
+}
+
+/// What `META` holds besides the schema version.
+struct Meta {
+    dimension: Option<usize>,
+    next_slot: u64,
+    generation: u64,
+}
+
+/// A stored value that cannot be served, and why; moved to `QUARANTINE` at open.
+struct Unreadable {
+    id: String,
+    reason: String,
+    bytes: Vec<u8>,
 }
 
 /// The embedded store; cheap to clone (all clones share one open store).
@@ -213,7 +242,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StoreError::Io(format!("create store folder {}: {e}", config.path.display())))?;
         let db = Database::create(config.path.join(RECORDS_FILE)).map_err(redb_err("open"))?;
-        let (stored_dimension, next_slot) = Self::read_meta(&db)?;
+        let Meta { dimension: stored_dimension, next_slot, generation } = Self::read_meta(&db)?;
         if let (Some(configured), Some(stored)) = (config.dimension, stored_dimension) {
             if configured != stored {
                 return Err(StoreError::SchemaMismatch(format!(
@@ -224,10 +253,11 @@ impl EmbeddedStore {
         }
         let dimension = stored_dimension.or(config.dimension);
         let mut state = State { dimension, catalog: Catalog::default(), graphs: None, next_slot, dirty: false };
-        let recovery = Self::recover(&db, &config, &mut state)?;
-        Ok(EmbeddedStore {
-            inner: Arc::new(Inner { config, db, state: RwLock::new(state), writer: Mutex::new(()), recovery }),
-        })
+        let (recovery, unreadable) = Self::recover(&db, &config, generation, &mut state)?;
+        let quarantined = Self::quarantine(&db, unreadable)?;
+        let inner =
+            Inner { config, db, state: RwLock::new(state), writer: Mutex::new(()), recovery, generation, quarantined };
+        Ok(EmbeddedStore { inner: Arc::new(inner) })
     }
 
     pub async fn open_async(config: EmbeddedConfig) -> Result<Self> {
@@ -240,9 +270,10 @@ impl EmbeddedStore {
         self.inner.recovery
     }
 
-    fn read_meta(db: &Database) -> Result<(Option<usize>, u64)> {
-        let txn = db.begin_write().map_err(redb_err("begin"))?;
-        let (dimension, next_slot) = {
+    fn read_meta(db: &Database) -> Result<Meta> {
+        let mut txn = db.begin_write().map_err(redb_err("begin"))?;
+        txn.set_durability(Durability::Immediate);
+        let meta = {
             let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
             txn.open_table(RECORDS).map_err(redb_err("open records"))?;
             let get = |meta: &redb::Table<&str, u64>, key| meta.get(key).map(|v| v.map(|g| g.value()));
@@ -257,27 +288,54 @@ impl EmbeddedStore {
                     meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(redb_err("write meta"))?;
                 }
             }
-            let dimension = get(&meta, META_DIMENSION).map_err(redb_err("read meta"))?.map(|d| d as usize);
-            (dimension, get(&meta, META_NEXT_SLOT).map_err(redb_err("read meta"))?.unwrap_or(0))
+            let generation = match get(&meta, META_GENERATION).map_err(redb_err("read meta"))? {
+                Some(generation) => generation,
+                None => {
+                    let generation = new_generation();
+                    meta.insert(META_GENERATION, generation).map_err(redb_err("write meta"))?;
+                    generation
+                }
+            };
+            Meta {
+                dimension: get(&meta, META_DIMENSION).map_err(redb_err("read meta"))?.map(|d| d as usize),
+                next_slot: get(&meta, META_NEXT_SLOT).map_err(redb_err("read meta"))?.unwrap_or(0),
+                generation,
+            }
         };
         txn.commit().map_err(redb_err("commit meta"))?;
-        Ok((dimension, next_slot))
+        Ok(meta)
     }
 
-    /// Fills the catalog from the records and brings the graphs in line with them.
-    fn recover(db: &Database, config: &EmbeddedConfig, state: &mut State) -> Result<IndexRecovery> {
-        let Some(dimension) = state.dimension else { return Ok(IndexRecovery::Empty) };
-        let (graphs, loaded) = match Graphs::load(&config.path, dimension, config.hnsw) {
+    /// Fills the catalog from the records and brings the graphs in line with them. Records
+    /// that cannot be served ([`servable`]) are left out and returned.
+    fn recover(
+        db: &Database,
+        config: &EmbeddedConfig,
+        generation: u64,
+        state: &mut State,
+    ) -> Result<(IndexRecovery, Vec<Unreadable>)> {
+        let Some(dimension) = state.dimension else { return Ok((IndexRecovery::Empty, Vec::new())) };
+        let (graphs, loaded) = match Graphs::load(&config.path, dimension, config.hnsw, generation) {
             Ok(graphs) => (graphs, true),
-            Err(_) => (Graphs::new(dimension, config.hnsw)?, false),
+            Err(reason) => {
+                tracing::info!(path = %config.path.display(), %reason, "saved graphs not used: rebuilding them");
+                (Graphs::new(dimension, config.hnsw)?, false)
+            }
         };
         let txn = db.begin_read().map_err(redb_err("begin read"))?;
         let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
         let mut added = 0;
         let mut missing = Vec::new();
+        let mut unreadable = Vec::new();
         for entry in table.iter().map_err(redb_err("scan records"))? {
-            let (_, value) = entry.map_err(redb_err("scan records"))?;
-            let (slot, record) = codec::decode(value.value())?;
+            let (key, value) = entry.map_err(redb_err("scan records"))?;
+            let (slot, record) = match servable(key.value(), value.value(), dimension, state) {
+                Ok(servable) => servable,
+                Err(reason) => {
+                    unreadable.push(Unreadable { id: key.value().to_owned(), reason, bytes: value.value().to_vec() });
+                    continue;
+                }
+            };
             state.catalog.insert(slot, &record);
             let incomplete = !graphs.images.contains(slot)
                 || (0..record.objects.len()).any(|i| !graphs.objects.contains(part_key(slot, i)))
@@ -301,12 +359,72 @@ impl EmbeddedStore {
         }
         state.dirty = !loaded || added > 0 || removed > 0;
         state.graphs = Some(graphs);
-        Ok(match (loaded, state.catalog.len()) {
+        let recovery = match (loaded, state.catalog.len()) {
             (_, 0) if !loaded => IndexRecovery::Empty,
             (true, _) => IndexRecovery::Loaded { added, removed },
             (false, _) => IndexRecovery::Rebuilt,
-        })
+        };
+        Ok((recovery, unreadable))
     }
+
+    /// Moves `unreadable` from the records to the quarantine in one durable transaction and
+    /// logs each; returns how many records the quarantine holds in all.
+    fn quarantine(db: &Database, unreadable: Vec<Unreadable>) -> Result<usize> {
+        let mut txn = db.begin_write().map_err(redb_err("begin write"))?;
+        txn.set_durability(Durability::Immediate);
+        let held = {
+            let mut records = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(redb_err("open quarantine"))?;
+            let last = quarantine.last().map_err(redb_err("read quarantine"))?.map(|(key, _)| key.value());
+            let first = last.map_or(0, |key| key + 1);
+            for (number, entry) in (first..).zip(&unreadable) {
+                records.remove(entry.id.as_str()).map_err(redb_err("quarantine record"))?;
+                quarantine
+                    .insert(number, (entry.id.as_str(), entry.reason.as_str(), entry.bytes.as_slice()))
+                    .map_err(redb_err("quarantine record"))?;
+            }
+            quarantine.len().map_err(redb_err("read quarantine"))? as usize
+        };
+        txn.commit().map_err(redb_err("commit quarantine"))?;
+        for Unreadable { id, reason, .. } in &unreadable {
+            tracing::warn!(image_id = %id, %reason, "stored record quarantined: it cannot be served");
+        }
+        Ok(held)
+    }
+}
+
+/// The record of a stored value, if it can be served: it decodes, is stored under its own
+/// id, passes `put`'s checks for the store's dimension, and holds a slot that the store
+/// handed out (below `next_slot`) and that no record read before holds. Otherwise why not.
+fn servable(
+    key: &str,
+    bytes: &[u8],
+    dimension: usize,
+    state: &State,
+) -> std::result::Result<(u64, ImageRecord), String> {
+    let (slot, record) = codec::decode(bytes).map_err(|e| e.to_string())?;
+    if record.id != key {
+        return Err(format!("stored under the key {key:?} but its id is {:?}", record.id));
+    }
+    check_record(&record, Some(dimension)).map_err(|e| e.to_string())?;
+    if slot >= state.next_slot {
+        return Err(format!("slot {slot} was never handed out (the next one is {})", state.next_slot));
+    }
+    if let Some(holder) = state.catalog.image(slot) {
+        return Err(format!("slot {slot} is already held by image {:?}", holder.id));
+    }
+    Ok((slot, record))
+}
+
+/// A generation for a new records database: the standard library's random hash keys (drawn
+/// from the operating system once per process) over the time and the process id.
+fn new_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the state is
@@ -459,7 +577,7 @@ impl Inner {
         for (graph, name) in [&graphs.images, &graphs.objects, &graphs.faces].into_iter().zip(GRAPH_FILES) {
             let path = self.config.path.join(name);
             let temporary = self.config.path.join(format!("{name}.tmp"));
-            graph.save(&temporary)?;
+            graph.save(&temporary, self.generation)?;
             std::fs::rename(&temporary, &path)
                 .map_err(|e| StoreError::Io(format!("rename {} -> {}: {e}", temporary.display(), path.display())))?;
         }
@@ -584,6 +702,10 @@ impl Store for EmbeddedStore {
 
     async fn ready(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn quarantined(&self) -> usize {
+        self.inner.quarantined
     }
 
     async fn put(&self, record: ImageRecord) -> Result<PutOutcome> {

@@ -2,7 +2,13 @@
 //!
 //! Keys: an image's vector is keyed by its slot; object and face vectors by
 //! `slot << 16 | index`, so a key alone names the image and the part.
+//!
+//! A saved graph is usearch's file followed by a trailer: the generation of the records
+//! database it was built from (u64, little-endian) and [`TRAILER_MAGIC`]. usearch reads its
+//! file as a stream of the length its header gives, so the trailer is never read by it; a
+//! graph whose trailer is missing or names another generation is refused at load.
 
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -29,6 +35,10 @@ impl Default for HnswParams {
 }
 
 pub const PART_BITS: u32 = MAX_PARTS_PER_IMAGE.trailing_zeros();
+
+/// Last bytes of a saved graph, after the generation.
+const TRAILER_MAGIC: [u8; 8] = *b"vsgraph1";
+const TRAILER_LEN: u64 = 16;
 
 pub fn part_key(slot: u64, index: usize) -> u64 {
     (slot << PART_BITS) | index as u64
@@ -62,8 +72,16 @@ impl VectorIndex {
         Ok(VectorIndex { index, dimension })
     }
 
-    /// Loads a saved graph; fails if it was built for another dimension.
-    pub fn load(path: &Path, dimension: usize, params: HnswParams) -> Result<Self, StoreError> {
+    /// Loads a saved graph; fails if it was built from records of another `generation` or
+    /// for another dimension.
+    pub fn load(path: &Path, dimension: usize, params: HnswParams, generation: u64) -> Result<Self, StoreError> {
+        let saved = read_generation(path)?;
+        if saved != generation {
+            return Err(index_error(
+                &format!("load {}", path.display()),
+                format!("built from records generation {saved:016x}, the records are generation {generation:016x}"),
+            ));
+        }
         let loaded = Self::new(dimension, params)?;
         loaded.index.load(&path.to_string_lossy()).map_err(|e| index_error(&format!("load {}", path.display()), e))?;
         if loaded.index.dimensions() != dimension {
@@ -73,10 +91,17 @@ impl VectorIndex {
         Ok(loaded)
     }
 
-    /// Writes the graph to `path` and fsyncs it.
-    pub fn save(&self, path: &Path) -> Result<(), StoreError> {
+    /// Writes the graph and the trailer naming `generation` to `path`, and fsyncs it.
+    pub fn save(&self, path: &Path, generation: u64) -> Result<(), StoreError> {
         self.index.save(&path.to_string_lossy()).map_err(|e| index_error(&format!("save {}", path.display()), e))?;
-        std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| index_error("fsync", e))
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| index_error(&format!("open {}", path.display()), e))?;
+        file.write_all(&generation.to_le_bytes())
+            .and_then(|()| file.write_all(&TRAILER_MAGIC))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| index_error(&format!("write the trailer of {}", path.display()), e))
     }
 
     pub fn len(&self) -> usize {
@@ -141,6 +166,25 @@ impl VectorIndex {
     pub fn dimension(&self) -> usize {
         self.dimension
     }
+}
+
+/// The generation in a saved graph's trailer.
+fn read_generation(path: &Path) -> Result<u64, StoreError> {
+    let context = format!("load {}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|e| index_error(&context, e))?;
+    let length = file.metadata().map_err(|e| index_error(&context, e))?.len();
+    if length < TRAILER_LEN {
+        return Err(index_error(&context, format!("{length} bytes: too short for a saved graph")));
+    }
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    file.seek(SeekFrom::Start(length - TRAILER_LEN))
+        .and_then(|_| file.read_exact(&mut trailer))
+        .map_err(|e| index_error(&context, e))?;
+    let (generation, magic) = trailer.split_at(8);
+    if magic != TRAILER_MAGIC {
+        return Err(index_error(&context, "no generation trailer (saved by an older build, or damaged)"));
+    }
+    Ok(u64::from_le_bytes(generation.try_into().expect("8 bytes")))
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@
 //! first call that needs it: a store made with [`OpenSearchStore::new`] while OpenSearch is
 //! down answers `Unavailable` until the node is back, and never writes into an index it has
 //! not checked (a `_bulk` into a missing index would create one with a dynamic mapping).
+//! The check also raises the index's inner-hits window (`index.max_inner_result_window`,
+//! default 100) to the store's result window when it is lower, so object and face searches
+//! work up to `max_k` on an index created by an older build.
 
 pub mod query;
 
@@ -27,7 +30,10 @@ use opensearch::http::request::JsonBody;
 use opensearch::http::response::Response;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use opensearch::http::Url;
-use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesGetMappingParts};
+use opensearch::indices::{
+    IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesGetMappingParts, IndicesGetSettingsParts,
+    IndicesPutSettingsParts,
+};
 use opensearch::params::Refresh;
 use opensearch::{BulkParts, CountParts, DeleteParts, GetParts, OpenSearch, SearchParts};
 use serde_json::Value;
@@ -157,7 +163,40 @@ impl OpenSearchStore {
                 )));
             }
         }
-        self.check_mapping().await
+        self.check_mapping().await?;
+        self.ensure_inner_window().await
+    }
+
+    /// Raises the index's inner-hits window (a dynamic setting) to what part searches up to
+    /// the store's result window need, when the index has less: created by a build that did
+    /// not set it, or with smaller limits.
+    async fn ensure_inner_window(&self) -> Result<()> {
+        let index = self.config.index.as_str();
+        let needed = query::inner_window(self.config.limits.max_window);
+        let response = self
+            .client
+            .indices()
+            .get_settings(IndicesGetSettingsParts::IndexName(&[index], &[query::INNER_WINDOW_SETTING]))
+            .flat_settings(true)
+            .include_defaults(true)
+            .send()
+            .await
+            .map_err(unavailable("get settings"))?;
+        let current = query::inner_window_of(&json_ok(response, "get settings").await?);
+        if current.is_some_and(|current| current >= needed) {
+            return Ok(());
+        }
+        let response = self
+            .client
+            .indices()
+            .put_settings(IndicesPutSettingsParts::Index(&[index]))
+            .body(query::inner_window_update(needed))
+            .send()
+            .await
+            .map_err(unavailable("put settings"))?;
+        json_ok(response, "put settings").await?;
+        tracing::info!(index, ?current, needed, "raised {} for part searches", query::INNER_WINDOW_SETTING);
+        Ok(())
     }
 
     async fn check_mapping(&self) -> Result<()> {

@@ -34,15 +34,40 @@ fn knn_vector(dimension: usize) -> Value {
     })
 }
 
+/// The index setting that bounds each `inner_hits` (`from + size`); OpenSearch's default is
+/// 100, and a part search over more asks for more (HTTP 400 otherwise).
+pub const INNER_WINDOW_SETTING: &str = "index.max_inner_result_window";
+
+/// The inner-hits window an index needs: part searches ask each image for up to
+/// `max_window` (the largest `offset + k` the store accepts) inner hits. Never below
+/// OpenSearch's default.
+pub fn inner_window(max_window: usize) -> usize {
+    max_window.max(100)
+}
+
+/// The index's inner-hits window in a `GET <index>/_settings/<INNER_WINDOW_SETTING>` answer
+/// with `flat_settings` and `include_defaults`: the set value, else the default.
+pub fn inner_window_of(answer: &Value) -> Option<usize> {
+    let index = answer.as_object()?.values().next()?;
+    ["settings", "defaults"].into_iter().find_map(|group| match &index[group][INNER_WINDOW_SETTING] {
+        Value::String(text) => text.parse().ok(),
+        value => value.as_u64().map(|n| n as usize),
+    })
+}
+
+/// The `PUT <index>/_settings` body that sets the inner-hits window (a dynamic setting).
+pub fn inner_window_update(window: usize) -> Value {
+    json!({ INNER_WINDOW_SETTING: window })
+}
+
 /// Settings and mapping of a new index. Every field is declared (`dynamic: strict`) so a
 /// document can never widen the mapping silently. `max_window` is the largest `offset + k`
-/// the store accepts: part searches ask for that many inner hits per image, and
-/// OpenSearch refuses more than `index.max_inner_result_window` (default 100) of them.
+/// the store accepts, which sets the inner-hits window ([`inner_window`]).
 pub fn create_index(dimension: usize, max_window: usize) -> Value {
     let not_indexed = json!({"type": "float", "index": false});
     json!({
         "settings": {"index": {"knn": true, "number_of_shards": 1, "number_of_replicas": 0,
-                               "max_inner_result_window": max_window.max(100)}},
+                               "max_inner_result_window": inner_window(max_window)}},
         "mappings": {
             "dynamic": "strict",
             "_meta": {"schema_version": SCHEMA_VERSION, "dimension": dimension},
@@ -310,6 +335,18 @@ mod tests {
         assert_eq!(properties["objects"]["properties"]["embedding"], expected);
         assert_eq!(properties["faces"]["properties"]["embedding"], expected);
         assert_eq!(properties["metadata"], json!({"type": "object", "enabled": false}));
+    }
+
+    #[test]
+    fn inner_window_is_read_from_settings_or_defaults() {
+        assert_eq!(inner_window(10_000), 10_000);
+        assert_eq!(inner_window(20), 100);
+        let set = json!({"idx": {"settings": {"index.max_inner_result_window": "600"}, "defaults": {}}});
+        assert_eq!(inner_window_of(&set), Some(600));
+        let default = json!({"idx": {"settings": {}, "defaults": {"index.max_inner_result_window": "100"}}});
+        assert_eq!(inner_window_of(&default), Some(100));
+        assert_eq!(inner_window_of(&json!({"idx": {"settings": {}}})), None);
+        assert_eq!(inner_window_update(600), json!({"index.max_inner_result_window": 600}));
     }
 
     #[test]

@@ -358,6 +358,47 @@ pub async fn invalid_queries_are_rejected(store: &dyn Store) {
     }
 }
 
+/// A record with one bad float (a vector, a score, a box, a landmark) is refused naming
+/// the field, alone or in a batch, and nothing of it is stored.
+pub async fn invalid_records_are_refused(store: &dyn Store, docs: &[ImageRecord]) {
+    let template = docs.iter().find(|d| !d.objects.is_empty() && !d.faces.is_empty()).expect("objects and faces");
+    type Change = fn(&mut ImageRecord);
+    let cases: [(Change, &str); 8] = [
+        (|r| r.objects[0].embedding[0] = f32::NAN, "objects[0].embedding has a non-finite value"),
+        (|r| r.objects[0].confidence = f32::NAN, "objects[0].confidence = NaN"),
+        (|r| r.objects[0].bbox[0] = f32::INFINITY, "objects[0].bbox.x1 = inf"),
+        (|r| r.objects[0].bbox = [9.0, 1.0, 8.0, 2.0], "objects[0].bbox = [9.0, 1.0, 8.0, 2.0] has x1 > x2"),
+        (|r| r.faces[0].confidence = 1.25, "faces[0].confidence = 1.25"),
+        (|r| r.faces[0].bbox[3] = f32::NAN, "faces[0].bbox.y2 = NaN"),
+        (|r| r.faces[0].landmarks[2][1] = f32::NEG_INFINITY, "faces[0].landmarks[2].y = -inf"),
+        (|r| r.faces[0].embedding[5] = f32::INFINITY, "faces[0].embedding has a non-finite value"),
+    ];
+    let bad: Vec<(ImageRecord, &str)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (change, reason))| {
+            let mut record = template.clone();
+            record.id = format!("invalid-{i}");
+            change(&mut record);
+            (record, *reason)
+        })
+        .collect();
+    let expect_refused = |outcome: &visual_store::Result<PutOutcome>, reason: &str| match outcome {
+        Err(StoreError::InvalidRecord(message)) => assert!(message.contains(reason), "{message:?} lacks {reason:?}"),
+        other => panic!("expected InvalidRecord({reason}), got {other:?}"),
+    };
+    let outcomes = store.put_batch(bad.iter().map(|(record, _)| record.clone()).collect()).await.unwrap();
+    assert_eq!(outcomes.len(), bad.len());
+    for (outcome, (_, reason)) in outcomes.iter().zip(&bad) {
+        expect_refused(outcome, reason);
+    }
+    for (record, reason) in &bad {
+        expect_refused(&store.put(record.clone()).await, reason);
+        assert_eq!(store.get(&record.id).await.unwrap(), None, "{} was stored", record.id);
+    }
+    assert_eq!(store.count().await.unwrap(), docs.len());
+}
+
 /// Last, since it changes the data: a deleted image is gone from get, search and count.
 pub async fn delete_removes_everywhere(store: &dyn Store, docs: &[ImageRecord]) {
     let doc = docs.iter().find(|d| !d.objects.is_empty()).unwrap();
@@ -391,5 +432,6 @@ pub async fn run_contract(store: &dyn Store) {
     check!(reingest_changes_nothing, &docs);
     check!(selective_filter_fills_the_page, &docs);
     check!(invalid_queries_are_rejected);
+    check!(invalid_records_are_refused, &docs);
     check!(delete_removes_everywhere, &docs);
 }

@@ -1,0 +1,182 @@
+//! One bad record never stops the embedded store from opening. Values are written straight
+//! into `records.redb` beside a stored, checkpointed set: undecodable bytes, a header with no
+//! vector bytes, vectors of another length, a NaN vector, an out-of-range face score, a value
+//! stored under another id's key, a slot no put handed out and a slot another record holds.
+//! The store must open, serve every good record exactly, and have moved each bad one (key,
+//! reason, bytes as they were) to its quarantine table, counted by `Store::quarantined`; the
+//! count survives a reopen and a quarantined id can be stored again.
+
+mod common;
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use visual_store::embedded::{EmbeddedConfig, EmbeddedStore, IndexRecovery};
+use visual_store::{ImageRecord, PutOutcome, Store};
+
+const RECORDS_FILE: &str = "records.redb";
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const QUARANTINE: TableDefinition<u64, (&str, &str, &[u8])> = TableDefinition::new("quarantine");
+
+/// A stored value laid out as the embedded store's codec does: slot (u64 LE), header length
+/// (u32 LE), the record without vectors as JSON, then every vector as f32 LE (image,
+/// objects, faces). Checked against the store's own bytes below.
+fn encode(slot: u64, record: &ImageRecord) -> Vec<u8> {
+    let mut header = record.clone();
+    header.embedding.clear();
+    header.objects.iter_mut().for_each(|o| o.embedding.clear());
+    header.faces.iter_mut().for_each(|f| f.embedding.clear());
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut bytes = slot.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    let vectors = std::iter::once(&record.embedding)
+        .chain(record.objects.iter().map(|o| &o.embedding))
+        .chain(record.faces.iter().map(|f| &f.embedding));
+    for value in vectors.flatten() {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    bytes
+}
+
+/// Where the vectors of an encoded value start.
+fn header_end(bytes: &[u8]) -> usize {
+    12 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize
+}
+
+fn with_id(template: &ImageRecord, id: &str, seed: u64) -> ImageRecord {
+    let mut rng = common::Rng::new(seed);
+    let mut record = template.clone();
+    record.id = id.into();
+    record.embedding = rng.unit_vector(common::DIMENSION);
+    record.objects.iter_mut().for_each(|o| o.embedding = rng.unit_vector(common::DIMENSION));
+    record.faces.iter_mut().for_each(|f| f.embedding = rng.unit_vector(common::DIMENSION));
+    record
+}
+
+/// (key, value, a phrase of the reason it must be quarantined for).
+fn bad_values(template: &ImageRecord) -> Vec<(String, Vec<u8>, &'static str)> {
+    let mut rng = common::Rng::new(5);
+    let garbage: Vec<u8> = (0..300).map(|_| rng.next_u64() as u8).collect();
+    let headless = encode(3, &with_id(template, "no-vectors", 1));
+    let mut short = with_id(template, "wrong-length", 2);
+    short.embedding.pop();
+    short.objects.iter_mut().for_each(|o| {
+        o.embedding.pop();
+    });
+    short.faces.iter_mut().for_each(|f| {
+        f.embedding.pop();
+    });
+    let mut nan = with_id(template, "nan-vector", 3);
+    nan.objects[0].embedding[7] = f32::NAN;
+    let mut score = with_id(template, "bad-face-score", 4);
+    score.faces[0].confidence = 2.0;
+    vec![
+        ("garbage".into(), garbage, "corrupt stored record"),
+        ("tiny".into(), vec![1, 2, 3], "shorter than its slot"),
+        ("no-vectors".into(), headless[..header_end(&headless)].to_vec(), "no vector bytes"),
+        ("wrong-length".into(), encode(4, &short), "embedding has 31 dimensions, expected 32"),
+        ("nan-vector".into(), encode(5, &nan), "objects[0].embedding has a non-finite value"),
+        ("bad-face-score".into(), encode(6, &score), "faces[0].confidence = 2 is not a score"),
+        ("key-of-another".into(), encode(7, &with_id(template, "its-own-id", 5)), "its id is \"its-own-id\""),
+        ("never-handed-out".into(), encode(10_000, &with_id(template, "never-handed-out", 6)), "never handed out"),
+        // Sorts after img-0005, which holds slot 5 and keeps it.
+        ("zz-slot-taken".into(), encode(5, &with_id(template, "zz-slot-taken", 7)), "slot 5 is already held by"),
+    ]
+}
+
+fn open(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(EmbeddedConfig::new(dir)).unwrap_or_else(|e| panic!("open failed: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_quarantined_and_the_rest_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut docs = common::documents();
+    {
+        let store = open(dir.path());
+        common::ingest(&store, &docs).await;
+        store.checkpoint().unwrap();
+    }
+    let template = docs.iter().find(|d| !d.objects.is_empty() && !d.faces.is_empty()).unwrap().clone();
+    let bad = bad_values(&template);
+    // A good record written after the checkpoint, among the bad ones: served after the open.
+    let late = with_id(&template, "late-but-good", 8);
+    {
+        let db = Database::create(dir.path().join(RECORDS_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut records = txn.open_table(RECORDS).unwrap();
+            let stored = records.get(docs[17].id.as_str()).unwrap().unwrap().value().to_vec();
+            assert_eq!(stored, encode(17, &docs[17]), "this test's encoder no longer matches the store's");
+            for (key, value, _) in &bad {
+                records.insert(key.as_str(), value.as_slice()).unwrap();
+            }
+            records.insert(late.id.as_str(), encode(common::IMAGES as u64, &late).as_slice()).unwrap();
+            txn.open_table(META).unwrap().insert("next_slot", common::IMAGES as u64 + 1).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    docs.push(late);
+
+    let store = open(dir.path());
+    assert_eq!(store.quarantined(), bad.len());
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: 1, removed: 0 });
+    assert_eq!(store.count().await.unwrap(), docs.len());
+    common::image_search_is_exact(&store, &docs).await;
+    common::object_search_names_the_box(&store, &docs).await;
+    common::face_search_finds_the_face(&store, &docs).await;
+    common::get_returns_the_record(&store, &docs).await;
+    assert_eq!(store.get(&docs[5].id).await.unwrap().as_ref(), Some(&docs[5]), "the holder of slot 5 is kept");
+    for (key, _, _) in &bad {
+        assert_eq!(store.get(key).await.unwrap(), None, "{key} is served");
+    }
+    drop(store);
+
+    {
+        let db = Database::create(dir.path().join(RECORDS_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let records = txn.open_table(RECORDS).unwrap();
+        assert_eq!(records.len().unwrap() as usize, docs.len(), "bad records left among the records");
+        let quarantine = txn.open_table(QUARANTINE).unwrap();
+        let held: Vec<(String, String, Vec<u8>)> = quarantine
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (_, value) = entry.unwrap();
+                let (id, reason, bytes) = value.value();
+                (id.to_owned(), reason.to_owned(), bytes.to_vec())
+            })
+            .collect();
+        assert_eq!(held.len(), bad.len());
+        for (key, value, reason) in &bad {
+            let (_, why, bytes) = held.iter().find(|(id, _, _)| id == key).unwrap_or_else(|| panic!("{key} lost"));
+            assert!(why.contains(reason), "{key}: {why:?} lacks {reason:?}");
+            assert_eq!(bytes, value, "{key}: quarantined bytes differ from the stored ones");
+        }
+    }
+
+    let store = open(dir.path());
+    assert_eq!(store.quarantined(), bad.len(), "the count survives a reopen");
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: 0, removed: 0 });
+    let again = with_id(&template, "nan-vector", 9);
+    assert_eq!(store.put(again.clone()).await.unwrap(), PutOutcome::Created, "a quarantined id is free again");
+    assert_eq!(store.get("nan-vector").await.unwrap(), Some(again));
+    assert_eq!(store.count().await.unwrap(), docs.len() + 1);
+}
+
+/// A store that opens clean reports nothing quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_store_has_nothing_in_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = common::documents();
+    {
+        let store = open(dir.path());
+        assert_eq!(store.quarantined(), 0);
+        common::ingest(&store, &docs[..10]).await;
+    }
+    let store = open(dir.path());
+    assert_eq!(store.quarantined(), 0);
+    assert_eq!(store.count().await.unwrap(), 10);
+}
