@@ -27,8 +27,8 @@ from test_gateway_faces import face_photo, listed_faces
 
 READ_KEY = "read-" + "r" * 32
 WRITE_KEY = "write-" + "w" * 32
-MAX_BATCH = 4
-MAX_REQUEST_BYTES = 6 * 1024 * 1024
+MAX_BATCH = 64  # limits.max_batch_images default
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # server.max_request_bytes default
 MAX_METADATA = 2048
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 3.0
@@ -37,19 +37,14 @@ SEARCH_SLOTS = 2
 DECODE_BUDGET = 13_000_000
 CONFIG = f"""
 [server]
-max_request_bytes = {MAX_REQUEST_BYTES}
 max_concurrent_search = {SEARCH_SLOTS}
 header_read_timeout_ms = {int(HEADER_TIMEOUT_S * 1000)}
 body_read_timeout_ms = {int(BODY_TIMEOUT_S * 1000)}
 
 [limits]
-max_batch_images = {MAX_BATCH}
 max_metadata_bytes = {MAX_METADATA}
 decode_pixel_budget = {DECODE_BUDGET}
 decode_wait_ms = 120000
-
-[faces]
-max_image_bytes = {MAX_REQUEST_BYTES}
 """
 
 
@@ -211,6 +206,29 @@ def test_metadata_flood_then_search(locked):
     assert r.status_code == 400 and "limits.max_json_depth" in error_of(r), r.text
     r = gw.get("/search/text", params={"q": "x" * 20_000}, headers=auth(READ_KEY))
     assert r.status_code == 414 and "limits.max_query_string_bytes" in error_of(r), r.text
+
+
+def test_health_stays_fast_while_the_largest_batch_is_stored(locked):
+    photos = photo_paths()[100:100 + MAX_BATCH]
+    files = [("image", (os.path.basename(p), read_bytes(p))) for p in photos]
+    before = locked.stored()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        batch = pool.submit(locked.gw.post, "/ingest/batch", files=files, headers=auth(WRITE_KEY))
+        latencies = []
+        while not batch.done():
+            started = time.monotonic()
+            assert locked.gw.get("/health").status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.1)
+        r = batch.result()
+    assert r.status_code == 200, r.text
+    assert r.json()["created"] == MAX_BATCH, r.json()
+    assert locked.stored() == before + MAX_BATCH
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    print(f"/health p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+          f"over {len(latencies)} polls while a batch of {MAX_BATCH} photos was stored")
+    assert len(latencies) >= 10 and p99 < 1.0, latencies
 
 
 def test_oversized_batches_are_refused_whole(locked):

@@ -480,6 +480,9 @@ pub struct StoreHealth {
     /// Stored photos (when the store answered).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<usize>,
+    /// Records set aside when the store opened because they could not be read back
+    /// (docs/stores.md, quarantine); non-zero deserves a look at the log.
+    pub quarantined: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

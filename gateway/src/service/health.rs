@@ -15,12 +15,13 @@ pub async fn health(
 ) -> HealthResponse {
     let triton = inference.health().await;
     let kind = store.kind().to_owned();
+    let quarantined = store.quarantined();
     let store = match store.ready().await {
         Ok(()) => match store.count().await {
-            Ok(images) => StoreHealth { kind, ready: true, images: Some(images), error: None },
-            Err(err) => StoreHealth { kind, ready: false, images: None, error: Some(err.to_string()) },
+            Ok(images) => StoreHealth { kind, ready: true, images: Some(images), quarantined, error: None },
+            Err(err) => StoreHealth { kind, ready: false, images: None, quarantined, error: Some(err.to_string()) },
         },
-        Err(err) => StoreHealth { kind, ready: false, images: None, error: Some(err.to_string()) },
+        Err(err) => StoreHealth { kind, ready: false, images: None, quarantined, error: Some(err.to_string()) },
     };
     let ready = triton.ready && store.ready;
     HealthResponse {

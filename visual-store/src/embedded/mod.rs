@@ -624,6 +624,94 @@ impl EmbeddedStore {
         (0..state.next_slot).filter_map(|slot| state.catalog.image(slot)).map(|image| image.id.to_string()).collect()
     }
 
+    fn image_search(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
+        let ranked = self.search(query, filter, page, |state, resolved, run| {
+            let keys_of = |slot| vec![slot];
+            let keep = |slot| state.catalog.image_matches(resolved, slot, Scope::Image);
+            let ranked = run(SearchPlan {
+                graph: &state.graphs.as_ref().expect("checked").images,
+                scope: Scope::Image,
+                keys_of: &keys_of,
+                keep: &keep,
+            })?;
+            Ok(ranked
+                .into_iter()
+                .filter_map(|(slot, score)| Some((state.catalog.image(slot)?.id.to_string(), score)))
+                .collect())
+        })?;
+        self.inner.image_hits(ranked, query, filter)
+    }
+
+    fn object_search(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
+        self.search(query, filter, page, |state, resolved, run| {
+            let keys_of = |slot| {
+                let objects = state.catalog.image(slot).map_or(&[][..], |image| &image.objects[..]);
+                objects
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| resolved.object_matches(o))
+                    .map(|(i, _)| part_key(slot, i))
+                    .collect()
+            };
+            let keep = |key| {
+                let (slot, index) = split_part_key(key);
+                state.catalog.image_matches(resolved, slot, Scope::ImageOfObject)
+                    && state
+                        .catalog
+                        .image(slot)
+                        .and_then(|image| image.objects.get(index))
+                        .is_some_and(|o| resolved.object_matches(o))
+            };
+            let graph = &state.graphs.as_ref().expect("checked").objects;
+            let ranked = run(SearchPlan { graph, scope: Scope::ImageOfObject, keys_of: &keys_of, keep: &keep })?;
+            Ok(ranked
+                .into_iter()
+                .filter_map(|(key, score)| {
+                    let (slot, object_index) = split_part_key(key);
+                    let image = state.catalog.image(slot)?;
+                    let object = image.objects.get(object_index)?;
+                    Some(ObjectHit {
+                        image_id: image.id.to_string(),
+                        object_index,
+                        class_name: state.catalog.class_name(object.class).to_owned(),
+                        confidence: object.confidence,
+                        bbox: object.bbox,
+                        score,
+                        width: image.width,
+                        height: image.height,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn face_search(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>> {
+        self.search(query, filter, page, |state, resolved, run| {
+            let keys_of = |slot| {
+                let faces = state.catalog.image(slot).map_or(0, |image| image.face_boxes.len());
+                (0..faces).map(|i| part_key(slot, i)).collect()
+            };
+            let keep = |key| state.catalog.image_matches(resolved, split_part_key(key).0, Scope::Image);
+            let graph = &state.graphs.as_ref().expect("checked").faces;
+            let ranked = run(SearchPlan { graph, scope: Scope::Image, keys_of: &keys_of, keep: &keep })?;
+            Ok(ranked
+                .into_iter()
+                .filter_map(|(key, score)| {
+                    let (slot, face_index) = split_part_key(key);
+                    let image = state.catalog.image(slot)?;
+                    Some(FaceHit {
+                        image_id: image.id.to_string(),
+                        face_index,
+                        bbox: *image.face_boxes.get(face_index)?,
+                        score,
+                        width: image.width,
+                        height: image.height,
+                    })
+                })
+                .collect())
+        })
+    }
+
     fn search<T>(
         &self,
         query: &[f32],
@@ -732,93 +820,21 @@ impl Store for EmbeddedStore {
         Ok(read(&self.inner.state).catalog.len())
     }
 
+    // Graph searches and exact scans are CPU work: they run on the blocking pool, so a long
+    // filtered scan never stalls the async workers serving other requests.
     async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
-        let ranked = self.search(query, filter, page, |state, resolved, run| {
-            let keys_of = |slot| vec![slot];
-            let keep = |slot| state.catalog.image_matches(resolved, slot, Scope::Image);
-            let ranked = run(SearchPlan {
-                graph: &state.graphs.as_ref().expect("checked").images,
-                scope: Scope::Image,
-                keys_of: &keys_of,
-                keep: &keep,
-            })?;
-            Ok(ranked
-                .into_iter()
-                .filter_map(|(slot, score)| Some((state.catalog.image(slot)?.id.to_string(), score)))
-                .collect())
-        })?;
-        let (inner, query, filter) = (self.inner.clone(), query.to_vec(), filter.clone());
-        blocking(move || inner.image_hits(ranked, &query, &filter)).await
+        let (store, query, filter) = (self.clone(), query.to_vec(), filter.clone());
+        blocking(move || store.image_search(&query, &filter, page)).await
     }
 
     async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
-        self.search(query, filter, page, |state, resolved, run| {
-            let keys_of = |slot| {
-                let objects = state.catalog.image(slot).map_or(&[][..], |image| &image.objects[..]);
-                objects
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| resolved.object_matches(o))
-                    .map(|(i, _)| part_key(slot, i))
-                    .collect()
-            };
-            let keep = |key| {
-                let (slot, index) = split_part_key(key);
-                state.catalog.image_matches(resolved, slot, Scope::ImageOfObject)
-                    && state
-                        .catalog
-                        .image(slot)
-                        .and_then(|image| image.objects.get(index))
-                        .is_some_and(|o| resolved.object_matches(o))
-            };
-            let graph = &state.graphs.as_ref().expect("checked").objects;
-            let ranked = run(SearchPlan { graph, scope: Scope::ImageOfObject, keys_of: &keys_of, keep: &keep })?;
-            Ok(ranked
-                .into_iter()
-                .filter_map(|(key, score)| {
-                    let (slot, object_index) = split_part_key(key);
-                    let image = state.catalog.image(slot)?;
-                    let object = image.objects.get(object_index)?;
-                    Some(ObjectHit {
-                        image_id: image.id.to_string(),
-                        object_index,
-                        class_name: state.catalog.class_name(object.class).to_owned(),
-                        confidence: object.confidence,
-                        bbox: object.bbox,
-                        score,
-                        width: image.width,
-                        height: image.height,
-                    })
-                })
-                .collect())
-        })
+        let (store, query, filter) = (self.clone(), query.to_vec(), filter.clone());
+        blocking(move || store.object_search(&query, &filter, page)).await
     }
 
     async fn search_faces(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>> {
-        self.search(query, filter, page, |state, resolved, run| {
-            let keys_of = |slot| {
-                let faces = state.catalog.image(slot).map_or(0, |image| image.face_boxes.len());
-                (0..faces).map(|i| part_key(slot, i)).collect()
-            };
-            let keep = |key| state.catalog.image_matches(resolved, split_part_key(key).0, Scope::Image);
-            let graph = &state.graphs.as_ref().expect("checked").faces;
-            let ranked = run(SearchPlan { graph, scope: Scope::Image, keys_of: &keys_of, keep: &keep })?;
-            Ok(ranked
-                .into_iter()
-                .filter_map(|(key, score)| {
-                    let (slot, face_index) = split_part_key(key);
-                    let image = state.catalog.image(slot)?;
-                    Some(FaceHit {
-                        image_id: image.id.to_string(),
-                        face_index,
-                        bbox: *image.face_boxes.get(face_index)?,
-                        score,
-                        width: image.width,
-                        height: image.height,
-                    })
-                })
-                .collect())
-        })
+        let (store, query, filter) = (self.clone(), query.to_vec(), filter.clone());
+        blocking(move || store.face_search(&query, &filter, page)).await
     }
 }
 
