@@ -11,7 +11,10 @@ serves the `visual_ingest` ensemble and `clip_text`; the real COCO photos go thr
   answers text queries taken from the COCO captions (p50/p99 over HTTP);
 - larger stores: `fill_store` (visual-store example) grows a second store to each of
   --store-sizes images from noisy copies of the ingested records, and a fresh gateway over
-  it answers the same queries.
+  it answers the same queries;
+- guarded: the same ingest and search once more, in the same run, through a gateway with
+  read and write keys (every request authenticated) and its default limits, so the cost of
+  the exposed configuration shows side by side with the open one.
 
 Every text query string is distinct, so the gateway's query-embedding cache never answers
 the first pass ("uncached": tokenizer + clip_text + store search + records); a second pass
@@ -123,6 +126,17 @@ def bench_ensemble(url: str, photos: list[bytes], requests_: int) -> dict:
     return result
 
 
+# Keys of the guarded gateway; requests carry them when `API_KEY` is set (bench_guarded).
+READ_KEY = "bench-read-" + "r" * 24
+WRITE_KEY = "bench-write-" + "w" * 24
+API_KEY: str | None = None
+
+
+def get(url: str, timeout: float):
+    headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -139,7 +153,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> No
 
 
 @contextlib.contextmanager
-def gateway(server: TritonServer, data_dir: str, log_name: str):
+def gateway(server: TritonServer, data_dir: str, log_name: str, extra_args: tuple = ()):
     """A `gateway serve` over `data_dir` (embedded store in `<data_dir>/store`); yields
     (url, seconds until healthy, which includes opening the store)."""
     port = free_port()
@@ -148,7 +162,7 @@ def gateway(server: TritonServer, data_dir: str, log_name: str):
         started = time.perf_counter()
         proc = subprocess.Popen([GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{port}",
                                  "--triton", f"http://{server.grpc_address}", "--data-dir", data_dir,
-                                 "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded"],
+                                 "--tokenizer-dir", TOKENIZER_DIR, "--store", "embedded", *extra_args],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
         try:
             wait_healthy(url, proc)
@@ -175,7 +189,7 @@ def bench_text_search(url: str, texts: list[str], warm_up: list[str], stored: in
     """GET /search/text at concurrency 1: `texts` once uncached, then again from the cache."""
     def one(text: str):
         query = urllib.parse.urlencode({"q": text, "k": 10})
-        with urllib.request.urlopen(f"{url}/search/text?{query}", timeout=30) as r:
+        with get(f"{url}/search/text?{query}", timeout=30) as r:
             hits = json.load(r)["results"]
             if len(hits) != min(10, stored):
                 raise RuntimeError(f"{len(hits)} results for {text!r} over {stored} images")
@@ -194,8 +208,39 @@ def bench_text_search(url: str, texts: list[str], warm_up: list[str], stored: in
     return row
 
 
+def ingest_and_search(url: str, photo_dir: str, photo_count: int, texts: list[str], warm_up: list[str],
+                      key_args: tuple = ()) -> tuple[dict, dict]:
+    """`gateway ingest` of every photo at concurrency 8, then text search over them."""
+    start = time.perf_counter()
+    subprocess.run([GATEWAY_BIN, "ingest", photo_dir, "--url", url, "--concurrency", "8", *key_args],
+                   check=True, cwd=REPO_ROOT, capture_output=True)
+    ingest_s = time.perf_counter() - start
+    ingest = {"photos": photo_count, "concurrency": 8, "images_per_s": round(photo_count / ingest_s, 2)}
+    print(f"  gateway ingest: {photo_count} photos in {ingest_s:.1f} s = {ingest['images_per_s']:.1f} img/s",
+          flush=True)
+    return ingest, bench_text_search(url, texts, warm_up, photo_count)
+
+
+def bench_guarded(server: TritonServer, photo_dir: str, photo_count: int, texts: list[str],
+                  warm_up: list[str]) -> dict:
+    """Ingest and search through a gateway with keys and its default limits."""
+    global API_KEY
+    data_dir = tempfile.mkdtemp(prefix="gateway-guarded-", dir=WORK_DIR)
+    keys = ("--read-keys", READ_KEY, "--write-keys", WRITE_KEY)
+    try:
+        with gateway(server, data_dir, "gateway-guarded.log", keys) as (url, _):
+            print("  guarded gateway (keys on, default limits):", flush=True)
+            API_KEY = READ_KEY
+            ingest, search = ingest_and_search(url, photo_dir, photo_count, texts, warm_up,
+                                               ("--api-key", WRITE_KEY))
+        return {"ingest": ingest, "search": search}
+    finally:
+        API_KEY = None
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def bench_gateway(server: TritonServer, photo_dir: str, photo_count: int, queries: int,
-                  store_sizes: list[int]) -> tuple[dict, list[dict]]:
+                  store_sizes: list[int]) -> tuple[dict, list[dict], dict]:
     """Ingest through the gateway, then text search over the ingested store and over stores
     filled to each of `store_sizes` from its records; (ingest row, search rows)."""
     texts = captions(queries + 20)
@@ -204,14 +249,10 @@ def bench_gateway(server: TritonServer, photo_dir: str, photo_count: int, querie
     filled_dir = tempfile.mkdtemp(prefix="gateway-filled-", dir=WORK_DIR)
     try:
         with gateway(server, ingested_dir, "gateway.log") as (url, _):
-            start = time.perf_counter()
-            subprocess.run([GATEWAY_BIN, "ingest", photo_dir, "--url", url, "--concurrency", "8"],
-                           check=True, cwd=REPO_ROOT, capture_output=True)
-            ingest_s = time.perf_counter() - start
-            ingest = {"photos": photo_count, "concurrency": 8, "images_per_s": round(photo_count / ingest_s, 2)}
-            print(f"  gateway ingest: {photo_count} photos in {ingest_s:.1f} s = {ingest['images_per_s']:.1f} img/s",
-                  flush=True)
-            search = [{"records": "ingested", **bench_text_search(url, texts, warm_up, photo_count)}]
+            print("  open gateway (no keys):", flush=True)
+            ingest, searched = ingest_and_search(url, photo_dir, photo_count, texts, warm_up)
+            search = [{"records": "ingested", **searched}]
+        guarded = bench_guarded(server, photo_dir, photo_count, texts, warm_up)
 
         stored = 0
         for size in store_sizes:
@@ -227,7 +268,7 @@ def bench_gateway(server: TritonServer, photo_dir: str, photo_count: int, querie
                 row = bench_text_search(url, texts, warm_up, size)
             search.append({"records": f"filled from the {photo_count} ingested", "fill": fill,
                            "gateway_startup_s": round(startup_s, 1), **row})
-        return ingest, search
+        return ingest, search, guarded
     finally:
         shutil.rmtree(ingested_dir, ignore_errors=True)
         shutil.rmtree(filled_dir, ignore_errors=True)
@@ -259,7 +300,7 @@ def main(argv=None) -> int:
     try:
         server.wait_ready(timeout=300)
         ensemble = bench_ensemble(server.http_url, photos, a.requests)
-        ingest, search = bench_gateway(server, photo_dir, len(photos), a.queries, store_sizes)
+        ingest, search, guarded = bench_gateway(server, photo_dir, len(photos), a.queries, store_sizes)
         if not server.alive() or server.crash_lines():
             raise RuntimeError(f"tritonserver died or logged a crash; log {server.log_path}")
     finally:
@@ -271,6 +312,7 @@ def main(argv=None) -> int:
             result = json.load(f)
     result["ingest"] = {"visual_ingest": ensemble, "gateway": ingest}
     result["search"] = {"gateway_text": search}
+    result["guarded_gateway"] = guarded
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(result, f, indent=2)

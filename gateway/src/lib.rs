@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  serve, cli          process: config, listeners, shutdown; the `gateway serve` flags
-//!  http                router, handlers, body readers, AppError, OpenAPI, page
+//!  http                router, access (keys, Host, Origin), deadlines and load shedding,
+//!                      accept loop, handlers, body readers, AppError, OpenAPI, page
 //!  service             ingest, search, faces, images, health: no axum, explicit deps
 //!  triton              the Triton adapter: implements `inference::Inference` over gRPC
 //!  inference, api,     the inference seam; wire types; config; photo files; metrics;
