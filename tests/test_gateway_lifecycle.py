@@ -109,7 +109,8 @@ def test_triton_outage_and_recovery_under_a_live_gateway(triton, tmp_path):
                           lambda: (r := gw.get("/health")).status_code == 503 and r.json(), timeout=60)
         assert health["status"] == "unavailable" and health["triton"]["ready"] is False, health
         assert "Triton" in health["triton"]["error"], health
-        assert health["store"] == {"kind": "embedded", "ready": True, "images": len(before_paths)}, health
+        assert health["store"] == {"kind": "embedded", "ready": True, "images": len(before_paths),
+                                   "quarantined": 0}, health
 
         # Fresh texts and photos never seen, so no cache or stored-photo shortcut answers them.
         answers = {
@@ -183,16 +184,19 @@ def test_triton_outage_and_recovery_under_a_live_gateway(triton, tmp_path):
 # ---------------------------------------------------------------------------------------
 # 2. DELETE through the real stack, both stores
 
-def store_gateway(store: str, triton, request, tmp_path, index_faces: bool = True) -> Gateway:
+def store_gateway(store: str, triton, request, tmp_path, index_faces: bool = True, config_text: str = "") -> Gateway:
     """A gateway on the session Triton with a fresh store: the embedded one in tmp_path, or a
-    fresh OpenSearch index (fixture `index_name`, deleted after the test)."""
+    fresh OpenSearch index (fixture `index_name`, deleted after the test); `config_text` is
+    TOML for its config file."""
     data = str(tmp_path / "data")
     extra = ("--index-faces", "true") if index_faces else ()
     if store == "embedded":
-        return Gateway(data, triton.grpc_address, extra_args=extra)
+        config = tmp_path / "gateway.toml"
+        config.write_text(config_text)
+        return Gateway(data, triton.grpc_address, extra_args=(*extra, "--config", str(config)))
     index = request.getfixturevalue("index_name")
     url = request.getfixturevalue("opensearch_url")
-    return opensearch_gateway(triton, data, url, index, extra_args=extra)
+    return opensearch_gateway(triton, data, url, index, extra_args=extra, config_text=config_text)
 
 
 def results(r) -> list[dict]:
@@ -292,8 +296,10 @@ def test_concurrent_ingests_of_one_photo_create_it_once(store, triton, request, 
     target, others = photos[0], photos[1:4]
     target_id = sha256(target)
     batches = [[target, others[0], others[1]], [others[1], target, others[2]], [others[2], others[0], target]]
-    # No face indexing: fewer Triton calls, the same race.
-    gw = store_gateway(store, triton, request, tmp_path, index_faces=False).start()
+    # No face indexing: fewer Triton calls, the same race. Every racer must get in: the ingest
+    # concurrency limit (8 by default, tests/test_gateway_abuse.py sheds past it) is raised.
+    gw = store_gateway(store, triton, request, tmp_path, index_faces=False,
+                       config_text=f"[server]\nmax_concurrent_ingest = {SINGLES + len(batches)}\n").start()
     try:
         start = threading.Barrier(SINGLES + len(batches))
 

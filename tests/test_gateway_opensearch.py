@@ -54,13 +54,14 @@ def index_name(opensearch_url):
     requests.delete(f"{opensearch_url}/{name}", timeout=30)
 
 
-def opensearch_gateway(triton, data_dir, url: str, index: str, extra_args: tuple = ()) -> Gateway:
+def opensearch_gateway(triton, data_dir, url: str, index: str, extra_args: tuple = (),
+                       config_text: str = "") -> Gateway:
     """A gateway on the OpenSearch store at `url`, index `index` (the `store.opensearch_index`
-    key, given through a config file)."""
+    key, given through a config file, with `config_text` after it)."""
     config = os.path.join(data_dir, "gateway.toml")
     os.makedirs(data_dir, exist_ok=True)
     with open(config, "w") as f:
-        f.write(f"[store]\nopensearch_index = {json.dumps(index)}\n")
+        f.write(f"[store]\nopensearch_index = {json.dumps(index)}\n{config_text}")
     return Gateway(data_dir, triton.grpc_address, extra_args=extra_args,
                    store_args=("--store", "opensearch", "--opensearch-url", url, "--config", config))
 
@@ -102,7 +103,7 @@ def test_ingest_search_and_restart_on_a_real_node(triton_with_models, gateway, i
         assert r.status_code == 200, r.text
         assert [x["status"] for x in r.json()["results"]] == ["created"] * PHOTOS, r.text
         health = server.get("/health").json()
-        assert health["store"] == {"kind": "opensearch", "ready": True, "images": PHOTOS}, health
+        assert health["store"] == {"kind": "opensearch", "ready": True, "images": PHOTOS, "quarantined": 0}, health
 
         r = server.get("/search/text", params={"q": QUERY, "k": PHOTOS})
         assert r.status_code == 200, r.text
