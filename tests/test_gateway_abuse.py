@@ -21,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from serverctl.proc import free_port
+from serverctl.proc import free_port, proc_status_kib
 from test_gateway import Gateway, gateway, photo_paths, read_bytes  # noqa: F401  (fixture)
 from test_gateway_faces import face_photo, listed_faces
 
@@ -355,16 +355,10 @@ def _big_face_photo() -> tuple[bytes, int]:
     return out.getvalue(), 4000 * 3000
 
 
-def _rss_kib(pid: int, field: str = "VmHWM") -> int:
-    """Resident memory (VmRSS) or its peak since start (VmHWM), in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(field + r":\s+(\d+) kB", f.read()).group(1))
-
-
 def test_concurrent_max_pixel_uploads_wait_for_the_decode_budget(locked):
     photo, pixels = _big_face_photo()
     assert pixels < DECODE_BUDGET < 2 * pixels
-    baseline = _rss_kib(locked.gw.proc.pid, "VmRSS")
+    baseline = proc_status_kib(locked.gw.proc.pid, "VmRSS")
 
     def faces():
         return locked.gw.post("/faces/embeddings", files={"image": ("big.jpg", photo)},
@@ -376,7 +370,7 @@ def test_concurrent_max_pixel_uploads_wait_for_the_decode_budget(locked):
         assert r.status_code == 200, r.text[:300]
         result = r.json()["results"][0]
         assert result["faces"] and result["faces"][0]["aligned_face_png"], result.get("error")
-    peak = _rss_kib(locked.gw.proc.pid)
+    peak = proc_status_kib(locked.gw.proc.pid, "VmHWM")
     # One decode at a time: its RGB8 pixels and capped copy (3 + 3 bytes a pixel), the six
     # request bodies, and slack for the allocator; six decodes at once would need over 400 MB.
     bound_kib = (6 * pixels + 6 * len(photo) * 2) // 1024 + 96 * 1024

@@ -27,7 +27,7 @@ import requests
 
 from conftest import LOG_DIR, SOURCE_REPO, _variant, config_parameters, read_config
 from kserve_http import infer
-from serverctl.proc import log_tail
+from serverctl.proc import log_tail, proc_status_kib
 from serverctl.triton import TritonServer
 
 SLOW_ENCODER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "slow_encoder")
@@ -154,14 +154,6 @@ def rgba16_png(width: int, height: int, orientation: int) -> bytes:
     chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
     ihdr_end = 8 + 25  # signature, then IHDR: length, type, 13 bytes, CRC
     return png[:ihdr_end] + chunk + png[ihdr_end:]
-
-
-def proc_status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 def test_concurrent_large_decodes_stay_within_the_pixel_budget(tmp_path, monkeypatch, triton):

@@ -39,6 +39,15 @@ def log_tail(path: str, n: int = 40) -> str:
         return "(no log)"
 
 
+def proc_status_kib(pid: int, field: str) -> int:
+    """A KiB field of /proc/PID/status: VmRSS (resident now) or VmHWM (its peak since start)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
 def http_get(url: str, timeout: float) -> tuple[int, bytes] | None:
     """Status and body of a GET (error statuses included), or None when nothing answers (yet)."""
     try:

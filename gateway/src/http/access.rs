@@ -11,10 +11,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use sha2::{Digest, Sha256};
 
 use crate::config::AuthConfig;
+use crate::http::error::AppError;
 
 /// What a caller may do; `Write` includes everything `Read` may.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -190,21 +190,28 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Refusal::Unauthenticated(message) => {
-                let mut response =
-                    (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": message }))).into_response();
+                let status = StatusCode::UNAUTHORIZED;
+                let mut response = AppError::Rejected { status, message: message.into() }.into_response();
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
                 response
             }
             Refusal::Forbidden(message) => {
-                (StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": message }))).into_response()
+                AppError::Rejected { status: StatusCode::FORBIDDEN, message }.into_response()
             }
         }
     }
 }
 
 /// The checks of one request, in order: Host, Origin, key and role. Pure, so every rule is
-/// unit-tested without a server.
-pub fn check(access: &AccessControl, method: &Method, headers: &HeaderMap, route: &str) -> Result<Caller, Refusal> {
+/// unit-tested without a server. `policy` is the route's entry in the table (`UNLISTED` when
+/// it has none).
+pub fn check(
+    access: &AccessControl,
+    method: &Method,
+    headers: &HeaderMap,
+    route: &str,
+    policy: RoutePolicy,
+) -> Result<Caller, Refusal> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     // Browsers always send Host; a client without one (HTTP/1.0) cannot be a rebinding page.
     if !host.is_empty() && !access.host_allowed(&host_name(host)) {
@@ -216,7 +223,6 @@ pub fn check(access: &AccessControl, method: &Method, headers: &HeaderMap, route
     if is_state_changing(method) {
         check_origin(access, headers, host)?;
     }
-    let policy = policy(method, route).unwrap_or(UNLISTED);
     if !access.keys.enabled() {
         return Ok(Caller { role: Some(Role::Write) });
     }
@@ -258,12 +264,15 @@ fn check_origin(access: &AccessControl, headers: &HeaderMap, host: &str) -> Resu
     }
 }
 
-/// The middleware: refuses with 401/403 or passes the request on with its `Caller`.
+/// The middleware: looks the route's policy up once, refuses with 401/403 or passes the
+/// request on with its `Caller` and its `RoutePolicy` (for load shedding) in the extensions.
 pub async fn guard(State(access): State<Arc<AccessControl>>, mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
-    match check(&access, request.method(), request.headers(), &route) {
+    let policy = policy(request.method(), &route).unwrap_or(UNLISTED);
+    match check(&access, request.method(), request.headers(), &route, policy) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(policy);
             next.run(request).await
         }
         Err(refusal) => refusal.into_response(),
@@ -295,6 +304,11 @@ mod tests {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    /// `check` with the route's policy from the table, as the guard calls it.
+    fn check(access: &AccessControl, method: &Method, headers: &HeaderMap, route: &str) -> Result<Caller, Refusal> {
+        super::check(access, method, headers, route, policy(method, route).unwrap_or(UNLISTED))
     }
 
     fn bearer(key: &str) -> String {

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::config::{LimitsConfig, ServerConfig};
-use crate::http::access::{policy, LoadClass};
+use crate::http::access::{LoadClass, RoutePolicy};
 use crate::http::error::JsonDepthLimit;
 use crate::metrics::Metrics;
 
@@ -155,44 +155,54 @@ pub async fn bound_request(State(bounds): State<RequestBounds>, request: Request
     }
 }
 
+/// The requests of one endpoint class served at once, and the config key that sets it.
+struct ClassSlots {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    key: &'static str,
+}
+
+impl ClassSlots {
+    fn new(limit: usize, key: &'static str) -> ClassSlots {
+        ClassSlots { permits: Arc::new(Semaphore::new(limit)), limit, key }
+    }
+}
+
 /// One semaphore per endpoint class: a request beyond its class's limit is refused at once
 /// with 503 and Retry-After, not queued.
 pub struct LoadShedder {
-    ingest: Arc<Semaphore>,
-    search: Arc<Semaphore>,
-    faces: Arc<Semaphore>,
+    ingest: ClassSlots,
+    search: ClassSlots,
+    faces: ClassSlots,
     retry_after: HeaderValue,
-    limits: [usize; 3],
 }
 
 impl LoadShedder {
     pub fn new(server: &ServerConfig) -> LoadShedder {
-        let limits = [server.max_concurrent_ingest, server.max_concurrent_search, server.max_concurrent_faces];
         LoadShedder {
-            ingest: Arc::new(Semaphore::new(limits[0])),
-            search: Arc::new(Semaphore::new(limits[1])),
-            faces: Arc::new(Semaphore::new(limits[2])),
+            ingest: ClassSlots::new(server.max_concurrent_ingest, "server.max_concurrent_ingest"),
+            search: ClassSlots::new(server.max_concurrent_search, "server.max_concurrent_search"),
+            faces: ClassSlots::new(server.max_concurrent_faces, "server.max_concurrent_faces"),
             retry_after: HeaderValue::from(server.retry_after_s),
-            limits,
         }
     }
 
-    fn class(&self, class: LoadClass) -> (&Arc<Semaphore>, &'static str, usize) {
+    fn slots(&self, class: LoadClass) -> &ClassSlots {
         match class {
-            LoadClass::Ingest => (&self.ingest, "server.max_concurrent_ingest", self.limits[0]),
-            LoadClass::Search => (&self.search, "server.max_concurrent_search", self.limits[1]),
-            LoadClass::Faces => (&self.faces, "server.max_concurrent_faces", self.limits[2]),
+            LoadClass::Ingest => &self.ingest,
+            LoadClass::Search => &self.search,
+            LoadClass::Faces => &self.faces,
         }
     }
 }
 
+/// Runs after `access::guard`, which put the route's `RoutePolicy` into the extensions.
 pub async fn shed_load(State(shedder): State<Arc<LoadShedder>>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
-    let Some(class) = policy(request.method(), &route).and_then(|p| p.class) else {
+    let Some(class) = request.extensions().get::<RoutePolicy>().and_then(|p| p.class) else {
         return next.run(request).await;
     };
-    let (semaphore, key, limit) = shedder.class(class);
-    let Ok(_permit) = semaphore.clone().try_acquire_owned() else {
+    let ClassSlots { permits, limit, key } = shedder.slots(class);
+    let Ok(_permit) = permits.clone().try_acquire_owned() else {
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("overloaded: {limit} requests of this kind are already in progress ({key}); retry shortly"),

@@ -20,6 +20,7 @@ use crate::service::dates::unix_seconds;
 use crate::service::faces::{analyze_for_ingest, FaceIndexing};
 use crate::service::id_locks::IdLocks;
 use crate::service::json_depth;
+use crate::service::tags::{self, TagLimits};
 use crate::service::ServiceError;
 
 /// What storing photos needs.
@@ -60,23 +61,9 @@ pub fn parse_fields(
     created_at: Option<&str>,
     limits: &LimitsConfig,
 ) -> Result<IngestFields, ServiceError> {
-    let (max_tags, max_chars) = (limits.max_tags, limits.max_tag_chars);
-    let mut seen = HashSet::new();
-    let mut tags: Vec<String> = Vec::new();
-    for tag in raw_tags.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
-        if tag.chars().nth(max_chars).is_some() {
-            let start: String = tag.chars().take(20).collect();
-            return Err(ServiceError::BadRequest(format!(
-                "tag {start:?}... is longer than {max_chars} characters (limits.max_tag_chars)"
-            )));
-        }
-        if seen.insert(tag) {
-            if tags.len() == max_tags {
-                return Err(ServiceError::BadRequest(format!("more than {max_tags} distinct tags (limits.max_tags)")));
-            }
-            tags.push(tag.to_owned());
-        }
-    }
+    let tag_limits =
+        TagLimits { max_tags: limits.max_tags, key: "limits.max_tags", max_chars: Some(limits.max_tag_chars) };
+    let tags = tags::distinct(raw_tags.iter().flat_map(|t| t.split(',')), &tag_limits)?;
     let metadata = match metadata.map(str::trim).filter(|m| !m.is_empty()) {
         None => serde_json::Map::new(),
         Some(text) if text.len() > limits.max_metadata_bytes => {

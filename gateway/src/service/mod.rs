@@ -16,5 +16,6 @@ pub mod ingest;
 pub mod json_depth;
 pub mod pixel_budget;
 pub mod search;
+pub mod tags;
 
 pub use error::ServiceError;

@@ -5,7 +5,6 @@
 //! what a result shows (the matched object is chosen inside the store,
 //! `visual_store::matching`).
 
-use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +18,7 @@ use crate::config::SearchConfig;
 use crate::inference::Inference;
 use crate::metrics::Metrics;
 use crate::service::dates::unix_seconds;
+use crate::service::tags::{self, TagLimits};
 use crate::service::ServiceError;
 
 /// Longest text query accepted, in characters (CLIP keeps 77 tokens anyway).
@@ -91,20 +91,6 @@ pub fn classes(requested: &[String], known: &[String]) -> Result<Vec<String>, Se
     Ok(resolved)
 }
 
-/// A filter's tags, trimmed and without duplicates, at most `max_tags` of them.
-fn tags(requested: &[String], max_tags: usize) -> Result<Vec<String>, ServiceError> {
-    let mut seen = HashSet::new();
-    let tags: Vec<String> =
-        requested.iter().map(|t| t.trim()).filter(|t| !t.is_empty() && seen.insert(*t)).map(str::to_owned).collect();
-    if tags.len() > max_tags {
-        return Err(ServiceError::BadRequest(format!(
-            "{} tags in the filter; the limit is {max_tags} (limits.max_query_tags)",
-            tags.len()
-        )));
-    }
-    Ok(tags)
-}
-
 /// The filter of a hybrid query; `max_tags` is `limits.max_query_tags`.
 pub fn hybrid_filter(
     query: &HybridQuery,
@@ -123,7 +109,10 @@ pub fn hybrid_filter(
         min_confidence: min_confidence(query.min_confidence)?,
         created_from,
         created_to,
-        tags: tags(&query.tags, max_tags)?,
+        tags: tags::distinct(
+            query.tags.iter().map(String::as_str),
+            &TagLimits { max_tags, key: "limits.max_query_tags", max_chars: None },
+        )?,
     })
 }
 
