@@ -210,6 +210,33 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub opensearch_url: String,
     pub opensearch_index: String,
+    /// Embedded store: how its graphs hold vectors ("i8", "f16", "f32"; records keep f32
+    /// and scores are rescored to true cosine either way).
+    pub vector_encoding: VectorEncodingName,
+    /// Embedded store: save the graphs in the background after this many vector changes
+    /// (0: never by count) ...
+    pub checkpoint_after_changes: u64,
+    /// ... or when changes are this old (0: never by time).
+    pub checkpoint_interval_s: u64,
+}
+
+/// `store.vector_encoding` as written in the config file.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorEncodingName {
+    I8,
+    F16,
+    F32,
+}
+
+impl From<VectorEncodingName> for visual_store::embedded::VectorEncoding {
+    fn from(name: VectorEncodingName) -> Self {
+        match name {
+            VectorEncodingName::I8 => Self::I8,
+            VectorEncodingName::F16 => Self::F16,
+            VectorEncodingName::F32 => Self::F32,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -330,6 +357,9 @@ impl Default for StoreConfig {
             data_dir: PathBuf::from(".cache/gateway/data"),
             opensearch_url: "http://127.0.0.1:9200".into(),
             opensearch_index: "visual-search".into(),
+            vector_encoding: VectorEncodingName::I8,
+            checkpoint_after_changes: 100_000,
+            checkpoint_interval_s: 60,
         }
     }
 }

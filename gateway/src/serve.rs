@@ -10,7 +10,7 @@ use anyhow::Context;
 use clip_tokenizer::ClipTokenizer;
 use tokio::net::TcpListener;
 use triton_client::{ClientConfig, TritonClient};
-use visual_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use visual_store::embedded::{CheckpointPolicy, EmbeddedConfig, EmbeddedStore};
 use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
 use visual_store::{QueryLimits, Store, StoreError};
 
@@ -105,8 +105,18 @@ async fn open_store(config: &GatewayConfig) -> anyhow::Result<(Arc<dyn Store>, O
     match config.store.kind {
         StoreKind::Embedded => {
             let path = config.store.data_dir.join("store");
-            let store_config =
-                EmbeddedConfig { dimension: Some(config.models.embedding_dim), limits, ..EmbeddedConfig::new(&path) };
+            let interval = config.store.checkpoint_interval_s;
+            let checkpoint = CheckpointPolicy {
+                after_changes: config.store.checkpoint_after_changes,
+                interval: (interval > 0).then(|| std::time::Duration::from_secs(interval)),
+            };
+            let store_config = EmbeddedConfig {
+                dimension: Some(config.models.embedding_dim),
+                limits,
+                encoding: config.store.vector_encoding.into(),
+                checkpoint,
+                ..EmbeddedConfig::new(&path)
+            };
             let store = EmbeddedStore::open_async(store_config)
                 .await
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use visual_store::embedded::{EmbeddedConfig, EmbeddedStore, HnswParams, IndexRecovery};
+use visual_store::embedded::{CheckpointPolicy, EmbeddedConfig, EmbeddedStore, HnswParams, IndexRecovery};
 use visual_store::{FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, SearchFilter, Store};
 
 const WRITER_ENV: &str = "RECOVERY_WRITER";
@@ -60,6 +60,8 @@ fn config(dir: &Path) -> EmbeddedConfig {
     EmbeddedConfig {
         exact_scan_limit: 0,
         hnsw: HnswParams { expansion_search: EF, ..HnswParams::default() },
+        // The scripts decide when graphs are saved: the expected recovery counts follow.
+        checkpoint: CheckpointPolicy::MANUAL,
         ..EmbeddedConfig::new(dir)
     }
 }

@@ -62,6 +62,20 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, ImageRecord), StoreError> {
     Ok((slot, record))
 }
 
+/// Vector number `position` (0 the image, then objects, then faces) of a stored value,
+/// read without parsing the header; `None` when the value holds another slot or has no
+/// such vector.
+pub fn vector_at(bytes: &[u8], slot: u64, position: usize, dimension: usize) -> Option<Vec<f32>> {
+    if decode_slot(bytes).ok()? != slot {
+        return None;
+    }
+    let json_len = u32::from_le_bytes(bytes.get(8..PREFIX_LEN)?.try_into().ok()?) as usize;
+    let width = 4 * dimension;
+    let start = PREFIX_LEN.checked_add(json_len)?.checked_add(position.checked_mul(width)?)?;
+    let vector = bytes.get(start..start.checked_add(width)?)?;
+    Some(vector.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Io(format!("corrupt stored record: {what}"))
 }
@@ -95,7 +109,13 @@ mod tests {
                 embedding: vec![4.0, 5.0, 6.0],
             }],
         };
-        assert_eq!(decode(&encode(42, &record)).unwrap(), (42, record));
+        let bytes = encode(42, &record);
+        assert_eq!(vector_at(&bytes, 42, 0, 3), Some(record.embedding.clone()));
+        assert_eq!(vector_at(&bytes, 42, 1, 3), Some(record.objects[0].embedding.clone()));
+        assert_eq!(vector_at(&bytes, 42, 2, 3), Some(record.faces[0].embedding.clone()));
+        assert_eq!(vector_at(&bytes, 42, 3, 3), None);
+        assert_eq!(vector_at(&bytes, 41, 0, 3), None);
+        assert_eq!(decode(&bytes).unwrap(), (42, record));
     }
 
     /// A value cut anywhere up to the end of its header is an error, never a panic; cut at

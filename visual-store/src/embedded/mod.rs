@@ -32,7 +32,9 @@ mod codec;
 mod vectors;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -43,8 +45,8 @@ use crate::{
     FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
 };
 use catalog::{Candidates, Catalog, ResolvedFilter, Scope};
-pub use vectors::HnswParams;
 use vectors::{part_key, split_part_key, VectorIndex};
+pub use vectors::{HnswParams, VectorEncoding};
 
 /// Image id -> codec value (slot, record header, vectors).
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -81,6 +83,41 @@ pub struct EmbeddedConfig {
     /// A filter whose candidates (from the class, tag and date indexes) number at most
     /// this many images is answered by an exact scan instead of the graph.
     pub exact_scan_limit: usize,
+    /// How the graphs hold their vectors (the records always keep f32).
+    pub encoding: VectorEncoding,
+    /// With a compact encoding, the best `rescore_factor * max(offset + k, 10)` candidates
+    /// by the graph's approximate score are scored again with the stored f32 vectors.
+    pub rescore_factor: usize,
+    pub checkpoint: CheckpointPolicy,
+}
+
+/// When the graphs are saved in the background (besides [`EmbeddedStore::checkpoint`] and
+/// the last handle's drop). A kill -9 costs at most the vectors changed since the last save:
+/// the next open inserts them again.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointPolicy {
+    /// Save once this many vectors (image, object and face) were added or removed since
+    /// the last save; 0 turns the count off.
+    pub after_changes: u64,
+    /// Save changes older than this; `None` turns the clock off.
+    pub interval: Option<Duration>,
+}
+
+impl CheckpointPolicy {
+    /// No background saves: only [`EmbeddedStore::checkpoint`] and drop save the graphs.
+    pub const MANUAL: CheckpointPolicy = CheckpointPolicy { after_changes: 0, interval: None };
+
+    fn is_manual(&self) -> bool {
+        self.after_changes == 0 && self.interval.is_none()
+    }
+}
+
+impl Default for CheckpointPolicy {
+    /// About 20 s of replay at the most after a crash: a rebuild inserts some 5,000 vectors
+    /// a second per graph on one core.
+    fn default() -> Self {
+        CheckpointPolicy { after_changes: 100_000, interval: Some(Duration::from_secs(60)) }
+    }
 }
 
 impl EmbeddedConfig {
@@ -91,6 +128,9 @@ impl EmbeddedConfig {
             limits: QueryLimits::default(),
             hnsw: HnswParams::default(),
             exact_scan_limit: 5_000,
+            encoding: VectorEncoding::default(),
+            rescore_factor: 4,
+            checkpoint: CheckpointPolicy::default(),
         }
     }
 }
@@ -106,6 +146,14 @@ pub enum IndexRecovery {
     Rebuilt,
 }
 
+/// Which graph a vector lives in; also its index in per-graph arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Image = 0,
+    Object = 1,
+    Face = 2,
+}
+
 /// The three graphs; they exist once the dimension is known.
 struct Graphs {
     images: VectorIndex,
@@ -114,30 +162,38 @@ struct Graphs {
 }
 
 impl Graphs {
-    fn new(dimension: usize, params: HnswParams) -> Result<Self> {
+    fn new(dimension: usize, params: HnswParams, encoding: VectorEncoding) -> Result<Self> {
         Ok(Graphs {
-            images: VectorIndex::new(dimension, params)?,
-            objects: VectorIndex::new(dimension, params)?,
-            faces: VectorIndex::new(dimension, params)?,
+            images: VectorIndex::new(dimension, params, encoding)?,
+            objects: VectorIndex::new(dimension, params, encoding)?,
+            faces: VectorIndex::new(dimension, params, encoding)?,
         })
     }
 
-    fn load(folder: &Path, dimension: usize, params: HnswParams, generation: u64) -> Result<Self> {
-        let [images, objects, faces] = GRAPH_FILES.map(|name| folder.join(name));
-        Ok(Graphs {
-            images: VectorIndex::load(&images, dimension, params, generation)?,
-            objects: VectorIndex::load(&objects, dimension, params, generation)?,
-            faces: VectorIndex::load(&faces, dimension, params, generation)?,
-        })
+    fn load(config: &EmbeddedConfig, dimension: usize, generation: u64) -> Result<Self> {
+        let [images, objects, faces] = GRAPH_FILES.map(|name| config.path.join(name));
+        let load = |path: &Path| VectorIndex::load(path, dimension, config.hnsw, config.encoding, generation);
+        Ok(Graphs { images: load(&images)?, objects: load(&objects)?, faces: load(&faces)? })
     }
 
-    /// Adds the vectors of many records; returns how many records. The three graphs are
-    /// filled in parallel, each graph by one thread: usearch 2.26's concurrent `add` into one
-    /// graph can strand nodes that are stored but never reached by a search, whatever the
-    /// candidate list (unum-cloud/USearch#735, open): parallel builds of 700 random vectors
-    /// left 0 to 6 unreachable (tests/recovery.rs `batch_put_and_rebuild_reach_every_vector`).
+    fn all(&self) -> [&VectorIndex; 3] {
+        [&self.images, &self.objects, &self.faces]
+    }
+
+    /// Reserves room for and adds the vectors of many records; needs the only access to the
+    /// graphs (reserving may move them), so only for open.
     fn add_all(&self, records: &[(u64, ImageRecord)]) -> Result<usize> {
         self.reserve_for(records.iter().map(|(_, r)| r))?;
+        self.add_reserved(records)
+    }
+
+    /// Adds the vectors of many records into room reserved before; searches may run
+    /// meanwhile. Returns how many records. The three graphs are filled in parallel, each
+    /// graph by one thread: usearch 2.26's concurrent `add` into one graph can strand nodes
+    /// that are stored but never reached by a search, whatever the candidate list
+    /// (unum-cloud/USearch#735, open): parallel builds of 700 random vectors left 0 to 6
+    /// unreachable (tests/recovery.rs `batch_put_and_rebuild_reach_every_vector`).
+    fn add_reserved(&self, records: &[(u64, ImageRecord)]) -> Result<usize> {
         let images = || records.iter().try_for_each(|(slot, record)| self.images.add(*slot, &record.embedding));
         let parts = |graph: &VectorIndex, vectors: fn(&ImageRecord) -> Vec<&[f32]>| {
             records.iter().try_for_each(|(slot, record)| {
@@ -154,6 +210,7 @@ impl Graphs {
         Ok(records.len())
     }
 
+    /// Makes room for the vectors of `records`; needs the only access to the graphs.
     fn reserve_for<'a>(&self, records: impl Iterator<Item = &'a ImageRecord>) -> Result<()> {
         let (mut images, mut objects, mut faces) = (0, 0, 0);
         for record in records {
@@ -166,18 +223,20 @@ impl Graphs {
         self.faces.reserve(faces)
     }
 
-    /// Removes every vector of `slot`; parts are numbered from 0 without gaps.
-    fn remove_slot(&self, slot: u64) -> Result<usize> {
-        let mut removed = 0;
+    /// Removes every vector of `slot`; parts are numbered from 0 without gaps. Returns how
+    /// many per graph. usearch reuses a removed vector's room for the next one added, so
+    /// deletes followed by puts do not grow a graph.
+    fn remove_slot(&self, slot: u64) -> Result<[u64; 3]> {
+        let mut removed = [0; 3];
         if self.images.contains(slot) {
             self.images.remove(slot)?;
-            removed += 1;
+            removed[Kind::Image as usize] += 1;
         }
-        for parts in [&self.objects, &self.faces] {
+        for (parts, kind) in [(&self.objects, Kind::Object), (&self.faces, Kind::Face)] {
             let mut index = 0;
             while parts.contains(part_key(slot, index)) {
                 parts.remove(part_key(slot, index))?;
-                removed += 1;
+                removed[kind as usize] += 1;
                 index += 1;
             }
         }
@@ -190,16 +249,21 @@ struct State {
     catalog: Catalog,
     graphs: Option<Graphs>,
     next_slot: u64,
-    /// Changed since the graphs were last saved.
-    dirty: bool,
 }
 
 struct Inner {
     config: EmbeddedConfig,
     db: Database,
     state: RwLock<State>,
-    /// One writer at a time from "is this id stored?" to the in-memory update.
+    /// One writer at a time from "is this id stored?" to the in-memory update; a checkpoint
+    /// holds it too, so the graphs do not change while they are saved. Searches never take
+    /// it: they read the graphs under the state's read lock, which writers hold only while
+    /// they reserve room and update the catalog, and checkpoints never hold exclusively.
     writer: Mutex<()>,
+    /// Vectors added or removed per graph since it was last saved.
+    changes: [AtomicU64; 3],
+    /// When the graphs were last saved (or the store opened).
+    saved_at: Mutex<Instant>,
     recovery: IndexRecovery,
     /// The records database's generation, written into every saved graph.
     generation: u64,
@@ -225,6 +289,64 @@ struct Unreadable {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// Dropped with the last clone: stops the background saves and waits for one in
+    /// progress, so that the store is closed when the last handle is gone.
+    _checkpointer: Arc<Checkpointer>,
+}
+
+/// The thread that saves the graphs by the [`CheckpointPolicy`]. It holds the store weakly:
+/// the store closes when its last handle is dropped, not when the thread next wakes.
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the checkpoint thread looks at the change counters.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
+
+impl Checkpointer {
+    fn start(inner: &Arc<Inner>) -> Result<Checkpointer> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        if inner.config.checkpoint.is_manual() {
+            return Ok(Checkpointer { stop, thread: None });
+        }
+        let (store, signal) = (Arc::downgrade(inner), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(store, &signal))
+            .map_err(|e| StoreError::Io(format!("start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
+    }
+}
+
+fn checkpoint_loop(store: Weak<Inner>, stop: &(Mutex<bool>, Condvar)) {
+    let (stopped, wake) = stop;
+    loop {
+        let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = wake.wait_timeout(guard, CHECKPOINT_POLL).unwrap_or_else(|e| e.into_inner());
+        if *guard {
+            return;
+        }
+        drop(guard);
+        let Some(inner) = store.upgrade() else { return };
+        if inner.checkpoint_due() {
+            if let Err(error) = inner.checkpoint() {
+                // The records are safe; the next open just replays more of them.
+                tracing::warn!(%error, "background checkpoint failed");
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn db_error(context: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -252,12 +374,28 @@ impl EmbeddedStore {
             }
         }
         let dimension = stored_dimension.or(config.dimension);
-        let mut state = State { dimension, catalog: Catalog::default(), graphs: None, next_slot, dirty: false };
+        let mut state = State { dimension, catalog: Catalog::default(), graphs: None, next_slot };
         let (recovery, unreadable) = Self::recover(&db, &config, generation, &mut state)?;
         let quarantined = Self::quarantine(&db, unreadable)?;
-        let inner =
-            Inner { config, db, state: RwLock::new(state), writer: Mutex::new(()), recovery, generation, quarantined };
-        Ok(EmbeddedStore { inner: Arc::new(inner) })
+        // A rebuilt or reconciled graph differs from its saved file: all are saved next time.
+        let unsaved = match recovery {
+            IndexRecovery::Loaded { added, removed } => (added + removed) as u64,
+            IndexRecovery::Rebuilt => state.catalog.len().max(1) as u64,
+            IndexRecovery::Empty => 0,
+        };
+        let inner = Arc::new(Inner {
+            config,
+            db,
+            state: RwLock::new(state),
+            writer: Mutex::new(()),
+            changes: [unsaved; 3].map(AtomicU64::new),
+            saved_at: Mutex::new(Instant::now()),
+            recovery,
+            generation,
+            quarantined,
+        });
+        let checkpointer = Checkpointer::start(&inner)?;
+        Ok(EmbeddedStore { inner, _checkpointer: Arc::new(checkpointer) })
     }
 
     pub async fn open_async(config: EmbeddedConfig) -> Result<Self> {
@@ -315,11 +453,11 @@ impl EmbeddedStore {
         state: &mut State,
     ) -> Result<(IndexRecovery, Vec<Unreadable>)> {
         let Some(dimension) = state.dimension else { return Ok((IndexRecovery::Empty, Vec::new())) };
-        let (graphs, loaded) = match Graphs::load(&config.path, dimension, config.hnsw, generation) {
+        let (graphs, loaded) = match Graphs::load(config, dimension, generation) {
             Ok(graphs) => (graphs, true),
             Err(reason) => {
                 tracing::info!(path = %config.path.display(), %reason, "saved graphs not used: rebuilding them");
-                (Graphs::new(dimension, config.hnsw)?, false)
+                (Graphs::new(dimension, config.hnsw, config.encoding)?, false)
             }
         };
         let txn = db.begin_read().map_err(redb_err("begin read"))?;
@@ -353,11 +491,10 @@ impl EmbeddedStore {
         if loaded {
             for slot in 0..state.next_slot {
                 if state.catalog.image(slot).is_none() {
-                    removed += graphs.remove_slot(slot)?;
+                    removed += graphs.remove_slot(slot)?.iter().sum::<u64>() as usize;
                 }
             }
         }
-        state.dirty = !loaded || added > 0 || removed > 0;
         state.graphs = Some(graphs);
         let recovery = match (loaded, state.catalog.len()) {
             (_, 0) if !loaded => IndexRecovery::Empty,
@@ -488,19 +625,27 @@ impl Inner {
         // The records are durable once this returns; only then do searches see them.
         txn.commit().map_err(redb_err("commit"))?;
 
-        let mut state = write(&self.state);
-        state.dimension = dimension;
-        state.next_slot = next_slot;
-        state.dirty = true;
-        if state.graphs.is_none() {
-            let dim = dimension.expect("a created record fixed the dimension");
-            state.graphs = Some(Graphs::new(dim, self.config.hnsw)?);
+        {
+            // Exclusive only for the catalog and the room in the graphs: searches wait for
+            // this, not for the inserts below.
+            let mut state = write(&self.state);
+            state.dimension = dimension;
+            state.next_slot = next_slot;
+            if state.graphs.is_none() {
+                let dim = dimension.expect("a created record fixed the dimension");
+                state.graphs = Some(Graphs::new(dim, self.config.hnsw, self.config.encoding)?);
+            }
+            for (slot, record) in &created {
+                state.catalog.insert(*slot, record);
+            }
+            state.graphs.as_ref().expect("created above").reserve_for(created.iter().map(|(_, r)| r))?;
         }
-        for (slot, record) in &created {
-            state.catalog.insert(*slot, record);
-        }
-        let graphs = state.graphs.as_ref().expect("created above");
-        graphs.add_all(&created)?;
+        let state = read(&self.state);
+        state.graphs.as_ref().expect("created above").add_reserved(&created)?;
+        let parts = |count: fn(&ImageRecord) -> usize| created.iter().map(|(_, r)| count(r) as u64).sum::<u64>();
+        self.changes[Kind::Image as usize].fetch_add(created.len() as u64, Ordering::Relaxed);
+        self.changes[Kind::Object as usize].fetch_add(parts(|r| r.objects.len()), Ordering::Relaxed);
+        self.changes[Kind::Face as usize].fetch_add(parts(|r| r.faces.len()), Ordering::Relaxed);
         Ok(outcomes)
     }
 
@@ -517,11 +662,13 @@ impl Inner {
             }
         };
         txn.commit().map_err(redb_err("commit"))?;
-        let mut state = write(&self.state);
-        state.catalog.remove(slot);
-        state.dirty = true;
+        write(&self.state).catalog.remove(slot);
+        let state = read(&self.state);
         if let Some(graphs) = &state.graphs {
-            graphs.remove_slot(slot)?;
+            let removed = graphs.remove_slot(slot)?;
+            for (changes, removed) in self.changes.iter().zip(removed) {
+                changes.fetch_add(removed, Ordering::Relaxed);
+            }
         }
         Ok(true)
     }
@@ -568,14 +715,56 @@ impl Inner {
             .collect())
     }
 
-    /// Saves the graphs next to the records (write to a temporary file, fsync, rename), so
-    /// that the next open loads them instead of rebuilding.
+    /// Ranks candidates scored with a compact encoding by their true cosine: the best
+    /// `rescore_factor * max(offset + k, 10)` by the approximate score are scored again with
+    /// the f32 vectors of their records (one read transaction), then paged.
+    fn rescore(
+        &self,
+        state: &State,
+        kind: Kind,
+        query: &[f32],
+        mut approximate: Vec<(u64, f32)>,
+        page: Page,
+    ) -> Result<Vec<(u64, f32)>> {
+        let rescored = (page.offset + page.k).max(10) * self.config.rescore_factor.max(1);
+        if approximate.len() > rescored {
+            approximate.select_nth_unstable_by(rescored, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            approximate.truncate(rescored);
+        }
+        let txn = self.db.begin_read().map_err(redb_err("begin read"))?;
+        let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+        let mut exact = Vec::with_capacity(approximate.len());
+        for (key, _) in approximate {
+            let (slot, position) = if kind == Kind::Image { (key, 0) } else { split_part_key(key) };
+            let Some(image) = state.catalog.image(slot) else { continue };
+            let position = match kind {
+                Kind::Image => 0,
+                Kind::Object => 1 + position,
+                Kind::Face => 1 + image.objects.len() + position,
+            };
+            let Some(value) = table.get(&*image.id).map_err(redb_err("read record"))? else { continue };
+            // Deleted and stored again under a new slot since the catalog was read: skip.
+            if let Some(vector) = codec::vector_at(value.value(), slot, position, query.len()) {
+                exact.push((key, cosine(query, &vector)));
+            }
+        }
+        Ok(rank(exact, page))
+    }
+
+    /// Saves the graphs changed since their last save next to the records (write to a
+    /// temporary file, fsync, rename), so that the next open loads them instead of
+    /// rebuilding. Writers wait meanwhile; searches do not.
     fn checkpoint(&self) -> Result<()> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut state = write(&self.state);
-        let Some(graphs) = state.graphs.as_ref().filter(|_| state.dirty) else { return Ok(()) };
-        for (graph, name) in [&graphs.images, &graphs.objects, &graphs.faces].into_iter().zip(GRAPH_FILES) {
+        let state = read(&self.state);
+        let Some(graphs) = state.graphs.as_ref() else { return Ok(()) };
+        for ((graph, name), changes) in graphs.all().into_iter().zip(GRAPH_FILES).zip(&self.changes) {
             let path = self.config.path.join(name);
+            // An unchanged graph is saved anyway when its file is missing (a graph that never
+            // held a vector): the next open loads all three or rebuilds all three.
+            if changes.load(Ordering::Relaxed) == 0 && path.exists() {
+                continue;
+            }
             let temporary = self.config.path.join(format!("{name}.tmp"));
             graph.save(&temporary, self.generation)?;
             std::fs::rename(&temporary, &path)
@@ -584,8 +773,20 @@ impl Inner {
         std::fs::File::open(&self.config.path)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| StoreError::Io(format!("fsync {}: {e}", self.config.path.display())))?;
-        state.dirty = false;
+        // The writer lock is held: nothing changed the graphs since they were saved.
+        self.changes.iter().for_each(|changes| changes.store(0, Ordering::Relaxed));
+        *self.saved_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         Ok(())
+    }
+
+    /// Whether the [`CheckpointPolicy`] asks for a save now.
+    fn checkpoint_due(&self) -> bool {
+        let policy = self.config.checkpoint;
+        let changes: u64 = self.changes.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let by_count = policy.after_changes > 0 && changes >= policy.after_changes;
+        let saved_at = *self.saved_at.lock().unwrap_or_else(|e| e.into_inner());
+        let by_time = policy.interval.is_some_and(|interval| changes > 0 && saved_at.elapsed() >= interval);
+        by_count || by_time
     }
 }
 
@@ -605,6 +806,7 @@ fn rank(mut scored: Vec<(u64, f32)>, page: Page) -> Vec<(u64, f32)> {
 /// The three kinds of search differ only in which graph they use, which keys belong to a
 /// candidate image and which keys pass the filter.
 struct SearchPlan<'a> {
+    kind: Kind,
     graph: &'a VectorIndex,
     scope: Scope,
     /// Keys of the vectors of one image that pass the filter.
@@ -629,6 +831,7 @@ impl EmbeddedStore {
             let keys_of = |slot| vec![slot];
             let keep = |slot| state.catalog.image_matches(resolved, slot, Scope::Image);
             let ranked = run(SearchPlan {
+                kind: Kind::Image,
                 graph: &state.graphs.as_ref().expect("checked").images,
                 scope: Scope::Image,
                 keys_of: &keys_of,
@@ -663,7 +866,9 @@ impl EmbeddedStore {
                         .is_some_and(|o| resolved.object_matches(o))
             };
             let graph = &state.graphs.as_ref().expect("checked").objects;
-            let ranked = run(SearchPlan { graph, scope: Scope::ImageOfObject, keys_of: &keys_of, keep: &keep })?;
+            let plan =
+                SearchPlan { kind: Kind::Object, graph, scope: Scope::ImageOfObject, keys_of: &keys_of, keep: &keep };
+            let ranked = run(plan)?;
             Ok(ranked
                 .into_iter()
                 .filter_map(|(key, score)| {
@@ -693,7 +898,8 @@ impl EmbeddedStore {
             };
             let keep = |key| state.catalog.image_matches(resolved, split_part_key(key).0, Scope::Image);
             let graph = &state.graphs.as_ref().expect("checked").faces;
-            let ranked = run(SearchPlan { graph, scope: Scope::Image, keys_of: &keys_of, keep: &keep })?;
+            let ranked =
+                run(SearchPlan { kind: Kind::Face, graph, scope: Scope::Image, keys_of: &keys_of, keep: &keep })?;
             Ok(ranked
                 .into_iter()
                 .filter_map(|(key, score)| {
@@ -741,7 +947,8 @@ impl EmbeddedStore {
         plan: SearchPlan<'_>,
     ) -> Result<Vec<(u64, f32)>> {
         let want = page.k + page.offset;
-        let exact = |slots: Vec<u64>| {
+        // Scored with the graph's vectors: exact for f32, else rescored below.
+        let scan = |slots: Vec<u64>| {
             let mut buffer = vec![0.0f32; plan.graph.dimension()];
             let mut scored = Vec::new();
             for slot in slots {
@@ -751,13 +958,20 @@ impl EmbeddedStore {
                     }
                 }
             }
-            rank(scored, page)
+            scored
+        };
+        let ranked = |scored: Vec<(u64, f32)>| {
+            if plan.graph.encoding().is_exact() {
+                Ok(rank(scored, page))
+            } else {
+                self.inner.rescore(state, plan.kind, query, scored, page)
+            }
         };
         if plan.graph.len() == 0 {
             return Ok(Vec::new());
         }
         match state.catalog.candidates(filter, plan.scope, self.inner.config.exact_scan_limit) {
-            Candidates::Few(slots) => Ok(exact(slots)),
+            Candidates::Few(slots) => ranked(scan(slots)),
             Candidates::Many { fraction } => {
                 let floor = self.inner.config.hnsw.expansion_search.max(want);
                 let found = if filter.is_empty() && plan.scope == Scope::Image {
@@ -770,9 +984,9 @@ impl EmbeddedStore {
                     plan.graph.search(query, widened, Some(plan.keep))?
                 };
                 if found.len() >= want || found.len() >= plan.graph.len() {
-                    Ok(rank(found, page))
+                    ranked(found)
                 } else {
-                    Ok(exact(state.catalog.all_matching(filter, plan.scope)))
+                    ranked(scan(state.catalog.all_matching(filter, plan.scope)))
                 }
             }
         }

@@ -191,13 +191,13 @@ pub async fn image_search_is_exact(store: &dyn Store, docs: &[ImageRecord]) {
         let got: Vec<String> = hits.iter().map(|h| h.image_id.clone()).collect();
         assert_eq!(got, ids(&expected), "top-10 ids differ from the exact reference");
         for (hit, (_, score)) in hits.iter().zip(&expected) {
-            assert!((hit.score - score).abs() < 1e-3, "score {} is not the cosine {score}", hit.score);
+            assert!((hit.score - score).abs() < 1e-5, "score {} is not the cosine {score}", hit.score);
         }
     }
     // The stored vector itself comes first with cosine 1.
     let hits = store.search_images(&docs[17].embedding, &SearchFilter::default(), page(1, 0)).await.unwrap();
     assert_eq!(hits[0].image_id, docs[17].id);
-    assert!((hits[0].score - 1.0).abs() < 1e-3, "self-similarity {}", hits[0].score);
+    assert!((hits[0].score - 1.0).abs() < 1e-5, "self-similarity {}", hits[0].score);
 }
 
 pub async fn hybrid_search_applies_every_condition(store: &dyn Store, docs: &[ImageRecord]) {
@@ -229,10 +229,14 @@ pub async fn object_search_names_the_box(store: &dyn Store, docs: &[ImageRecord]
     assert_eq!(first.bbox, target.bbox);
     assert_eq!(first.class_name, target.class_name);
     assert_eq!(first.confidence, target.confidence);
-    assert!((first.score - 1.0).abs() < 1e-3);
+    assert!((first.score - 1.0).abs() < 1e-5);
     let expected = exact_objects(docs, &target.embedding, &SearchFilter::default(), page(5, 0));
     let got: Vec<String> = hits.iter().map(|h| format!("{}#{}", h.image_id, h.object_index)).collect();
     assert_eq!(got, ids(&expected), "object ranking differs from the exact reference");
+    // True cosine, not a compact encoding's approximation of it.
+    for (hit, (_, score)) in hits.iter().zip(&expected) {
+        assert!((hit.score - score).abs() < 1e-5, "object score {} is not the cosine {score}", hit.score);
+    }
 
     let filter = SearchFilter {
         classes: vec!["car".into()],
@@ -252,7 +256,14 @@ pub async fn face_search_finds_the_face(store: &dyn Store, docs: &[ImageRecord])
     let hits = store.search_faces(&doc.faces[0].embedding, &SearchFilter::default(), page(3, 0)).await.unwrap();
     assert_eq!((hits[0].image_id.as_str(), hits[0].face_index), (doc.id.as_str(), 0));
     assert_eq!(hits[0].bbox, doc.faces[0].bbox);
-    assert!((hits[0].score - 1.0).abs() < 1e-3);
+    assert!((hits[0].score - 1.0).abs() < 1e-5);
+    let query = &doc.faces[1 % doc.faces.len()].embedding;
+    let hits = store.search_faces(query, &SearchFilter::default(), page(3, 0)).await.unwrap();
+    let expected = exact_faces(docs, query, &SearchFilter::default(), page(3, 0));
+    for (hit, (key, score)) in hits.iter().zip(&expected) {
+        assert_eq!(&format!("{}#{}", hit.image_id, hit.face_index), key);
+        assert!((hit.score - score).abs() < 1e-5, "face score {} is not the cosine {score}", hit.score);
+    }
 }
 
 /// Hits carry what a search result shows: the record without vectors, the matched object
