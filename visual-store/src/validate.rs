@@ -79,34 +79,41 @@ pub fn check_query(
 /// object and face scores, boxes, landmarks), each error naming the field. Returns its
 /// vector length. `dimension` as in [`check_query`].
 pub fn check_record(record: &ImageRecord, dimension: Option<usize>) -> Result<usize> {
-    let refuse = |message: String| StoreError::InvalidRecord(format!("image {:?}: {message}", record.id));
-    let invalid = |message: String| Err(refuse(message));
-    if record.id.is_empty() {
-        return invalid("the id is empty".into());
-    }
-    if record.id.len() > MAX_ID_BYTES {
-        return invalid(format!("the id is {} bytes long, the limit is {MAX_ID_BYTES}", record.id.len()));
-    }
+    check_header(record)?;
     let dim = dimension.unwrap_or(record.embedding.len());
     if dim == 0 {
-        return invalid("the embedding is empty".into());
-    }
-    if record.objects.len() > MAX_PARTS_PER_IMAGE || record.faces.len() > MAX_PARTS_PER_IMAGE {
-        return invalid(format!("more than {MAX_PARTS_PER_IMAGE} objects or faces"));
+        return Err(refused(record, "the embedding is empty".into()));
     }
     let vectors = std::iter::once(("embedding".to_string(), &record.embedding))
         .chain(record.objects.iter().enumerate().map(|(i, o)| (format!("objects[{i}].embedding"), &o.embedding)))
         .chain(record.faces.iter().enumerate().map(|(i, f)| (format!("faces[{i}].embedding"), &f.embedding)));
     for (name, vector) in vectors {
         if vector.len() != dim {
-            return invalid(format!("{name} has {} dimensions, expected {dim}", vector.len()));
+            return Err(refused(record, format!("{name} has {} dimensions, expected {dim}", vector.len())));
         }
         if vector.iter().any(|v| !v.is_finite()) {
-            return invalid(format!("{name} has a non-finite value"));
+            return Err(refused(record, format!("{name} has a non-finite value")));
         }
         if vector.iter().all(|v| *v == 0.0) {
-            return invalid(format!("{name} is all zeros"));
+            return Err(refused(record, format!("{name} is all zeros")));
         }
+    }
+    Ok(dim)
+}
+
+/// Everything [`check_record`] checks except the vectors: the id, the number of parts, every
+/// score, box and landmark. The embedded store's open checks stored headers with it and
+/// leaves the vectors of records its saved graphs already hold unread.
+pub fn check_header(record: &ImageRecord) -> Result<()> {
+    let refuse = |message: String| refused(record, message);
+    if record.id.is_empty() {
+        return Err(refuse("the id is empty".into()));
+    }
+    if record.id.len() > MAX_ID_BYTES {
+        return Err(refuse(format!("the id is {} bytes long, the limit is {MAX_ID_BYTES}", record.id.len())));
+    }
+    if record.objects.len() > MAX_PARTS_PER_IMAGE || record.faces.len() > MAX_PARTS_PER_IMAGE {
+        return Err(refuse(format!("more than {MAX_PARTS_PER_IMAGE} objects or faces")));
     }
     for (i, object) in record.objects.iter().enumerate() {
         check_score(&format!("objects[{i}].confidence"), object.confidence).map_err(refuse)?;
@@ -121,7 +128,11 @@ pub fn check_record(record: &ImageRecord, dimension: Option<usize>) -> Result<us
             }
         }
     }
-    Ok(dim)
+    Ok(())
+}
+
+fn refused(record: &ImageRecord, message: String) -> StoreError {
+    StoreError::InvalidRecord(format!("image {:?}: {message}", record.id))
 }
 
 /// Largest magnitude of a box or landmark coordinate, in pixels: 2^24, past which an f32

@@ -75,9 +75,10 @@ fn bad_values(template: &ImageRecord) -> Vec<(String, Vec<u8>, &'static str)> {
     vec![
         ("garbage".into(), garbage, "corrupt stored record"),
         ("tiny".into(), vec![1, 2, 3], "shorter than its slot"),
-        ("no-vectors".into(), headless[..header_end(&headless)].to_vec(), "no vector bytes"),
-        ("wrong-length".into(), encode(4, &short), "embedding has 31 dimensions, expected 32"),
-        ("nan-vector".into(), encode(5, &nan), "objects[0].embedding has a non-finite value"),
+        ("no-vectors".into(), headless[..header_end(&headless)].to_vec(), "0 bytes of vectors"),
+        ("wrong-length".into(), encode(4, &short), "5 vectors of 32 dimensions need 640"),
+        // A slot no graph holds: the open reads and checks the vectors of exactly such records.
+        ("nan-vector".into(), encode(NAN_SLOT, &nan), "objects[0].embedding has a non-finite value"),
         ("bad-face-score".into(), encode(6, &score), "faces[0].confidence = 2 is not a score"),
         ("key-of-another".into(), encode(7, &with_id(template, "its-own-id", 5)), "its id is \"its-own-id\""),
         ("never-handed-out".into(), encode(10_000, &with_id(template, "never-handed-out", 6)), "never handed out"),
@@ -85,6 +86,9 @@ fn bad_values(template: &ImageRecord) -> Vec<(String, Vec<u8>, &'static str)> {
         ("zz-slot-taken".into(), encode(5, &with_id(template, "zz-slot-taken", 7)), "slot 5 is already held by"),
     ]
 }
+
+/// Slots after the checkpointed records: `late-but-good` holds the first, `nan-vector` this one.
+const NAN_SLOT: u64 = common::IMAGES as u64 + 1;
 
 fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(EmbeddedConfig::new(dir)).unwrap_or_else(|e| panic!("open failed: {e}"))
@@ -114,7 +118,7 @@ async fn bad_records_are_quarantined_and_the_rest_opens() {
                 records.insert(key.as_str(), value.as_slice()).unwrap();
             }
             records.insert(late.id.as_str(), encode(common::IMAGES as u64, &late).as_slice()).unwrap();
-            txn.open_table(META).unwrap().insert("next_slot", common::IMAGES as u64 + 1).unwrap();
+            txn.open_table(META).unwrap().insert("next_slot", NAN_SLOT + 1).unwrap();
         }
         txn.commit().unwrap();
     }

@@ -160,11 +160,35 @@ fn checkpoint_loop() -> Vec<Op> {
     ops
 }
 
+/// Puts in batches of 10 and a few deletes, with no checkpoint of its own: only the
+/// background saves of [`writer_config`] keep the graphs on disk.
+fn background() -> Vec<Op> {
+    let mut ops: Vec<Op> = (0..INITIAL).step_by(10).map(|first| Op::Put((first..first + 10).collect())).collect();
+    ops.extend([3, 77, 150, 239].map(Op::Delete));
+    ops
+}
+
+/// Vectors changed before a save by count; every record has at least 4 (image, 2 objects,
+/// a face), so fewer than `(COUNT_POLICY + one batch) / 4` records can be left to replay.
+const COUNT_POLICY: u64 = 200;
+
+/// The writer's store: background saves only for the background scripts (by time or by
+/// count of changes), and the scripts' own checkpoints only for the others.
+fn writer_config(dir: &Path, script: &str) -> EmbeddedConfig {
+    let checkpoint = match script {
+        "background-time" => CheckpointPolicy { after_changes: 0, interval: Some(Duration::from_millis(100)) },
+        "background-count" => CheckpointPolicy { after_changes: COUNT_POLICY, interval: None },
+        _ => CheckpointPolicy::MANUAL,
+    };
+    EmbeddedConfig { checkpoint, ..config(dir) }
+}
+
 fn script(name: &str) -> Vec<Op> {
     match name {
         "after-checkpoint" => after_checkpoint(),
         "two-checkpoints" => two_checkpoints(),
         "checkpoint-loop" => checkpoint_loop(),
+        "background-time" | "background-count" => background(),
         other => panic!("no script {other}"),
     }
 }
@@ -248,9 +272,14 @@ async fn recovery_writer() {
     let dir = PathBuf::from(std::env::var(WRITER_DIR_ENV).unwrap());
     let snapshots = std::env::var(WRITER_SNAPSHOTS_ENV).ok().map(PathBuf::from);
     let docs = documents();
-    let store = EmbeddedStore::open_async(config(&dir)).await.unwrap();
+    let store = EmbeddedStore::open_async(writer_config(&dir, &name)).await.unwrap();
     let mut saved = 0;
+    let paced = name.starts_with("background");
     for op in script(&name) {
+        if paced {
+            // Spread over more than one look of the checkpoint thread (every 500 ms).
+            std::thread::sleep(Duration::from_millis(40));
+        }
         match op {
             Op::Put(batch) => {
                 let outcomes = store.put_batch(batch.iter().map(|&i| docs[i].clone()).collect()).await.unwrap();
@@ -555,6 +584,51 @@ async fn kill_after_a_checkpoint_replays_puts_and_deletes() {
     open_and_check(dir.path(), &docs, survivors, expected, "kill after a checkpoint").await;
 }
 
+/// Background saves by time: a writer that never checkpoints and is killed after its changes
+/// are older than the interval leaves graphs that load with nothing to replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_checkpoints_by_time_leave_nothing_to_replay() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Writer::spawn("background-time", dir.path(), None);
+    assert!(writer.read_until(|w| w.done), "the writer ended before finishing");
+    // Interval 100 ms, a look every 500 ms: saved well within this.
+    std::thread::sleep(Duration::from_secs(2));
+    writer.kill();
+    let survivors = Trace::of(&background()).last().clone();
+    let expected = IndexRecovery::Loaded { added: 0, removed: 0 };
+    open_and_check(dir.path(), &docs, &survivors, expected, "background saves by time").await;
+}
+
+/// Background saves by count: killed after the last put, the store replays fewer records than
+/// the count allows, and serves exactly what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_checkpoints_by_count_bound_the_replay() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Writer::spawn("background-count", dir.path(), None);
+    assert!(writer.read_until(|w| w.done), "the writer ended before finishing");
+    std::thread::sleep(Duration::from_secs(1));
+    writer.kill();
+    let survivors = Trace::of(&background()).last().clone();
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    let most_vectors_per_batch = (0..INITIAL)
+        .step_by(10)
+        .map(|first| (first..first + 10).map(|i| 1 + docs[i].objects.len() + docs[i].faces.len()).sum::<usize>())
+        .max()
+        .unwrap();
+    let bound = (COUNT_POLICY as usize + most_vectors_per_batch) / 4;
+    match store.recovery() {
+        IndexRecovery::Loaded { added, .. } => {
+            assert!(added < bound, "{added} records replayed, saves by count should leave fewer than {bound}")
+        }
+        other => panic!("background saves by count left no loadable graphs: {other:?}"),
+    }
+    assert_eq!(slots(&store), survivors);
+    assert_searches_exact(&store, &docs, &survivors, "background saves by count").await;
+    assert_every_vector_found(&store, &docs, &survivors, "background saves by count").await;
+}
+
 /// The graphs a batch put builds, and those a rebuild builds, reach every vector. Both insert
 /// many vectors at once; usearch's concurrent insertion into one graph stranded some
 /// (unum-cloud/USearch#735), which this caught before `Graphs::add_all` filled each graph from
@@ -815,4 +889,37 @@ async fn kill_during_checkpoints_leaves_a_store_that_opens() {
         open_and_check(dir.path(), &docs, &survivors, expected, &context).await;
     }
     assert!(torn >= 1, "no kill in {rounds} rounds landed inside a checkpoint");
+}
+
+/// Deletes free room in the graphs that later puts take: a store that replaces its whole
+/// content 20 times (more vectors in all than the graphs' first room of 1,024) keeps the
+/// capacity of its first fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_and_puts_reuse_graph_room() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    let round = 60;
+    let mut first_fill = None;
+    let mut added = [0; 3];
+    for cycle in 0..20 {
+        let batch: Vec<ImageRecord> = docs[..round]
+            .iter()
+            .map(|doc| ImageRecord { id: format!("{}-cycle-{cycle}", doc.id), ..doc.clone() })
+            .collect();
+        let outcomes = store.put_batch(batch.clone()).await.unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(PutOutcome::Created))));
+        let stats = store.graph_stats();
+        let stored = [round, batch.iter().map(|d| d.objects.len()).sum(), batch.iter().map(|d| d.faces.len()).sum()];
+        assert_eq!(stats.vectors, stored, "cycle {cycle}: vectors held");
+        added.iter_mut().zip(stored).for_each(|(total, n)| *total += n);
+        let first = *first_fill.get_or_insert(stats.capacity);
+        assert_eq!(stats.capacity, first, "cycle {cycle}: the graphs grew after deletes");
+        for doc in &batch {
+            assert!(store.delete(&doc.id).await.unwrap());
+        }
+        assert_eq!(store.graph_stats().vectors, [0; 3], "cycle {cycle}: deleted vectors still held");
+    }
+    let first = first_fill.unwrap();
+    assert!((0..3).all(|g| added[g] > first[g]), "the test adds fewer vectors ({added:?}) than the room ({first:?})");
 }

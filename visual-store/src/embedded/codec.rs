@@ -37,13 +37,7 @@ pub fn decode_slot(bytes: &[u8]) -> Result<u64, StoreError> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<(u64, ImageRecord), StoreError> {
-    let slot = decode_slot(bytes)?;
-    let json_len = u32::from_le_bytes(
-        bytes.get(8..12).ok_or_else(|| corrupt("missing header length"))?.try_into().expect("4 bytes"),
-    ) as usize;
-    let json = bytes.get(PREFIX_LEN..PREFIX_LEN + json_len).ok_or_else(|| corrupt("header cut short"))?;
-    let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt(&format!("header JSON: {e}")))?;
-    let floats = &bytes[PREFIX_LEN + json_len..];
+    let (slot, mut record, floats) = decode_header(bytes)?;
     if floats.is_empty() {
         return Err(corrupt("no vector bytes"));
     }
@@ -52,14 +46,30 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, ImageRecord), StoreError> {
         return Err(corrupt("vector bytes do not divide into the record's vectors"));
     }
     // Not zero: `floats` is non-empty and a multiple of 4 * vector_count.
-    let dim = floats.len() / (4 * vector_count);
-    let mut chunks = floats.chunks_exact(4 * dim).map(|chunk| {
+    fill_vectors(&mut record, floats, floats.len() / (4 * vector_count));
+    Ok((slot, record))
+}
+
+/// The slot, the record without its vectors, and the vector bytes, unparsed.
+pub fn decode_header(bytes: &[u8]) -> Result<(u64, ImageRecord, &[u8]), StoreError> {
+    let slot = decode_slot(bytes)?;
+    let json_len = u32::from_le_bytes(
+        bytes.get(8..12).ok_or_else(|| corrupt("missing header length"))?.try_into().expect("4 bytes"),
+    ) as usize;
+    let json = bytes.get(PREFIX_LEN..PREFIX_LEN + json_len).ok_or_else(|| corrupt("header cut short"))?;
+    let record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt(&format!("header JSON: {e}")))?;
+    Ok((slot, record, &bytes[PREFIX_LEN + json_len..]))
+}
+
+/// Puts the vectors of `floats` (as [`decode_header`] returns them, already known to hold
+/// every vector of the record at `dimension`) into `record`.
+pub fn fill_vectors(record: &mut ImageRecord, floats: &[u8], dimension: usize) {
+    let mut chunks = floats.chunks_exact(4 * dimension).map(|chunk| {
         chunk.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect::<Vec<f32>>()
     });
     record.embedding = chunks.next().expect("at least the image vector");
     record.objects.iter_mut().for_each(|o| o.embedding = chunks.next().expect("counted"));
     record.faces.iter_mut().for_each(|f| f.embedding = chunks.next().expect("counted"));
-    Ok((slot, record))
 }
 
 /// Vector number `position` (0 the image, then objects, then faces) of a stored value,

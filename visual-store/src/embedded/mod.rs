@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::matching;
-use crate::validate::{check_query, check_record, cosine};
+use crate::validate::{check_header, check_query, check_record, cosine};
 use crate::{
     FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
 };
@@ -133,6 +133,18 @@ impl EmbeddedConfig {
             checkpoint: CheckpointPolicy::default(),
         }
     }
+}
+
+/// What the graphs hold now (for `/health`, the benchmark and tests), per graph in the
+/// order images, objects, faces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GraphStats {
+    pub vectors: [usize; 3],
+    /// Room reserved; deletes free room that later puts reuse.
+    pub capacity: [usize; 3],
+    pub memory_bytes: usize,
+    /// Vectors added or removed since the graphs were last saved.
+    pub unsaved_changes: u64,
 }
 
 /// How the last open brought the graphs up to date (for logs and the benchmark).
@@ -467,7 +479,7 @@ impl EmbeddedStore {
         let mut unreadable = Vec::new();
         for entry in table.iter().map_err(redb_err("scan records"))? {
             let (key, value) = entry.map_err(redb_err("scan records"))?;
-            let (slot, record) = match servable(key.value(), value.value(), dimension, state) {
+            let (slot, record) = match servable(key.value(), value.value(), dimension, state, &graphs) {
                 Ok(servable) => servable,
                 Err(reason) => {
                     unreadable.push(Unreadable { id: key.value().to_owned(), reason, bytes: value.value().to_vec() });
@@ -475,10 +487,7 @@ impl EmbeddedStore {
                 }
             };
             state.catalog.insert(slot, &record);
-            let incomplete = !graphs.images.contains(slot)
-                || (0..record.objects.len()).any(|i| !graphs.objects.contains(part_key(slot, i)))
-                || (0..record.faces.len()).any(|i| !graphs.faces.contains(part_key(slot, i)));
-            if incomplete {
+            if !record.embedding.is_empty() {
                 missing.push((slot, record));
             }
             if missing.len() == RECOVERY_BATCH {
@@ -531,24 +540,44 @@ impl EmbeddedStore {
 }
 
 /// The record of a stored value, if it can be served: it decodes, is stored under its own
-/// id, passes `put`'s checks for the store's dimension, and holds a slot that the store
-/// handed out (below `next_slot`) and that no record read before holds. Otherwise why not.
+/// id, passes `put`'s checks of the header, holds every vector at the store's dimension, and
+/// holds a slot that the store handed out (below `next_slot`) and that no record read before
+/// holds. Otherwise why not. The vectors are decoded and checked (like `put` checks them)
+/// only when a graph lacks one of them; the returned record has them exactly then.
+/// Vectors a loaded graph already holds were checked when they were put, and redb checksums
+/// its pages: reading them would make opening a million images a pass over 12 GB.
 fn servable(
     key: &str,
     bytes: &[u8],
     dimension: usize,
     state: &State,
+    graphs: &Graphs,
 ) -> std::result::Result<(u64, ImageRecord), String> {
-    let (slot, record) = codec::decode(bytes).map_err(|e| e.to_string())?;
+    let (slot, mut record, vector_bytes) = codec::decode_header(bytes).map_err(|e| e.to_string())?;
     if record.id != key {
         return Err(format!("stored under the key {key:?} but its id is {:?}", record.id));
     }
-    check_record(&record, Some(dimension)).map_err(|e| e.to_string())?;
+    check_header(&record).map_err(|e| e.to_string())?;
+    let vectors = 1 + record.objects.len() + record.faces.len();
+    if vector_bytes.len() != 4 * dimension * vectors {
+        return Err(format!(
+            "{} bytes of vectors, {vectors} vectors of {dimension} dimensions need {}",
+            vector_bytes.len(),
+            4 * dimension * vectors
+        ));
+    }
     if slot >= state.next_slot {
         return Err(format!("slot {slot} was never handed out (the next one is {})", state.next_slot));
     }
     if let Some(holder) = state.catalog.image(slot) {
         return Err(format!("slot {slot} is already held by image {:?}", holder.id));
+    }
+    let incomplete = !graphs.images.contains(slot)
+        || (0..record.objects.len()).any(|i| !graphs.objects.contains(part_key(slot, i)))
+        || (0..record.faces.len()).any(|i| !graphs.faces.contains(part_key(slot, i)));
+    if incomplete {
+        codec::fill_vectors(&mut record, vector_bytes, dimension);
+        check_record(&record, Some(dimension)).map_err(|e| e.to_string())?;
     }
     Ok((slot, record))
 }
@@ -818,6 +847,18 @@ impl EmbeddedStore {
     /// Saves the vector graphs now (also done when the last clone is dropped); blocking.
     pub fn checkpoint(&self) -> Result<()> {
         self.inner.checkpoint()
+    }
+
+    pub fn graph_stats(&self) -> GraphStats {
+        let state = read(&self.inner.state);
+        let unsaved_changes = self.inner.changes.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let Some(graphs) = &state.graphs else { return GraphStats { unsaved_changes, ..GraphStats::default() } };
+        GraphStats {
+            vectors: graphs.all().map(VectorIndex::len),
+            capacity: graphs.all().map(VectorIndex::capacity),
+            memory_bytes: graphs.all().iter().map(|g| g.memory_bytes()).sum(),
+            unsaved_changes,
+        }
     }
 
     /// Ids of every stored image, oldest first (for tools that read a whole store).

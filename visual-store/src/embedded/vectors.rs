@@ -169,6 +169,16 @@ impl VectorIndex {
         self.index.size()
     }
 
+    /// Vectors the graph has room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.index.capacity()
+    }
+
+    /// Bytes usearch holds for the graph (vectors, links, reserved room).
+    pub fn memory_bytes(&self) -> usize {
+        self.index.memory_usage()
+    }
+
     /// Makes room for `additional` more vectors, doubling so that growth is amortised.
     pub fn reserve(&self, additional: usize) -> Result<(), StoreError> {
         let needed = self.index.size() + additional;
