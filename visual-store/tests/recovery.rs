@@ -923,3 +923,63 @@ async fn deletes_and_puts_reuse_graph_room() {
     let first = first_fill.unwrap();
     assert!((0..3).all(|g| added[g] > first[g]), "the test adds fewer vectors ({added:?}) than the room ({first:?})");
 }
+
+/// After most images are deleted, compaction rebuilds each graph from the vectors it holds:
+/// no removed nodes left, less memory, and searches, every vector's reachability and a
+/// reopen from the saved graphs all still match the survivors exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_drops_removed_nodes_and_keeps_searches_exact() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    let outcomes = store.put_batch(docs.clone()).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(PutOutcome::Created))));
+    let survivors: BTreeSet<usize> = (0..POOL).filter(|i| i % 4 == 0).collect();
+    let mut deleted = [0; 3];
+    for (i, doc) in docs.iter().enumerate().filter(|(i, _)| !survivors.contains(i)) {
+        assert!(store.delete(&doc.id).await.unwrap(), "{i}");
+        deleted.iter_mut().zip([1, doc.objects.len(), doc.faces.len()]).for_each(|(n, d)| *n += d);
+    }
+    let before = store.graph_stats();
+    assert_eq!(before.removed, deleted, "removed nodes before compaction");
+    assert!(before.capacity[1] > 1024, "the object graph should have grown past its first room: {before:?}");
+
+    assert_eq!(store.compact().unwrap(), 3);
+    let after = store.graph_stats();
+    assert_eq!(after.removed, [0; 3]);
+    assert_eq!(after.vectors, before.vectors);
+    assert!(after.capacity[1] < before.capacity[1], "object graph room {:?} -> {:?}", before, after);
+    assert!(after.memory_bytes < before.memory_bytes, "memory {} -> {}", before.memory_bytes, after.memory_bytes);
+    assert_eq!(store.compact().unwrap(), 0, "nothing left to compact");
+    assert_searches_exact(&store, &docs, &survivors, "compacted").await;
+    assert_every_vector_found(&store, &docs, &survivors, "compacted").await;
+    store.checkpoint().unwrap();
+    drop(store);
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: 0, removed: 0 });
+    assert_searches_exact(&store, &docs, &survivors, "compacted, reopened").await;
+}
+
+/// The background thread compacts by itself (here at any share of removed nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_thread_compacts() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    // The thread runs (an interval is set) but saves nothing by time during the test.
+    let checkpoint = CheckpointPolicy { after_changes: 0, interval: Some(Duration::from_secs(3600)) };
+    let store =
+        EmbeddedStore::open_async(EmbeddedConfig { checkpoint, compact_removed_fraction: 0.01, ..config(dir.path()) })
+            .await
+            .unwrap();
+    store.put_batch(docs[..100].to_vec()).await.unwrap();
+    for doc in &docs[..50] {
+        assert!(store.delete(&doc.id).await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.graph_stats().removed != [0; 3] {
+        assert!(std::time::Instant::now() < deadline, "not compacted: {:?}", store.graph_stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let survivors: BTreeSet<usize> = (50..100).collect();
+    assert_searches_exact(&store, &docs, &survivors, "compacted in the background").await;
+}

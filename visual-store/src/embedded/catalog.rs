@@ -96,6 +96,11 @@ pub enum Scope {
 }
 
 impl Catalog {
+    /// Every stored image by slot, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &ImageEntry)> {
+        self.images.iter().map(|(slot, image)| (*slot, image))
+    }
+
     pub fn len(&self) -> usize {
         self.images.len()
     }

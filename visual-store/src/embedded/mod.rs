@@ -89,6 +89,9 @@ pub struct EmbeddedConfig {
     /// by the graph's approximate score are scored again with the stored f32 vectors.
     pub rescore_factor: usize,
     pub checkpoint: CheckpointPolicy,
+    /// A graph is rebuilt from the vectors it holds once the nodes of removed vectors pass
+    /// this share of its nodes (by the background thread, or [`EmbeddedStore::compact`]).
+    pub compact_removed_fraction: f32,
 }
 
 /// When the graphs are saved in the background (besides [`EmbeddedStore::checkpoint`] and
@@ -131,6 +134,7 @@ impl EmbeddedConfig {
             encoding: VectorEncoding::default(),
             rescore_factor: 4,
             checkpoint: CheckpointPolicy::default(),
+            compact_removed_fraction: 0.25,
         }
     }
 }
@@ -143,6 +147,8 @@ pub struct GraphStats {
     /// Room reserved; deletes free room that later puts reuse.
     pub capacity: [usize; 3],
     pub memory_bytes: usize,
+    /// Nodes of removed vectors not yet taken by a new one (see `compact_removed_fraction`).
+    pub removed: [usize; 3],
     /// Vectors added or removed since the graphs were last saved.
     pub unsaved_changes: u64,
 }
@@ -190,6 +196,14 @@ impl Graphs {
 
     fn all(&self) -> [&VectorIndex; 3] {
         [&self.images, &self.objects, &self.faces]
+    }
+
+    fn get_mut(&mut self, kind: Kind) -> &mut VectorIndex {
+        match kind {
+            Kind::Image => &mut self.images,
+            Kind::Object => &mut self.objects,
+            Kind::Face => &mut self.faces,
+        }
     }
 
     /// Reserves room for and adds the vectors of many records; needs the only access to the
@@ -341,6 +355,9 @@ fn checkpoint_loop(store: Weak<Inner>, stop: &(Mutex<bool>, Condvar)) {
         }
         drop(guard);
         let Some(inner) = store.upgrade() else { return };
+        if let Err(error) = inner.compact() {
+            tracing::warn!(%error, "background compaction failed");
+        }
         if inner.checkpoint_due() {
             if let Err(error) = inner.checkpoint() {
                 // The records are safe; the next open just replays more of them.
@@ -808,6 +825,57 @@ impl Inner {
         Ok(())
     }
 
+    /// Rebuilds each graph whose removed nodes passed `compact_removed_fraction` of its
+    /// nodes from the vectors it holds (decoding the graph's encoding and encoding again
+    /// loses nothing: i8 and f16 values come back the same). Writers wait meanwhile;
+    /// searches use the old graph until the new one replaces it. Returns how many graphs.
+    fn compact(&self) -> Result<usize> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut compacted = 0;
+        for kind in [Kind::Image, Kind::Object, Kind::Face] {
+            let fresh = {
+                let state = read(&self.state);
+                let Some(graphs) = &state.graphs else { return Ok(0) };
+                let graph = graphs.all()[kind as usize];
+                let removed = graph.removed();
+                if removed == 0
+                    || (removed as f32) < self.config.compact_removed_fraction * (graph.len() + removed) as f32
+                {
+                    continue;
+                }
+                let keys: Vec<u64> = state
+                    .catalog
+                    .entries()
+                    .flat_map(|(slot, image)| {
+                        let parts = match kind {
+                            Kind::Image => return vec![slot],
+                            Kind::Object => image.objects.len(),
+                            Kind::Face => image.face_boxes.len(),
+                        };
+                        (0..parts).map(|i| part_key(slot, i)).collect()
+                    })
+                    .collect();
+                let fresh = VectorIndex::new(graph.dimension(), self.config.hnsw, self.config.encoding)?;
+                fresh.reserve(keys.len())?;
+                let mut buffer = vec![0.0f32; graph.dimension()];
+                for key in keys {
+                    if graph.vector(key, &mut buffer) {
+                        fresh.add(key, &buffer)?;
+                    }
+                }
+                tracing::info!(graph = ?kind, removed, kept = fresh.len(), "graph compacted");
+                fresh
+            };
+            let mut state = write(&self.state);
+            let graphs = state.graphs.as_mut().expect("checked above");
+            // The whole graph changed: saved at the next checkpoint.
+            self.changes[kind as usize].fetch_add(fresh.len().max(1) as u64, Ordering::Relaxed);
+            *graphs.get_mut(kind) = fresh;
+            compacted += 1;
+        }
+        Ok(compacted)
+    }
+
     /// Whether the [`CheckpointPolicy`] asks for a save now.
     fn checkpoint_due(&self) -> bool {
         let policy = self.config.checkpoint;
@@ -857,8 +925,15 @@ impl EmbeddedStore {
             vectors: graphs.all().map(VectorIndex::len),
             capacity: graphs.all().map(VectorIndex::capacity),
             memory_bytes: graphs.all().iter().map(|g| g.memory_bytes()).sum(),
+            removed: graphs.all().map(VectorIndex::removed),
             unsaved_changes,
         }
+    }
+
+    /// Rebuilds the graphs whose removed nodes passed `compact_removed_fraction` (also done
+    /// by the background thread); returns how many. Blocking.
+    pub fn compact(&self) -> Result<usize> {
+        self.inner.compact()
     }
 
     /// Ids of every stored image, oldest first (for tools that read a whole store).

@@ -12,6 +12,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -95,6 +96,10 @@ pub struct VectorIndex {
     index: Index,
     dimension: usize,
     encoding: VectorEncoding,
+    /// Most vectors held at once since the graph was built or loaded: the nodes it has
+    /// used. Nodes beyond the vectors held now belong to removed vectors until an add takes
+    /// them (usearch reuses them); [`VectorIndex::removed`].
+    nodes: AtomicUsize,
 }
 
 fn index_error(context: &str, error: impl std::fmt::Display) -> StoreError {
@@ -113,7 +118,7 @@ impl VectorIndex {
             multi: false,
         };
         let index = Index::new(&options).map_err(|e| index_error("create", e))?;
-        Ok(VectorIndex { index, dimension, encoding })
+        Ok(VectorIndex { index, dimension, encoding, nodes: AtomicUsize::new(0) })
     }
 
     /// Loads a saved graph; fails if it was built from records of another `generation`, in
@@ -147,6 +152,7 @@ impl VectorIndex {
             return Err(index_error("load", format!("saved graph has dimension {}", loaded.index.dimensions())));
         }
         loaded.index.change_expansion_search(params.expansion_search);
+        loaded.nodes.store(loaded.len(), Ordering::Relaxed);
         Ok(loaded)
     }
 
@@ -196,7 +202,15 @@ impl VectorIndex {
         if self.index.contains(key) {
             return Ok(());
         }
-        self.index.add(key, vector).map_err(|e| index_error("add", e))
+        self.index.add(key, vector).map_err(|e| index_error("add", e))?;
+        self.nodes.fetch_max(self.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Nodes of removed vectors that no add has taken again: searches still walk them and
+    /// they hold memory, until the graph is compacted.
+    pub fn removed(&self) -> usize {
+        self.nodes.load(Ordering::Relaxed).saturating_sub(self.len())
     }
 
     pub fn contains(&self, key: u64) -> bool {
