@@ -46,6 +46,7 @@ const WRITER_DIR_ENV: &str = "RECOVERY_WRITER_DIR";
 const WRITER_SNAPSHOTS_ENV: &str = "RECOVERY_WRITER_SNAPSHOTS";
 
 const RECORDS_FILE: &str = "records.redb";
+const VECTORS_FILE: &str = "vectors.f32";
 const GRAPH_FILES: [&str; 3] = ["images.usearch", "objects.usearch", "faces.usearch"];
 
 /// Images stored before the first checkpoint.
@@ -392,8 +393,11 @@ impl Writer {
     }
 }
 
+/// The records: the records database and the vector file its records name.
 fn copy_records(from: &Path, to: &Path) {
-    std::fs::copy(from.join(RECORDS_FILE), to.join(RECORDS_FILE)).unwrap();
+    for name in [RECORDS_FILE, VECTORS_FILE] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
 }
 
 fn slots(store: &EmbeddedStore) -> BTreeSet<usize> {

@@ -17,6 +17,8 @@ pub struct ObjectEntry {
 
 pub struct ImageEntry {
     pub id: Arc<str>,
+    /// Index of the image's first vector in the vector file (objects' and faces' follow).
+    pub first_vector: u64,
     pub width: u32,
     pub height: u32,
     created_at: i64,
@@ -113,7 +115,7 @@ impl Catalog {
         &self.class_names.names[class as usize]
     }
 
-    pub fn insert(&mut self, slot: u64, record: &ImageRecord) {
+    pub fn insert(&mut self, slot: u64, first_vector: u64, record: &ImageRecord) {
         let id: Arc<str> = Arc::from(record.id.as_str());
         let objects: Box<[ObjectEntry]> = record
             .objects
@@ -137,6 +139,7 @@ impl Catalog {
             slot,
             ImageEntry {
                 id,
+                first_vector,
                 width: record.width,
                 height: record.height,
                 created_at: record.created_at,

@@ -29,11 +29,12 @@
 
 mod catalog;
 mod codec;
+mod vector_file;
 mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -45,11 +46,15 @@ use crate::{
     FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
 };
 use catalog::{Candidates, Catalog, ResolvedFilter, Scope};
+use vector_file::VectorFile;
 use vectors::{part_key, split_part_key, VectorIndex};
 pub use vectors::{HnswParams, VectorEncoding};
 
-/// Image id -> codec value (slot, record header, vectors).
-const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// Image id -> codec value (slot, first vector in the vector file, record without vectors).
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// Layout 1: image id -> slot, record and its vectors; emptied into `RECORDS` and the vector
+/// file at the first open by this build.
+const LAYOUT_1_RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 /// Store-wide counters and settings.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_SCHEMA: &str = "schema_version";
@@ -62,14 +67,19 @@ const META_GENERATION: &str = "generation";
 /// reason, the stored value as it was).
 const QUARANTINE: TableDefinition<u64, (&str, &str, &[u8])> = TableDefinition::new("quarantine");
 
-/// Version of the on-disk layout (codec and tables); a store written by another version
-/// is refused with `SchemaMismatch` instead of being misread.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version of the on-disk layout (codec, tables, vector file); a store written by a newer
+/// version is refused with `SchemaMismatch` instead of being misread, one of version 1
+/// (vectors inside the records) is moved to version 2 at open.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// Layout-1 records moved per write transaction.
+const LAYOUT_MOVE_BATCH: usize = 1000;
 
 /// Records inserted into the graphs together (in parallel) while rebuilding.
 const RECOVERY_BATCH: usize = 1024;
 
 const RECORDS_FILE: &str = "records.redb";
+const VECTORS_FILE: &str = "vectors.f32";
 const GRAPH_FILES: [&str; 3] = ["images.usearch", "objects.usearch", "faces.usearch"];
 
 #[derive(Clone, Debug)]
@@ -291,14 +301,18 @@ struct Inner {
     /// When the graphs were last saved (or the store opened).
     saved_at: Mutex<Instant>,
     recovery: IndexRecovery,
+    /// The f32 vectors of the records; opened once the dimension is known.
+    vectors: OnceLock<VectorFile>,
     /// The records database's generation, written into every saved graph.
     generation: u64,
     /// Records the quarantine table holds (moved there by this or an earlier open).
     quarantined: usize,
 }
 
-/// What `META` holds besides the schema version.
+/// What `META` holds.
 struct Meta {
+    /// Layout of the records (1: vectors inside them; [`SCHEMA_VERSION`]).
+    layout: u64,
     dimension: Option<usize>,
     next_slot: u64,
     generation: u64,
@@ -393,7 +407,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StoreError::Io(format!("create store folder {}: {e}", config.path.display())))?;
         let db = Database::create(config.path.join(RECORDS_FILE)).map_err(redb_err("open"))?;
-        let Meta { dimension: stored_dimension, next_slot, generation } = Self::read_meta(&db)?;
+        let Meta { layout, dimension: stored_dimension, next_slot, generation } = Self::read_meta(&db)?;
         if let (Some(configured), Some(stored)) = (config.dimension, stored_dimension) {
             if configured != stored {
                 return Err(StoreError::SchemaMismatch(format!(
@@ -403,8 +417,18 @@ impl EmbeddedStore {
             }
         }
         let dimension = stored_dimension.or(config.dimension);
+        let vectors = OnceLock::new();
+        if let Some(dimension) = dimension {
+            let file = VectorFile::open(&config.path.join(VECTORS_FILE), dimension, generation)?;
+            if layout == 1 {
+                Self::move_layout_1(&db, &file)?;
+            }
+            let _ = vectors.set(file);
+        } else if layout == 1 {
+            Self::set_layout(&db)?;
+        }
         let mut state = State { dimension, catalog: Catalog::default(), graphs: None, next_slot };
-        let (recovery, unreadable) = Self::recover(&db, &config, generation, &mut state)?;
+        let (recovery, unreadable) = Self::recover(&db, &config, generation, vectors.get(), &mut state)?;
         let quarantined = Self::quarantine(&db, unreadable)?;
         // A rebuilt or reconciled graph differs from its saved file: all are saved next time.
         let unsaved = match recovery {
@@ -420,6 +444,7 @@ impl EmbeddedStore {
             changes: [unsaved; 3].map(AtomicU64::new),
             saved_at: Mutex::new(Instant::now()),
             recovery,
+            vectors,
             generation,
             quarantined,
         });
@@ -444,17 +469,18 @@ impl EmbeddedStore {
             let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
             txn.open_table(RECORDS).map_err(redb_err("open records"))?;
             let get = |meta: &redb::Table<&str, u64>, key| meta.get(key).map(|v| v.map(|g| g.value()));
-            match get(&meta, META_SCHEMA).map_err(redb_err("read meta"))? {
-                Some(SCHEMA_VERSION) => {}
+            let layout = match get(&meta, META_SCHEMA).map_err(redb_err("read meta"))? {
+                Some(version @ (1 | SCHEMA_VERSION)) => version,
                 Some(other) => {
                     return Err(StoreError::SchemaMismatch(format!(
-                        "store layout version {other}, this build reads version {SCHEMA_VERSION}"
+                        "store layout version {other}, this build reads versions 1 and {SCHEMA_VERSION}"
                     )))
                 }
                 None => {
                     meta.insert(META_SCHEMA, SCHEMA_VERSION).map_err(redb_err("write meta"))?;
+                    SCHEMA_VERSION
                 }
-            }
+            };
             let generation = match get(&meta, META_GENERATION).map_err(redb_err("read meta"))? {
                 Some(generation) => generation,
                 None => {
@@ -464,6 +490,7 @@ impl EmbeddedStore {
                 }
             };
             Meta {
+                layout,
                 dimension: get(&meta, META_DIMENSION).map_err(redb_err("read meta"))?.map(|d| d as usize),
                 next_slot: get(&meta, META_NEXT_SLOT).map_err(redb_err("read meta"))?.unwrap_or(0),
                 generation,
@@ -473,15 +500,83 @@ impl EmbeddedStore {
         Ok(meta)
     }
 
+    /// Moves a layout-1 store to layout 2: each record's vectors are appended to the vector
+    /// file (fsync'ed) and the record rewritten without them, `LAYOUT_MOVE_BATCH` records per
+    /// transaction, each moved record leaving the old table in the same transaction. A crash
+    /// midway leaves some records moved and the rest in the old table (the next open moves
+    /// those) plus, at worst, vectors no record names. A value that cannot be read as layout 1
+    /// is moved unchanged and quarantined by the open as any unreadable value.
+    fn move_layout_1(db: &Database, vectors: &VectorFile) -> Result<()> {
+        let mut moved_in_all = 0;
+        loop {
+            let mut txn = db.begin_write().map_err(redb_err("begin write"))?;
+            txn.set_durability(Durability::Immediate);
+            let moved = {
+                let mut old = txn.open_table(LAYOUT_1_RECORDS).map_err(redb_err("open layout-1 records"))?;
+                let mut new = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+                let mut batch = Vec::new();
+                for entry in old.iter().map_err(redb_err("scan layout-1 records"))?.take(LAYOUT_MOVE_BATCH) {
+                    let (key, value) = entry.map_err(redb_err("scan layout-1 records"))?;
+                    batch.push((key.value().to_owned(), value.value().to_vec()));
+                }
+                // Only what the vector file can hold moves: vectors of its dimension.
+                let movable: Vec<Option<(u64, ImageRecord)>> = batch
+                    .iter()
+                    .map(|(_, bytes)| {
+                        codec::decode_layout_1(bytes)
+                            .ok()
+                            .filter(|(_, record)| record_vectors(record).all(|v| v.len() == vectors.dimension()))
+                    })
+                    .collect();
+                let mut first =
+                    vectors.append(movable.iter().flatten().flat_map(|(_, record)| record_vectors(record)))?;
+                for ((key, bytes), movable) in batch.iter().zip(movable) {
+                    let value = match movable {
+                        Some((slot, record)) => {
+                            let value = codec::encode(slot, first, &record);
+                            first += record_vectors(&record).count() as u64;
+                            value
+                        }
+                        None => bytes.clone(),
+                    };
+                    new.insert(key.as_str(), value.as_slice()).map_err(redb_err("move record"))?;
+                    old.remove(key.as_str()).map_err(redb_err("move record"))?;
+                }
+                batch.len()
+            };
+            txn.commit().map_err(redb_err("commit moved records"))?;
+            moved_in_all += moved;
+            if moved < LAYOUT_MOVE_BATCH {
+                break;
+            }
+        }
+        tracing::info!(records = moved_in_all, "store moved to layout {SCHEMA_VERSION} (vectors in {VECTORS_FILE})");
+        Self::set_layout(db)
+    }
+
+    fn set_layout(db: &Database) -> Result<()> {
+        let mut txn = db.begin_write().map_err(redb_err("begin write"))?;
+        txn.set_durability(Durability::Immediate);
+        txn.delete_table(LAYOUT_1_RECORDS).map_err(redb_err("drop layout-1 records"))?;
+        txn.open_table(META)
+            .map_err(redb_err("open meta"))?
+            .insert(META_SCHEMA, SCHEMA_VERSION)
+            .map_err(redb_err("write meta"))?;
+        txn.commit().map_err(redb_err("commit layout"))
+    }
+
     /// Fills the catalog from the records and brings the graphs in line with them. Records
     /// that cannot be served ([`servable`]) are left out and returned.
     fn recover(
         db: &Database,
         config: &EmbeddedConfig,
         generation: u64,
+        vectors: Option<&VectorFile>,
         state: &mut State,
     ) -> Result<(IndexRecovery, Vec<Unreadable>)> {
-        let Some(dimension) = state.dimension else { return Ok((IndexRecovery::Empty, Vec::new())) };
+        let (Some(dimension), Some(vectors)) = (state.dimension, vectors) else {
+            return Ok((IndexRecovery::Empty, Vec::new()));
+        };
         let (graphs, loaded) = match Graphs::load(config, dimension, generation) {
             Ok(graphs) => (graphs, true),
             Err(reason) => {
@@ -496,14 +591,19 @@ impl EmbeddedStore {
         let mut unreadable = Vec::new();
         for entry in table.iter().map_err(redb_err("scan records"))? {
             let (key, value) = entry.map_err(redb_err("scan records"))?;
-            let (slot, record) = match servable(key.value(), value.value(), dimension, state, &graphs) {
-                Ok(servable) => servable,
-                Err(reason) => {
-                    unreadable.push(Unreadable { id: key.value().to_owned(), reason, bytes: value.value().to_vec() });
-                    continue;
-                }
-            };
-            state.catalog.insert(slot, &record);
+            let (slot, first_vector, record) =
+                match servable(key.value(), value.value(), dimension, state, &graphs, vectors) {
+                    Ok(servable) => servable,
+                    Err(reason) => {
+                        unreadable.push(Unreadable {
+                            id: key.value().to_owned(),
+                            reason,
+                            bytes: value.value().to_vec(),
+                        });
+                        continue;
+                    }
+                };
+            state.catalog.insert(slot, first_vector, &record);
             if !record.embedding.is_empty() {
                 missing.push((slot, record));
             }
@@ -557,30 +657,30 @@ impl EmbeddedStore {
 }
 
 /// The record of a stored value, if it can be served: it decodes, is stored under its own
-/// id, passes `put`'s checks of the header, holds every vector at the store's dimension, and
+/// id, passes `put`'s checks of the header, names vectors that the vector file holds, and
 /// holds a slot that the store handed out (below `next_slot`) and that no record read before
-/// holds. Otherwise why not. The vectors are decoded and checked (like `put` checks them)
-/// only when a graph lacks one of them; the returned record has them exactly then.
-/// Vectors a loaded graph already holds were checked when they were put, and redb checksums
-/// its pages: reading them would make opening a million images a pass over 12 GB.
+/// holds. Otherwise why not. The vectors are read and checked (like `put` checks them) only
+/// when a graph lacks one of them; the returned record has them exactly then. Vectors a
+/// loaded graph already holds were checked when they were put: reading them all would make
+/// opening a million images a pass over 13 GB.
 fn servable(
     key: &str,
     bytes: &[u8],
     dimension: usize,
     state: &State,
     graphs: &Graphs,
-) -> std::result::Result<(u64, ImageRecord), String> {
-    let (slot, mut record, vector_bytes) = codec::decode_header(bytes).map_err(|e| e.to_string())?;
+    vectors: &VectorFile,
+) -> std::result::Result<(u64, u64, ImageRecord), String> {
+    let codec::Stored { slot, first_vector, mut record } = codec::decode(bytes).map_err(|e| e.to_string())?;
     if record.id != key {
         return Err(format!("stored under the key {key:?} but its id is {:?}", record.id));
     }
     check_header(&record).map_err(|e| e.to_string())?;
-    let vectors = 1 + record.objects.len() + record.faces.len();
-    if vector_bytes.len() != 4 * dimension * vectors {
+    let count = 1 + record.objects.len() + record.faces.len();
+    if first_vector.checked_add(count as u64).is_none_or(|end| end > vectors.len()) {
         return Err(format!(
-            "{} bytes of vectors, {vectors} vectors of {dimension} dimensions need {}",
-            vector_bytes.len(),
-            4 * dimension * vectors
+            "vectors {first_vector}..+{count} reach past the {} vectors of {VECTORS_FILE}",
+            vectors.len()
         ));
     }
     if slot >= state.next_slot {
@@ -593,10 +693,17 @@ fn servable(
         || (0..record.objects.len()).any(|i| !graphs.objects.contains(part_key(slot, i)))
         || (0..record.faces.len()).any(|i| !graphs.faces.contains(part_key(slot, i)));
     if incomplete {
-        codec::fill_vectors(&mut record, vector_bytes, dimension);
+        codec::fill_vectors(&mut record, vectors.read(first_vector, count).map_err(|e| e.to_string())?);
         check_record(&record, Some(dimension)).map_err(|e| e.to_string())?;
     }
-    Ok((slot, record))
+    Ok((slot, first_vector, record))
+}
+
+/// The vectors of a record in the order the vector file keeps them: image, objects, faces.
+fn record_vectors(record: &ImageRecord) -> impl Iterator<Item = &[f32]> {
+    std::iter::once(&record.embedding[..])
+        .chain(record.objects.iter().map(|o| &o.embedding[..]))
+        .chain(record.faces.iter().map(|f| &f.embedding[..]))
 }
 
 /// A generation for a new records database: the standard library's random hash keys (drawn
@@ -629,6 +736,8 @@ impl Inner {
         };
         let mut outcomes = Vec::with_capacity(records.len());
         let mut created: Vec<(u64, ImageRecord)> = Vec::new();
+        // Index of each created record's first vector in the vector file.
+        let mut firsts = Vec::new();
         let txn = {
             let mut txn = self.db.begin_write().map_err(redb_err("begin write"))?;
             txn.set_durability(Durability::Immediate);
@@ -651,12 +760,21 @@ impl Inner {
                     outcomes.push(Ok(PutOutcome::AlreadyStored));
                     continue;
                 }
-                table
-                    .insert(record.id.as_str(), codec::encode(next_slot, &record).as_slice())
-                    .map_err(redb_err("write record"))?;
                 created.push((next_slot, record));
                 next_slot += 1;
                 outcomes.push(Ok(PutOutcome::Created));
+            }
+            if let Some(dim) = dimension.filter(|_| !created.is_empty()) {
+                // The vectors are on disk before the records naming them commit.
+                let vectors = self.vector_file(dim)?;
+                let mut first = vectors.append(created.iter().flat_map(|(_, record)| record_vectors(record)))?;
+                for (slot, record) in &created {
+                    table
+                        .insert(record.id.as_str(), codec::encode(*slot, first, record).as_slice())
+                        .map_err(redb_err("write record"))?;
+                    firsts.push(first);
+                    first += record_vectors(record).count() as u64;
+                }
             }
             let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
             meta.insert(META_NEXT_SLOT, next_slot).map_err(redb_err("write meta"))?;
@@ -681,8 +799,8 @@ impl Inner {
                 let dim = dimension.expect("a created record fixed the dimension");
                 state.graphs = Some(Graphs::new(dim, self.config.hnsw, self.config.encoding)?);
             }
-            for (slot, record) in &created {
-                state.catalog.insert(*slot, record);
+            for ((slot, record), first) in created.iter().zip(&firsts) {
+                state.catalog.insert(*slot, *first, record);
             }
             state.graphs.as_ref().expect("created above").reserve_for(created.iter().map(|(_, r)| r))?;
         }
@@ -693,6 +811,16 @@ impl Inner {
         self.changes[Kind::Object as usize].fetch_add(parts(|r| r.objects.len()), Ordering::Relaxed);
         self.changes[Kind::Face as usize].fetch_add(parts(|r| r.faces.len()), Ordering::Relaxed);
         Ok(outcomes)
+    }
+
+    /// The vector file, opened (created) at the first put into a store of unknown dimension.
+    fn vector_file(&self, dimension: usize) -> Result<&VectorFile> {
+        if self.vectors.get().is_none() {
+            let file = VectorFile::open(&self.config.path.join(VECTORS_FILE), dimension, self.generation)?;
+            // Only the writer gets here, holding the writer lock: no other set can win.
+            let _ = self.vectors.set(file);
+        }
+        Ok(self.vectors.get().expect("set above"))
     }
 
     fn delete(&self, image_id: &str) -> Result<bool> {
@@ -729,8 +857,16 @@ impl Inner {
         let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
         let mut records = Vec::with_capacity(image_ids.len());
         for image_id in image_ids {
-            let value = table.get(*image_id).map_err(redb_err("read record"))?;
-            records.push(value.map(|v| codec::decode(v.value()).map(|(_, record)| record)).transpose()?);
+            let Some(value) = table.get(*image_id).map_err(redb_err("read record"))? else {
+                records.push(None);
+                continue;
+            };
+            let stored = codec::decode(value.value())?;
+            let count = stored.vector_count();
+            let mut record = stored.record;
+            let vectors = self.vectors.get().ok_or_else(|| StoreError::Io("a record without a vector file".into()))?;
+            codec::fill_vectors(&mut record, vectors.read(stored.first_vector, count)?);
+            records.push(Some(record));
         }
         Ok(records)
     }
@@ -763,7 +899,7 @@ impl Inner {
 
     /// Ranks candidates scored with a compact encoding by their true cosine: the best
     /// `rescore_factor * max(offset + k, 10)` by the approximate score are scored again with
-    /// the f32 vectors of their records (one read transaction), then paged.
+    /// their f32 vectors from the vector file, then paged.
     fn rescore(
         &self,
         state: &State,
@@ -777,22 +913,18 @@ impl Inner {
             approximate.select_nth_unstable_by(rescored, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             approximate.truncate(rescored);
         }
-        let txn = self.db.begin_read().map_err(redb_err("begin read"))?;
-        let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+        let Some(vectors) = self.vectors.get() else { return Ok(Vec::new()) };
         let mut exact = Vec::with_capacity(approximate.len());
         for (key, _) in approximate {
-            let (slot, position) = if kind == Kind::Image { (key, 0) } else { split_part_key(key) };
+            let (slot, part) = if kind == Kind::Image { (key, 0) } else { split_part_key(key) };
             let Some(image) = state.catalog.image(slot) else { continue };
             let position = match kind {
                 Kind::Image => 0,
-                Kind::Object => 1 + position,
-                Kind::Face => 1 + image.objects.len() + position,
+                Kind::Object => 1 + part,
+                Kind::Face => 1 + image.objects.len() + part,
             };
-            let Some(value) = table.get(&*image.id).map_err(redb_err("read record"))? else { continue };
-            // Deleted and stored again under a new slot since the catalog was read: skip.
-            if let Some(vector) = codec::vector_at(value.value(), slot, position, query.len()) {
-                exact.push((key, cosine(query, &vector)));
-            }
+            let vector = vectors.read(image.first_vector + position as u64, 1)?;
+            exact.push((key, cosine(query, &vector[0])));
         }
         Ok(rank(exact, page))
     }
