@@ -10,7 +10,7 @@
 # pipeline = pipeline_bench.py (ensemble, gateway ingest, text search at 235 / 10,000 /
 # 100,000 images), faces = faces_bench.py (face endpoints); store = store_bench.py (the
 # embedded store at 100,000 images: the store_scale example and the gateway's text search
-# over its store). `store` runs only when named: it takes about 15 minutes on its own, and
+# over its store). `store` runs only when named: it takes 15-20 minutes on its own, and
 # the default run stays under 15 minutes. At 1,000,000 images: benchmarks/store_scale.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

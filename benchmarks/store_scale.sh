@@ -30,6 +30,10 @@ export TRITON_VENV="$BENCH_VENV"
 [[ ${SKIP_SETUP:-} == 1 ]] || bash benchmarks/setup.sh
 cargo build --release --workspace
 cargo build --release -p visual-store --example store_scale
+# The HTTP part's tritonserver needs the stand-in encoders and the linked weights (both
+# idempotent; scripts/run.sh and scripts/test.sh do the same).
+"$BENCH_VENV/bin/python" scripts/gen_encoders.py
+"$BENCH_VENV/bin/python" scripts/link_models.py
 
 started=$SECONDS
 target/release/examples/store_scale "$@"

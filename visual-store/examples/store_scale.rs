@@ -34,8 +34,11 @@ const DIMENSION: usize = 512;
 /// Face embeddings are 128-d (MobileFaceNet), zero-padded to the store's length as the
 /// gateway stores them.
 const FACE_DIMENSION: usize = 128;
-/// Image and object vectors lie around this many random centres (photos cluster).
-const CENTRES: usize = 2000;
+/// Image and object vectors lie around N / IMAGES_PER_CENTRE random centres (at least 50, at
+/// most 5,000: photos cluster). Growing with N keeps a query's top 10 inside its cluster at
+/// every size; with a fixed count a small store has a few members per cluster, and the rest
+/// of the top 10 are unrelated vectors at near-equal similarity.
+const IMAGES_PER_CENTRE: usize = 200;
 /// Faces lie around N / FACES_PER_IDENTITY identities (at least 100, at most 20,000), so
 /// that a face query's top 10 are faces of its person at every N rather than, in a small
 /// store, a few of its person and then unrelated faces at near-equal similarity.
@@ -210,7 +213,9 @@ struct Dataset {
 impl Dataset {
     fn new(seed: u64, images: usize, sources: Vec<SourceVectors>) -> Dataset {
         let mut rng = Rng(seed ^ 0x5EED_CE27);
-        let centres = (0..CENTRES).map(|_| normalised((0..DIMENSION).map(|_| rng.signed()).collect())).collect();
+        let centres = (0..(images / IMAGES_PER_CENTRE).clamp(50, 5000))
+            .map(|_| normalised((0..DIMENSION).map(|_| rng.signed()).collect()))
+            .collect();
         let identities = (0..(images / FACES_PER_IDENTITY).clamp(100, 20_000))
             .map(|_| normalised((0..FACE_DIMENSION).map(|_| rng.signed()).collect()))
             .collect();
@@ -244,7 +249,7 @@ impl Dataset {
 
     /// A point around a random centre; cosine 0.55-0.95 to it.
     fn clustered(&self, rng: &mut Rng) -> Vec<f32> {
-        let centre = &self.centres[(rng.next() % CENTRES as u64) as usize];
+        let centre = &self.centres[(rng.next() % self.centres.len() as u64) as usize];
         Dataset::noisy(centre, 0.3, 1.5, rng)
     }
 
@@ -342,16 +347,24 @@ impl Dataset {
         }
     }
 
+    /// The ingested record query `q` of a kind copies (with --source, odd image and object
+    /// queries), or None for a synthetic query.
+    fn query_source(&self, kind: Kind, q: usize) -> Option<&SourceVectors> {
+        let source = (!self.sources.is_empty() && q % 2 == 1).then(|| &self.sources[q * 7919 % self.sources.len()])?;
+        match kind {
+            Kind::Face => None,
+            Kind::Object if source.objects.is_empty() => None,
+            _ => Some(source),
+        }
+    }
+
     /// Query `q` of a kind: drawn like the stored vectors, from a stream of its own.
     fn query(&self, kind: Kind, q: usize) -> Vec<f32> {
         let mut rng = self.rng(q as u64, 1 + kind as u64);
-        let source = (!self.sources.is_empty() && q % 2 == 1).then(|| &self.sources[q * 7919 % self.sources.len()]);
-        match (kind, source) {
-            (Kind::Face, _) => self.face_vector(&mut rng),
+        match (kind, self.query_source(kind, q)) {
             (Kind::Image, Some(s)) => Dataset::noisy_copy(&s.image, &mut rng),
-            (Kind::Object, Some(s)) if !s.objects.is_empty() => {
-                Dataset::noisy_copy(&s.objects[q % s.objects.len()], &mut rng)
-            }
+            (Kind::Object, Some(s)) => Dataset::noisy_copy(&s.objects[q % s.objects.len()], &mut rng),
+            (Kind::Face, _) => self.face_vector(&mut rng),
             _ => self.clustered(&mut rng),
         }
     }
@@ -959,17 +972,23 @@ fn score_rows(
             let f = filters.iter().position(|named| named.name == row.filter).unwrap();
             let matching = reference.matching[k][f];
             let (mut recall_sum, mut short) = (0.0, 0);
+            // [synthetic, copied from --source]: (recall sum, queries)
+            let mut by_origin = [(0.0, 0); 2];
             for (q, hits) in row.hits.iter().enumerate() {
                 let exact: HashSet<String> =
                     reference.top[k][q * filters.len() + f].0.iter().map(|e| key(row.kind, e)).collect();
                 let found = hits.iter().filter(|h| exact.contains(*h)).count();
                 // Nothing to find and nothing returned is a perfect answer.
-                recall_sum += if exact.is_empty() { 1.0 } else { found as f64 / exact.len() as f64 };
+                let recall = if exact.is_empty() { 1.0 } else { found as f64 / exact.len() as f64 };
+                recall_sum += recall;
+                let origin = &mut by_origin[usize::from(ds.query_source(row.kind, q).is_some())];
+                origin.0 += recall;
+                origin.1 += 1;
                 if hits.len() < (K as u64).min(matching) as usize {
                     short += 1;
                 }
             }
-            json!({
+            let mut out = json!({
                 "kind": row.kind.name(),
                 "filter": row.filter,
                 "selectivity": matching as f64 / reference.totals[k].max(1) as f64,
@@ -978,7 +997,14 @@ fn score_rows(
                 "p99_ms": round3(row.p99_ms),
                 "recall_at_10": round3(recall_sum / queries as f64),
                 "short_results": short,
-            })
+            });
+            // With --source, recall of the two halves apart: copies of a few hundred real
+            // records crowd together far more than the synthetic clusters.
+            if by_origin[1].1 > 0 {
+                out["recall_at_10_synthetic_queries"] = json!(round3(by_origin[0].0 / by_origin[0].1.max(1) as f64));
+                out["recall_at_10_source_queries"] = json!(round3(by_origin[1].0 / by_origin[1].1 as f64));
+            }
+            out
         })
         .collect()
 }
