@@ -15,7 +15,7 @@ async fn embedded_store_meets_the_contract() {
 /// Small exact-scan limit: the same contract through the HNSW path and its fallbacks, in
 /// the given encoding (with a compact one, candidates are rescored from the records). The
 /// contract compares with exact search, so the candidate list is as large as the store: the
-/// graph search then visits every reachable vector. With the default ef (96 < 240 images)
+/// graph search then visits every reachable vector. With the default ef (128 < 240 images)
 /// it is approximate and, on these random vectors, missed a neighbour in one CI run.
 async fn contract_through_the_graph(encoding: VectorEncoding) {
     let dir = tempfile::tempdir().unwrap();

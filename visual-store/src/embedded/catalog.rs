@@ -46,6 +46,9 @@ impl Names {
     }
 }
 
+/// Images looked at to measure a filter's selectivity.
+const SELECTIVITY_SAMPLE: usize = 2048;
+
 #[derive(Default)]
 pub struct Catalog {
     images: HashMap<u64, ImageEntry>,
@@ -85,7 +88,8 @@ impl ResolvedFilter {
 pub enum Candidates {
     /// At most the planner's limit of images may match; these are exactly the matching ones.
     Few(Vec<u64>),
-    /// Too many to scan; roughly this fraction of the images may match (an upper bound).
+    /// Too many to scan; about this fraction of the searched vectors matches (images, or
+    /// objects for object search), measured on a sample.
     Many { fraction: f32 },
 }
 
@@ -201,20 +205,45 @@ impl Catalog {
         self.images.keys().copied().filter(|slot| self.image_matches(filter, *slot, scope)).collect()
     }
 
+    /// The share of vectors that pass `filter`, measured on up to `SELECTIVITY_SAMPLE`
+    /// images (the map's order is its hash order, unrelated to the filter): for object
+    /// search the share of objects, for the others of images. The cheap indexes alone
+    /// overstate it (an image with a dog is not a dog object over 0.9 confidence), and an
+    /// overstated share means too few graph candidates to find `k` matches. Never below
+    /// half of one sampled item, so that a filter that matched none of the sample still
+    /// widens the search as far as the cap allows.
+    fn sampled_fraction(&self, filter: &ResolvedFilter, scope: Scope) -> f32 {
+        let (mut seen, mut passed) = (0usize, 0usize);
+        for (slot, image) in self.images.iter().take(SELECTIVITY_SAMPLE) {
+            let image_passes = self.image_matches(filter, *slot, scope);
+            match scope {
+                Scope::Image => {
+                    seen += 1;
+                    passed += usize::from(image_passes);
+                }
+                Scope::ImageOfObject => {
+                    seen += image.objects.len();
+                    if image_passes {
+                        passed += image.objects.iter().filter(|o| filter.object_matches(o)).count();
+                    }
+                }
+            }
+        }
+        let seen = seen.max(1) as f32;
+        (passed as f32 / seen).max(0.5 / seen)
+    }
+
     /// Uses the most selective cheap index to decide between an exact scan over at most
     /// `limit` images and a filtered ANN search.
     pub fn candidates(&self, filter: &ResolvedFilter, scope: Scope, limit: usize) -> Candidates {
-        let total = self.images.len().max(1);
         if self.images.len() <= limit {
             return Candidates::Few(self.all_matching(filter, scope));
         }
         let mut drivers: Vec<Vec<u64>> = Vec::new();
-        let mut smallest = total;
         // Images having an object of the classes; for object search too, since an object
         // of class c lives in an image listed under c.
         if let Some(classes) = filter.object_classes.as_ref().filter(|c| !c.is_empty()) {
             let size: usize = classes.iter().map(|c| self.by_class.get(c).map_or(0, HashSet::len)).sum();
-            smallest = smallest.min(size);
             if size <= limit {
                 drivers
                     .push(classes.iter().flat_map(|c| self.by_class.get(c).into_iter().flatten().copied()).collect());
@@ -222,7 +251,6 @@ impl Catalog {
         }
         for tag in &filter.tags {
             let set = &self.by_tag[tag];
-            smallest = smallest.min(set.len());
             if set.len() <= limit {
                 drivers.push(set.iter().copied().collect());
             }
@@ -235,7 +263,6 @@ impl Catalog {
                 .map(|(_, slot)| *slot)
                 .collect();
             if range.len() <= limit {
-                smallest = smallest.min(range.len());
                 drivers.push(range);
             }
         }
@@ -246,7 +273,7 @@ impl Catalog {
                 slots.retain(|slot| self.image_matches(filter, *slot, scope));
                 Candidates::Few(slots)
             }
-            None => Candidates::Many { fraction: smallest as f32 / total as f32 },
+            None => Candidates::Many { fraction: self.sampled_fraction(filter, scope) },
         }
     }
 }

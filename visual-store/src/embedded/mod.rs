@@ -1224,12 +1224,18 @@ impl EmbeddedStore {
                 let floor = self.inner.config.hnsw.expansion_search.max(want);
                 let found = if filter.is_empty() && plan.scope == Scope::Image {
                     plan.graph.search(query, floor, None)?
+                } else if fraction >= IN_GRAPH_FILTER_FRACTION {
+                    plan.graph.search(query, floor, Some(plan.keep))?
                 } else {
-                    // A filter passing a fraction f of the vectors needs about 1/f times the
-                    // candidates to find the same number of matches.
+                    // The filter inside the traversal loses matches when few vectors pass
+                    // (they are poorly linked to each other): search unfiltered for about
+                    // 1/f times the matches wanted, then keep those that pass.
+                    let matches = want.max(10) * self.inner.config.rescore_factor.max(1);
                     let widened =
-                        ((want as f32 / fraction.max(1e-3)).ceil() as usize).clamp(floor, MAX_CANDIDATES.max(floor));
-                    plan.graph.search(query, widened, Some(plan.keep))?
+                        ((matches as f32 / fraction.max(1e-6)).ceil() as usize).clamp(floor, MAX_CANDIDATES.max(floor));
+                    let mut found = plan.graph.search(query, widened, None)?;
+                    found.retain(|(key, _)| (plan.keep)(*key));
+                    found
                 };
                 if found.len() >= want || found.len() >= plan.graph.len() {
                     ranked(found)
@@ -1242,7 +1248,10 @@ impl EmbeddedStore {
 }
 
 /// Most candidates a filtered graph search considers before the exact fallback.
-const MAX_CANDIDATES: usize = 4096;
+const MAX_CANDIDATES: usize = 16_384;
+/// Filters passing at least this share of the vectors are tested inside the graph search;
+/// rarer ones filter an unfiltered search's candidates.
+const IN_GRAPH_FILTER_FRACTION: f32 = 0.2;
 
 #[async_trait]
 impl Store for EmbeddedStore {
