@@ -1220,6 +1220,13 @@ impl EmbeddedStore {
         }
         match state.catalog.candidates(filter, plan.scope, self.inner.config.exact_scan_limit) {
             Candidates::Few(slots) => ranked(scan(slots)),
+            // Few matches in all, though no single index is selective (several conditions
+            // together): a pass over the catalog finds them, and scanning them is exact.
+            Candidates::Many { fraction }
+                if fraction * plan.graph.len() as f32 <= self.inner.config.exact_scan_limit as f32 =>
+            {
+                ranked(scan(state.catalog.all_matching(filter, plan.scope)))
+            }
             Candidates::Many { fraction } => {
                 let floor = self.inner.config.hnsw.expansion_search.max(want);
                 let found = if filter.is_empty() && plan.scope == Scope::Image {

@@ -74,7 +74,7 @@ impl Default for HnswParams {
     fn default() -> Self {
         // expansion_add 64 rather than usearch's 128: inserts twice as fast, and candidates
         // are rescored exactly, so the small loss in graph quality costs no recall.
-        HnswParams { connectivity: 16, expansion_add: 64, expansion_search: 128 }
+        HnswParams { connectivity: 32, expansion_add: 64, expansion_search: 128 }
     }
 }
 
