@@ -16,7 +16,10 @@ use visual_store::{ImageRecord, Page, SearchFilter, Store};
 
 #[path = "support/rng.rs"]
 mod rng;
+#[path = "support/stats.rs"]
+mod stats;
 use rng::{normalised, Rng};
+use stats::p50_p99;
 
 const DIMENSION: usize = 512;
 const CENTRES: usize = 1000;
@@ -40,10 +43,6 @@ impl Synthetic {
         let noise = 0.08;
         normalised(centre.iter().map(|c| c + noise * self.rng.signed()).collect())
     }
-}
-
-fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
-    sorted_ms[((sorted_ms.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Tags: "common" on 30% of images, "rare" on 2%.
@@ -83,13 +82,8 @@ async fn measure(
         let found = hits.iter().filter(|h| exact.contains(&h.image_id)).count();
         recall_sum += found as f64 / exact.len().max(1) as f64;
     }
-    latencies.sort_by(f64::total_cmp);
-    println!(
-        "  {label:<28} p50 {:>7.3} ms  p99 {:>7.3} ms  recall@10 {:.3}",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        recall_sum / queries.len() as f64
-    );
+    let (p50, p99) = p50_p99(latencies);
+    println!("  {label:<28} p50 {p50:>7.3} ms  p99 {p99:>7.3} ms  recall@10 {:.3}", recall_sum / queries.len() as f64);
 }
 
 fn main() {

@@ -28,7 +28,10 @@ use visual_store::{FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, Sear
 
 #[path = "support/rng.rs"]
 mod rng;
+#[path = "support/stats.rs"]
+mod stats;
 use rng::{normalised, Rng};
+use stats::p50_p99;
 
 const DIMENSION: usize = 512;
 /// Face embeddings are 128-d (MobileFaceNet), zero-padded to the store's length as the
@@ -624,19 +627,6 @@ fn exact_reference(ds: &Dataset, n: usize, filters: &[NamedFilter], queries: &[V
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// p50 and p99 of latencies in ms.
-fn p50_p99(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    (percentile(&ms, 0.5), percentile(&ms, 0.99))
 }
 
 /// VmRSS and VmHWM of this process in MiB, from /proc/self/status.

@@ -377,9 +377,13 @@ impl Drop for Writer {
 impl Writer {
     /// Runs the script to its end and kills the writer there.
     fn run_to_end(script: &str, dir: &Path, snapshots: Option<&Path>) -> Writer {
-        let mut writer = Writer::spawn(script, dir, snapshots);
-        assert!(writer.read_until(|w| w.done), "the writer ended before finishing {script}");
-        writer.kill()
+        Writer::spawn(script, dir, snapshots).wait_for_end(script).kill()
+    }
+
+    /// Reads until the writer has run its whole script (it then waits to be killed).
+    fn wait_for_end(mut self, script: &str) -> Writer {
+        assert!(self.read_until(|w| w.done), "the writer ended before finishing {script}");
+        self
     }
 
     /// Which checkpoint each graph file in `dir` comes from: the one whose hash was printed,
@@ -594,8 +598,7 @@ async fn kill_after_a_checkpoint_replays_puts_and_deletes() {
 async fn background_checkpoints_by_time_leave_nothing_to_replay() {
     let docs = documents();
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = Writer::spawn("background-time", dir.path(), None);
-    assert!(writer.read_until(|w| w.done), "the writer ended before finishing");
+    let writer = Writer::spawn("background-time", dir.path(), None).wait_for_end("background-time");
     // Interval 100 ms, a look every 500 ms: saved well within this.
     std::thread::sleep(Duration::from_secs(2));
     writer.kill();
@@ -610,8 +613,7 @@ async fn background_checkpoints_by_time_leave_nothing_to_replay() {
 async fn background_checkpoints_by_count_bound_the_replay() {
     let docs = documents();
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = Writer::spawn("background-count", dir.path(), None);
-    assert!(writer.read_until(|w| w.done), "the writer ended before finishing");
+    let writer = Writer::spawn("background-count", dir.path(), None).wait_for_end("background-count");
     std::thread::sleep(Duration::from_secs(1));
     writer.kill();
     let survivors = Trace::of(&background()).last().clone();

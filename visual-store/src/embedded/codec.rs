@@ -41,10 +41,14 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// Vectors of the record in the vector file: the image's, then objects', then faces'.
     pub fn vector_count(&self) -> usize {
-        1 + self.record.objects.len() + self.record.faces.len()
+        vector_count(&self.record)
     }
+}
+
+/// Vectors of a record in the vector file: the image's, then objects', then faces'.
+pub fn vector_count(record: &ImageRecord) -> usize {
+    1 + record.objects.len() + record.faces.len()
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Stored, StoreError> {
@@ -80,11 +84,11 @@ pub fn decode_layout_1(bytes: &[u8]) -> Result<(u64, ImageRecord), StoreError> {
     let json = bytes.get(PREFIX_LEN_1..PREFIX_LEN_1 + json_len).ok_or_else(|| corrupt("header cut short"))?;
     let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt(&format!("header JSON: {e}")))?;
     let floats = &bytes[PREFIX_LEN_1 + json_len..];
-    let vector_count = 1 + record.objects.len() + record.faces.len();
-    if floats.is_empty() || !floats.len().is_multiple_of(4 * vector_count) {
+    let count = vector_count(&record);
+    if floats.is_empty() || !floats.len().is_multiple_of(4 * count) {
         return Err(corrupt("vector bytes do not divide into the record's vectors"));
     }
-    let dimension = floats.len() / (4 * vector_count);
+    let dimension = floats.len() / (4 * count);
     let vectors = floats
         .chunks_exact(4 * dimension)
         .map(|chunk| chunk.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())

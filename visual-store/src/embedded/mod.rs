@@ -369,8 +369,10 @@ fn checkpoint_loop(store: Weak<Inner>, stop: &(Mutex<bool>, Condvar)) {
         }
         drop(guard);
         let Some(inner) = store.upgrade() else { return };
-        if let Err(error) = inner.compact() {
-            tracing::warn!(%error, "background compaction failed");
+        if inner.compaction_due() {
+            if let Err(error) = inner.compact() {
+                tracing::warn!(%error, "background compaction failed");
+            }
         }
         if inner.checkpoint_due() {
             if let Err(error) = inner.checkpoint() {
@@ -534,7 +536,7 @@ impl EmbeddedStore {
                     let value = match movable {
                         Some((slot, record)) => {
                             let value = codec::encode(slot, first, &record);
-                            first += record_vectors(&record).count() as u64;
+                            first += codec::vector_count(&record) as u64;
                             value
                         }
                         None => bytes.clone(),
@@ -676,7 +678,7 @@ fn servable(
         return Err(format!("stored under the key {key:?} but its id is {:?}", record.id));
     }
     check_header(&record).map_err(|e| e.to_string())?;
-    let count = 1 + record.objects.len() + record.faces.len();
+    let count = codec::vector_count(&record);
     if first_vector.checked_add(count as u64).is_none_or(|end| end > vectors.len()) {
         return Err(format!(
             "vectors {first_vector}..+{count} reach past the {} vectors of {VECTORS_FILE}",
@@ -773,7 +775,7 @@ impl Inner {
                         .insert(record.id.as_str(), codec::encode(*slot, first, record).as_slice())
                         .map_err(redb_err("write record"))?;
                     firsts.push(first);
-                    first += record_vectors(record).count() as u64;
+                    first += codec::vector_count(record) as u64;
                 }
             }
             let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
@@ -969,12 +971,10 @@ impl Inner {
                 let state = read(&self.state);
                 let Some(graphs) = &state.graphs else { return Ok(0) };
                 let graph = graphs.all()[kind as usize];
-                let removed = graph.removed();
-                if removed == 0
-                    || (removed as f32) < self.config.compact_removed_fraction * (graph.len() + removed) as f32
-                {
+                if !self.needs_compaction(graph) {
                     continue;
                 }
+                let removed = graph.removed();
                 let keys: Vec<u64> = state
                     .catalog
                     .entries()
@@ -1006,6 +1006,21 @@ impl Inner {
             compacted += 1;
         }
         Ok(compacted)
+    }
+
+    /// Whether `graph`'s removed nodes passed `compact_removed_fraction` of its nodes.
+    fn needs_compaction(&self, graph: &VectorIndex) -> bool {
+        let removed = graph.removed();
+        removed > 0 && removed as f32 >= self.config.compact_removed_fraction * (graph.len() + removed) as f32
+    }
+
+    /// Whether a graph needs compacting; looks without the writer lock, so the background
+    /// thread does not queue behind a batch just to find nothing to do.
+    fn compaction_due(&self) -> bool {
+        read(&self.state)
+            .graphs
+            .as_ref()
+            .is_some_and(|graphs| graphs.all().into_iter().any(|g| self.needs_compaction(g)))
     }
 
     /// Whether the [`CheckpointPolicy`] asks for a save now.
