@@ -329,3 +329,39 @@ def test_search_by_face_finds_the_photo_and_its_face(face_gateway):
     r = face_gateway.post("/search/faces", files={"image": ("blank.jpg", blank)})
     assert r.status_code == 422 and "no face" in r.json()["error"], r.text
     assert 'gateway_faces_detected_total' in face_gateway.get("/metrics").text
+
+
+def test_more_like_a_stored_face_equals_brute_force(face_gateway):
+    """GET /images/{id}/faces/{i}/similar searches from the stored face vector: that face
+    first at cosine 1, then every stored face ranked by its cosine, the reference being
+    /faces/embeddings of the same photos (stored faces matched to them by box)."""
+    names = sorted(listed_faces())[:6]
+    files = [("image", (n, read(face_photo(n)))) for n in names]
+    r = face_gateway.post("/ingest/batch", files=files)
+    assert r.status_code == 200 and r.json()["failed"] == 0, r.text
+    analysed = embed(face_gateway, [(n, read(face_photo(n))) for n in names])["results"]
+    vectors = {}
+    for name, result in zip(names, analysed):
+        image_id = sha256(face_photo(name))
+        record = face_gateway.get(f"/images/{image_id}").json()
+        for face in record["faces"]:
+            [match] = [f for f in result["faces"] if np.allclose(f["bbox"], face["bbox"], atol=1e-3)]
+            vectors[(image_id, face["index"])] = np.asarray(match["embedding"], np.float64)
+    assert len(vectors) >= len(names), vectors.keys()
+    image_id, index = sorted(vectors)[len(vectors) // 2]
+    expected = {key: float(v @ vectors[(image_id, index)]) for key, v in vectors.items()}
+    r = face_gateway.get(f"/images/{image_id}/faces/{index}/similar", params={"k": len(vectors)})
+    assert r.status_code == 200, r.text
+    hits = r.json()["results"]
+    assert len(hits) == len(vectors)
+    assert (hits[0]["image_id"], hits[0]["face_index"]) == (image_id, index) and hits[0]["score"] > 0.9999, hits[0]
+    ranked = sorted(expected.values(), reverse=True)
+    keys = [(h["image_id"], h["face_index"]) for h in hits]
+    assert sorted(keys) == sorted(expected), "every stored face once"
+    for rank, (key, hit) in enumerate(zip(keys, hits)):
+        # Its score is its own cosine, and the face at each rank scores what brute force has there.
+        assert abs(hit["score"] - expected[key]) <= 1e-4, (rank, key, hit["score"], expected[key])
+        assert abs(expected[key] - ranked[rank]) <= 1e-4, (rank, key, expected[key], ranked[rank])
+    faces = len(face_gateway.get(f"/images/{image_id}").json()["faces"])
+    r = face_gateway.get(f"/images/{image_id}/faces/{faces}/similar")
+    assert r.status_code == 404 and f"there is no face {faces}" in r.json()["error"], r.text

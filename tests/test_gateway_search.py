@@ -21,7 +21,10 @@ ranking.
 - /search/objects by text and by image (a crop of a stored object, and an unstored photo):
   every hit names the stored object (image, index, box, class, confidence) whose
   embedding gives its score, ranked as brute force over all stored objects (the stores
-  rank objects individually: no per-image aggregation, an image may appear several times).
+  rank objects individually: no per-image aggregation, an image may appear several times);
+- "more like this" from a stored photo or object (GET /images/{id}/similar,
+  /images/{id}/objects/{i}/similar): itself first at cosine 1, then brute force; a missing
+  image, object or face, a bad id or index: 404 or 400 naming it.
 """
 from __future__ import annotations
 
@@ -368,6 +371,52 @@ def test_object_search_by_image_equals_brute_force(store, stored, indexed, trito
         hits = results(store.post("/search/objects", params={"k": total}, files={"image": (name, data)}))
         assert len(hits) == total, (name, len(hits), total)
         check_object_results(hits, stored, query, f"objects like {name}", names)
+
+
+def test_more_like_a_stored_photo_or_object_equals_brute_force(store, stored):
+    """GET /images/{id}/similar and /images/{id}/objects/{i}/similar search from the stored
+    vector: the photo or object itself first at cosine 1, then brute force over this test's
+    own visual_ingest vectors."""
+    names = coco_class_names()
+    total = all_objects(stored)
+    with_objects = [i for i, p in stored.items() if len(p.objects) >= 2]
+    for image_id in list(stored)[3:5] + with_objects[:1]:
+        query = stored[image_id].embedding
+        check_spread(image_scores(stored, query), image_id)
+        hits = results(store.get(f"/images/{image_id}/similar", params={"k": len(stored)}))
+        assert len(hits) == len(stored)
+        assert hits[0]["image_id"] == image_id and abs(hits[0]["score"] - 1.0) <= TOL, hits[:2]
+        check_image_results(hits, stored, query, f"more like {image_id}")
+    image_id = with_objects[0]
+    for index in (0, len(stored[image_id].objects) - 1):
+        query = stored[image_id].objects[index].embedding
+        check_spread(object_scores(stored, query), f"object {index}")
+        hits = results(store.get(f"/images/{image_id}/objects/{index}/similar", params={"k": total}))
+        assert len(hits) == total, (len(hits), total)
+        assert (hits[0]["image_id"], hits[0]["object_index"]) == (image_id, index), hits[:2]
+        check_object_results(hits, stored, query, f"more like object {index} of {image_id}", names)
+    # A page of the same ranking.
+    page = results(store.get(f"/images/{image_id}/objects/0/similar", params={"k": 3, "offset": 2}))
+    check_ranking(page, object_scores(stored, stored[image_id].objects[0].embedding),
+                  lambda h: (h["image_id"], h["object_index"]), "a page", offset=2)
+
+
+def test_more_like_a_missing_photo_or_part_is_a_clear_error(store, stored):
+    image_id = next(iter(stored))
+    count = len(stored[image_id].objects)
+    unknown = "0" * 64
+    cases = [
+        (f"/images/{unknown}/similar", 404, f"no image {unknown}"),
+        ("/images/not-an-id/similar", 400, "not an image id"),
+        (f"/images/{image_id}/objects/{count}/similar", 404, f"has {count} object(s): there is no object {count}"),
+        (f"/images/{image_id}/faces/0/similar", 404, "has 0 face(s): there is no face 0"),
+        (f"/images/{image_id}/objects/-1/similar", 400, ""),
+        (f"/images/{image_id}/objects/x/similar", 400, ""),
+        (f"/images/{image_id}/similar?k=0", 400, "k must be between"),
+    ]
+    for path, status, needle in cases:
+        r = store.get(path)
+        assert r.status_code == status and needle in r.json()["error"], (path, r.status_code, r.text)
 
 
 def test_the_comparison_rejects_wrong_results():

@@ -48,7 +48,13 @@ pub fn policy(method: &Method, route: &str) -> Option<RoutePolicy> {
     let (role, class) = match (method.as_str(), route) {
         ("GET" | "HEAD", "/" | "/openapi.json" | "/health") => (None, None),
         ("GET" | "HEAD", "/metrics" | "/images/{id}" | "/images/{id}/file") => (Some(Read), None),
-        ("GET" | "HEAD", "/search/text") => (Some(Read), Some(Search)),
+        (
+            "GET" | "HEAD",
+            "/search/text"
+            | "/images/{id}/similar"
+            | "/images/{id}/objects/{index}/similar"
+            | "/images/{id}/faces/{index}/similar",
+        ) => (Some(Read), Some(Search)),
         ("POST", "/search/hybrid" | "/search/similar" | "/search/objects" | "/search/faces") => {
             (Some(Read), Some(Search))
         }

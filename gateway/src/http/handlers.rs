@@ -316,6 +316,86 @@ pub async fn search_faces(
     Ok(search_response(page, started, results))
 }
 
+/// Photos like a stored photo, from its stored embedding (no upload, no Triton call); the
+/// photo itself comes first, at cosine 1.
+#[utoipa::path(get, path = "/images/{id}/similar", tag = "search",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Image id: hex SHA-256 of the photo"),
+           PageParams),
+    responses(
+        (status = 200, description = "Best first", body = SearchResponse<ImageResult>),
+        (status = "4XX", description = "Not an image id or bad paging (400), no such image (404)", body = ErrorBody),
+        (status = "5XX", description = "The store unavailable", body = ErrorBody),
+    ))]
+pub async fn similar_to_image(
+    State(state): Shared,
+    Path(id): Path<String>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let page = search::page(params.k, params.offset, &state.config.search)?;
+    let min_score = search::min_score(params.min_score)?;
+    let store = state.store.as_ref();
+    let embedding = images::stored_vector(store, &id, images::StoredPart::Photo).await?;
+    let results =
+        search::images(store, &embedding, &Default::default(), page, min_score, params.include_metadata).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// Stored objects like one object of a stored photo, from its stored embedding; that object
+/// itself comes first, at cosine 1.
+#[utoipa::path(get, path = "/images/{id}/objects/{index}/similar", tag = "search",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Image id: hex SHA-256 of the photo"),
+           ("index" = usize, Path, description = "The object's index in the photo's `objects`"),
+           PageParams),
+    responses(
+        (status = 200, description = "Best first", body = SearchResponse<ObjectResult>),
+        (status = "4XX", description = "Not an image id, bad index or paging (400), no such image or object (404)",
+         body = ErrorBody),
+        (status = "5XX", description = "The store unavailable", body = ErrorBody),
+    ))]
+pub async fn similar_to_object(
+    State(state): Shared,
+    Path((id, index)): Path<(String, usize)>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let page = search::page(params.k, params.offset, &state.config.search)?;
+    let min_score = search::min_score(params.min_score)?;
+    let store = state.store.as_ref();
+    let embedding = images::stored_vector(store, &id, images::StoredPart::Object(index)).await?;
+    let results = search::objects(store, &embedding, &Default::default(), page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// Stored faces like one face of a stored photo (stored with `faces.index_on_ingest`), from
+/// its stored embedding; that face itself comes first, at cosine 1.
+#[utoipa::path(get, path = "/images/{id}/faces/{index}/similar", tag = "search",
+    params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Image id: hex SHA-256 of the photo"),
+           ("index" = usize, Path, description = "The face's index in the photo's `faces`"),
+           PageParams),
+    responses(
+        (status = 200, description = "Best first", body = SearchResponse<FaceResult>),
+        (status = "4XX", description = "Not an image id, bad index or paging (400), no such image or face (404)",
+         body = ErrorBody),
+        (status = "5XX", description = "The store unavailable", body = ErrorBody),
+    ))]
+pub async fn similar_to_face(
+    State(state): Shared,
+    Path((id, index)): Path<(String, usize)>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<SearchResponse<FaceResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let page = search::page(params.k, params.offset, &state.config.search)?;
+    let min_score = search::min_score(params.min_score)?;
+    let store = state.store.as_ref();
+    let embedding = images::stored_vector(store, &id, images::StoredPart::Face(index)).await?;
+    let results = faces::search(store, state.config.models.embedding_dim, embedding, page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
 /// A stored photo's record, without vectors.
 #[utoipa::path(get, path = "/images/{id}", tag = "images",
     params(("id" = String, Path, pattern = "^[0-9a-f]{64}$", description = "Image id: hex SHA-256 of the photo")),

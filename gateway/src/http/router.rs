@@ -16,6 +16,7 @@ use crate::http::access::{guard, AccessControl};
 use crate::http::handlers::{
     delete_image, face_embeddings, face_rerank, get_image, get_image_file, health, ingest_batch, ingest_image,
     metrics_text, ops_health, search_faces, search_hybrid, search_objects, search_similar, search_text,
+    similar_to_face, similar_to_image, similar_to_object,
 };
 use crate::http::middleware::{bound_request, json_errors, shed_load, track_http, LoadShedder, RequestBounds};
 use crate::http::state::AppState;
@@ -42,6 +43,9 @@ pub fn app(state: Arc<AppState>, access: Arc<AccessControl>) -> Router {
         .route("/faces/rerank", post(face_rerank))
         .route("/images/{id}", get(get_image).delete(delete_image))
         .route("/images/{id}/file", get(get_image_file))
+        .route("/images/{id}/similar", get(similar_to_image))
+        .route("/images/{id}/objects/{index}/similar", get(similar_to_object))
+        .route("/images/{id}/faces/{index}/similar", get(similar_to_face))
         .with_state(state)
         // Innermost first. bound_request reads the body within its limits, so axum's own
         // body limit is off.

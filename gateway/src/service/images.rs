@@ -32,6 +32,37 @@ pub async fn get(store: &dyn Store, id: &str) -> Result<ImageView, ServiceError>
     }
 }
 
+/// The stored vector a "more like this" search starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredPart {
+    Photo,
+    /// The object at this index of the record (`GET /images/{id}`'s `objects`).
+    Object(usize),
+    /// The face at this index of the record's `faces`.
+    Face(usize),
+}
+
+/// The stored embedding of a photo, one of its objects or one of its faces: no Triton call.
+/// 404 names what is missing (the image, or the index past its objects or faces).
+pub async fn stored_vector(store: &dyn Store, id: &str, part: StoredPart) -> Result<Vec<f32>, ServiceError> {
+    let id = checked_id(id)?;
+    let record = store.get(id).await?.ok_or_else(|| ServiceError::NotFound(format!("no image {id}")))?;
+    let missing = |kind: &str, count: usize, index: usize| {
+        ServiceError::NotFound(format!("image {id} has {count} {kind}(s): there is no {kind} {index}"))
+    };
+    match part {
+        StoredPart::Photo => Ok(record.embedding),
+        StoredPart::Object(index) => {
+            let count = record.objects.len();
+            record.objects.into_iter().nth(index).map(|o| o.embedding).ok_or_else(|| missing("object", count, index))
+        }
+        StoredPart::Face(index) => {
+            let count = record.faces.len();
+            record.faces.into_iter().nth(index).map(|f| f.embedding).ok_or_else(|| missing("face", count, index))
+        }
+    }
+}
+
 pub async fn file(blobs: &BlobStore, id: &str) -> Result<PhotoFile, ServiceError> {
     let id = checked_id(id)?;
     let bytes = blobs
