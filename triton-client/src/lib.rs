@@ -3,9 +3,9 @@
 //! The protocol messages are written in the project (`proto`, from Triton's
 //! `grpc_service.proto`) and sent with tonic's generic unary client and the
 //! prost codec: no protoc, no build script. `TritonClient` owns one pooled
-//! channel; `tensor` turns typed data into raw little-endian tensors and back;
-//! `error` classifies failures so that callers can tell an unavailable server
-//! (retried) from a request Triton rejected (never retried).
+//! channel to one server; `retry` is the retry budget it follows; `tensor`
+//! turns typed data into raw little-endian tensors and back; `error` classifies failures so that callers can tell a server that is
+//! gone (retried) from a request Triton rejected (never retried).
 //!
 //! Layer: a client library with no workspace dependencies (no knowledge of the models).
 //! Imported by the gateway.
@@ -13,6 +13,7 @@
 mod client;
 mod error;
 pub mod proto;
+mod retry;
 mod tensor;
 
 pub use client::{ClientConfig, TritonClient};

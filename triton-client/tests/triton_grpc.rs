@@ -4,7 +4,8 @@
 //! TRITON_GRPC_URL, e.g. `TRITON_GRPC_URL=http://127.0.0.1:8001 cargo test -p triton-client
 //! --test triton_grpc -- --include-ignored`; the test command runs them that way against its
 //! session server (tests/test_rust_grpc_client.py), and a plain `cargo test` lists them as
-//! ignored. The transport-failure tests (closed port, silent server) need no Triton.
+//! ignored. The transport-failure tests (closed port, silent server, a server that dies
+//! under a call) need no Triton.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -329,4 +330,49 @@ async fn call_timeout_bounds_every_retry_together() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(elapsed < Duration::from_millis(1500), "the call deadline did not stop the retries: {elapsed:?}");
+}
+
+/// What the client sees when Triton is killed (kill -9) under a call: the kernel closes the
+/// socket, and tonic reports UNKNOWN "transport error" with the socket's error beneath
+/// ("connection reset" when unread bytes were left, else "stream closed because of a
+/// broken pipe"). That is a lost connection, not an answer from Triton: the request is
+/// sent once more (it may be what crashed the server), then the error is returned.
+#[tokio::test]
+async fn a_server_that_dies_under_a_call_is_a_lost_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (received, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(socket).await.unwrap();
+            let Some(Ok((request, _respond))) = connection.accept().await else { continue };
+            received.send(request.uri().path().to_owned()).unwrap();
+            // Dies with the call in flight: no response, no GOAWAY; the socket just closes.
+            drop(connection);
+        }
+    });
+    let client = TritonClient::new(ClientConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(20),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let err = client.server_ready().await.unwrap_err();
+    println!("{err}");
+    match &err {
+        ClientError::ConnectionLost { attempts, message, .. } => {
+            assert_eq!(*attempts, 2, "{err}");
+            assert!(message.contains("reset") || message.contains("broken pipe"), "{err}");
+        }
+        other => panic!("expected ConnectionLost, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+    server.abort();
+    let mut paths = Vec::new();
+    while let Ok(path) = requests.try_recv() {
+        paths.push(path);
+    }
+    assert_eq!(paths, ["/inference.GRPCInferenceService/ServerReady"; 2]);
 }
