@@ -79,6 +79,13 @@ impl TritonClient {
         &self.config
     }
 
+    /// A clone on the same channel whose calls make one attempt within `time_left`: a pool
+    /// decides the retries itself, possibly on another endpoint.
+    pub(crate) fn single_attempt(&self, time_left: Duration) -> TritonClient {
+        let config = ClientConfig { call_timeout: time_left, max_retries: 0, ..self.config.clone() };
+        TritonClient { grpc: self.grpc.clone(), config }
+    }
+
     pub async fn server_live(&self) -> Result<bool, ClientError> {
         let response: proto::ServerLiveResponse =
             self.call("ServerLive", path::SERVER_LIVE, "", proto::ServerLiveRequest {}).await?;

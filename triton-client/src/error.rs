@@ -52,6 +52,9 @@ pub enum ClientError {
 
     #[error("malformed response from Triton: {0}")]
     Protocol(String),
+
+    #[error("a Triton pool needs at least one endpoint")]
+    NoEndpoint,
 }
 
 impl ClientError {
@@ -61,6 +64,21 @@ impl ClientError {
     /// idempotent by content hash and the rest are reads.
     pub fn is_retryable(&self) -> bool {
         matches!(self, ClientError::Unavailable { .. } | ClientError::ConnectionLost { .. })
+    }
+
+    /// A copy of an `Unavailable` or `ConnectionLost` error counting every attempt of the
+    /// call and naming every endpoint it tried (a pool's call spans several); others as
+    /// they are.
+    pub(crate) fn after_attempts(self, total: u32, endpoints: &str) -> ClientError {
+        match self {
+            ClientError::Unavailable { method, message, .. } => {
+                ClientError::Unavailable { endpoint: endpoints.to_owned(), method, attempts: total, message }
+            }
+            ClientError::ConnectionLost { method, message, .. } => {
+                ClientError::ConnectionLost { endpoint: endpoints.to_owned(), method, attempts: total, message }
+            }
+            other => other,
+        }
     }
 }
 

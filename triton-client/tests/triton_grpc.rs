@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use triton_client::{ClientConfig, ClientError, InferRequest, InputTensor, TritonClient};
+use triton_client::{ClientConfig, ClientError, InferRequest, InputTensor, ProbeConfig, TritonClient, TritonPool};
 
 const IMAGE_MODEL: &str = "clip_image";
 
@@ -375,4 +375,68 @@ async fn a_server_that_dies_under_a_call_is_a_lost_connection() {
         paths.push(path);
     }
     assert_eq!(paths, ["/inference.GRPCInferenceService/ServerReady"; 2]);
+}
+
+fn pool(endpoints: &[String]) -> TritonPool {
+    let client = ClientConfig { request_timeout: Duration::from_secs(30), ..ClientConfig::default() };
+    let probe = ProbeConfig { interval: Duration::from_secs(60), timeout: Duration::from_millis(500) };
+    TritonPool::new(endpoints, client, probe).unwrap()
+}
+
+#[tokio::test]
+async fn a_probe_takes_an_endpoint_nobody_listens_on_out() {
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let pool = pool(std::slice::from_ref(&closed));
+    let started = Instant::now();
+    let status = pool.probe().await.remove(0);
+    println!("{status:?} after {:?}", started.elapsed());
+    assert_eq!(status.endpoint, closed);
+    assert!(!status.ready && status.taken_out == 1 && status.in_flight == 0, "{status:?}");
+    let error = status.last_error.unwrap();
+    assert!(error.contains("Connection refused") && error.contains("after 1 attempt"), "{error}");
+    // One attempt within the probe's deadline, no retries.
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(matches!(
+        TritonPool::new(
+            &[],
+            ClientConfig::default(),
+            ProbeConfig { interval: Duration::from_secs(1), timeout: Duration::from_secs(1) }
+        ),
+        Err(ClientError::NoEndpoint)
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
+async fn a_pool_sends_calls_past_a_dead_endpoint_to_triton() {
+    let Some(url) = triton_url("a_pool_sends_calls_past_a_dead_endpoint_to_triton") else {
+        return;
+    };
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let pool = pool(&[closed.clone(), url.clone()]);
+    for seed in 0..6 {
+        let request = InferRequest {
+            model: IMAGE_MODEL.into(),
+            inputs: vec![InputTensor::fp32("images", vec![1, 3, 256, 256], &image(seed))],
+            outputs: vec!["embeddings".into()],
+        };
+        let response = pool.infer(request).await.unwrap();
+        assert_eq!(response.output("embeddings").unwrap().as_f32().unwrap().len(), 512);
+    }
+    assert!(pool.model_ready(IMAGE_MODEL).await.unwrap());
+    assert!(pool.model_metadata(IMAGE_MODEL).await.unwrap().outputs.iter().any(|o| o.name == "embeddings"));
+    let [dead, alive] = &pool.endpoints()[..] else { panic!("two endpoints") };
+    // The closed port was tried by at most the first call, and taken out for good.
+    assert!(!dead.ready && dead.taken_out == 1, "{dead:?}");
+    assert!(alive.ready && alive.taken_out == 0 && alive.in_flight == 0, "{alive:?}");
+    // A rejected request is returned as Triton said it, from the one live endpoint.
+    let bad = InferRequest {
+        model: IMAGE_MODEL.into(),
+        inputs: vec![InputTensor::fp32("images", vec![1, 3, 128, 128], &vec![0.5; 3 * 128 * 128])],
+        outputs: vec![],
+    };
+    assert!(matches!(pool.infer(bad).await, Err(ClientError::Rejected { .. })));
+    let expect_ready = std::env::var("TRITON_EXPECT_READY").map_or(true, |v| v != "0");
+    let states = pool.probe().await;
+    assert_eq!((states[0].ready, states[1].ready), (false, expect_ready), "{states:?}");
 }
