@@ -153,8 +153,9 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="session")
-def triton(tmp_path_factory):
-    global _SERVER
+def test_repository(tmp_path_factory) -> str:
+    """The session's model repository (model_repository/ plus the variants), with the encoders
+    generated, the backends installed and the weights linked; for servers a test starts itself."""
     gen_encoders.generate()
     gen_encoders.generate_text()
     for note in install_backends():
@@ -165,6 +166,13 @@ def triton(tmp_path_factory):
         pytest.fail(str(e), pytrace=False)
     repo = str(tmp_path_factory.mktemp("model_repository"))
     build_test_repository(repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton(test_repository):
+    global _SERVER
+    repo = test_repository
     models = ["clip_image", "clip_image_b4", "clip_text"]
     models += YOLO_MODELS + FACE_MODELS
     if backend_built():

@@ -62,12 +62,13 @@ def sha256(path: str) -> str:
 class Gateway:
     """One gateway process on a free loopback port; stop by pid (SIGTERM, then SIGKILL).
 
-    `store_args` choose the store (the embedded one by default); `extra_args` add flags."""
+    `triton_grpc` is one Triton gRPC address (host:port) or a list of them; `store_args`
+    choose the store (the embedded one by default); `extra_args` add flags."""
 
-    def __init__(self, data_dir: str, triton_grpc: str, extra_args: tuple = (),
+    def __init__(self, data_dir: str, triton_grpc: str | list[str], extra_args: tuple = (),
                  store_args: tuple = ("--store", "embedded")):
         self.data_dir = data_dir
-        self.triton_grpc = triton_grpc
+        self.triton_grpc = [triton_grpc] if isinstance(triton_grpc, str) else list(triton_grpc)
         self.extra_args = list(extra_args)
         self.store_args = list(store_args)
         self.port = free_port()
@@ -81,7 +82,8 @@ class Gateway:
         """Waits until /health says ready, or (require_healthy=False) until it answers at all."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--triton", f"http://{self.triton_grpc}",
+            [GATEWAY_BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
+             "--triton", ",".join(f"http://{address}" for address in self.triton_grpc),
              "--data-dir", self.data_dir, "--tokenizer-dir", TOKENIZER_DIR, *self.store_args, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
         log.close()

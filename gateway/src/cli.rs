@@ -16,9 +16,9 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080.
     #[arg(long, env = "GATEWAY_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Triton's gRPC endpoint, e.g. http://127.0.0.1:8001.
-    #[arg(long, env = "GATEWAY_TRITON_ENDPOINT")]
-    pub triton: Option<String>,
+    /// Triton gRPC endpoints, comma-separated, e.g. http://127.0.0.1:8001 (triton.endpoints).
+    #[arg(long, env = "GATEWAY_TRITON_ENDPOINT", value_delimiter = ',')]
+    pub triton: Vec<String>,
     /// Folder of the embedded store and the uploaded photos.
     #[arg(long, env = "GATEWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -73,8 +73,10 @@ impl ServeArgs {
         if let Some(listen) = self.listen {
             config.server.listen = listen;
         }
-        if let Some(triton) = self.triton {
-            config.triton.endpoint = triton;
+        let endpoints: Vec<String> =
+            self.triton.iter().map(|url| url.trim()).filter(|url| !url.is_empty()).map(str::to_owned).collect();
+        if !endpoints.is_empty() {
+            config.triton.endpoints = endpoints;
         }
         if let Some(data_dir) = self.data_dir {
             config.store.data_dir = data_dir;
@@ -126,7 +128,7 @@ mod tests {
             "--config",
             file.to_str().unwrap(),
             "--triton",
-            "http://127.0.0.1:7001",
+            "http://127.0.0.1:7001, http://127.0.0.1:7002",
             "--store",
             "embedded",
         ])
@@ -134,7 +136,7 @@ mod tests {
         let config = cli.args.resolve().unwrap();
         assert_eq!(config.server.listen.port(), 9000);
         assert_eq!(config.search.max_k, 20);
-        assert_eq!(config.triton.endpoint, "http://127.0.0.1:7001");
+        assert_eq!(config.triton.endpoints, ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]);
     }
 
     #[test]

@@ -102,8 +102,15 @@ pub struct AuthConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TritonConfig {
-    /// gRPC endpoint, e.g. `http://127.0.0.1:8001`.
-    pub endpoint: String,
+    /// gRPC endpoints of Triton servers that serve the same models, e.g.
+    /// `["http://127.0.0.1:8001"]`; each call goes to a ready one with the fewest calls
+    /// in flight (`triton_client::TritonPool`).
+    pub endpoints: Vec<String>,
+    /// Pause between two readiness probes of every endpoint, which put an endpoint taken
+    /// out back once its server says it is ready.
+    pub probe_interval_ms: u64,
+    /// Deadline of one probe.
+    pub probe_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub connect_timeout_ms: u64,
     /// Deadline of one call with all its retries and pauses.
@@ -284,7 +291,9 @@ impl Default for LimitsConfig {
 impl Default for TritonConfig {
     fn default() -> Self {
         TritonConfig {
-            endpoint: "http://127.0.0.1:8001".into(),
+            endpoints: vec!["http://127.0.0.1:8001".into()],
+            probe_interval_ms: 2_000,
+            probe_timeout_ms: 1_000,
             request_timeout_ms: 30_000,
             call_timeout_ms: 60_000,
             connect_timeout_ms: 5_000,
@@ -434,9 +443,17 @@ impl GatewayConfig {
             (server.body_read_timeout_ms, "server.body_read_timeout_ms"),
             (server.request_timeout_ms, "server.request_timeout_ms"),
             (self.triton.call_timeout_ms, "triton.call_timeout_ms"),
+            (self.triton.probe_interval_ms, "triton.probe_interval_ms"),
+            (self.triton.probe_timeout_ms, "triton.probe_timeout_ms"),
         ] {
             anyhow::ensure!(value >= 1, "{key} must be at least 1 ms");
         }
+        let endpoints = &self.triton.endpoints;
+        anyhow::ensure!(!endpoints.is_empty(), "triton.endpoints must name at least one Triton gRPC endpoint");
+        anyhow::ensure!(
+            endpoints.iter().all(|endpoint| !endpoint.trim().is_empty()),
+            "triton.endpoints has an empty entry: {endpoints:?}"
+        );
         anyhow::ensure!(
             self.limits.decode_pixel_budget >= 1_000_000,
             "limits.decode_pixel_budget must be at least 1000000 pixels"
@@ -490,6 +507,12 @@ impl TritonConfig {
     pub fn initial_backoff(&self) -> Duration {
         Duration::from_millis(self.initial_backoff_ms)
     }
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
 }
 
 #[cfg(test)]
@@ -508,12 +531,14 @@ mod tests {
     #[test]
     fn file_overrides_only_the_keys_it_names() {
         let config = GatewayConfig::parse(
-            "[search]\nmax_k = 50\n[triton]\nendpoint = \"http://127.0.0.1:9001\"\n[store]\nkind = \"opensearch\"\n",
+            "[search]\nmax_k = 50\n[triton]\nendpoints = [\"http://127.0.0.1:9001\", \"http://127.0.0.1:9002\"]\n\
+             [store]\nkind = \"opensearch\"\n",
         )
         .unwrap();
         assert_eq!(config.search.max_k, 50);
         assert_eq!(config.search.default_k, 10);
-        assert_eq!(config.triton.endpoint, "http://127.0.0.1:9001");
+        assert_eq!(config.triton.endpoints, ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]);
+        assert_eq!(config.triton.probe_interval_ms, 2_000);
         assert_eq!(config.store.kind, StoreKind::Opensearch);
     }
 
@@ -536,5 +561,14 @@ mod tests {
         let config = GatewayConfig::parse("[search]\nmax_k = 5\ndefault_k = 10\n").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("search.default_k"), "{err}");
+        // The single `endpoint` key is gone: the error names the list that replaced it.
+        let err = GatewayConfig::parse("[triton]\nendpoint = \"http://127.0.0.1:8001\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("endpoints"), "{err:#}");
+        for (toml, key) in
+            [("endpoints = []", "triton.endpoints"), ("probe_interval_ms = 0", "triton.probe_interval_ms")]
+        {
+            let err = GatewayConfig::parse(&format!("[triton]\n{toml}\n")).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }

@@ -90,10 +90,29 @@ pub enum InferenceError {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct InferenceHealth {
     pub ready: bool,
+    /// At least one endpoint's server is ready.
     pub server_ready: bool,
+    /// Asked of a ready endpoint (every endpoint serves the same models).
     pub models: Vec<ModelHealth>,
+    /// Every configured Triton endpoint, in the configured order.
+    pub endpoints: Vec<EndpointHealth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One Triton endpoint of `triton.endpoints`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EndpointHealth {
+    pub endpoint: String,
+    /// Takes calls: its server answered ready to this report's probe.
+    pub ready: bool,
+    /// Calls sent to it and not yet answered.
+    pub in_flight: usize,
+    /// Times it was taken out (unreachable, connection lost, or not ready) since the gateway started.
+    pub taken_out: u64,
+    /// Why it was last taken out; kept after it is back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

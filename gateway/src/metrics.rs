@@ -119,6 +119,7 @@ impl Metrics {
         if let Some(error) = error {
             let kind = match error {
                 ClientError::Unavailable { .. } => "unavailable",
+                ClientError::ConnectionLost { .. } => "connection_lost",
                 ClientError::DeadlineExceeded { .. } => "deadline",
                 ClientError::Rejected { .. } => "rejected",
                 _ => "other",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clip_tokenizer::ClipTokenizer;
 use tokio::net::TcpListener;
-use triton_client::{ClientConfig, TritonClient};
+use triton_client::{ClientConfig, ProbeConfig, TritonPool};
 use visual_store::embedded::{CheckpointPolicy, EmbeddedConfig, EmbeddedStore};
 use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
 use visual_store::{QueryLimits, Store, StoreError};
@@ -43,19 +43,20 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         ClipTokenizer::from_files(tokenizer_dir.join("clip-vocab.json"), tokenizer_dir.join("clip-merges.txt"))
             .with_context(|| format!("loading the CLIP tokenizer from {}", tokenizer_dir.display()))?;
     let triton = &config.triton;
-    let client = TritonClient::new(ClientConfig {
-        endpoint: triton.endpoint.clone(),
+    let client = ClientConfig {
         request_timeout: triton.request_timeout(),
         call_timeout: triton.call_timeout(),
         connect_timeout: triton.connect_timeout(),
         max_retries: triton.max_retries,
         initial_backoff: triton.initial_backoff(),
         ..ClientConfig::default()
-    })
-    .context("creating the Triton client")?;
+    };
+    let probe = ProbeConfig { interval: triton.probe_interval(), timeout: triton.probe_timeout() };
+    let pool = TritonPool::new(&triton.endpoints, client, probe)
+        .with_context(|| format!("creating the Triton clients for triton.endpoints {:?}", triton.endpoints))?;
     let metrics = Arc::new(Metrics::new());
     let inference =
-        Arc::new(TritonInference::new(client, config.models.clone(), config.faces.clone(), tokenizer, metrics.clone()));
+        Arc::new(TritonInference::new(pool, config.models.clone(), config.faces.clone(), tokenizer, metrics.clone()));
 
     let access =
         Arc::new(AccessControl::new(&config.auth, config.server.listen).map_err(anyhow::Error::msg).context("auth")?);
@@ -70,7 +71,7 @@ pub async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let shutdown_timeout = Duration::from_secs(config.server.shutdown_timeout_s);
     let header_read_timeout = Duration::from_millis(config.server.header_read_timeout_ms);
-    tracing::info!(%address, store = store.kind(), triton = %config.triton.endpoint, keys = access.keys.enabled(), "gateway listening");
+    tracing::info!(%address, store = store.kind(), triton = ?config.triton.endpoints, keys = access.keys.enabled(), "gateway listening");
     println!("gateway listening on http://{address}");
 
     let state = Arc::new(AppState::new(config, store, inference, blobs, metrics).with_scorer(scorer));

@@ -1,5 +1,5 @@
 //! The Triton adapter: `TritonInference` implements the `inference::Inference` seam over
-//! Triton's gRPC API: one photo through the `visual_ingest` ensemble (detections, global
+//! Triton's gRPC API, through a `TritonPool` of one or more servers: one photo through the `visual_ingest` ensemble (detections, global
 //! and per-object embeddings), one photo through the `face_embed` ensemble (faces,
 //! landmarks, face embeddings), one text query through the tokenizer and `clip_text`, and
 //! the settings the gateway must share with Triton read from the model configs
@@ -17,17 +17,17 @@ use bytes::Bytes;
 use clip_tokenizer::ClipTokenizer;
 use crop_core::FaceAligner;
 use tokio::sync::OnceCell;
-use triton_client::{InferRequest, InferResponse, InputTensor, TritonClient};
+use triton_client::{EndpointStatus, InferRequest, InferResponse, InputTensor, TritonPool};
 
 use crate::config::{FacesConfig, ModelsConfig};
 use crate::inference::{
-    normalized, DetectedFace, Detection, FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError,
-    InferenceHealth, ModelHealth, PreprocessSettings,
+    normalized, DetectedFace, Detection, EndpointHealth, FaceAlignment, FaceAnalysis, ImageAnalysis, Inference,
+    InferenceError, InferenceHealth, ModelHealth, PreprocessSettings,
 };
 use crate::metrics::Metrics;
 
 pub struct TritonInference {
-    client: TritonClient,
+    triton: TritonPool,
     models: ModelsConfig,
     faces: FacesConfig,
     tokenizer: ClipTokenizer,
@@ -44,14 +44,14 @@ pub struct TritonInference {
 
 impl TritonInference {
     pub fn new(
-        client: TritonClient,
+        triton: TritonPool,
         models: ModelsConfig,
         faces: FacesConfig,
         tokenizer: ClipTokenizer,
         metrics: Arc<Metrics>,
     ) -> Self {
         TritonInference {
-            client,
+            triton,
             models,
             faces,
             tokenizer,
@@ -69,10 +69,10 @@ impl TritonInference {
     /// deadline (`triton.request_timeout_ms`) still bounds it.
     async fn infer(&self, request: InferRequest) -> Result<InferResponse, InferenceError> {
         let model = request.model.clone();
-        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let (triton, metrics) = (self.triton.clone(), self.metrics.clone());
         let call = tokio::spawn(async move {
             let started = Instant::now();
-            let result = client.infer(request).await;
+            let result = triton.infer(request).await;
             metrics.observe_triton(&model, started.elapsed(), result.as_ref().err());
             result
         });
@@ -89,7 +89,7 @@ impl TritonInference {
             .preprocess
             .get_or_try_init(|| async {
                 let model = &self.models.preprocess_model;
-                let parameters = self.client.model_parameters(model).await?;
+                let parameters = self.triton.model_parameters(model).await?;
                 let number = |key: &str| -> Result<u64, InferenceError> {
                     let text = parameters.get(key).ok_or_else(|| InferenceError::Contract {
                         model: model.clone(),
@@ -114,7 +114,7 @@ impl TritonInference {
     async fn ingest_outputs(&self) -> Result<&Vec<String>, InferenceError> {
         self.ingest_outputs
             .get_or_try_init(|| async {
-                let metadata = self.client.model_metadata(&self.models.ingest_model).await?;
+                let metadata = self.triton.model_metadata(&self.models.ingest_model).await?;
                 let names: Vec<&str> = metadata.outputs.iter().map(|o| o.name.as_str()).collect();
                 let contract =
                     |reason: String| InferenceError::Contract { model: self.models.ingest_model.clone(), reason };
@@ -216,7 +216,7 @@ impl Inference for TritonInference {
             .face_aligner
             .get_or_try_init(|| async {
                 let model = &self.faces.align_model;
-                let parameters = self.client.model_parameters(model).await?;
+                let parameters = self.triton.model_parameters(model).await?;
                 let aligner =
                     FaceAligner::from_parameters(|key| parameters.get(key).map(String::as_str)).map_err(|err| {
                         InferenceError::Contract {
@@ -230,18 +230,15 @@ impl Inference for TritonInference {
         Ok(FaceAlignment { aligner: aligner.clone(), preprocess: self.preprocess_settings().await? })
     }
 
+    /// Probes every endpoint now (no cache: a server that just stopped shows at once),
+    /// then asks a ready one about the models.
     async fn health(&self) -> InferenceHealth {
-        let server_ready = match self.client.server_ready().await {
-            Ok(ready) => ready,
-            Err(err) => {
-                return InferenceHealth {
-                    ready: false,
-                    server_ready: false,
-                    models: Vec::new(),
-                    error: Some(err.to_string()),
-                }
-            }
-        };
+        let endpoints: Vec<EndpointHealth> = self.triton.probe().await.into_iter().map(endpoint_health).collect();
+        let server_ready = endpoints.iter().any(|endpoint| endpoint.ready);
+        if !server_ready {
+            let error = endpoints.iter().find_map(|endpoint| endpoint.last_error.clone());
+            return InferenceHealth { ready: false, server_ready, models: Vec::new(), endpoints, error };
+        }
         let mut models = Vec::new();
         let mut error = None;
         let required_faces = self.faces.index_on_ingest;
@@ -250,7 +247,7 @@ impl Inference for TritonInference {
                 .into_iter()
                 .chain(self.faces.component_models.iter().map(|name| (name, required_faces)));
         for (name, required) in wanted {
-            let ready = match self.client.model_ready(name).await {
+            let ready = match self.triton.model_ready(name).await {
                 Ok(ready) => ready,
                 Err(err) => {
                     error.get_or_insert(err.to_string());
@@ -260,7 +257,17 @@ impl Inference for TritonInference {
             models.push(ModelHealth { name: name.clone(), ready, required });
         }
         let ready = server_ready && models.iter().all(|m| m.ready || !m.required);
-        InferenceHealth { ready, server_ready, models, error }
+        InferenceHealth { ready, server_ready, models, endpoints, error }
+    }
+}
+
+fn endpoint_health(status: EndpointStatus) -> EndpointHealth {
+    EndpointHealth {
+        endpoint: status.endpoint,
+        ready: status.ready,
+        in_flight: status.in_flight,
+        taken_out: status.taken_out,
+        last_error: status.last_error,
     }
 }
 

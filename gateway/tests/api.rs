@@ -172,6 +172,7 @@ impl Inference for ScriptedInference {
             ready: !self.unavailable.load(Ordering::SeqCst),
             server_ready: true,
             models: vec![],
+            endpoints: vec![],
             error: None,
         }
     }

@@ -172,7 +172,7 @@ impl Inference for FixedInference {
         })
     }
     async fn health(&self) -> InferenceHealth {
-        InferenceHealth { ready: true, server_ready: true, models: vec![], error: None }
+        InferenceHealth { ready: true, server_ready: true, models: vec![], endpoints: vec![], error: None }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `TritonClient`: one lazily connected, pooled HTTP/2 channel to Triton's
 //! gRPC port, shared by every clone, with a per-call deadline and retries
-//! with exponential backoff while the server is unavailable.
+//! with exponential backoff while the server is unavailable (`retry`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,10 +13,8 @@ use tonic_prost::ProstCodec;
 
 use crate::error::{from_status, CallContext, ClientError};
 use crate::proto::{self, path};
+use crate::retry::RetryBudget;
 use crate::tensor::{InferRequest, InferResponse, ModelMetadata, OutputTensor, TensorMetadata};
-
-/// Longest pause between two retries, however many retries are configured.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -28,7 +26,8 @@ pub struct ClientConfig {
     /// it, and the last attempt gets only what is left of it.
     pub call_timeout: Duration,
     pub connect_timeout: Duration,
-    /// Extra attempts after the first, only while Triton is unavailable.
+    /// Retries after a pause, only while Triton is unavailable (a connection lost
+    /// mid-call is sent again once).
     pub max_retries: u32,
     /// Pause before the first retry; doubled each retry up to 10 s.
     pub initial_backoff: Duration,
@@ -78,6 +77,13 @@ impl TritonClient {
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// A clone on the same channel whose calls make one attempt within `time_left`: a pool
+    /// decides the retries itself, possibly on another endpoint.
+    pub(crate) fn single_attempt(&self, time_left: Duration) -> TritonClient {
+        let config = ClientConfig { call_timeout: time_left, max_retries: 0, ..self.config.clone() };
+        TritonClient { grpc: self.grpc.clone(), config }
     }
 
     pub async fn server_live(&self) -> Result<bool, ClientError> {
@@ -136,7 +142,7 @@ impl TritonClient {
     }
 
     /// One unary RPC with the per-attempt deadline, retried with exponential
-    /// backoff while the result is `Unavailable`.
+    /// backoff while the result is retryable (`RetryBudget`).
     async fn call<Req, Resp>(
         &self,
         method: &'static str,
@@ -148,25 +154,21 @@ impl TritonClient {
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + 'static,
     {
-        let deadline = tokio::time::Instant::now() + self.config.call_timeout;
-        let mut backoff = self.config.initial_backoff;
+        let mut budget = RetryBudget::new(&self.config);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let timeout =
-                self.config.request_timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let timeout = self.config.request_timeout.min(budget.time_left());
             let status = match self.call_once(path, message.clone(), timeout).await {
                 Ok(response) => return Ok(response),
                 Err(status) => status,
             };
             let context = CallContext { endpoint: &self.config.endpoint, method, model, timeout, attempts };
             let error = from_status(&status, &context);
-            let out_of_time = tokio::time::Instant::now() + backoff >= deadline;
-            if !error.is_retryable() || attempts > self.config.max_retries || out_of_time {
-                return Err(error);
+            match budget.after(&error, false) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(error),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -1,9 +1,10 @@
 //! The client's error type and the mapping from gRPC status codes to it.
 //!
 //! The split that callers act on: `Unavailable` (Triton not reachable or not
-//! ready yet; retried with backoff, then reported: HTTP 503 territory),
-//! `DeadlineExceeded`, `Rejected` / `ModelNotFound` (the request's own fault;
-//! Triton's message is kept verbatim and nothing is retried), and `Server`
+//! ready yet) and `ConnectionLost` (the connection broke during the call, as when
+//! the server is killed), both retried, then reported: HTTP 503 territory;
+//! `DeadlineExceeded`; `Rejected` / `ModelNotFound` (the request's own fault;
+//! Triton's message is kept verbatim and nothing is retried); and `Server`
 //! (Triton failed internally).
 
 use std::time::Duration;
@@ -21,6 +22,12 @@ pub enum ClientError {
 
     #[error("Triton at {endpoint} unavailable for {method} after {attempts} attempt(s): {message}")]
     Unavailable { endpoint: String, method: &'static str, attempts: u32, message: String },
+
+    /// The HTTP/2 connection failed under a call that was already sent: the request may
+    /// have reached the server, which then died (kill -9 shows up as "connection reset"
+    /// or "broken pipe").
+    #[error("Triton at {endpoint} lost the connection during {method} after {attempts} attempt(s): {message}")]
+    ConnectionLost { endpoint: String, method: &'static str, attempts: u32, message: String },
 
     #[error("Triton {method} exceeded its deadline of {timeout:?}")]
     DeadlineExceeded { method: &'static str, timeout: Duration },
@@ -45,13 +52,33 @@ pub enum ClientError {
 
     #[error("malformed response from Triton: {0}")]
     Protocol(String),
+
+    #[error("a Triton pool needs at least one endpoint")]
+    NoEndpoint,
 }
 
 impl ClientError {
-    /// Only a server that cannot be reached (or says it is unavailable) is
-    /// worth asking again; every other failure would fail the same way.
+    /// Only a server that cannot be reached (or says it is unavailable), or whose
+    /// connection broke, is worth asking again, there or elsewhere; every other failure
+    /// would fail the same way. Every call the gateway makes may be repeated: ingest is
+    /// idempotent by content hash and the rest are reads.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ClientError::Unavailable { .. })
+        matches!(self, ClientError::Unavailable { .. } | ClientError::ConnectionLost { .. })
+    }
+
+    /// A copy of an `Unavailable` or `ConnectionLost` error counting every attempt of the
+    /// call and naming every endpoint it tried (a pool's call spans several); others as
+    /// they are.
+    pub(crate) fn after_attempts(self, total: u32, endpoints: &str) -> ClientError {
+        match self {
+            ClientError::Unavailable { method, message, .. } => {
+                ClientError::Unavailable { endpoint: endpoints.to_owned(), method, attempts: total, message }
+            }
+            ClientError::ConnectionLost { method, message, .. } => {
+                ClientError::ConnectionLost { endpoint: endpoints.to_owned(), method, attempts: total, message }
+            }
+            other => other,
+        }
     }
 }
 
@@ -82,6 +109,14 @@ pub(crate) fn from_status(status: &Status, call: &CallContext<'_>) -> ClientErro
         Code::Cancelled if caused_by_timeout(status) => {
             ClientError::DeadlineExceeded { method: call.method, timeout: call.timeout }
         }
+        // Not a status Triton sent: tonic's own code (UNKNOWN "transport error") for a
+        // connection that failed under the call, e.g. reset by a killed server.
+        _ if transport_failed(status) => ClientError::ConnectionLost {
+            endpoint: call.endpoint.to_owned(),
+            method: call.method,
+            attempts: call.attempts,
+            message: describe_transport(status),
+        },
         Code::NotFound => ClientError::ModelNotFound { method: call.method, model, message },
         Code::InvalidArgument
         | Code::OutOfRange
@@ -96,9 +131,19 @@ pub(crate) fn from_status(status: &Status, call: &CallContext<'_>) -> ClientErro
 }
 
 fn caused_by_timeout(status: &Status) -> bool {
+    source_chain_holds::<tonic::TimeoutExpired>(status)
+}
+
+/// A status Triton sends carries no source; one tonic makes from a failed HTTP/2
+/// connection carries the transport error (and below it hyper's and the socket's).
+fn transport_failed(status: &Status) -> bool {
+    source_chain_holds::<tonic::transport::Error>(status)
+}
+
+fn source_chain_holds<E: std::error::Error + 'static>(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
-        if error.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+        if error.is::<E>() {
             return true;
         }
         source = error.source();
@@ -169,5 +214,9 @@ mod tests {
         assert!(matches!(from_status(&Status::unimplemented("no such rpc"), &call()), ClientError::Rejected { .. }));
         // A plain cancellation (not tonic's timer) is not a deadline.
         assert!(matches!(from_status(&Status::cancelled("gone"), &call()), ClientError::Server { .. }));
+        // UNKNOWN sent by Triton (no transport error beneath) is Triton's answer, not a lost
+        // connection: not retried (tests/triton_grpc.rs has the lost connection).
+        let err = from_status(&Status::unknown("model crashed"), &call());
+        assert!(matches!(err, ClientError::Server { .. }) && !err.is_retryable(), "{err:?}");
     }
 }

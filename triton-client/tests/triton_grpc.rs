@@ -4,12 +4,13 @@
 //! TRITON_GRPC_URL, e.g. `TRITON_GRPC_URL=http://127.0.0.1:8001 cargo test -p triton-client
 //! --test triton_grpc -- --include-ignored`; the test command runs them that way against its
 //! session server (tests/test_rust_grpc_client.py), and a plain `cargo test` lists them as
-//! ignored. The transport-failure tests (closed port, silent server) need no Triton.
+//! ignored. The transport-failure tests (closed port, silent server, a server that dies
+//! under a call) need no Triton.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use triton_client::{ClientConfig, ClientError, InferRequest, InputTensor, TritonClient};
+use triton_client::{ClientConfig, ClientError, InferRequest, InputTensor, ProbeConfig, TritonClient, TritonPool};
 
 const IMAGE_MODEL: &str = "clip_image";
 
@@ -329,4 +330,113 @@ async fn call_timeout_bounds_every_retry_together() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(elapsed < Duration::from_millis(1500), "the call deadline did not stop the retries: {elapsed:?}");
+}
+
+/// What the client sees when Triton is killed (kill -9) under a call: the kernel closes the
+/// socket, and tonic reports UNKNOWN "transport error" with the socket's error beneath
+/// ("connection reset" when unread bytes were left, else "stream closed because of a
+/// broken pipe"). That is a lost connection, not an answer from Triton: the request is
+/// sent once more (it may be what crashed the server), then the error is returned.
+#[tokio::test]
+async fn a_server_that_dies_under_a_call_is_a_lost_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (received, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(socket).await.unwrap();
+            let Some(Ok((request, _respond))) = connection.accept().await else { continue };
+            received.send(request.uri().path().to_owned()).unwrap();
+            // Dies with the call in flight: no response, no GOAWAY; the socket just closes.
+            drop(connection);
+        }
+    });
+    let client = TritonClient::new(ClientConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(20),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let err = client.server_ready().await.unwrap_err();
+    println!("{err}");
+    match &err {
+        ClientError::ConnectionLost { attempts, message, .. } => {
+            assert_eq!(*attempts, 2, "{err}");
+            assert!(message.contains("reset") || message.contains("broken pipe"), "{err}");
+        }
+        other => panic!("expected ConnectionLost, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+    server.abort();
+    let mut paths = Vec::new();
+    while let Ok(path) = requests.try_recv() {
+        paths.push(path);
+    }
+    assert_eq!(paths, ["/inference.GRPCInferenceService/ServerReady"; 2]);
+}
+
+fn pool(endpoints: &[String]) -> TritonPool {
+    let client = ClientConfig { request_timeout: Duration::from_secs(30), ..ClientConfig::default() };
+    let probe = ProbeConfig { interval: Duration::from_secs(60), timeout: Duration::from_millis(500) };
+    TritonPool::new(endpoints, client, probe).unwrap()
+}
+
+#[tokio::test]
+async fn a_probe_takes_an_endpoint_nobody_listens_on_out() {
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let pool = pool(std::slice::from_ref(&closed));
+    let started = Instant::now();
+    let status = pool.probe().await.remove(0);
+    println!("{status:?} after {:?}", started.elapsed());
+    assert_eq!(status.endpoint, closed);
+    assert!(!status.ready && status.taken_out == 1 && status.in_flight == 0, "{status:?}");
+    let error = status.last_error.unwrap();
+    assert!(error.contains("Connection refused") && error.contains("after 1 attempt"), "{error}");
+    // One attempt within the probe's deadline, no retries.
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(matches!(
+        TritonPool::new(
+            &[],
+            ClientConfig::default(),
+            ProbeConfig { interval: Duration::from_secs(1), timeout: Duration::from_secs(1) }
+        ),
+        Err(ClientError::NoEndpoint)
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs a Triton at TRITON_GRPC_URL (tests/test_rust_grpc_client.py runs it)"]
+async fn a_pool_sends_calls_past_a_dead_endpoint_to_triton() {
+    let Some(url) = triton_url("a_pool_sends_calls_past_a_dead_endpoint_to_triton") else {
+        return;
+    };
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let pool = pool(&[closed.clone(), url.clone()]);
+    for seed in 0..6 {
+        let request = InferRequest {
+            model: IMAGE_MODEL.into(),
+            inputs: vec![InputTensor::fp32("images", vec![1, 3, 256, 256], &image(seed))],
+            outputs: vec!["embeddings".into()],
+        };
+        let response = pool.infer(request).await.unwrap();
+        assert_eq!(response.output("embeddings").unwrap().as_f32().unwrap().len(), 512);
+    }
+    assert!(pool.model_ready(IMAGE_MODEL).await.unwrap());
+    assert!(pool.model_metadata(IMAGE_MODEL).await.unwrap().outputs.iter().any(|o| o.name == "embeddings"));
+    let [dead, alive] = &pool.endpoints()[..] else { panic!("two endpoints") };
+    // The closed port was tried by at most the first call, and taken out for good.
+    assert!(!dead.ready && dead.taken_out == 1, "{dead:?}");
+    assert!(alive.ready && alive.taken_out == 0 && alive.in_flight == 0, "{alive:?}");
+    // A rejected request is returned as Triton said it, from the one live endpoint.
+    let bad = InferRequest {
+        model: IMAGE_MODEL.into(),
+        inputs: vec![InputTensor::fp32("images", vec![1, 3, 128, 128], &vec![0.5; 3 * 128 * 128])],
+        outputs: vec![],
+    };
+    assert!(matches!(pool.infer(bad).await, Err(ClientError::Rejected { .. })));
+    let expect_ready = std::env::var("TRITON_EXPECT_READY").map_or(true, |v| v != "0");
+    let states = pool.probe().await;
+    assert_eq!((states[0].ready, states[1].ready), (false, expect_ready), "{states:?}");
 }

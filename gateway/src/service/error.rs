@@ -51,9 +51,9 @@ impl From<ClientError> for ServiceError {
         match err {
             // Triton's message names the problem (e.g. "cannot decode image"): pass it on.
             ClientError::Rejected { .. } => ServiceError::Unprocessable(err.to_string()),
-            ClientError::Unavailable { .. } | ClientError::DeadlineExceeded { .. } => {
-                ServiceError::Unavailable(err.to_string())
-            }
+            ClientError::Unavailable { .. }
+            | ClientError::ConnectionLost { .. }
+            | ClientError::DeadlineExceeded { .. } => ServiceError::Unavailable(err.to_string()),
             ClientError::ModelNotFound { .. } => ServiceError::Unavailable(err.to_string()),
             _ => ServiceError::BadGateway(err.to_string()),
         }
@@ -102,6 +102,14 @@ mod tests {
             method: "ModelInfer",
             attempts: 4,
             message: "connection refused".into(),
+        });
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // A server killed under the call: the photo may be sent again, so 503 too.
+        let err = ServiceError::from(ClientError::ConnectionLost {
+            endpoint: "http://127.0.0.1:1, http://127.0.0.1:2".into(),
+            method: "ModelInfer",
+            attempts: 2,
+            message: "connection reset".into(),
         });
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
