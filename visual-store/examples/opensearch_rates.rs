@@ -225,6 +225,7 @@ async fn run(args: Args) {
     };
     let size = index_size(&args.urls, &index).await;
     let vector_files = vector_file_bytes(&args.urls, &index).await;
+    let node_memory = node_memory(&args.urls).await;
     store.delete_index().await.expect("delete the index");
 
     let vectors = args.images * (1 + OBJECTS_PER_IMAGE);
@@ -246,6 +247,7 @@ async fn run(args: Args) {
         "index_total_mib": round(size.1 / (1 << 20) as f64),
         "primaries_mib_per_million_vectors": per_million(size.0),
         "hnsw_files_mib_per_million_vectors_all_copies": per_million(vector_files),
+        "nodes_memory_mib": node_memory,
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     std::fs::write(&args.out, serde_json::to_string_pretty(&report).unwrap()).expect("write the report");
@@ -312,6 +314,46 @@ fn hnsw_bytes(folder: &std::path::Path) -> u64 {
             }
         })
         .sum()
+}
+
+/// Each node's JVM heap limit and its process's resident memory (VmRSS: heap in use plus
+/// the index files Lucene has mapped and touched), read from /proc for loopback nodes.
+async fn node_memory(urls: &str) -> Value {
+    let method = opensearch::http::Method::Get;
+    let path = "/_nodes/stats/jvm,process?filter_path=nodes.*.name,nodes.*.jvm.mem.heap_max_in_bytes";
+    let client = first_node(urls);
+    let stats: Value =
+        client.send::<(), ()>(method, path, Default::default(), None, None, None).await.unwrap().json().await.unwrap();
+    let info: Value = client
+        .send::<(), ()>(method, "/_nodes/process?filter_path=nodes.*.process.id", Default::default(), None, None, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mib = |bytes: f64| round(bytes / (1 << 20) as f64);
+    let mut nodes: Vec<Value> = stats["nodes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, node)| {
+            let pid = info["nodes"][id]["process"]["id"].as_u64().unwrap_or_default();
+            let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| {
+                    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+                    line.split_whitespace().nth(1)?.parse::<f64>().ok()
+                })
+                .unwrap_or(f64::NAN);
+            json!({
+                "node": node["name"],
+                "heap_max_mib": mib(node["jvm"]["mem"]["heap_max_in_bytes"].as_f64().unwrap_or(f64::NAN)),
+                "rss_mib": round(rss_kib / 1024.0),
+            })
+        })
+        .collect();
+    nodes.sort_by_key(|node| node["node"].as_str().unwrap_or_default().to_owned());
+    Value::Array(nodes)
 }
 
 /// A client of the first node, for the cluster-wide statistics calls.
