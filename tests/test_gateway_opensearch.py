@@ -103,7 +103,9 @@ def test_ingest_search_and_restart_on_a_real_node(triton_with_models, gateway, i
         assert r.status_code == 200, r.text
         assert [x["status"] for x in r.json()["results"]] == ["created"] * PHOTOS, r.text
         health = server.get("/health").json()
-        assert health["store"] == {"kind": "opensearch", "ready": True, "images": PHOTOS, "quarantined": 0}, health
+        node = {"url": opensearch_url, "out": False, "failures": 0}
+        assert health["store"] == {"kind": "opensearch", "ready": True, "images": PHOTOS, "quarantined": 0,
+                                   "nodes": [node]}, health
 
         r = server.get("/search/text", params={"q": QUERY, "k": PHOTOS})
         assert r.status_code == 200, r.text
@@ -322,6 +324,8 @@ def test_opensearch_stopped_during_a_batch_ingest(triton_with_models, own_node, 
         health = r.json()
         assert health["store"]["kind"] == "opensearch" and health["store"]["ready"] is False, health
         assert store_unavailable(health["store"]["error"]) and url.split("//")[1] in health["store"]["error"], health
+        [node] = health["store"]["nodes"]
+        assert node["url"] == url and node["out"] is True and node["failures"] >= 1, health
         assert health["triton"]["ready"] is True, "only the store is down"
         r = server.get("/search/text", params={"q": QUERY, "k": 5})
         assert r.status_code == 503 and refused(r.json()["error"]), r.text

@@ -485,6 +485,26 @@ pub struct StoreHealth {
     pub quarantined: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// OpenSearch: each node, in service or taken out after failing to answer (and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<StoreNodeHealth>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StoreNodeHealth {
+    pub url: String,
+    /// Out: gets no requests until it answers a probe.
+    pub out: bool,
+    /// Failed connections and probes in a row.
+    pub failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<visual_store::NodeHealth> for StoreNodeHealth {
+    fn from(node: visual_store::NodeHealth) -> Self {
+        StoreNodeHealth { url: node.url, out: node.out, failures: node.failures, last_error: node.last_error }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

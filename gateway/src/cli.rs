@@ -25,6 +25,7 @@ pub struct ServeArgs {
     /// Which store: embedded or opensearch.
     #[arg(long, env = "GATEWAY_STORE", value_enum)]
     pub store: Option<StoreKind>,
+    /// OpenSearch node URLs, comma-separated (store.opensearch_urls).
     #[arg(long, env = "GATEWAY_OPENSEARCH_URL")]
     pub opensearch_url: Option<String>,
     /// Folder with clip-vocab.json and clip-merges.txt.
@@ -81,8 +82,8 @@ impl ServeArgs {
         if let Some(store) = self.store {
             config.store.kind = store;
         }
-        if let Some(url) = self.opensearch_url {
-            config.store.opensearch_url = url;
+        if let Some(urls) = self.opensearch_url {
+            config.store.opensearch_urls = visual_store::opensearch::split_urls(&urls);
         }
         if let Some(dir) = self.tokenizer_dir {
             config.models.tokenizer_dir = dir;
@@ -151,5 +152,19 @@ mod tests {
         assert!(Command::try_parse_from(["serve", "--store", "sqlite"]).is_err());
         let cli = Command::try_parse_from(["serve", "--store", "opensearch"]).unwrap();
         assert_eq!(cli.args.store, Some(StoreKind::Opensearch));
+    }
+
+    #[test]
+    fn opensearch_nodes_come_comma_separated() {
+        let urls = "http://127.0.0.1:9201, http://127.0.0.1:9202,,http://127.0.0.1:9203";
+        let cli = Command::try_parse_from(["serve", "--store", "opensearch", "--opensearch-url", urls]).unwrap();
+        let config = cli.args.resolve().unwrap();
+        assert_eq!(
+            config.store.opensearch_urls,
+            ["http://127.0.0.1:9201", "http://127.0.0.1:9202", "http://127.0.0.1:9203"]
+        );
+        let cli = Command::try_parse_from(["serve", "--store", "opensearch", "--opensearch-url", " , "]).unwrap();
+        let error = cli.args.resolve().unwrap().validate().unwrap_err();
+        assert!(error.to_string().contains("store.opensearch_urls"), "{error}");
     }
 }

@@ -208,8 +208,12 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// Embedded store files and the uploaded photos (content-addressed) live here.
     pub data_dir: PathBuf,
-    pub opensearch_url: String,
+    /// OpenSearch store: the cluster's nodes; requests are spread over those that answer
+    /// and move to another when one does not (docs/opensearch.md).
+    pub opensearch_urls: Vec<String>,
     pub opensearch_index: String,
+    /// OpenSearch store: shards, replicas, HNSW and refresh settings of the index it creates.
+    pub opensearch_index_settings: visual_store::opensearch::IndexSettings,
     /// Embedded store: how its graphs hold vectors ("i8", "f16", "f32"; records keep f32
     /// and scores are rescored to true cosine either way).
     pub vector_encoding: VectorEncodingName,
@@ -355,8 +359,9 @@ impl Default for StoreConfig {
         StoreConfig {
             kind: StoreKind::Embedded,
             data_dir: PathBuf::from(".cache/gateway/data"),
-            opensearch_url: "http://127.0.0.1:9200".into(),
+            opensearch_urls: vec!["http://127.0.0.1:9200".into()],
             opensearch_index: "visual-search".into(),
+            opensearch_index_settings: Default::default(),
             vector_encoding: VectorEncodingName::I8,
             checkpoint_after_changes: 100_000,
             checkpoint_interval_s: 60,
@@ -436,7 +441,26 @@ impl GatewayConfig {
             self.limits.decode_pixel_budget >= 1_000_000,
             "limits.decode_pixel_budget must be at least 1000000 pixels"
         );
+        self.validate_opensearch()?;
         self.validate_exposure()
+    }
+
+    fn validate_opensearch(&self) -> anyhow::Result<()> {
+        let store = &self.store;
+        if store.kind != StoreKind::Opensearch {
+            return Ok(());
+        }
+        anyhow::ensure!(!store.opensearch_urls.is_empty(), "store.opensearch_urls must name at least one node");
+        let index = &store.opensearch_index_settings;
+        for (value, key) in [
+            (index.shards, "shards"),
+            (index.m, "m"),
+            (index.ef_construction, "ef_construction"),
+            (u32::try_from(index.ef_search).unwrap_or(u32::MAX), "ef_search"),
+        ] {
+            anyhow::ensure!(value >= 1, "store.opensearch_index_settings.{key} must be at least 1");
+        }
+        Ok(())
     }
 
     /// Serving beyond loopback needs write keys, unless explicitly opted out of.

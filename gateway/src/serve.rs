@@ -124,10 +124,14 @@ async fn open_store(config: &GatewayConfig) -> anyhow::Result<(Arc<dyn Store>, O
             Ok((Arc::new(store.clone()), Some(store)))
         }
         StoreKind::Opensearch => {
-            let (url, index) = (&config.store.opensearch_url, &config.store.opensearch_index);
-            let store_config =
-                OpenSearchConfig { limits, ..OpenSearchConfig::new(url, index, config.models.embedding_dim) };
-            let context = || format!("connecting to OpenSearch at {url} (index {index})");
+            let store = &config.store;
+            let (urls, index) = (store.opensearch_urls.join(","), &store.opensearch_index);
+            let store_config = OpenSearchConfig {
+                limits,
+                index_settings: store.opensearch_index_settings.clone(),
+                ..OpenSearchConfig::new(&urls, index, config.models.embedding_dim)
+            };
+            let context = || format!("connecting to OpenSearch at {urls} (index {index})");
             let store = OpenSearchStore::new(store_config).with_context(context)?;
             match store.ensure_index().await {
                 Ok(()) => {}

@@ -117,6 +117,17 @@ pub enum PutOutcome {
     AlreadyStored,
 }
 
+/// A server behind a store (an OpenSearch node), as the store sees it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeHealth {
+    pub url: String,
+    /// Taken out after a failed connection; back at its first answered probe.
+    pub out: bool,
+    /// Failed connections and probes in a row.
+    pub failures: u32,
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid record: {0}")]
@@ -146,6 +157,11 @@ pub trait Store: Send + Sync {
     /// is written) has none.
     fn quarantined(&self) -> usize {
         0
+    }
+    /// The servers behind the store, each as the store sees it; none for a store in this
+    /// process.
+    fn nodes(&self) -> Vec<NodeHealth> {
+        Vec::new()
     }
     async fn put(&self, record: ImageRecord) -> Result<PutOutcome>;
     /// Several records with one durable commit; one result per record, in order.

@@ -4,6 +4,7 @@ mod common;
 
 use visual_store::embedded::{EmbeddedConfig, EmbeddedStore, HnswParams, VectorEncoding};
 use visual_store::opensearch::{OpenSearchConfig, OpenSearchStore};
+use visual_store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_meets_the_contract() {
@@ -94,8 +95,33 @@ async fn opensearch_store_meets_the_contract() {
         test_skip::unavailable("opensearch_store_meets_the_contract", "OPENSEARCH_URL is not set");
         return;
     };
+    opensearch_contract(&url).await;
+}
+
+/// The same with a node that refuses every connection listed first: each request that
+/// starts its round there moves on to the live node, and the dead one is reported out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_store_meets_the_contract_past_a_dead_node() {
+    let Ok(url) = std::env::var("OPENSEARCH_URL") else {
+        test_skip::unavailable("opensearch_store_meets_the_contract_past_a_dead_node", "OPENSEARCH_URL is not set");
+        return;
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let store = opensearch_contract(&format!("{dead},{url}")).await;
+    let nodes = store.nodes();
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes[0].url == dead && nodes[0].out && nodes[0].failures >= 1, "{nodes:?}");
+    assert!(nodes[0].last_error.as_deref().is_some_and(|e| e.contains(&dead)), "{nodes:?}");
+    assert!(!nodes[1].out && nodes[1].failures == 0, "{nodes:?}");
+}
+
+/// Runs the contract on a fresh index over `urls` and deletes the index, also when the
+/// contract panics (the panic is re-raised after the cleanup).
+async fn opensearch_contract(urls: &str) -> OpenSearchStore {
     let index = common::unique_index_name("visual-store-contract");
-    let store = OpenSearchStore::connect(OpenSearchConfig::new(&url, &index, common::DIMENSION)).await.unwrap();
+    let store = OpenSearchStore::connect(OpenSearchConfig::new(urls, &index, common::DIMENSION)).await.unwrap();
     let outcome = tokio::spawn({
         let store = store.clone();
         async move { common::run_contract(&store).await }
@@ -105,4 +131,5 @@ async fn opensearch_store_meets_the_contract() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
+    store
 }

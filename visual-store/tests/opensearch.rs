@@ -17,7 +17,7 @@ use common::Rng;
 use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetSettingsParts};
 use opensearch::OpenSearch;
-use visual_store::opensearch::{query, OpenSearchConfig, OpenSearchStore};
+use visual_store::opensearch::{query, IndexSettings, OpenSearchConfig, OpenSearchStore};
 use visual_store::validate::cosine;
 use visual_store::{
     FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, QueryLimits, SearchFilter, Store, StoreError,
@@ -350,7 +350,7 @@ async fn opensearch_part_search_raises_an_older_index_window() {
     let Some(url) = opensearch_url("opensearch_part_search_raises_an_older_index_window") else { return };
     let index = common::unique_index_name("visual-store-parts-older");
     let client = OpenSearch::new(Transport::single_node(&url).unwrap());
-    let mut body = query::create_index(PARTS_DIMENSION, parts_limits().max_window);
+    let mut body = query::create_index(PARTS_DIMENSION, parts_limits().max_window, &IndexSettings::default());
     body["settings"]["index"].as_object_mut().unwrap().remove("max_inner_result_window");
     let created = client.indices().create(IndicesCreateParts::Index(&index)).body(body).send().await.unwrap();
     assert_eq!(created.status_code().as_u16(), 200, "{:?}", created.text().await);

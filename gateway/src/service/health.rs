@@ -16,12 +16,15 @@ pub async fn health(
     let triton = inference.health().await;
     let kind = store.kind().to_owned();
     let quarantined = store.quarantined();
-    let store = match store.ready().await {
-        Ok(()) => match store.count().await {
-            Ok(images) => StoreHealth { kind, ready: true, images: Some(images), quarantined, error: None },
-            Err(err) => StoreHealth { kind, ready: false, images: None, quarantined, error: Some(err.to_string()) },
-        },
-        Err(err) => StoreHealth { kind, ready: false, images: None, quarantined, error: Some(err.to_string()) },
+    let answer = match store.ready().await {
+        Ok(()) => store.count().await,
+        Err(err) => Err(err),
+    };
+    // After the calls above, so the nodes show what those calls found.
+    let nodes = store.nodes().into_iter().map(Into::into).collect();
+    let store = match answer {
+        Ok(images) => StoreHealth { kind, ready: true, images: Some(images), quarantined, error: None, nodes },
+        Err(err) => StoreHealth { kind, ready: false, images: None, quarantined, error: Some(err.to_string()), nodes },
     };
     let ready = triton.ready && store.ready;
     HealthResponse {

@@ -10,7 +10,9 @@
 //!
 //! Every request is bounded by `request_timeout`: a node that accepts connections but does
 //! not answer (hung, paused, partitioned) gives `Unavailable` instead of a caller waiting
-//! for ever; a refused connection (node stopped) gives `Unavailable` at once.
+//! for ever; a refused connection (node stopped) gives `Unavailable` at once. With several
+//! node URLs a request that gets no answer moves to the next node ([`nodes`]), and only
+//! when no node answers is it `Unavailable`.
 //!
 //! The index is created or checked once, by [`OpenSearchStore::connect`] or else by the
 //! first call that needs it: a store made with [`OpenSearchStore::new`] while OpenSearch is
@@ -20,6 +22,7 @@
 //! default 100) to the store's result window when it is lower, so object and face searches
 //! work up to `max_k` on an index created by an older build.
 
+mod nodes;
 pub mod query;
 
 use std::sync::Arc;
@@ -28,65 +31,119 @@ use std::time::Duration;
 use async_trait::async_trait;
 use opensearch::http::request::JsonBody;
 use opensearch::http::response::Response;
-use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use opensearch::http::Url;
 use opensearch::indices::{
     IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesGetMappingParts, IndicesGetSettingsParts,
     IndicesPutSettingsParts,
 };
 use opensearch::params::Refresh;
-use opensearch::{BulkParts, CountParts, DeleteParts, GetParts, OpenSearch, SearchParts};
+use opensearch::{BulkParts, CountParts, DeleteParts, GetParts, SearchParts};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use nodes::NodePool;
+
 use crate::validate::{check_query, check_record};
 use crate::{
-    FaceHit, ImageHit, ImageRecord, MatchedObject, ObjectHit, ObjectSummary, Page, PutOutcome, QueryLimits, Result,
-    SearchFilter, Store, StoreError,
+    FaceHit, ImageHit, ImageRecord, MatchedObject, NodeHealth, ObjectHit, ObjectSummary, Page, PutOutcome, QueryLimits,
+    Result, SearchFilter, Store, StoreError,
 };
 
 #[derive(Clone, Debug)]
 pub struct OpenSearchConfig {
-    /// e.g. `http://127.0.0.1:9200`
-    pub url: String,
+    /// The cluster's nodes, e.g. `http://127.0.0.1:9200`; requests are spread over those
+    /// that answer.
+    pub urls: Vec<String>,
     pub index: String,
     /// Vector length; fixed in the mapping.
     pub dimension: usize,
     pub limits: QueryLimits,
-    /// Longest one request may take, from connecting to the end of the answer.
+    /// Longest one request may take on one node, from connecting to the end of the answer.
     pub request_timeout: Duration,
+    /// First pause before probing a node that stopped answering; doubled per failed probe
+    /// up to 32 times it.
+    pub probe_interval: Duration,
+    /// How the store creates its index (an existing index keeps its own).
+    pub index_settings: IndexSettings,
 }
 
 /// Default `request_timeout`: far above a 1,000-record `_bulk` with `refresh=wait_for`
 /// (a few seconds on a 2-core machine), far below "hung".
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl OpenSearchConfig {
-    pub fn new(url: &str, index: &str, dimension: usize) -> Self {
-        OpenSearchConfig {
-            url: url.to_owned(),
-            index: index.to_owned(),
-            dimension,
-            limits: QueryLimits::default(),
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+/// Default `probe_interval`.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The index settings users tune (docs/opensearch.md, "Index settings"). `shards`, `m` and
+/// `ef_construction` are fixed when the store creates the index; `replicas` and
+/// `refresh_interval` are dynamic index settings an operator may change later with
+/// `PUT <index>/_settings`; `ef_search` is sent with every query.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexSettings {
+    /// Primary shards: the unit a cluster spreads over its nodes.
+    pub shards: u32,
+    /// Copies of each primary on other nodes: a cluster with N nodes survives losing
+    /// `replicas` of them without losing data (a one-node cluster stays yellow with 1).
+    pub replicas: u32,
+    /// HNSW links per vector (Lucene's `m`).
+    pub m: u32,
+    /// Candidates kept while linking a new vector.
+    pub ef_construction: u32,
+    /// Fewest candidates each k-NN query collects: Lucene's HNSW search takes `k` as its
+    /// candidate list, so this is the query's `k` whenever the page asks for fewer.
+    pub ef_search: usize,
+    /// How soon a write becomes searchable without `refresh=wait_for` (the store's own
+    /// writes wait for it), e.g. "1s"; "-1" refreshes only when asked.
+    pub refresh_interval: String,
+}
+
+impl Default for IndexSettings {
+    /// Two primaries with one replica each, as the original design's schema; HNSW as
+    /// before (m 16, ef_construction 128, ef_search 100).
+    fn default() -> Self {
+        IndexSettings {
+            shards: 2,
+            replicas: 1,
+            m: 16,
+            ef_construction: 128,
+            ef_search: 100,
+            refresh_interval: "1s".into(),
         }
     }
 }
 
+impl OpenSearchConfig {
+    /// `urls`: one node or several, comma-separated.
+    pub fn new(urls: &str, index: &str, dimension: usize) -> Self {
+        OpenSearchConfig {
+            urls: split_urls(urls),
+            index: index.to_owned(),
+            dimension,
+            limits: QueryLimits::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            index_settings: IndexSettings::default(),
+        }
+    }
+}
+
+/// The URLs of a comma-separated list, blanks dropped.
+pub fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::to_owned).collect()
+}
+
 #[derive(Clone)]
 pub struct OpenSearchStore {
-    client: OpenSearch,
+    nodes: Arc<NodePool>,
     config: OpenSearchConfig,
     /// Set once the index exists with this store's mapping; shared by the clones.
     index_checked: Arc<OnceCell<()>>,
 }
 
-fn unavailable(context: &str) -> impl Fn(opensearch::Error) -> StoreError + '_ {
-    // A hung node and a stopped one read alike in the transport's message: say which.
-    move |e| {
-        let cause = if e.is_timeout() { "timed out" } else { "no answer" };
-        StoreError::Unavailable(format!("opensearch {context}: {cause}: {e}"))
-    }
+/// A response whose body could not be read: the node went away mid-answer.
+fn unreadable(context: &str) -> impl Fn(opensearch::Error) -> StoreError + '_ {
+    move |e| StoreError::Unavailable(format!("opensearch {context}: the answer broke off: {e}"))
 }
 
 /// Statuses that mean "not now" rather than "wrong": 503 (e.g. a restarted node answers
@@ -99,7 +156,7 @@ fn retryable(status: u16) -> bool {
 /// `Unavailable` for 429 and 503, `Io` for any other failure.
 async fn json_ok(response: Response, context: &str) -> Result<Value> {
     let status = response.status_code();
-    let body: Value = response.json().await.map_err(unavailable(context))?;
+    let body: Value = response.json().await.map_err(unreadable(context))?;
     if status.is_success() {
         return Ok(body);
     }
@@ -117,16 +174,10 @@ impl OpenSearchStore {
     }
 
     /// A store that has sent nothing yet; the index is created or checked by the first
-    /// call (see the module notes). Fails only on a malformed URL.
+    /// call (see the module notes). Fails only on a malformed or empty URL list.
     pub fn new(config: OpenSearchConfig) -> Result<Self> {
-        let bad_url =
-            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("opensearch url {:?}: {e}", config.url));
-        let url = Url::parse(&config.url).map_err(|e| bad_url(&e))?;
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| bad_url(&e))?;
-        Ok(OpenSearchStore { client: OpenSearch::new(transport), config, index_checked: Arc::new(OnceCell::new()) })
+        let nodes = NodePool::new(&config.urls, config.request_timeout, config.probe_interval)?;
+        Ok(OpenSearchStore { nodes, config, index_checked: Arc::new(OnceCell::new()) })
     }
 
     /// Creates the index if it is missing and checks its mapping, once per store: after
@@ -138,23 +189,23 @@ impl OpenSearchStore {
     async fn create_or_check_index(&self) -> Result<()> {
         let index = self.config.index.as_str();
         let exists = self
-            .client
-            .indices()
-            .exists(IndicesExistsParts::Index(&[index]))
-            .send()
-            .await
-            .map_err(unavailable("index exists"))?;
+            .nodes
+            .send("index exists", |client| async move {
+                client.indices().exists(IndicesExistsParts::Index(&[index])).send().await
+            })
+            .await?;
         if exists.status_code().as_u16() == 404 {
+            let body =
+                query::create_index(self.config.dimension, self.config.limits.max_window, &self.config.index_settings);
             let response = self
-                .client
-                .indices()
-                .create(IndicesCreateParts::Index(index))
-                .body(query::create_index(self.config.dimension, self.config.limits.max_window))
-                .send()
-                .await
-                .map_err(unavailable("create index"))?;
+                .nodes
+                .send("create index", |client| {
+                    let body = body.clone();
+                    async move { client.indices().create(IndicesCreateParts::Index(index)).body(body).send().await }
+                })
+                .await?;
             let status = response.status_code().as_u16();
-            let body: Value = response.json().await.map_err(unavailable("create index"))?;
+            let body: Value = response.json().await.map_err(unreadable("create index"))?;
             // Another process may have created it first; its mapping is checked below.
             if status != 200 && body["error"]["type"] != "resource_already_exists_exception" {
                 return Err(StoreError::Io(format!(
@@ -174,26 +225,32 @@ impl OpenSearchStore {
         let index = self.config.index.as_str();
         let needed = query::inner_window(self.config.limits.max_window);
         let response = self
-            .client
-            .indices()
-            .get_settings(IndicesGetSettingsParts::IndexName(&[index], &[query::INNER_WINDOW_SETTING]))
-            .flat_settings(true)
-            .include_defaults(true)
-            .send()
-            .await
-            .map_err(unavailable("get settings"))?;
+            .nodes
+            .send("get settings", |client| async move {
+                client
+                    .indices()
+                    .get_settings(IndicesGetSettingsParts::IndexName(&[index], &[query::INNER_WINDOW_SETTING]))
+                    .flat_settings(true)
+                    .include_defaults(true)
+                    .send()
+                    .await
+            })
+            .await?;
         let current = query::inner_window_of(&json_ok(response, "get settings").await?);
         if current.is_some_and(|current| current >= needed) {
             return Ok(());
         }
         let response = self
-            .client
-            .indices()
-            .put_settings(IndicesPutSettingsParts::Index(&[index]))
-            .body(query::inner_window_update(needed))
-            .send()
-            .await
-            .map_err(unavailable("put settings"))?;
+            .nodes
+            .send("put settings", |client| async move {
+                client
+                    .indices()
+                    .put_settings(IndicesPutSettingsParts::Index(&[index]))
+                    .body(query::inner_window_update(needed))
+                    .send()
+                    .await
+            })
+            .await?;
         json_ok(response, "put settings").await?;
         tracing::info!(index, ?current, needed, "raised {} for part searches", query::INNER_WINDOW_SETTING);
         Ok(())
@@ -202,12 +259,11 @@ impl OpenSearchStore {
     async fn check_mapping(&self) -> Result<()> {
         let index = self.config.index.as_str();
         let response = self
-            .client
-            .indices()
-            .get_mapping(IndicesGetMappingParts::Index(&[index]))
-            .send()
-            .await
-            .map_err(unavailable("get mapping"))?;
+            .nodes
+            .send("get mapping", |client| async move {
+                client.indices().get_mapping(IndicesGetMappingParts::Index(&[index])).send().await
+            })
+            .await?;
         let body = json_ok(response, "get mapping").await?;
         let meta = body.as_object().and_then(|indices| indices.values().next()).map(|i| &i["mappings"]["_meta"]);
         query::check_mapping_meta(meta.filter(|m| !m.is_null()), self.config.dimension)
@@ -216,27 +272,32 @@ impl OpenSearchStore {
 
     /// Deletes the whole index (tests clean up with it).
     pub async fn delete_index(&self) -> Result<()> {
+        let index = self.config.index.as_str();
         let response = self
-            .client
-            .indices()
-            .delete(IndicesDeleteParts::Index(&[&self.config.index]))
-            .send()
-            .await
-            .map_err(unavailable("delete index"))?;
+            .nodes
+            .send("delete index", |client| async move {
+                client.indices().delete(IndicesDeleteParts::Index(&[index])).send().await
+            })
+            .await?;
         json_ok(response, "delete index").await.map(drop)
     }
 
     async fn search(&self, body: Value) -> Result<Vec<Value>> {
         self.ensure_index().await?;
+        let index = self.config.index.as_str();
         let response = self
-            .client
-            .search(SearchParts::Index(&[&self.config.index]))
-            .body(body)
-            .send()
-            .await
-            .map_err(unavailable("search"))?;
+            .nodes
+            .send("search", |client| {
+                let body = body.clone();
+                async move { client.search(SearchParts::Index(&[index])).body(body).send().await }
+            })
+            .await?;
         let body = json_ok(response, "search").await?;
         Ok(body["hits"]["hits"].as_array().cloned().unwrap_or_default())
+    }
+
+    fn ef_search(&self) -> usize {
+        self.config.index_settings.ef_search
     }
 
     fn check(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<()> {
@@ -332,6 +393,10 @@ impl Store for OpenSearchStore {
         "opensearch"
     }
 
+    fn nodes(&self) -> Vec<NodeHealth> {
+        self.nodes.health()
+    }
+
     /// The index is checked on every call, so one deleted or replaced after the start is noticed.
     async fn ready(&self) -> Result<()> {
         self.ensure_index().await?;
@@ -362,16 +427,14 @@ impl Store for OpenSearchStore {
             }
         }
         if !valid.is_empty() {
-            let lines: Vec<JsonBody<Value>> =
-                query::bulk_create(&self.config.index, &valid).into_iter().map(JsonBody::new).collect();
+            let lines = query::bulk_create(&self.config.index, &valid);
             let response = self
-                .client
-                .bulk(BulkParts::None)
-                .body(lines)
-                .refresh(Refresh::WaitFor)
-                .send()
-                .await
-                .map_err(unavailable("bulk"))?;
+                .nodes
+                .send("bulk", |client| {
+                    let body: Vec<JsonBody<Value>> = lines.iter().cloned().map(JsonBody::new).collect();
+                    async move { client.bulk(BulkParts::None).body(body).refresh(Refresh::WaitFor).send().await }
+                })
+                .await?;
             let body = json_ok(response, "bulk").await?;
             let items = body["items"].as_array().cloned().unwrap_or_default();
             if items.len() != valid.len() {
@@ -406,12 +469,11 @@ impl Store for OpenSearchStore {
 
     async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>> {
         self.ensure_index().await?;
+        let index = self.config.index.as_str();
         let response = self
-            .client
-            .get(GetParts::IndexId(&self.config.index, image_id))
-            .send()
-            .await
-            .map_err(unavailable("get"))?;
+            .nodes
+            .send("get", |client| async move { client.get(GetParts::IndexId(index, image_id)).send().await })
+            .await?;
         if response.status_code().as_u16() == 404 {
             return Ok(None);
         }
@@ -423,13 +485,13 @@ impl Store for OpenSearchStore {
 
     async fn delete(&self, image_id: &str) -> Result<bool> {
         self.ensure_index().await?;
+        let index = self.config.index.as_str();
         let response = self
-            .client
-            .delete(DeleteParts::IndexId(&self.config.index, image_id))
-            .refresh(Refresh::WaitFor)
-            .send()
-            .await
-            .map_err(unavailable("delete"))?;
+            .nodes
+            .send("delete", |client| async move {
+                client.delete(DeleteParts::IndexId(index, image_id)).refresh(Refresh::WaitFor).send().await
+            })
+            .await?;
         if response.status_code().as_u16() == 404 {
             return Ok(false);
         }
@@ -438,21 +500,24 @@ impl Store for OpenSearchStore {
 
     async fn count(&self) -> Result<usize> {
         self.ensure_index().await?;
-        let response =
-            self.client.count(CountParts::Index(&[&self.config.index])).send().await.map_err(unavailable("count"))?;
+        let index = self.config.index.as_str();
+        let response = self
+            .nodes
+            .send("count", |client| async move { client.count(CountParts::Index(&[index])).send().await })
+            .await?;
         let body = json_ok(response, "count").await?;
         Ok(body["count"].as_u64().unwrap_or_default() as usize)
     }
 
     async fn search_images(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
         self.check(query, filter, page)?;
-        let hits = self.search(query::search_images(query, filter, page.k, page.offset)).await?;
+        let hits = self.search(query::search_images(query, filter, page.k, page.offset, self.ef_search())).await?;
         hits.iter().map(image_hit).collect()
     }
 
     async fn search_objects(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
         self.check(query, filter, page)?;
-        let body = query::search_objects(query, filter, page.k + page.offset);
+        let body = query::search_objects(query, filter, page.k + page.offset, self.ef_search());
         let parts = self.ranked_parts("objects", body, page).await?;
         Ok(parts
             .into_iter()
@@ -471,7 +536,7 @@ impl Store for OpenSearchStore {
 
     async fn search_faces(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>> {
         self.check(query, filter, page)?;
-        let body = query::search_faces(query, filter, page.k + page.offset);
+        let body = query::search_faces(query, filter, page.k + page.offset, self.ef_search());
         let parts = self.ranked_parts("faces", body, page).await?;
         Ok(parts
             .into_iter()

@@ -7,11 +7,8 @@
 
 use serde_json::{json, Value};
 
+use super::IndexSettings;
 use crate::{ImageRecord, SearchFilter};
-
-/// Fewest candidates a k-NN query collects (Lucene's HNSW search uses `k` as its
-/// candidate list, so a small `k` alone gives poor recall); `size` then cuts the page.
-pub const MIN_CANDIDATES: usize = 100;
 
 /// Version of the mapping below, stored in `_meta.schema_version` and checked at start.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -21,7 +18,7 @@ pub fn cosine_from_score(score: f64) -> f32 {
     (2.0 * score - 1.0).clamp(-1.0, 1.0) as f32
 }
 
-fn knn_vector(dimension: usize) -> Value {
+fn knn_vector(dimension: usize, settings: &IndexSettings) -> Value {
     json!({
         "type": "knn_vector",
         "dimension": dimension,
@@ -29,7 +26,7 @@ fn knn_vector(dimension: usize) -> Value {
             "name": "hnsw",
             "space_type": "cosinesimil",
             "engine": "lucene",
-            "parameters": {"m": 16, "ef_construction": 128}
+            "parameters": {"m": settings.m, "ef_construction": settings.ef_construction}
         }
     })
 }
@@ -63,10 +60,13 @@ pub fn inner_window_update(window: usize) -> Value {
 /// Settings and mapping of a new index. Every field is declared (`dynamic: strict`) so a
 /// document can never widen the mapping silently. `max_window` is the largest `offset + k`
 /// the store accepts, which sets the inner-hits window ([`inner_window`]).
-pub fn create_index(dimension: usize, max_window: usize) -> Value {
+pub fn create_index(dimension: usize, max_window: usize, settings: &IndexSettings) -> Value {
     let not_indexed = json!({"type": "float", "index": false});
+    let knn_vector = |dimension| knn_vector(dimension, settings);
     json!({
-        "settings": {"index": {"knn": true, "number_of_shards": 1, "number_of_replicas": 0,
+        "settings": {"index": {"knn": true, "number_of_shards": settings.shards,
+                               "number_of_replicas": settings.replicas,
+                               "refresh_interval": settings.refresh_interval,
                                "max_inner_result_window": inner_window(max_window)}},
         "mappings": {
             "dynamic": "strict",
@@ -244,14 +244,16 @@ pub fn cosine_from_script_score(score: f64) -> f32 {
 }
 
 /// Ranks `offset .. offset + k` of the images nearest to `vector`, each with its
-/// document minus vectors and its matched object.
-pub fn search_images(vector: &[f32], filter: &SearchFilter, k: usize, offset: usize) -> Value {
+/// document minus vectors and its matched object. The k-NN query collects at least
+/// `ef_search` candidates (Lucene's HNSW search uses `k` as its candidate list, so a small
+/// `k` alone gives poor recall); `size` then cuts the page.
+pub fn search_images(vector: &[f32], filter: &SearchFilter, k: usize, offset: usize, ef_search: usize) -> Value {
     json!({
         "size": k,
         "from": offset,
         "_source": {"includes": IMAGE_SOURCE},
         "query": {"bool": {
-            "must": [knn("embedding", vector, (k + offset).max(MIN_CANDIDATES), image_filter(filter))],
+            "must": [knn("embedding", vector, (k + offset).max(ef_search), image_filter(filter))],
             "filter": [matched_object(vector, filter)]
         }}
     })
@@ -264,8 +266,9 @@ pub fn search_images(vector: &[f32], filter: &SearchFilter, k: usize, offset: us
 /// best); the caller ranks the parts, so an image holding two of the top parts yields both.
 /// `window` images suffice: the top `window` parts lie in at most that many images, each
 /// of which ranks at least as high as its best part.
-fn search_parts(path: &str, vector: &[f32], part_filter: Option<Value>, window: usize, fields: &[&str]) -> Value {
-    let mut knn_query = knn(&format!("{path}.embedding"), vector, window.max(MIN_CANDIDATES), part_filter);
+fn search_parts(path: &str, vector: &[f32], part_filter: Option<Value>, window: Window, fields: &[&str]) -> Value {
+    let Window { size: window, ef_search } = window;
+    let mut knn_query = knn(&format!("{path}.embedding"), vector, window.max(ef_search), part_filter);
     knn_query["knn"][format!("{path}.embedding")]["expand_nested_docs"] = json!(true);
     json!({
         "size": window,
@@ -285,15 +288,22 @@ fn search_parts(path: &str, vector: &[f32], part_filter: Option<Value>, window: 
 }
 
 /// Object search: every clause on the object (the image's date and tags via their copies).
-pub fn search_objects(vector: &[f32], filter: &SearchFilter, window: usize) -> Value {
+pub fn search_objects(vector: &[f32], filter: &SearchFilter, window: usize, ef_search: usize) -> Value {
     let mut clauses = image_clauses(filter, "objects.");
     clauses.extend(object_clauses(filter));
+    let window = Window { size: window, ef_search };
     search_parts("objects", vector, bool_filter(clauses), window, &["class_name", "confidence", "bbox"])
 }
 
 /// Face search: the image filter applies to the face's image.
-pub fn search_faces(vector: &[f32], filter: &SearchFilter, window: usize) -> Value {
-    search_parts("faces", vector, image_filter(filter), window, &["bbox"])
+pub fn search_faces(vector: &[f32], filter: &SearchFilter, window: usize, ef_search: usize) -> Value {
+    search_parts("faces", vector, image_filter(filter), Window { size: window, ef_search }, &["bbox"])
+}
+
+/// How many parts a part search returns, and the fewest candidates its k-NN collects.
+struct Window {
+    size: usize,
+    ef_search: usize,
 }
 
 /// `_bulk` body (NDJSON lines): one `create` per record, so an existing id answers 409
@@ -321,13 +331,24 @@ mod tests {
 
     #[test]
     fn index_mapping_is_lucene_hnsw_cosine_everywhere() {
-        let body = create_index(4, 10_000);
-        assert_eq!(body["settings"]["index"]["knn"], json!(true));
-        assert_eq!(body["settings"]["index"]["max_inner_result_window"], json!(10_000));
+        let settings = IndexSettings {
+            shards: 3,
+            replicas: 2,
+            m: 24,
+            ef_construction: 200,
+            ef_search: 150,
+            refresh_interval: "5s".into(),
+        };
+        let body = create_index(4, 10_000, &settings);
+        assert_eq!(
+            body["settings"]["index"],
+            json!({"knn": true, "number_of_shards": 3, "number_of_replicas": 2, "refresh_interval": "5s",
+                   "max_inner_result_window": 10_000})
+        );
         assert_eq!(body["mappings"]["_meta"], json!({"schema_version": 1, "dimension": 4}));
         let expected = json!({
             "type": "knn_vector", "dimension": 4,
-            "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene", "parameters": {"m": 16, "ef_construction": 128}}
+            "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene", "parameters": {"m": 24, "ef_construction": 200}}
         });
         let properties = &body["mappings"]["properties"];
         assert_eq!(properties["embedding"], expected);
@@ -363,7 +384,7 @@ mod tests {
 
     #[test]
     fn image_search_puts_the_filter_inside_knn() {
-        let body = search_images(&[0.5, 1.0], &hybrid(), 10, 20);
+        let body = search_images(&[0.5, 1.0], &hybrid(), 10, 20, 100);
         assert_eq!(
             body,
             json!({
@@ -403,8 +424,11 @@ mod tests {
                 }}
             })
         );
-        let unfiltered = search_images(&[1.0], &SearchFilter::default(), 5, 0);
-        assert_eq!(unfiltered["query"]["bool"]["must"], json!([{"knn": {"embedding": {"vector": [1.0], "k": 100}}}]));
+        let unfiltered = search_images(&[1.0], &SearchFilter::default(), 5, 0, 40);
+        assert_eq!(unfiltered["query"]["bool"]["must"], json!([{"knn": {"embedding": {"vector": [1.0], "k": 40}}}]));
+        // A page deeper than ef_search collects the whole page.
+        let deep = search_images(&[1.0], &SearchFilter::default(), 30, 20, 40);
+        assert_eq!(deep["query"]["bool"]["must"][0]["knn"]["embedding"]["k"], json!(50));
         let any_object = &unfiltered["query"]["bool"]["filter"][0]["bool"]["should"][0]["nested"]["query"];
         assert_eq!(
             any_object["script_score"]["query"],
@@ -414,7 +438,7 @@ mod tests {
 
     #[test]
     fn object_search_is_nested_knn_with_inner_hits() {
-        let body = search_objects(&[1.0], &hybrid(), 8);
+        let body = search_objects(&[1.0], &hybrid(), 8, 100);
         assert_eq!(
             body,
             json!({
