@@ -3,7 +3,8 @@
 One implementation shared by scripts/test.sh and scripts/run.sh (`opensearch start
 --print-url`, `stop`), scripts/setup_opensearch.sh (`home`, `java-home`), the pytest
 fixtures (OpenSearchNode) and a developer's shell (start/stop/restart/status/url).
-Stdlib only, so any python3 can drive it.
+OpenSearchNode also runs each node of a cluster, given that cluster's settings by
+serverctl/opensearch_cluster.py. Stdlib only, so any python3 can drive it.
 
 OpenSearch refuses to run as root: as root the node runs as the unprivileged user
 `opensearch` (created if missing); as any other user, as that user. Each node gets its own
