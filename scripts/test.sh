@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: Rust build + unit tests, then end-to-end tests in a real Triton;
-# both run against one real OpenSearch node started here. docs/testing.md describes it.
+# both run against one real OpenSearch node and one three-node OpenSearch cluster started here.
+# docs/testing.md describes it.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k coco).
 #
 # Every test must run: REQUIRE_ALL_TESTS=1 turns a skip into a failure, in Rust (the
@@ -13,12 +14,17 @@ export REQUIRE_ALL_TESTS=1
 GPU_SKIP_LOG=$(mktemp)
 export GPU_SKIP_LOG
 OPENSEARCH_STATE_DIR=""
+OPENSEARCH_CLUSTER_STATE_DIR=""
 
 finish() {
   local status=$?
   if [[ -n "$OPENSEARCH_STATE_DIR" ]]; then
     python3 scripts/serverctl opensearch stop --state-dir "$OPENSEARCH_STATE_DIR" || true
     rm -rf "$OPENSEARCH_STATE_DIR"
+  fi
+  if [[ -n "$OPENSEARCH_CLUSTER_STATE_DIR" ]]; then
+    python3 scripts/serverctl opensearch-cluster stop --state-dir "$OPENSEARCH_CLUSTER_STATE_DIR" || true
+    rm -rf "$OPENSEARCH_CLUSTER_STATE_DIR"
   fi
   local gpu_skips
   gpu_skips=$(grep -c . "$GPU_SKIP_LOG" || true)
@@ -51,6 +57,20 @@ if [[ -z "${OPENSEARCH_URL:-}" ]]; then
     exit 1
   fi
   export OPENSEARCH_URL
+fi
+# The three-node cluster (docs/opensearch.md, "A cluster of three nodes") for the store on
+# replicated shards: its URLs, comma-separated, and its state folder, through which the
+# failure tests kill and restart its nodes by pid. An OPENSEARCH_CLUSTER_URLS already set
+# points the contract suite at that cluster and starts nothing.
+if [[ -z "${OPENSEARCH_CLUSTER_URLS:-}" ]]; then
+  scripts/setup_opensearch.sh
+  OPENSEARCH_CLUSTER_STATE_DIR=$(mktemp -d)
+  if ! OPENSEARCH_CLUSTER_URLS=$(python3 scripts/serverctl opensearch-cluster start --print-urls \
+      --state-dir "$OPENSEARCH_CLUSTER_STATE_DIR"); then
+    echo "error: the OpenSearch cluster did not start (reason above); the tests need it" >&2
+    exit 1
+  fi
+  export OPENSEARCH_CLUSTER_URLS OPENSEARCH_CLUSTER_STATE_DIR
 fi
 # --- end OpenSearch
 cargo test --release --workspace

@@ -25,6 +25,7 @@ import link_models  # noqa: E402
 import logwatch  # noqa: E402
 from crop_reference import CropParams  # noqa: E402
 from serverctl.opensearch import OpenSearchNode  # noqa: E402
+from serverctl.opensearch_cluster import OpenSearchCluster  # noqa: E402
 from serverctl.proc import log_tail  # noqa: E402
 from serverctl.triton import BACKEND_SO, TritonServer, install_backends, list_models, rust_backend_so  # noqa: E402
 
@@ -296,3 +297,29 @@ def opensearch_url():
     if died:
         pytest.fail(f"OpenSearch died during the tests (exit code {node.returncode()}); log tail:\n{tail}",
                     pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def opensearch_cluster():
+    """One three-node OpenSearch cluster for the session, whose nodes tests may kill and restart
+    by pid: the one scripts/test.sh started (OPENSEARCH_CLUSTER_STATE_DIR names its state
+    folder; it stops it), else one started here and stopped at the end. A cluster given only
+    by OPENSEARCH_CLUSTER_URLS is not ours to kill, so then one is started here too. The
+    session fails if a node is left down."""
+    state_dir = os.environ.get("OPENSEARCH_CLUSTER_STATE_DIR")
+    if state_dir:
+        cluster = OpenSearchCluster.from_state(state_dir)
+        cluster.wait_formed(timeout=60)
+    else:
+        cluster = OpenSearchCluster.new()
+        took = cluster.start(timeout=240)
+        print(f"\nOpenSearch cluster ready in {took:.1f}s at {','.join(cluster.urls)}")
+    try:
+        yield cluster
+    finally:
+        down = [node.node_name for node in cluster.nodes if not node.alive()]
+        tails = {node.node_name: log_tail(node.log_path) for node in cluster.nodes if not node.alive()}
+        if not state_dir:
+            cluster.stop()
+    if down:
+        pytest.fail(f"OpenSearch cluster nodes left down after the tests: {down}; log tails:\n{tails}", pytrace=False)

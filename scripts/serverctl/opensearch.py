@@ -3,7 +3,8 @@
 One implementation shared by scripts/test.sh and scripts/run.sh (`opensearch start
 --print-url`, `stop`), scripts/setup_opensearch.sh (`home`, `java-home`), the pytest
 fixtures (OpenSearchNode) and a developer's shell (start/stop/restart/status/url).
-Stdlib only, so any python3 can drive it.
+OpenSearchNode also runs each node of a cluster, given that cluster's settings by
+serverctl/opensearch_cluster.py. Stdlib only, so any python3 can drive it.
 
 OpenSearch refuses to run as root: as root the node runs as the unprivileged user
 `opensearch` (created if missing); as any other user, as that user. Each node gets its own
@@ -138,18 +139,25 @@ class OpenSearchNode(proc.ServerProcess):
     name = "OpenSearch"
 
     def __init__(self, home: str = DEFAULT_HOME, *, http_port: int | None = None,
-                 heap_min: str = "512m", heap_max: str = "1g", run_dir: str | None = None):
+                 transport_port: int | None = None, heap_min: str = "512m", heap_max: str = "1g",
+                 run_dir: str | None = None, node_name: str = "node-1", cluster: dict | None = None):
+        """`cluster`: the settings that make the node one of a cluster (cluster.name,
+        discovery.seed_hosts, cluster.initial_cluster_manager_nodes; see OpenSearchCluster);
+        None: a node on its own (discovery.type single-node)."""
         super().__init__()
         self.home = os.path.abspath(home)
         existing = _read_settings(os.path.join(run_dir, "config")) if run_dir else None
-        if existing is not None:  # a kept node: its ports are in its config
+        if existing is not None:  # a kept node: its name and ports are in its config
             self.http_port = existing["http.port"]
             self.transport_port = existing["transport.port"]
+            self.node_name = existing["node.name"]
             if http_port and http_port != self.http_port:
                 raise ValueError(f"{run_dir} is a node on HTTP port {self.http_port}, not {http_port}")
         else:
             self.http_port = http_port or proc.free_port()
-            self.transport_port = proc.free_port()
+            self.transport_port = transport_port or proc.free_port()
+            self.node_name = node_name
+        self.cluster = cluster
         self.heap_min = heap_min
         self.heap_max = heap_max
         self.run_dir = run_dir
@@ -167,6 +175,12 @@ class OpenSearchNode(proc.ServerProcess):
     def log_path(self) -> str:
         """Console output: the node's log lines plus anything the JVM prints before logging starts."""
         return os.path.join(self.run_dir, "logs", "console.log")
+
+    def alive(self) -> bool:
+        # A pid read from a state file may belong to another process by now: only our JVM counts.
+        if self.proc is None and self.pid is not None:
+            return proc.alive(self.pid) and _is_our_node(self.pid, self.conf_dir)
+        return super().alive()
 
     def _write_config(self, user: pwd.struct_passwd | None) -> None:
         for sub in ("config", "data", "logs", "tmp"):
@@ -186,18 +200,19 @@ class OpenSearchNode(proc.ServerProcess):
             f.write(jvm_options)
         settings = {
             "cluster.name": "visual-search-test",
-            "node.name": "node-1",
+            "node.name": self.node_name,
             "path.data": os.path.join(self.run_dir, "data"),
             "path.logs": logs_dir,
+            # With loopback binding the bootstrap checks (vm.max_map_count, file descriptors)
+            # only warn, for a cluster's nodes too.
             "network.host": "127.0.0.1",
             "http.port": self.http_port,
             "transport.port": self.transport_port,
-            # One node, no cluster forming; with loopback binding the bootstrap checks
-            # (vm.max_map_count, file descriptors) only warn.
-            "discovery.type": "single-node",
             # A shared disk filling up must not turn test indices read-only.
             "cluster.routing.allocation.disk.threshold_enabled": False,
         }
+        # On its own: no cluster forming. In a cluster: its name and how its nodes find each other.
+        settings.update(self.cluster or {"discovery.type": "single-node"})
         with open(os.path.join(self.conf_dir, "opensearch.yml"), "w") as f:
             for key, value in settings.items():
                 f.write(f"{key}: {json.dumps(value)}\n")
@@ -221,7 +236,7 @@ class OpenSearchNode(proc.ServerProcess):
             raise RuntimeError(f"OpenSearch pid {self.pid} is still running")
         user = ensure_run_user()
         if self.run_dir is None:
-            self.run_dir = tempfile.mkdtemp(prefix="opensearch-node-")
+            self.run_dir = tempfile.mkdtemp(prefix=f"opensearch-{self.node_name}-")
         if not self.kept:
             self._write_config(user)
         env = {k: v for k, v in os.environ.items() if k not in ("JAVA_TOOL_OPTIONS", "JAVA_OPTS")}

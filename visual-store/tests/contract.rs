@@ -117,6 +117,21 @@ async fn opensearch_store_meets_the_contract_past_a_dead_node() {
     assert!(!nodes[1].out && nodes[1].failures == 0, "{nodes:?}");
 }
 
+/// The same on the test command's three-node cluster (`OPENSEARCH_CLUSTER_URLS`,
+/// comma-separated): an index of the store's default 2 shards with 1 replica each, spread over
+/// the nodes, and the requests round-robin over all three, none taken out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_cluster_store_meets_the_contract() {
+    let Ok(urls) = std::env::var("OPENSEARCH_CLUSTER_URLS") else {
+        test_skip::unavailable("opensearch_cluster_store_meets_the_contract", "OPENSEARCH_CLUSTER_URLS is not set");
+        return;
+    };
+    let store = opensearch_contract(&urls).await;
+    let nodes = store.nodes();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert!(nodes.iter().all(|node| !node.out && node.failures == 0), "{nodes:?}");
+}
+
 /// Runs the contract on a fresh index over `urls` and deletes the index, also when the
 /// contract panics (the panic is re-raised after the cleanup).
 async fn opensearch_contract(urls: &str) -> OpenSearchStore {

@@ -1,5 +1,7 @@
-//! OpenSearch-only checks on a real node (`OPENSEARCH_URL`; without it each test fails under
-//! the test command and is reported skipped elsewhere): HNSW recall at 10,000 image vectors against brute force,
+//! OpenSearch-only checks on a real node (`OPENSEARCH_URL`) and again on a three-node cluster
+//! (`OPENSEARCH_CLUSTER_URLS`, comma-separated; the `opensearch_cluster_*` tests), both started
+//! by the test command (without them each test fails under the test command and is reported
+//! skipped elsewhere): HNSW recall at 10,000 image vectors against brute force,
 //! the per-item results of a `_bulk` holding records that only OpenSearch refuses, and
 //! object and face search up to a `max_k` above OpenSearch's default inner-hits window of
 //! 100 (on a new index and on one created with the default window). And,
@@ -17,18 +19,25 @@ use common::Rng;
 use opensearch::http::transport::Transport;
 use opensearch::indices::{IndicesCreateParts, IndicesGetSettingsParts};
 use opensearch::OpenSearch;
-use visual_store::opensearch::{query, IndexSettings, OpenSearchConfig, OpenSearchStore};
+use visual_store::opensearch::{query, split_urls, IndexSettings, OpenSearchConfig, OpenSearchStore};
 use visual_store::validate::cosine;
 use visual_store::{
     FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, QueryLimits, SearchFilter, Store, StoreError,
 };
 
-fn opensearch_url(test: &str) -> Option<String> {
-    let url = std::env::var("OPENSEARCH_URL").ok();
-    if url.is_none() {
-        test_skip::unavailable(test, "OPENSEARCH_URL is not set");
+/// The single node's URL.
+const NODE: &str = "OPENSEARCH_URL";
+/// The cluster's node URLs, comma-separated.
+const CLUSTER: &str = "OPENSEARCH_CLUSTER_URLS";
+
+/// The URLs in the variable `var` (`NODE` or `CLUSTER`); None, after reporting `test`
+/// unavailable, when it is not set.
+fn urls_from(var: &str, test: &str) -> Option<String> {
+    let urls = std::env::var(var).ok();
+    if urls.is_none() {
+        test_skip::unavailable(test, &format!("{var} is not set"));
     }
-    url
+    urls
 }
 
 /// Runs `check` against a store over a fresh index, then deletes the index, also when
@@ -137,7 +146,21 @@ fn clustered_vector(rng: &mut Rng, centres: &[Vec<f32>]) -> Vec<f32> {
 /// `put_batch` in `_bulk` requests of 1,000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_hnsw_recall_at_10_000_vectors() {
-    let Some(url) = opensearch_url("opensearch_hnsw_recall_at_10_000_vectors") else { return };
+    if let Some(url) = urls_from(NODE, "opensearch_hnsw_recall_at_10_000_vectors") {
+        hnsw_recall_at_10_000_vectors(&url).await;
+    }
+}
+
+/// The same over 2 shards on three nodes: each shard's graph holds about half the vectors,
+/// and the k best of both are merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_cluster_hnsw_recall_at_10_000_vectors() {
+    if let Some(urls) = urls_from(CLUSTER, "opensearch_cluster_hnsw_recall_at_10_000_vectors") {
+        hnsw_recall_at_10_000_vectors(&urls).await;
+    }
+}
+
+async fn hnsw_recall_at_10_000_vectors(urls: &str) {
     let mut rng = Rng::new(29);
     let centres: Vec<Vec<f32>> = (0..RECALL_CLUSTERS).map(|_| rng.unit_vector(RECALL_DIMENSION)).collect();
     let images: Vec<ImageRecord> = (0..RECALL_IMAGES)
@@ -147,7 +170,7 @@ async fn opensearch_hnsw_recall_at_10_000_vectors() {
         })
         .collect();
     let queries: Vec<Vec<f32>> = (0..RECALL_QUERIES).map(|_| clustered_vector(&mut rng, &centres)).collect();
-    with_fresh_index(&url, "visual-store-recall", RECALL_DIMENSION, move |store| async move {
+    with_fresh_index(urls, "visual-store-recall", RECALL_DIMENSION, move |store| async move {
         let started = Instant::now();
         for batch in images.chunks(BULK_BATCH) {
             let outcomes = store.put_batch(batch.to_vec()).await.unwrap();
@@ -184,7 +207,20 @@ const NESTED_OBJECTS_LIMIT: usize = 10_000;
 /// the good ones are stored and searchable, the refused ones are not stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_bulk_reports_each_failed_item() {
-    let Some(url) = opensearch_url("opensearch_bulk_reports_each_failed_item") else { return };
+    if let Some(url) = urls_from(NODE, "opensearch_bulk_reports_each_failed_item") {
+        bulk_reports_each_failed_item(&url).await;
+    }
+}
+
+/// The same when the items of one `_bulk` land on shards whose primaries are on different nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_cluster_bulk_reports_each_failed_item() {
+    if let Some(urls) = urls_from(CLUSTER, "opensearch_cluster_bulk_reports_each_failed_item") {
+        bulk_reports_each_failed_item(&urls).await;
+    }
+}
+
+async fn bulk_reports_each_failed_item(urls: &str) {
     let mut rng = Rng::new(31);
     let good: Vec<ImageRecord> =
         (0..2).map(|i| record(format!("good-{i}"), rng.unit_vector(BULK_DIMENSION), vec![])).collect();
@@ -202,7 +238,7 @@ async fn opensearch_bulk_reports_each_failed_item() {
     let wrong_dimension = record("wrong-dimension".into(), rng.unit_vector(BULK_DIMENSION + 1), vec![]);
     let batch = vec![good[0].clone(), immense_tag, wrong_dimension, too_many_objects, good[1].clone()];
 
-    with_fresh_index(&url, "visual-store-bulk", BULK_DIMENSION, move |store| async move {
+    with_fresh_index(urls, "visual-store-bulk", BULK_DIMENSION, move |store| async move {
         let outcomes = store.put_batch(batch).await.expect("the bulk request itself succeeds");
         assert_eq!(outcomes.len(), 5);
         assert!(matches!(outcomes[0], Ok(PutOutcome::Created)), "{:?}", outcomes[0]);
@@ -337,9 +373,22 @@ async fn part_searches_reach_max_k(store: OpenSearchStore, images: Vec<ImageReco
 /// on an index the store creates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_part_search_reaches_max_k() {
-    let Some(url) = opensearch_url("opensearch_part_search_reaches_max_k") else { return };
+    if let Some(url) = urls_from(NODE, "opensearch_part_search_reaches_max_k") {
+        part_search_on_a_new_index(&url).await;
+    }
+}
+
+/// The same over 2 shards on three nodes: each shard's inner hits are merged into one ranking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_cluster_part_search_reaches_max_k() {
+    if let Some(urls) = urls_from(CLUSTER, "opensearch_cluster_part_search_reaches_max_k") {
+        part_search_on_a_new_index(&urls).await;
+    }
+}
+
+async fn part_search_on_a_new_index(urls: &str) {
     let index = common::unique_index_name("visual-store-parts");
-    let config = OpenSearchConfig { limits: parts_limits(), ..OpenSearchConfig::new(&url, &index, PARTS_DIMENSION) };
+    let config = OpenSearchConfig { limits: parts_limits(), ..OpenSearchConfig::new(urls, &index, PARTS_DIMENSION) };
     with_store(config, |store| part_searches_reach_max_k(store, parts_images())).await;
 }
 
@@ -347,9 +396,23 @@ async fn opensearch_part_search_reaches_max_k() {
 /// before the setting made it): the store raises the window when it checks the index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_part_search_raises_an_older_index_window() {
-    let Some(url) = opensearch_url("opensearch_part_search_raises_an_older_index_window") else { return };
+    if let Some(url) = urls_from(NODE, "opensearch_part_search_raises_an_older_index_window") {
+        part_search_on_an_older_index(&url).await;
+    }
+}
+
+/// The same on the cluster: the raised window is a setting of the whole index, every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_cluster_part_search_raises_an_older_index_window() {
+    if let Some(urls) = urls_from(CLUSTER, "opensearch_cluster_part_search_raises_an_older_index_window") {
+        part_search_on_an_older_index(&urls).await;
+    }
+}
+
+async fn part_search_on_an_older_index(urls: &str) {
     let index = common::unique_index_name("visual-store-parts-older");
-    let client = OpenSearch::new(Transport::single_node(&url).unwrap());
+    // The older index is created through the first node; the store then uses them all.
+    let client = OpenSearch::new(Transport::single_node(&split_urls(urls)[0]).unwrap());
     let mut body = query::create_index(PARTS_DIMENSION, parts_limits().max_window, &IndexSettings::default());
     body["settings"]["index"].as_object_mut().unwrap().remove("max_inner_result_window");
     let created = client.indices().create(IndicesCreateParts::Index(&index)).body(body).send().await.unwrap();
@@ -367,7 +430,7 @@ async fn opensearch_part_search_raises_an_older_index_window() {
         query::inner_window_of(&answer.json().await.unwrap())
     };
     assert_eq!(window().await, Some(100), "the index should start with the default window");
-    let config = OpenSearchConfig { limits: parts_limits(), ..OpenSearchConfig::new(&url, &index, PARTS_DIMENSION) };
+    let config = OpenSearchConfig { limits: parts_limits(), ..OpenSearchConfig::new(urls, &index, PARTS_DIMENSION) };
     let checked = OpenSearchStore::connect(config.clone()).await;
     let raised = window().await;
     with_store(config, move |store| async move {
