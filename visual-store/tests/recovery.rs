@@ -35,7 +35,7 @@ use std::hash::Hasher;
 use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use visual_store::embedded::{CheckpointPolicy, EmbeddedConfig, EmbeddedStore, HnswParams, IndexRecovery};
 use visual_store::{FaceRecord, ImageRecord, ObjectRecord, Page, PutOutcome, SearchFilter, Store};
@@ -842,7 +842,7 @@ async fn a_crash_inside_a_checkpoint_leaves_a_store_that_opens() {
     assert_eq!(loaded_with_changes, 10);
 }
 
-/// A writer checkpointing in a loop, killed at random moments: whatever the kill leaves
+/// A writer checkpointing in a loop, killed at random moments late in a cycle: whatever the kill leaves
 /// (graphs from two checkpoints, a partial `.tmp`) opens with the counts its files imply and
 /// exact searches. Repeats until three kills landed inside a checkpoint (visibly: a `.tmp`
 /// left or graphs from different checkpoints), at most 20 times.
@@ -856,9 +856,14 @@ async fn kill_during_checkpoints_leaves_a_store_that_opens() {
         rounds += 1;
         let dir = tempfile::tempdir().unwrap();
         let mut writer = Writer::spawn("checkpoint-loop", dir.path(), None);
+        // One cycle of the script (puts, deletes, then a checkpoint) timed as it runs on
+        // this machine now, then a kill late in the next cycle, where its checkpoint is: a
+        // fixed pause misses the checkpoints whenever the disk's syncs are slower than usual.
         let target = 2 + rng.below(4);
         assert!(writer.read_until(|w| w.checkpoints.len() >= target), "the writer ended early");
-        std::thread::sleep(Duration::from_micros(rng.below(4000) as u64));
+        let cycle_started = Instant::now();
+        assert!(writer.read_until(|w| w.checkpoints.len() > target), "the writer ended early");
+        std::thread::sleep(cycle_started.elapsed().mul_f64(0.4 + 0.6 * f64::from(rng.unit())));
         let writer = writer.kill();
         assert!(!writer.done, "the writer finished its script before the kill");
 
