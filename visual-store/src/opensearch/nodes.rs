@@ -216,13 +216,18 @@ fn backoff(interval: Duration, failures: u32) -> Duration {
 }
 
 /// The order in which one request tries the nodes, given each node's (out, failures): the
-/// nodes in service first, round-robin from `start`; then the nodes out, fewest failures
+/// nodes in service first, taking turns by `start` (counted over the nodes in service, so
+/// each gets an equal share while another is out); then the nodes out, fewest failures
 /// first, since with every node out (a cluster restarting) one may be back before its probe.
 fn attempt_order(states: &[(bool, u32)], start: usize) -> Vec<usize> {
-    let n = states.len();
-    let rotated = (0..n).map(|i| (start + i) % n);
-    let mut order: Vec<usize> = rotated.clone().filter(|&i| !states[i].0).collect();
-    let mut out: Vec<usize> = rotated.filter(|&i| states[i].0).collect();
+    let (mut order, mut out): (Vec<usize>, Vec<usize>) = (0..states.len()).partition(|&i| !states[i].0);
+    for nodes in [&mut order, &mut out] {
+        if !nodes.is_empty() {
+            let turn = start % nodes.len();
+            nodes.rotate_left(turn);
+        }
+    }
+    // Stable: nodes out with as many failures keep taking turns.
     out.sort_by_key(|&i| states[i].1);
     order.extend(out);
     order
@@ -243,7 +248,17 @@ mod tests {
     fn nodes_out_come_last_fewest_failures_first() {
         let states = [(true, 5), (false, 0), (true, 1), (false, 0)];
         assert_eq!(attempt_order(&states, 0), vec![1, 3, 2, 0]);
-        assert_eq!(attempt_order(&states, 2), vec![3, 1, 2, 0]);
+        assert_eq!(attempt_order(&states, 1), vec![3, 1, 2, 0]);
+    }
+
+    #[test]
+    fn nodes_in_service_share_the_turns_of_one_out() {
+        let states = [(false, 0), (true, 1), (false, 0)];
+        let mut first = [0; 3];
+        for start in 0..10 {
+            first[attempt_order(&states, start)[0]] += 1;
+        }
+        assert_eq!(first, [5, 0, 5]);
     }
 
     #[test]
