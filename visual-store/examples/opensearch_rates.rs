@@ -22,7 +22,7 @@ use visual_store::{ImageRecord, ObjectRecord, Page, SearchFilter, Store};
 mod rng;
 #[path = "support/stats.rs"]
 mod stats;
-use rng::{normalised, Rng};
+use rng::Clustered;
 use stats::p50_p99;
 
 const DIMENSION: usize = 512;
@@ -60,21 +60,12 @@ fn args() -> Args {
     args
 }
 
-struct Synthetic {
-    rng: Rng,
-    centres: Vec<Vec<f32>>,
-}
+/// Synthetic photos: vectors around fixed centres, 4 objects each.
+struct Synthetic(Clustered);
 
 impl Synthetic {
-    fn new(seed: u64) -> Self {
-        let mut rng = Rng(seed);
-        let centres = (0..CENTRES).map(|_| normalised((0..DIMENSION).map(|_| rng.signed()).collect())).collect();
-        Synthetic { rng, centres }
-    }
-
     fn vector(&mut self) -> Vec<f32> {
-        let centre = &self.centres[(self.rng.next() % CENTRES as u64) as usize];
-        normalised(centre.iter().map(|c| c + 0.08 * self.rng.signed()).collect())
+        self.0.vector()
     }
 
     fn record(&mut self, i: usize) -> ImageRecord {
@@ -144,7 +135,7 @@ fn main() {
 }
 
 async fn run(args: Args) {
-    let mut synthetic = Synthetic::new(7);
+    let mut synthetic = Synthetic(Clustered::new(7, CENTRES, DIMENSION));
     let index = format!("rates-{}-{}", args.label, std::process::id());
     let mut config = OpenSearchConfig::new(&args.urls, &index, DIMENSION);
     if let Some(replicas) = args.replicas {

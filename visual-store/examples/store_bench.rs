@@ -18,7 +18,7 @@ use visual_store::{ImageRecord, Page, SearchFilter, Store};
 mod rng;
 #[path = "support/stats.rs"]
 mod stats;
-use rng::{normalised, Rng};
+use rng::Clustered;
 use stats::p50_p99;
 
 const DIMENSION: usize = 512;
@@ -26,24 +26,6 @@ const CENTRES: usize = 1000;
 const QUERIES: usize = 200;
 const K: usize = 10;
 const BATCH: usize = 1000;
-
-struct Synthetic {
-    rng: Rng,
-    centres: Vec<Vec<f32>>,
-}
-
-impl Synthetic {
-    fn new() -> Self {
-        let mut rng = Rng(42);
-        let centres = (0..CENTRES).map(|_| normalised((0..DIMENSION).map(|_| rng.signed()).collect())).collect();
-        Synthetic { rng, centres }
-    }
-    fn vector(&mut self) -> Vec<f32> {
-        let centre = &self.centres[(self.rng.next() % CENTRES as u64) as usize];
-        let noise = 0.08;
-        normalised(centre.iter().map(|c| c + noise * self.rng.signed()).collect())
-    }
-}
 
 /// Tags: "common" on 30% of images, "rare" on 2%.
 fn tags(i: usize) -> Vec<String> {
@@ -93,7 +75,7 @@ fn main() {
     runtime.block_on(async {
         for &size in &sizes {
             let dir = tempfile::tempdir().unwrap();
-            let mut synthetic = Synthetic::new();
+            let mut synthetic = Clustered::new(42, CENTRES, DIMENSION);
             let vectors: Vec<Vec<f32>> = (0..size).map(|_| synthetic.vector()).collect();
             let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| synthetic.vector()).collect();
             println!("{size} images, {DIMENSION}-d:");

@@ -36,3 +36,24 @@ pub fn normalised(mut v: Vec<f32>) -> Vec<f32> {
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
+
+/// Unit vectors drawn around fixed random centres: photo embeddings cluster, and uniform
+/// noise in 512-d would be a needlessly adversarial case for any ANN index.
+pub struct Clustered {
+    rng: Rng,
+    centres: Vec<Vec<f32>>,
+}
+
+impl Clustered {
+    pub fn new(seed: u64, centres: usize, dimension: usize) -> Self {
+        let mut rng = Rng(seed);
+        let centres = (0..centres).map(|_| normalised((0..dimension).map(|_| rng.signed()).collect())).collect();
+        Clustered { rng, centres }
+    }
+
+    /// A centre plus uniform noise of 0.08 per coordinate, normalised.
+    pub fn vector(&mut self) -> Vec<f32> {
+        let centre = &self.centres[(self.rng.next() % self.centres.len() as u64) as usize];
+        normalised(centre.iter().map(|c| c + 0.08 * self.rng.signed()).collect())
+    }
+}
