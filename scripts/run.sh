@@ -15,8 +15,8 @@ GATEWAY_PORT="${GATEWAY_PORT:-8080}"
 TRITON_GRPC_PORT="${TRITON_GRPC_PORT:-8001}"
 DATA_DIR="${GATEWAY_DATA_DIR:-.cache/gateway/data}"
 GATEWAY_LOG=.cache/gateway/gateway.log
-# visual_ingest and face_embed are ensembles: their composing models load first.
-MODELS=preprocess,yolo,clip_image,box_embed,visual_ingest,clip_text,face_detect,face_encoder,face_align,face_embed
+# visual_ingest, region_embed and face_embed are ensembles: their composing models load first.
+MODELS=preprocess,yolo,clip_image,box_embed,visual_ingest,region_embed,clip_text,face_detect,face_encoder,face_align,face_embed
 GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
 STORE="${GATEWAY_STORE:-embedded}"
 OPENSEARCH_STATE_DIR=.cache/opensearch/run-state

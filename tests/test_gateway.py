@@ -2,9 +2,10 @@
 
 One gateway per session (embedded store in a temporary data dir), started from
 target/release/gateway (GATEWAY_BIN overrides) and pointed at the session Triton's gRPC
-port. The models it needs (visual_ingest and its parts, clip_text, face_embed and its parts) are loaded into the
-session server through Triton's repository API; a missing model or binary skips the
-module with a loud notice (a failure under the test command, REQUIRE_ALL_TESTS=1).
+port. The models it needs (visual_ingest and its parts, region_embed, clip_text, face_embed and
+its parts) are loaded into the session server through Triton's repository API; a missing model
+or binary skips the module with a loud notice (a failure under the test command,
+REQUIRE_ALL_TESTS=1).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ COCO_IMAGES = os.path.join(os.environ.get("COCO_SUBSET_DIR", os.path.join(SHARED
 TOKENIZER_DIR = os.path.join(SHARED, "models", "clip_tokenizer")
 GATEWAY_BIN = os.environ.get("GATEWAY_BIN", os.path.join(REPO_ROOT, "target", "release", "gateway"))
 # Order matters for explicit loading: an ensemble needs its composing models.
-GATEWAY_MODELS = ["preprocess", "yolo", "clip_image", "box_embed", "visual_ingest", "clip_text",
+GATEWAY_MODELS = ["preprocess", "yolo", "clip_image", "box_embed", "visual_ingest", "region_embed", "clip_text",
                   "face_detect", "face_encoder", "face_align", "face_embed"]
 INDEXED = 50
 LOG_DIR = os.path.join(REPO_ROOT, ".cache", "gateway", "test-logs")
@@ -292,7 +293,9 @@ def test_service_endpoints(gateway, indexed):
     assert health["status"] == "ok" and health["store"]["kind"] == "embedded"
     models = {m["name"]: m for m in health["triton"]["models"]}
     assert {name for name, m in models.items() if m["required"]} == {"visual_ingest", "clip_text"}
-    assert set(models) == {"visual_ingest", "clip_text", "face_embed", "face_detect", "face_align", "face_encoder"}
+    assert set(models) == {"visual_ingest", "clip_text", "region_embed", "face_embed", "face_detect", "face_align",
+                           "face_encoder"}
+    assert models["region_embed"]["ready"], health
     assert health["faces"]["rerank_scorer"] == "native" and health["faces"]["index_on_ingest"] is False
     metrics = gateway.get("/metrics").text
     for name in ("gateway_http_requests_total", "gateway_http_request_duration_seconds_bucket",

@@ -22,6 +22,15 @@ ranking.
   every hit names the stored object (image, index, box, class, confidence) whose
   embedding gives its score, ranked as brute force over all stored objects (the stores
   rank objects individually: no per-image aggregation, an image may appear several times);
+- /search/region (a box drawn on a photo): the query is the box cropped from the
+  full-resolution photo with the crop reference (tests/crop_reference.py, from
+  docs/crop-semantics.md; preprocess_reference.py for EXIF orientation and the cap) and
+  encoded by onnxruntime on clip_image's model.onnx, cosine >= 0.9999 with this test's own
+  region_embed call on the box mapped to the letterbox here, which must hand the box back;
+  every hit scores what brute force gives with that embedding as the query, on a stored
+  object's box (that object first, cosine >= 0.9999), an unstored photo, an EXIF-turned one
+  and one over preprocess's original_max_side; bad forms, boxes and photos are 4xx naming
+  the problem;
 - "more like this" from a stored photo or object (GET /images/{id}/similar,
   /images/{id}/objects/{i}/similar): itself first at cosine 1, then brute force; a missing
   image, object or face, a bad id or index: 404 or 400 naming it.
@@ -29,6 +38,7 @@ ranking.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import io
 import json
 import os
@@ -40,7 +50,10 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
+import preprocess_reference
 from clip_tokens import CONTEXT, EOT, SOT, ClipTokenizer
+from conftest import SOURCE_REPO, config_parameters, crop_params, read_config
+from crop_reference import crop, map_and_check
 from kserve_http import infer
 from test_gateway import (  # noqa: F401  (gateway, indexed: fixtures)
     COCO_IMAGES,
@@ -135,6 +148,10 @@ def captions(n: int) -> list[str]:
         if first[name].lower() not in {c.lower() for c in out}:
             out.append(first[name])
     return out[:n]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def png(image: Image.Image) -> bytes:
@@ -371,6 +388,128 @@ def test_object_search_by_image_equals_brute_force(store, stored, indexed, trito
         hits = results(store.post("/search/objects", params={"k": total}, files={"image": (name, data)}))
         assert len(hits) == total, (name, len(hits), total)
         check_object_results(hits, stored, query, f"objects like {name}", names)
+
+
+def preprocess_config() -> dict:
+    """Parameters of model_repository/preprocess, which the references follow."""
+    return config_parameters(read_config(os.path.join(SOURCE_REPO, "preprocess")))
+
+
+def reference_region(data: bytes, bbox: list[float], encoder, box_config) -> np.ndarray:
+    """The box (photo pixels after EXIF orientation) cropped as docs/crop-semantics.md says
+    from preprocess's capped original (PIL's decode and resize) and encoded by onnxruntime."""
+    photo = preprocess_reference.decode(data)
+    original = preprocess_reference.original(photo, int(preprocess_config()["original_max_side"]))
+    (h, w), (oh, ow) = photo.shape[:2], original.shape[:2]
+    box = [bbox[0] * ow / w, bbox[1] * oh / h, bbox[2] * ow / w, bbox[3] * oh / h]
+    params = crop_params(box_config)
+    clamped = map_and_check(box, [1.0, 0.0, 0.0], ow, oh, params)
+    assert clamped is not None, (bbox, box)
+    return unit(encoder(crop(original, clamped, params)[None])[0])
+
+
+def triton_region(url: str, data: bytes, bbox: list[float]) -> np.ndarray:
+    """This test's own region_embed call: the box mapped to the letterbox with
+    preprocess_reference's geometry; box_embed must hand back the same box, valid."""
+    config = preprocess_config()
+    photo = preprocess_reference.decode(data)
+    h, w = photo.shape[:2]
+    oh, ow = preprocess_reference.capped_size(h, w, int(config["original_max_side"]))
+    scale, pad_x, pad_y = (float(v) for v in preprocess_reference.letterbox_transform(
+        h, w, (oh, ow), int(config["yolo_size"])))
+    sx, sy = ow / w, oh / h
+    lb = [bbox[0] * sx * scale + pad_x, bbox[1] * sy * scale + pad_y,
+          bbox[2] * sx * scale + pad_x, bbox[3] * sy * scale + pad_y]
+    r = infer(url, "region_embed", {"image": np.frombuffer(data, np.uint8)[None, :],
+                                    "det_boxes": np.array([[lb]], np.float32),
+                                    "num_dets": np.array([[1]], np.int32)},
+              ["image_size", "boxes", "box_embeddings", "box_valid"])
+    assert r.ok, r.error
+    assert r.outputs["image_size"].reshape(-1).tolist() == [h, w]
+    assert bool(r.outputs["box_valid"].reshape(-1)[0]), bbox
+    assert r.outputs["boxes"].reshape(-1) == pytest.approx(bbox, abs=1e-3 * max(h, w) / 640)
+    return unit(r.outputs["box_embeddings"].reshape(-1))
+
+
+def region_queries(stored, indexed) -> list[tuple[str, bytes, list[float]]]:
+    """(name, photo bytes, box): a stored object's own box on its stored photo; a box on a
+    photo that is not stored; the same on a PNG whose EXIF orientation turns it (the box is in
+    the turned photo's pixels); and on a PNG over preprocess's original_max_side."""
+    def area(item):
+        x1, y1, x2, y2 = item[1].bbox
+        return (x2 - x1) * (y2 - y1)
+
+    image_id, obj = max(((i, o) for i, p in stored.items() for o in p.objects), key=area)
+    queries = [("a stored object's box", read_bytes(indexed[image_id]), list(obj.bbox))]
+    other, turned, large = (photo_paths()[INDEXED + i] for i in (4, 5, 6))
+    with Image.open(other) as im:
+        w, h = im.size
+    queries.append(("an unstored photo", read_bytes(other), [0.2 * w, 0.25 * h, 0.7 * w, 0.9 * h]))
+    with Image.open(turned) as im:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # shown turned 90 degrees clockwise: the photo is h x w
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, format="PNG", exif=exif)
+        h, w = im.size
+    queries.append(("an EXIF-turned photo", buf.getvalue(), [0.1 * w, 0.3 * h, 0.6 * w, 0.8 * h]))
+    max_side = int(preprocess_config()["original_max_side"])
+    with Image.open(large) as im:
+        factor = max_side / max(im.size) * 1.4
+        big = im.convert("RGB").resize((round(im.width * factor), round(im.height * factor)), Image.BICUBIC)
+    w, h = big.size
+    assert max(w, h) > max_side
+    queries.append(("a photo over the cap", png(big), [0.3 * w, 0.1 * h, 0.95 * w, 0.6 * h]))
+    return queries
+
+
+def test_region_search_equals_reference_crop_and_brute_force(store, stored, indexed, triton, encoder, box_config):
+    names = coco_class_names()
+    total = all_objects(stored)
+    for name, data, bbox in region_queries(stored, indexed):
+        reference = reference_region(data, bbox, encoder, box_config)
+        direct = triton_region(triton.http_url, data, bbox)
+        assert float(direct @ reference) >= 0.9999, (name, float(direct @ reference))
+        check_spread(object_scores(stored, reference), name)
+        box = ",".join(repr(float(v)) for v in bbox)
+        hits = results(store.post("/search/region", params={"k": total},
+                                  files={"image": ("q.png", data), "box": (None, box)}))
+        assert len(hits) == total, (name, len(hits), total)
+        # Brute force with the direct call's embedding: within TOL. The reference's float64 crop
+        # moves single scores by up to about |direct - reference| (1e-4 and more), so it is held
+        # to the direct one by its cosine above rather than score by score.
+        check_object_results(hits, stored, direct, f"region of {name}", names)
+    # The stored object's own box: that object first, at cosine 1 with its stored embedding.
+    name, data, bbox = region_queries(stored, indexed)[0]
+    hits = results(store.post("/search/region", params={"k": 3, "min_score": 0.5},
+                              files={"image": ("q.jpg", data), "box": (None, json.dumps(bbox))}))
+    top = hits[0]
+    assert top["image_id"] == sha256_bytes(data) and top["bbox"] == pytest.approx(bbox, abs=1e-3), top
+    assert top["score"] >= 0.9999, top
+
+
+def test_region_search_bad_input_is_a_clear_error(gateway, indexed):
+    data = read_bytes(next(iter(indexed.values())))
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+    cases = [
+        ({"image": ("q.jpg", data)}, 400, "the form has no box field"),
+        ({"box": (None, "1,2,3,4")}, 400, "the form has no image field"),
+        ({"image": ("q.jpg", data), "box": (None, "1,2,3")}, 400, "got 3 number(s)"),
+        ({"image": ("q.jpg", data), "box": (None, "[1,2,3,4,5]")}, 400, "got 5 number(s)"),
+        ({"image": ("q.jpg", data), "box": (None, "1,2,nan,4")}, 400, '"nan" is not a finite number'),
+        ({"image": ("q.jpg", data), "box": (None, "50,10,40,30")}, 400, "x1 < x2"),
+        ({"image": ("q.jpg", data), "box": (None, f"0,0,{w + 1},{h}")}, 400, f"not inside the {w}x{h} photo"),
+        ({"image": ("q.jpg", data), "box": (None, "10,10,10.5,40")}, 400, "too small to crop"),
+        ({"image": ("q.txt", b"not a photo at all"), "box": (None, "1,2,3,4")}, 422, "not a JPEG, PNG or WebP"),
+        ({"image": ("q.jpg", data[:len(data) // 2]), "box": (None, "1,2,3,4")}, 422, "truncated"),
+        ({"image": ("q.jpg", data), "box": (None, "1,2,30,40")}, None, ""),
+    ]
+    for files, status, needle in cases:
+        r = gateway.post("/search/region", files=files)
+        if status is None:
+            assert r.status_code == 200, r.text
+            continue
+        assert r.status_code == status and needle in r.json()["error"], (files.get("box"), r.status_code, r.text)
 
 
 def test_more_like_a_stored_photo_or_object_equals_brute_force(store, stored):

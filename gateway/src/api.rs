@@ -112,6 +112,17 @@ pub struct QueryImageForm {
     pub image: Vec<u8>,
 }
 
+/// The multipart form of POST /search/region: the photo and one box on it.
+#[derive(ToSchema)]
+pub struct RegionQueryForm {
+    #[schema(value_type = String, format = Binary)]
+    pub image: Vec<u8>,
+    /// `x1,y1,x2,y2` (or a JSON array of the four) in the photo's pixels after EXIF
+    /// orientation, inside the photo, x1 < x2 and y1 < y2.
+    #[schema(rename = "box", example = "10,20,110,220")]
+    pub bbox: String,
+}
+
 /// The multipart form of POST /faces/embeddings.
 #[derive(ToSchema)]
 pub struct FaceEmbeddingsForm {

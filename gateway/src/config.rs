@@ -139,6 +139,13 @@ pub struct ModelsConfig {
     /// (height, width) of the photo after EXIF orientation; empty when the ensemble
     /// does not expose it (width and height are then stored as 0).
     pub image_size_output: String,
+    /// Region search (POST /search/region): the ensemble that crops and encodes a client's
+    /// box as `ingest_model` does a detection (input `ingest_input` for the photo, outputs
+    /// named as the ingest model's: boxes, box embeddings, box_valid, image size).
+    pub region_model: String,
+    /// Its box input, in the detector's letterbox pixels, and the input counting the boxes.
+    pub region_boxes_input: String,
+    pub region_count_input: String,
     pub text_model: String,
     pub text_input: String,
     pub text_output: String,
@@ -317,6 +324,9 @@ impl Default for ModelsConfig {
             box_embeddings_output: "box_embeddings".into(),
             box_valid_output: "box_valid".into(),
             image_size_output: "image_size".into(),
+            region_model: "region_embed".into(),
+            region_boxes_input: "det_boxes".into(),
+            region_count_input: "num_dets".into(),
             text_model: "clip_text".into(),
             text_input: "tokens".into(),
             text_output: "embeddings".into(),

@@ -63,10 +63,25 @@ pub struct FaceAnalysis {
 /// Triton's model config, never copied into the gateway's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PreprocessSettings {
+    /// Side of the detector's letterbox square, the frame region boxes are sent in.
+    pub yolo_size: u32,
     /// Longest side of `original`: face boxes and landmarks come in its pixels.
     pub original_max_side: u32,
     /// Largest photo preprocess decodes, in pixels; the gateway's own decodes keep to it.
     pub max_pixels: u64,
+}
+
+/// One box of a photo, cropped and encoded as the ingest model does a detection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionAnalysis {
+    /// The photo's size after EXIF orientation, as preprocess decoded it.
+    pub width: u32,
+    pub height: u32,
+    /// The box as the crop stage read it, back in the photo's pixels (clamped to the photo).
+    pub bbox: [f32; 4],
+    /// L2-normalised; `None` when the crop stage rejected the box (`box_valid` false: too
+    /// small once mapped to the pixels it crops from).
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// What re-creating face_align's crops needs.
@@ -134,6 +149,11 @@ pub trait Inference: Send + Sync {
     /// How Triton aligns faces: `faces.align_model`'s settings and the frame it aligns in
     /// (preprocess's `original`), both read from the models' configs.
     async fn face_alignment(&self) -> Result<FaceAlignment, InferenceError>;
+    /// The parameters of the preprocess model, read from its config in Triton.
+    async fn preprocess_settings(&self) -> Result<PreprocessSettings, InferenceError>;
+    /// One box of a photo through the region model: `letterbox_box` (x1, y1, x2, y2) is in
+    /// the detector's letterbox pixels, where the ingest model's detections are.
+    async fn embed_region(&self, image: Bytes, letterbox_box: [f32; 4]) -> Result<RegionAnalysis, InferenceError>;
     async fn health(&self) -> InferenceHealth;
 }
 

@@ -3,7 +3,8 @@
 //! and per-object embeddings), one photo through the `face_embed` ensemble (faces,
 //! landmarks, face embeddings), one text query through the tokenizer and `clip_text`, and
 //! the settings the gateway must share with Triton read from the model configs
-//! (`face_align`'s alignment, `preprocess`'s `original_max_side` and `max_pixels`).
+//! (`face_align`'s alignment, `preprocess`'s `yolo_size`, `original_max_side` and
+//! `max_pixels`), and one client box of a photo through the `region_embed` ensemble.
 //!
 //! Every tensor Triton returns is checked against the contract (sizes, counts, class
 //! ids) before it becomes a record, and every embedding is L2-normalised here so the
@@ -22,7 +23,7 @@ use triton_client::{EndpointStatus, InferRequest, InferResponse, InputTensor, Tr
 use crate::config::{FacesConfig, ModelsConfig};
 use crate::inference::{
     normalized, DetectedFace, Detection, EndpointHealth, FaceAlignment, FaceAnalysis, ImageAnalysis, Inference,
-    InferenceError, InferenceHealth, ModelHealth, PreprocessSettings,
+    InferenceError, InferenceHealth, ModelHealth, PreprocessSettings, RegionAnalysis,
 };
 use crate::metrics::Metrics;
 
@@ -81,32 +82,6 @@ impl TritonInference {
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             Err(err) => unreachable!("the inference task is never aborted: {err}"),
         }
-    }
-
-    /// `original_max_side` and `max_pixels` of the preprocess model, as Triton loaded it.
-    async fn preprocess_settings(&self) -> Result<PreprocessSettings, InferenceError> {
-        let settings = self
-            .preprocess
-            .get_or_try_init(|| async {
-                let model = &self.models.preprocess_model;
-                let parameters = self.triton.model_parameters(model).await?;
-                let number = |key: &str| -> Result<u64, InferenceError> {
-                    let text = parameters.get(key).ok_or_else(|| InferenceError::Contract {
-                        model: model.clone(),
-                        reason: format!("its config has no parameter {key:?}"),
-                    })?;
-                    text.trim().parse::<u64>().ok().filter(|&n| n >= 1).ok_or_else(|| InferenceError::Contract {
-                        model: model.clone(),
-                        reason: format!("parameter {key:?} must be a positive integer, got {text:?}"),
-                    })
-                };
-                let original_max_side = u32::try_from(number("original_max_side")?).map_err(|_| {
-                    InferenceError::Contract { model: model.clone(), reason: "original_max_side is too large".into() }
-                })?;
-                Ok::<_, InferenceError>(PreprocessSettings { original_max_side, max_pixels: number("max_pixels")? })
-            })
-            .await?;
-        Ok(*settings)
     }
 
     /// The required outputs, plus `image_size` when the ensemble exposes it; fails with
@@ -230,6 +205,56 @@ impl Inference for TritonInference {
         Ok(FaceAlignment { aligner: aligner.clone(), preprocess: self.preprocess_settings().await? })
     }
 
+    /// `yolo_size`, `original_max_side` and `max_pixels` of the preprocess model, as Triton
+    /// loaded it.
+    async fn preprocess_settings(&self) -> Result<PreprocessSettings, InferenceError> {
+        let settings = self
+            .preprocess
+            .get_or_try_init(|| async {
+                let model = &self.models.preprocess_model;
+                let parameters = self.triton.model_parameters(model).await?;
+                let number = |key: &str| -> Result<u64, InferenceError> {
+                    let text = parameters.get(key).ok_or_else(|| InferenceError::Contract {
+                        model: model.clone(),
+                        reason: format!("its config has no parameter {key:?}"),
+                    })?;
+                    text.trim().parse::<u64>().ok().filter(|&n| n >= 1).ok_or_else(|| InferenceError::Contract {
+                        model: model.clone(),
+                        reason: format!("parameter {key:?} must be a positive integer, got {text:?}"),
+                    })
+                };
+                let side = |key: &str| -> Result<u32, InferenceError> {
+                    u32::try_from(number(key)?).map_err(|_| InferenceError::Contract {
+                        model: model.clone(),
+                        reason: format!("parameter {key:?} is too large"),
+                    })
+                };
+                Ok::<_, InferenceError>(PreprocessSettings {
+                    yolo_size: side("yolo_size")?,
+                    original_max_side: side("original_max_side")?,
+                    max_pixels: number("max_pixels")?,
+                })
+            })
+            .await?;
+        Ok(*settings)
+    }
+
+    async fn embed_region(&self, image: Bytes, letterbox_box: [f32; 4]) -> Result<RegionAnalysis, InferenceError> {
+        let models = &self.models;
+        let request = InferRequest {
+            model: models.region_model.clone(),
+            inputs: vec![
+                InputTensor::uint8(models.ingest_input.clone(), vec![1, image.len() as i64], image),
+                InputTensor::fp32(models.region_boxes_input.clone(), vec![1, 1, 4], &letterbox_box),
+                InputTensor::int32(models.region_count_input.clone(), vec![1, 1], &[1]),
+            ],
+            // Every output, so a failing step's own message reaches the client (docs/gateway.md).
+            outputs: region_outputs(models).map(str::to_owned).to_vec(),
+        };
+        let response = self.infer(request).await?;
+        decode_region(&response, models)
+    }
+
     /// Probes every endpoint now (no cache: a server that just stopped shows at once),
     /// then asks a ready one about the models.
     async fn health(&self) -> InferenceHealth {
@@ -242,10 +267,15 @@ impl Inference for TritonInference {
         let mut models = Vec::new();
         let mut error = None;
         let required_faces = self.faces.index_on_ingest;
-        let wanted =
-            [(&self.models.ingest_model, true), (&self.models.text_model, true), (&self.faces.model, required_faces)]
-                .into_iter()
-                .chain(self.faces.component_models.iter().map(|name| (name, required_faces)));
+        // Region search is one endpoint among many: without its model the rest still works.
+        let wanted = [
+            (&self.models.ingest_model, true),
+            (&self.models.text_model, true),
+            (&self.models.region_model, false),
+            (&self.faces.model, required_faces),
+        ]
+        .into_iter()
+        .chain(self.faces.component_models.iter().map(|name| (name, required_faces)));
         for (name, required) in wanted {
             let ready = match self.triton.model_ready(name).await {
                 Ok(ready) => ready,
@@ -342,6 +372,47 @@ pub fn decode_ingest(response: &InferResponse, models: &ModelsConfig) -> Result<
         detections.push(Detection { class_id, confidence: scores[i], bbox, embedding });
     }
     Ok(ImageAnalysis { width, height, embedding, detections })
+}
+
+fn region_outputs(models: &ModelsConfig) -> [&str; 4] {
+    [&models.image_size_output, &models.boxes_output, &models.box_embeddings_output, &models.box_valid_output]
+}
+
+/// Turns the region model's tensors for its one box into a `RegionAnalysis`; the embedding
+/// is L2-normalised and `None` where `box_valid` is false.
+pub fn decode_region(response: &InferResponse, models: &ModelsConfig) -> Result<RegionAnalysis, InferenceError> {
+    let contract = |reason: String| InferenceError::Contract { model: models.region_model.clone(), reason };
+    let (width, height) = match response.output(&models.image_size_output)?.as_i32()?.as_slice() {
+        [h, w] if *h > 0 && *w > 0 => (*w as u32, *h as u32),
+        other => {
+            return Err(contract(format!("{:?} must be [height, width] > 0, got {other:?}", models.image_size_output)))
+        }
+    };
+    let bbox = match response.output(&models.boxes_output)?.as_f32()?.as_slice() {
+        &[x1, y1, x2, y2] => [x1, y1, x2, y2],
+        other => return Err(contract(format!("{:?} must hold one box, got {other:?}", models.boxes_output))),
+    };
+    let valid = match response.output(&models.box_valid_output)?.as_bool()?.as_slice() {
+        &[valid] => valid,
+        other => return Err(contract(format!("{:?} must hold one flag, got {other:?}", models.box_valid_output))),
+    };
+    let row = response.output(&models.box_embeddings_output)?.as_f32()?;
+    if row.len() != models.embedding_dim {
+        return Err(contract(format!(
+            "{:?} has {} values, expected one row of models.embedding_dim = {}",
+            models.box_embeddings_output,
+            row.len(),
+            models.embedding_dim
+        )));
+    }
+    let embedding = match valid {
+        false => None,
+        true => Some(
+            normalized(row)
+                .ok_or_else(|| contract("the box is marked valid but its embedding is zero or not finite".into()))?,
+        ),
+    };
+    Ok(RegionAnalysis { width, height, bbox, embedding })
 }
 
 fn face_outputs(faces: &FacesConfig) -> [&str; 7] {
@@ -517,6 +588,33 @@ mod tests {
         response.outputs.pop();
         let analysis = decode_ingest(&response, &models(2)).unwrap();
         assert_eq!((analysis.width, analysis.height), (0, 0));
+    }
+
+    fn region_response(valid: bool, embedding: &[f32]) -> InferResponse {
+        let outputs = vec![
+            tensor("image_size", "INT32", vec![1, 2], i32s(&[480, 640])),
+            tensor("boxes", "FP32", vec![1, 1, 4], f32s(&[10., 20., 110., 220.])),
+            tensor("box_embeddings", "FP32", vec![1, 1, 2], f32s(embedding)),
+            tensor("box_valid", "BOOL", vec![1, 1], vec![u8::from(valid)]),
+        ];
+        InferResponse { model: "region_embed".into(), outputs }
+    }
+
+    #[test]
+    fn region_is_one_normalised_box_or_none() {
+        let region = decode_region(&region_response(true, &[3., 4.]), &models(2)).unwrap();
+        assert_eq!((region.width, region.height, region.bbox), (640, 480, [10., 20., 110., 220.]));
+        assert_eq!(region.embedding, Some(vec![0.6, 0.8]));
+        let rejected = decode_region(&region_response(false, &[0., 0.]), &models(2)).unwrap();
+        assert_eq!(rejected.embedding, None);
+        let err = decode_region(&region_response(true, &[0., 0.]), &models(2)).unwrap_err().to_string();
+        assert!(err.contains("region_embed") && err.contains("marked valid"), "{err}");
+        let err = decode_region(&region_response(true, &[3., 4.]), &models(3)).unwrap_err().to_string();
+        assert!(err.contains("box_embeddings") && err.contains("embedding_dim = 3"), "{err}");
+        let mut two_boxes = region_response(true, &[3., 4.]);
+        two_boxes.outputs[1] = tensor("boxes", "FP32", vec![1, 2, 4], f32s(&[0.; 8]));
+        let err = decode_region(&two_boxes, &models(2)).unwrap_err().to_string();
+        assert!(err.contains("\"boxes\" must hold one box"), "{err}");
     }
 
     /// Two faces of a 4000 x 2000 photo (original capped to 1920 x 960): the second invalid.

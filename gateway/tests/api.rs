@@ -18,7 +18,7 @@ use gateway::http::access::{policy, AccessControl};
 use gateway::http::{app, AppState};
 use gateway::inference::{
     DetectedFace, Detection, FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError, InferenceHealth,
-    PreprocessSettings,
+    PreprocessSettings, RegionAnalysis,
 };
 use gateway::metrics::Metrics;
 use http_body_util::BodyExt;
@@ -44,8 +44,15 @@ struct ScriptedInference {
     image_calls: AtomicUsize,
     face_calls: AtomicUsize,
     text_calls: AtomicUsize,
+    region_calls: AtomicUsize,
     unavailable: AtomicBool,
+    /// The region model answers with a box 2 pixels right of the one asked for.
+    region_misplaced: AtomicBool,
 }
+
+/// preprocess's settings in the shipped model repository.
+const PREPROCESS: PreprocessSettings =
+    PreprocessSettings { yolo_size: 640, original_max_side: 1920, max_pixels: 100_000_000 };
 
 fn seed_vector(seed: u8) -> Vec<f32> {
     let mut v = [0.1; DIM];
@@ -159,12 +166,30 @@ impl Inference for ScriptedInference {
     }
 
     async fn face_alignment(&self) -> Result<FaceAlignment, InferenceError> {
-        // preprocess's settings in the shipped model repository.
-        let preprocess = PreprocessSettings { original_max_side: 1920, max_pixels: 100_000_000 };
         Ok(FaceAlignment {
             aligner: Arc::new(FaceAligner::new(ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap()),
-            preprocess,
+            preprocess: PREPROCESS,
         })
+    }
+
+    async fn preprocess_settings(&self) -> Result<PreprocessSettings, InferenceError> {
+        Ok(PREPROCESS)
+    }
+
+    /// Only the real PNG (`face_photo`, 200x160): in the 640 letterbox it is scaled by 3.2
+    /// with 64 rows of padding above, which box_embed undoes; its crop embeds as the object
+    /// of photo(3). A box under 1 pixel is rejected, as box_embed's min_box_size does.
+    async fn embed_region(&self, image: Bytes, letterbox_box: [f32; 4]) -> Result<RegionAnalysis, InferenceError> {
+        self.region_calls.fetch_add(1, Ordering::SeqCst);
+        if !image.starts_with(&PNG_MAGIC) {
+            return Err(decode_error());
+        }
+        let shift = if self.region_misplaced.load(Ordering::SeqCst) { 2.0 } else { 0.0 };
+        let [x1, y1, x2, y2] = letterbox_box;
+        let bbox = [x1 / 3.2 + shift, (y1 - 64.0) / 3.2, x2 / 3.2 + shift, (y2 - 64.0) / 3.2];
+        let embedding = (bbox[2] - bbox[0] >= 1.0 && bbox[3] - bbox[1] >= 1.0).then(|| seed_vector(4));
+        let (width, height) = FACE_PHOTO_SIZE;
+        Ok(RegionAnalysis { width, height, bbox, embedding })
     }
 
     async fn health(&self) -> InferenceHealth {
@@ -455,6 +480,89 @@ async fn similar_and_object_search() {
     assert!(body["results"].as_array().unwrap().iter().all(|r| r["class_name"] == "person"), "{body}");
 }
 
+/// A form field: name, file name, bytes.
+type Part = (&'static str, Option<&'static str>, Vec<u8>);
+
+/// POST /search/region: a box on the real PNG (200x160) goes to the region model in
+/// letterbox pixels, and its crop's embedding is the query; every bad form, box or photo is
+/// a 4xx naming the problem before Triton is asked; a model that crops elsewhere is a 502.
+#[tokio::test]
+async fn region_search_sends_the_box_in_letterbox_pixels_and_rejects_bad_ones() {
+    let harness = harness_with(|c| c.server.max_request_bytes = 1 << 20);
+    let h = &harness;
+    for seed in 0..5 {
+        h.ingest(seed, &[]).await;
+    }
+    let (png, _) = face_photo();
+    let region = |bbox: &'static str| [("image", Some("q.png"), png.clone()), ("box", None, bbox.as_bytes().to_vec())];
+    let send = |parts: Vec<Part>| async move {
+        let parts: Vec<_> = parts.iter().map(|(name, file, bytes)| (*name, *file, bytes.as_slice())).collect();
+        h.post_form("/search/region?k=2", &parts).await
+    };
+
+    // Object embeddings are seed + 1: the crop (seed 4) matches the object of photo 3.
+    for bbox in ["20,30,180,150", "[20, 30, 180, 150]"] {
+        let (status, body) = send(region(bbox).to_vec()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["count"], 2, "{body}");
+        let hit = &body["results"][0];
+        assert_eq!((&hit["image_id"], &hit["object_index"]), (&json!(content_id(&photo(3))), &json!(0)), "{body}");
+        assert!((hit["score"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{body}");
+    }
+    assert_eq!(h.inference.region_calls.load(Ordering::SeqCst), 2);
+
+    let not_png = photo(3);
+    let cases: Vec<(Vec<Part>, StatusCode, &str)> = vec![
+        (vec![("image", Some("q.png"), png.clone())], StatusCode::BAD_REQUEST, "the form has no box field"),
+        (vec![("box", None, b"1,2,3,4".to_vec())], StatusCode::BAD_REQUEST, "the form has no image field"),
+        (region("1,2,3").to_vec(), StatusCode::BAD_REQUEST, "got 3 number(s)"),
+        (region("1,2,3,4,5").to_vec(), StatusCode::BAD_REQUEST, "got 5 number(s)"),
+        (region("1,2,NaN,4").to_vec(), StatusCode::BAD_REQUEST, "\"NaN\" is not a finite number"),
+        (region("50,30,40,150").to_vec(), StatusCode::BAD_REQUEST, "x1 < x2"),
+        (region("20,30,201,150").to_vec(), StatusCode::BAD_REQUEST, "not inside the 200x160 photo"),
+        (region("-1,30,180,150").to_vec(), StatusCode::BAD_REQUEST, "not inside the 200x160 photo"),
+        (
+            [region("1,2,3,4").to_vec(), vec![("box", None, b"1,2,3,4".to_vec())]].concat(),
+            StatusCode::BAD_REQUEST,
+            "send one box per query",
+        ),
+        (
+            [region("1,2,3,4").to_vec(), vec![("tags", None, b"x".to_vec())]].concat(),
+            StatusCode::BAD_REQUEST,
+            "unknown form field \"tags\"",
+        ),
+        (
+            vec![("image", Some("q.png"), png[..40].to_vec()), ("box", None, b"1,2,3,4".to_vec())],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PNG",
+        ),
+        (
+            vec![("image", Some("q.txt"), b"plain text".to_vec()), ("box", None, b"1,2,3,4".to_vec())],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a JPEG, PNG or WebP image",
+        ),
+    ];
+    for (parts, status, needle) in cases {
+        let (got, body) = send(parts).await;
+        assert_eq!(got, status, "{needle}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(needle), "{needle}: {body}");
+    }
+    assert_eq!(h.inference.region_calls.load(Ordering::SeqCst), 2, "bad queries never reach Triton");
+
+    // Rejected by the crop stage (under its min_box_size): 400, after the call.
+    let (status, body) = send(region("20,30,20.5,150").to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("too small to crop"), "{body}");
+    // A photo the model cannot decode: its message, 422.
+    let (status, body) = send(vec![("image", Some("q.jpg"), not_png), ("box", None, b"1,2,3,4".to_vec())]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // A model that crops another box than asked: 502 naming both.
+    h.inference.region_misplaced.store(true, Ordering::SeqCst);
+    let (status, body) = send(region("20,30,180,150").to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not the box asked for [20.0, 30.0, 180.0, 150.0]"), "{body}");
+}
+
 #[tokio::test]
 async fn batch_reports_each_photo() {
     let h = harness();
@@ -554,6 +662,7 @@ async fn openapi_document_matches_the_router() {
         "POST /search/faces",
         "POST /search/hybrid",
         "POST /search/objects",
+        "POST /search/region",
         "POST /search/similar",
     ];
     assert_eq!(documented, expected);

@@ -1,6 +1,6 @@
 //! Every search is one store call whatever `k` is: a counting `Store` wrapper around the
 //! real store (embedded, and OpenSearch when `OPENSEARCH_URL` is set) under the router,
-//! k = 100 over 150 stored records, every search kind. The results are also held equal to
+//! k = 100 over 150 stored records, every search kind (region search included). The results are also held equal to
 //! what the old path built from `store.get` of each hit (read separately, not counted).
 
 use std::collections::BTreeMap;
@@ -18,6 +18,7 @@ use gateway::http::access::AccessControl;
 use gateway::http::{app, AppState};
 use gateway::inference::{
     FaceAlignment, FaceAnalysis, ImageAnalysis, Inference, InferenceError, InferenceHealth, PreprocessSettings,
+    RegionAnalysis,
 };
 use gateway::metrics::Metrics;
 use http_body_util::BodyExt;
@@ -148,6 +149,10 @@ fn records() -> Vec<ImageRecord> {
 /// Triton stand-in: every text and every photo has its own deterministic embedding.
 struct FixedInference;
 
+/// preprocess's settings in the shipped model repository.
+const PREPROCESS: PreprocessSettings =
+    PreprocessSettings { yolo_size: 640, original_max_side: 1920, max_pixels: 100_000_000 };
+
 fn seeded(bytes: &[u8]) -> Vec<f32> {
     random_vector(&mut Rng(bytes.iter().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))), DIM)
 }
@@ -164,11 +169,21 @@ impl Inference for FixedInference {
         Ok(seeded(text.as_bytes()))
     }
     async fn face_alignment(&self) -> Result<FaceAlignment, InferenceError> {
-        // preprocess's settings in the shipped model repository.
-        let preprocess = PreprocessSettings { original_max_side: 1920, max_pixels: 100_000_000 };
         Ok(FaceAlignment {
             aligner: Arc::new(FaceAligner::new(ARCFACE_TEMPLATE_112, 112, 0.1, 1.0, 0.05).unwrap()),
-            preprocess,
+            preprocess: PREPROCESS,
+        })
+    }
+    async fn preprocess_settings(&self) -> Result<PreprocessSettings, InferenceError> {
+        Ok(PREPROCESS)
+    }
+    /// The whole photo (10x10) at scale 64 in the 640 letterbox.
+    async fn embed_region(&self, image: Bytes, letterbox_box: [f32; 4]) -> Result<RegionAnalysis, InferenceError> {
+        Ok(RegionAnalysis {
+            width: 10,
+            height: 10,
+            bbox: letterbox_box.map(|v| v / 64.0),
+            embedding: Some(seeded(&image)),
         })
     }
     async fn health(&self) -> InferenceHealth {
@@ -193,6 +208,21 @@ fn post_photo(uri: &str, photo: &[u8]) -> Request<Body> {
     let mut body = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n\r\n".to_vec();
     body.extend_from_slice(photo);
     body.extend_from_slice(b"\r\n--b--\r\n");
+    Request::post(uri).header(header::CONTENT_TYPE, "multipart/form-data; boundary=b").body(Body::from(body)).unwrap()
+}
+
+/// A 10x10 PNG and one box on it, as POST /search/region takes them.
+fn post_region(uri: &str, bbox: &str) -> Request<Body> {
+    use image::ImageEncoder;
+    let mut photo = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut photo)
+        .write_image(&[90; 300], 10, 10, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let mut body = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n\r\n".to_vec();
+    body.extend_from_slice(&photo);
+    body.extend_from_slice(
+        format!("\r\n--b\r\nContent-Disposition: form-data; name=\"box\"\r\n\r\n{bbox}\r\n--b--\r\n").as_bytes(),
+    );
     Request::post(uri).header(header::CONTENT_TYPE, "multipart/form-data; boundary=b").body(Body::from(body)).unwrap()
 }
 
@@ -332,6 +362,11 @@ async fn check_one_call_per_search(inner: Arc<dyn Store>) {
         assert_eq!((&result["width"], &result["height"]), (&json!(stored.width), &json!(stored.height)));
         assert_eq!((&result["class_name"], &result["bbox"]), (&json!(object.class_name), &wire(&object.bbox)));
     }
+
+    // objects, by a box on an uploaded photo: no lookup of the photo (any box is a new query)
+    let body = send(&app, post_region(&format!("/search/region?k={K}"), "1,2,9,8")).await;
+    assert_eq!(store.take(), calls(&[("search_objects", 1)]), "region search");
+    assert_eq!(body["results"].as_array().unwrap().len(), K);
 
     // faces, by a JSON embedding
     let face_query = random_vector(&mut Rng(99), FACE_DIM)[..FACE_DIM].to_vec();

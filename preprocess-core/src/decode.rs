@@ -35,6 +35,38 @@ pub fn decode_admitted<T>(
     limits: &DecodeLimits,
     admit: impl FnOnce(u64) -> Result<T, PreprocessError>,
 ) -> Result<(Rgb8Image, T), PreprocessError> {
+    let header = open(bytes, limits)?;
+    let admitted = admit(u64::from(header.width) * u64::from(header.height))?;
+    let name = header.format;
+    let decoded = DynamicImage::from_decoder(header.decoder).map_err(|e| classify(name, e))?;
+    let rgb = orient(decoded.into_rgb8(), header.orientation);
+    let (width, height) = rgb.dimensions();
+    Ok((Rgb8Image::new(width, height, rgb.into_raw()), admitted))
+}
+
+/// `(width, height)` of the photo [`decode`] would return (after EXIF orientation), from its
+/// header alone, with every check `decode` makes before decoding a pixel: a client can place
+/// boxes in the photo's pixels without decoding it.
+pub fn oriented_size(bytes: &[u8], limits: &DecodeLimits) -> Result<(u32, u32), PreprocessError> {
+    let header = open(bytes, limits)?;
+    let turned = matches!(
+        header.orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    );
+    Ok(if turned { (header.height, header.width) } else { (header.width, header.height) })
+}
+
+/// A photo whose header passed every check, ready to decode.
+struct Header<D> {
+    decoder: D,
+    format: &'static str,
+    /// As stored, before the orientation is applied.
+    width: u32,
+    height: u32,
+    orientation: Orientation,
+}
+
+fn open<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Header<impl ImageDecoder + 'a>, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Empty);
     }
@@ -46,11 +78,10 @@ pub fn decode_admitted<T>(
         _ => return Err(PreprocessError::UnknownFormat { head: hex_head(bytes) }),
     };
     let name = format_name(format);
-    let decode_error = |e: ImageError| classify(name, e);
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits.max_pixels));
-    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let mut decoder = reader.into_decoder().map_err(|e| classify(name, e))?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if width == 0 || height == 0 {
@@ -65,11 +96,7 @@ pub fn decode_admitted<T>(
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(bytes)?;
     }
-    let admitted = admit(pixels)?;
-    let decoded = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
-    let rgb = orient(decoded.into_rgb8(), orientation);
-    let (width, height) = rgb.dimensions();
-    Ok((Rgb8Image::new(width, height, rgb.into_raw()), admitted))
+    Ok(Header { decoder, format: name, width, height, orientation })
 }
 
 /// Applies an EXIF orientation to RGB8 pixels.
@@ -210,6 +237,33 @@ mod tests {
         // Over max_pixels (or broken) never reaches the admission.
         let never = decode_admitted(&png(101, 100), &limits(), |_| -> Result<(), _> { panic!("admitted") });
         assert!(matches!(never, Err(PreprocessError::TooManyPixels { .. })));
+    }
+
+    /// A PNG whose eXIf chunk says `exif` (big-endian TIFF, one IFD entry: Orientation).
+    fn png_with_orientation(width: u32, height: u32, exif: u16) -> Vec<u8> {
+        use image::ImageEncoder;
+        let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        tiff.extend_from_slice(&exif.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let pixels = vec![9u8; (width * height * 3) as usize];
+        let mut out = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+        encoder.set_exif_metadata(tiff).unwrap();
+        encoder.write_image(&pixels, width, height, image::ExtendedColorType::Rgb8).unwrap();
+        out
+    }
+
+    #[test]
+    fn oriented_size_is_the_decoded_size_without_decoding() {
+        for exif in 1..=8u16 {
+            let photo = png_with_orientation(40, 25, exif);
+            let decoded = decode(&photo, &limits()).unwrap();
+            let size = oriented_size(&photo, &limits()).unwrap();
+            assert_eq!(size, (decoded.width, decoded.height), "EXIF orientation {exif}");
+            assert_eq!(size, if exif >= 5 { (25, 40) } else { (40, 25) }, "EXIF orientation {exif}");
+        }
+        assert!(matches!(oriented_size(&png(101, 100), &limits()), Err(PreprocessError::TooManyPixels { .. })));
+        assert!(matches!(oriented_size(b"hello, world", &limits()), Err(PreprocessError::UnknownFormat { .. })));
     }
 
     #[test]

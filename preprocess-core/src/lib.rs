@@ -22,7 +22,7 @@ pub mod pipeline;
 pub mod resample;
 
 pub use budget::{BudgetError, PixelBudget};
-pub use decode::{decode, decode_admitted, DecodeLimits};
+pub use decode::{decode, decode_admitted, oriented_size, DecodeLimits};
 pub use error::PreprocessError;
 pub use pipeline::{Preprocessed, Preprocessor, StageSizes};
 pub use resample::Rgb8Image;

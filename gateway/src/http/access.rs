@@ -55,7 +55,7 @@ pub fn policy(method: &Method, route: &str) -> Option<RoutePolicy> {
             | "/images/{id}/objects/{index}/similar"
             | "/images/{id}/faces/{index}/similar",
         ) => (Some(Read), Some(Search)),
-        ("POST", "/search/hybrid" | "/search/similar" | "/search/objects" | "/search/faces") => {
+        ("POST", "/search/hybrid" | "/search/similar" | "/search/objects" | "/search/region" | "/search/faces") => {
             (Some(Read), Some(Search))
         }
         ("POST", "/ingest" | "/ingest/batch") => (Some(Write), Some(Ingest)),

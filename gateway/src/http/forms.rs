@@ -1,5 +1,5 @@
 //! Request bodies that are not one JSON document: the multipart forms of ingest, of the
-//! image queries and of /faces/embeddings, and the base64 JSON form of the latter. Each
+//! image and region queries and of /faces/embeddings, and the base64 JSON form of the latter. Each
 //! reader checks field names and counts and hands the service layer plain values.
 
 use axum::extract::{FromRequest, Multipart, Request};
@@ -89,6 +89,33 @@ pub async fn read_query_image(mut multipart: Multipart, limits: &LimitsConfig) -
         Some(bytes) if bytes.is_empty() => Err(AppError::bad_request("the image file is empty")),
         Some(bytes) => Ok(bytes),
     }
+}
+
+/// The `image` and `box` fields of a region query, one each; the box text is parsed by the
+/// service (`service::region::parse_box`).
+pub async fn read_region_form(mut multipart: Multipart, limits: &LimitsConfig) -> Result<(Bytes, String), AppError> {
+    let (mut image, mut bbox) = (None, None);
+    while let Some(field) = multipart.next_field().await? {
+        match field.name().unwrap_or("") {
+            "image" if image.is_none() => {
+                let bytes = field.bytes().await?;
+                check_image_size(&bytes, limits)?;
+                image = Some(bytes);
+            }
+            "box" if bbox.is_none() => bbox = Some(field.text().await?),
+            name @ ("image" | "box") => return Err(AppError::bad_request(format!("send one {name} per query"))),
+            other => return Err(AppError::bad_request(format!("unknown form field {other:?}; expected image, box"))),
+        }
+    }
+    let image = match image {
+        None => return Err(AppError::bad_request("the form has no image field")),
+        Some(bytes) if bytes.is_empty() => return Err(AppError::bad_request("the image file is empty")),
+        Some(bytes) => bytes,
+    };
+    let bbox = bbox.ok_or_else(|| {
+        AppError::bad_request("the form has no box field (x1,y1,x2,y2 in the photo's pixels after EXIF orientation)")
+    })?;
+    Ok((image, bbox))
 }
 
 pub fn is_multipart(request: &Request) -> bool {

@@ -18,16 +18,16 @@ use visual_store::Page;
 use crate::api::{
     BatchResponse, DeleteResult, ErrorBody, FaceEmbeddingsForm, FaceEmbeddingsRequest, FaceEmbeddingsResponse,
     FaceQuery, FaceResult, HealthResponse, HealthSummary, HybridQuery, ImageResult, ImageView, IngestForm,
-    IngestResult, ObjectQuery, ObjectResult, PageParams, QueryImageForm, RerankRequest, RerankResponse, SearchResponse,
-    TextSearchParams,
+    IngestResult, ObjectQuery, ObjectResult, PageParams, QueryImageForm, RegionQueryForm, RerankRequest,
+    RerankResponse, SearchResponse, TextSearchParams,
 };
 use crate::http::access::Caller;
 use crate::http::error::{ApiJson, AppError};
 use crate::http::forms::{
-    is_multipart, json_or_photo, read_face_form, read_face_json, read_ingest_form, read_query_image,
+    is_multipart, json_or_photo, read_face_form, read_face_json, read_ingest_form, read_query_image, read_region_form,
 };
 use crate::http::state::AppState;
-use crate::service::{faces, health, images, ingest, search, ServiceError};
+use crate::service::{faces, health, images, ingest, region, search, ServiceError};
 
 type Shared = State<Arc<AppState>>;
 
@@ -228,6 +228,32 @@ pub async fn search_objects(
         (None, None) => unreachable!("a JSON query always has its text validated"),
     };
     let results = search::objects(state.store.as_ref(), &embedding, &filter, page, min_score).await?;
+    Ok(search_response(page, started, results))
+}
+
+/// Stored objects closest to a box drawn on a photo: the box is cropped from the photo and
+/// encoded as ingest does a detected object (`docs/crop-semantics.md`); nothing is stored.
+#[utoipa::path(post, path = "/search/region", tag = "search", params(PageParams),
+    request_body(content = RegionQueryForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Best first", body = SearchResponse<ObjectResult>),
+        (status = "4XX", description = "Bad form, box or paging (400), not a decodable photo (422)", body = ErrorBody),
+        (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
+    ))]
+pub async fn search_region(
+    State(state): Shared,
+    params: Result<Query<PageParams>, QueryRejection>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
+    let started = Instant::now();
+    let Query(params) = params?;
+    let page = search::page(params.k, params.offset, &state.config.search)?;
+    let min_score = search::min_score(params.min_score)?;
+    let (image, text) = read_region_form(multipart?, &state.config.limits).await?;
+    let bbox = region::parse_box(&text)?;
+    let max_image_bytes = state.config.limits.max_image_bytes;
+    let embedding = region::embed(state.inference.as_ref(), image, bbox, max_image_bytes).await?;
+    let results = search::objects(state.store.as_ref(), &embedding, &Default::default(), page, min_score).await?;
     Ok(search_response(page, started, results))
 }
 

@@ -30,6 +30,7 @@ use crate::http::{handlers, page};
         handlers::search_hybrid,
         handlers::search_similar,
         handlers::search_objects,
+        handlers::search_region,
         handlers::search_faces,
         handlers::face_embeddings,
         handlers::face_rerank,

@@ -15,6 +15,7 @@ pub mod images;
 pub mod ingest;
 pub mod json_depth;
 pub mod pixel_budget;
+pub mod region;
 pub mod search;
 pub mod tags;
 
