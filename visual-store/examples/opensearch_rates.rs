@@ -1,8 +1,9 @@
 //! The OpenSearch store's rates on whatever nodes it is given (docs/scaling.md compares
 //! one node with a three-node cluster): bulk insert of synthetic images (512-d vectors
 //! around 1,000 centres, 4 objects each), image and object search latency one query at a
-//! time and throughput with 8 at once, image search recall@10 against brute force, and the
-//! index's size per million vectors. Writes one JSON report.
+//! time and throughput with 8 at once (as loaded, and again after a force merge to one
+//! segment per shard), image search recall@10 against brute force, the index's size per
+//! million vectors, and each node's memory. Writes one JSON report.
 //!
 //!     cargo run --release -p visual-store --example opensearch_rates -- \
 //!         --urls http://127.0.0.1:9200[,URL...] --images 20000 --label one-node --out FILE
@@ -182,38 +183,18 @@ async fn run(args: Args) {
     }
     recall /= QUERIES as f64;
 
-    let page = Page { k: K, offset: 0 };
-    let images = {
-        let store = store.clone();
-        latency_and_throughput(&queries, move |q| {
-            let store = store.clone();
-            async move {
-                store.search_images(&q, &SearchFilter::default(), page).await.unwrap();
-            }
-        })
-        .await
-    };
-    let objects = {
-        let store = store.clone();
-        latency_and_throughput(&queries, move |q| {
-            let store = store.clone();
-            async move {
-                store.search_objects(&q, &SearchFilter::default(), page).await.unwrap();
-            }
-        })
-        .await
-    };
-    let filtered = {
-        let store = store.clone();
-        let filter = SearchFilter { tags: vec!["common".into()], ..SearchFilter::default() };
-        latency_and_throughput(&queries, move |q| {
-            let (store, filter) = (store.clone(), filter.clone());
-            async move {
-                store.search_images(&q, &filter, page).await.unwrap();
-            }
-        })
-        .await
-    };
+    let as_loaded = search_rates(&store, &queries).await;
+    let segments_as_loaded = primary_segments(&args.urls, &index).await;
+    // Bulk loading leaves many small segments, each with its own HNSW graph that every
+    // query walks; merged into one per shard, as a library that stopped growing ends up.
+    let merge_started = Instant::now();
+    let method = opensearch::http::Method::Post;
+    let path = format!("/{index}/_forcemerge?max_num_segments=1");
+    let merged = first_node(&args.urls).send::<(), ()>(method, &path, Default::default(), None, None, None).await;
+    assert!(merged.unwrap().status_code().is_success(), "force merge");
+    let merge_s = merge_started.elapsed().as_secs_f64();
+    let merged = search_rates(&store, &queries).await;
+    let segments_merged = primary_segments(&args.urls, &index).await;
     let size = index_size(&args.urls, &index).await;
     let vector_files = vector_file_bytes(&args.urls, &index).await;
     let node_memory = node_memory(&args.urls).await;
@@ -231,9 +212,11 @@ async fn run(args: Args) {
         "insert_images_per_s": round(insert_rate),
         "batch": BATCH,
         "image_recall_at_10": round(recall),
-        "search_image": images,
-        "search_image_tag_30pct": filtered,
-        "search_object": objects,
+        "search_as_loaded": as_loaded,
+        "primary_segments_as_loaded": segments_as_loaded,
+        "force_merge_s": round(merge_s),
+        "search_merged": merged,
+        "primary_segments_merged": segments_merged,
         "index_primaries_mib": round(size.0 / (1 << 20) as f64),
         "index_total_mib": round(size.1 / (1 << 20) as f64),
         "primaries_mib_per_million_vectors": per_million(size.0),
@@ -351,4 +334,50 @@ async fn node_memory(urls: &str) -> Value {
 fn first_node(urls: &str) -> opensearch::OpenSearch {
     let url = urls.split(',').next().unwrap().trim();
     opensearch::OpenSearch::new(opensearch::http::transport::Transport::single_node(url).unwrap())
+}
+
+/// Image, tag-filtered image and object search latency and throughput, k = 10.
+async fn search_rates(store: &OpenSearchStore, queries: &[Vec<f32>]) -> Value {
+    let page = Page { k: K, offset: 0 };
+    let images = {
+        let store = store.clone();
+        latency_and_throughput(queries, move |q| {
+            let store = store.clone();
+            async move {
+                store.search_images(&q, &SearchFilter::default(), page).await.unwrap();
+            }
+        })
+        .await
+    };
+    let filtered = {
+        let store = store.clone();
+        let filter = SearchFilter { tags: vec!["common".into()], ..SearchFilter::default() };
+        latency_and_throughput(queries, move |q| {
+            let (store, filter) = (store.clone(), filter.clone());
+            async move {
+                store.search_images(&q, &filter, page).await.unwrap();
+            }
+        })
+        .await
+    };
+    let objects = {
+        let store = store.clone();
+        latency_and_throughput(queries, move |q| {
+            let store = store.clone();
+            async move {
+                store.search_objects(&q, &SearchFilter::default(), page).await.unwrap();
+            }
+        })
+        .await
+    };
+    json!({"image": images, "image_tag_30pct": filtered, "object": objects})
+}
+
+/// Segments of the index's primary shards (each holds its own HNSW graphs).
+async fn primary_segments(urls: &str, index: &str) -> usize {
+    let method = opensearch::http::Method::Get;
+    let path = format!("/_cat/segments/{index}?format=json&h=prirep");
+    let answer = first_node(urls).send::<(), ()>(method, &path, Default::default(), None, None, None).await.unwrap();
+    let segments: Value = answer.json().await.unwrap();
+    segments.as_array().unwrap().iter().filter(|s| s["prirep"] == "p").count()
 }
