@@ -248,14 +248,18 @@ async fn clip_text_embeds_token_ids() {
 }
 
 /// A port nobody listens on: bind an ephemeral port, then release it.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A loopback port that refuses every connection for as long as the returned socket lives:
+/// bound but never listening, so no other test (they run in parallel) can be given the port
+/// and answer on it, as could happen to a port bound and released.
+fn refusing_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap().port(), socket)
 }
 
 #[tokio::test]
 async fn closed_port_is_unavailable_after_the_configured_retries() {
-    let port = closed_port();
+    let (port, _refusing) = refusing_port();
     let client = TritonClient::new(ClientConfig {
         endpoint: format!("http://127.0.0.1:{port}"),
         max_retries: 3,
@@ -311,7 +315,7 @@ fn invalid_endpoint_is_reported() {
 async fn call_timeout_bounds_every_retry_together() {
     // Nothing listens: each attempt fails at once as Unavailable and is retried; 20 retries
     // with doubling pauses from 200 ms would take minutes, the call deadline (1 s) ends them.
-    let port = closed_port();
+    let (port, _refusing) = refusing_port();
     let client = TritonClient::new(ClientConfig {
         endpoint: format!("http://127.0.0.1:{port}"),
         call_timeout: Duration::from_secs(1),
@@ -385,7 +389,8 @@ fn pool(endpoints: &[String]) -> TritonPool {
 
 #[tokio::test]
 async fn a_probe_takes_an_endpoint_nobody_listens_on_out() {
-    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let (port, _refusing) = refusing_port();
+    let closed = format!("http://127.0.0.1:{port}");
     let pool = pool(std::slice::from_ref(&closed));
     let started = Instant::now();
     let status = pool.probe().await.remove(0);
@@ -412,7 +417,8 @@ async fn a_pool_sends_calls_past_a_dead_endpoint_to_triton() {
     let Some(url) = triton_url("a_pool_sends_calls_past_a_dead_endpoint_to_triton") else {
         return;
     };
-    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let (port, _refusing) = refusing_port();
+    let closed = format!("http://127.0.0.1:{port}");
     let pool = pool(&[closed.clone(), url.clone()]);
     for seed in 0..6 {
         let request = InferRequest {
