@@ -383,7 +383,7 @@ async fn a_server_that_dies_under_a_call_is_a_lost_connection() {
 
 fn pool(endpoints: &[String]) -> TritonPool {
     let client = ClientConfig { request_timeout: Duration::from_secs(30), ..ClientConfig::default() };
-    let probe = ProbeConfig { interval: Duration::from_secs(60), timeout: Duration::from_millis(500) };
+    let probe = ProbeConfig { interval: Duration::from_secs(60), timeout: Duration::from_secs(5) };
     TritonPool::new(endpoints, client, probe).unwrap()
 }
 
@@ -434,7 +434,9 @@ async fn a_pool_sends_calls_past_a_dead_endpoint_to_triton() {
     let [dead, alive] = &pool.endpoints()[..] else { panic!("two endpoints") };
     // The closed port was tried by at most the first call, and taken out for good.
     assert!(!dead.ready && dead.taken_out == 1, "{dead:?}");
-    assert!(alive.ready && alive.taken_out == 0 && alive.in_flight == 0, "{alive:?}");
+    // Ready and idle; not "never taken out": the pool's first probe runs as it starts, and a
+    // Triton busy with a parallel test may miss that probe's deadline once (seen in CI).
+    assert!(alive.ready && alive.in_flight == 0, "{alive:?}");
     // A rejected request is returned as Triton said it, from the one live endpoint.
     let bad = InferRequest {
         model: IMAGE_MODEL.into(),
