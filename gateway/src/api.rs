@@ -212,6 +212,24 @@ pub struct ObjectResult {
     pub height: u32,
 }
 
+/// POST /detect: the objects of a query photo, in its pixels (after EXIF orientation), for
+/// picking one to search by region. Nothing is stored.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DetectResponse {
+    /// Set when the same bytes are stored: the objects are then the stored record's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub objects: Vec<ObjectView>,
+}
+
+/// GET /classes: the detector's class names, which class filters accept.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ClassesResponse {
+    pub classes: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SearchResponse<T> {
     pub k: usize,

@@ -614,7 +614,36 @@ async fn service_endpoints_work() {
     assert!(metrics.contains("route=\"/ingest\""), "{metrics}");
     let (status, page) = h.get("/").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.as_str().unwrap().contains("/search/text"));
+    assert!(page.as_str().unwrap().contains("/search/hybrid"));
+}
+
+/// POST /detect: Triton's detections with their class names for new bytes, the record's for
+/// stored ones (no Triton call), the decode error for bad ones; nothing is stored.
+#[tokio::test]
+async fn detect_names_objects_without_storing() {
+    let h = harness();
+    let (status, body) = h.post_form("/detect", &[("image", Some("q.jpg"), &photo(3))]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(640), Some(480)));
+    assert_eq!(body["objects"][0]["class_name"], "dog");
+    assert_eq!(body["objects"][0]["bbox"], serde_json::json!([10.0, 20.0, 110.0, 220.0]));
+    assert!(body.get("image_id").is_none(), "{body}");
+    let (_, health) = h.get("/health").await;
+    assert_eq!(health["store"]["images"], 0, "detect stores nothing");
+
+    let (status, stored) = h.ingest(3, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    let calls = h.inference.image_calls.load(Ordering::SeqCst);
+    let (status, body) = h.post_form("/detect", &[("image", Some("q.jpg"), &photo(3))]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["image_id"], stored["id"]);
+    assert_eq!(h.inference.image_calls.load(Ordering::SeqCst), calls, "a stored photo needs no Triton call");
+
+    let (status, body) = h.post_form("/detect", &[("image", Some("bad.jpg"), b"not an image")]).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "cannot decode");
+    let (status, body) = h.get("/classes").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["classes"].as_array().unwrap().len(), 80);
 }
 
 /// Every path and method of the OpenAPI document is routed, and every route is documented.
@@ -646,6 +675,7 @@ async fn openapi_document_matches_the_router() {
     let expected = [
         "DELETE /images/{id}",
         "GET /",
+        "GET /classes",
         "GET /health",
         "GET /images/{id}",
         "GET /images/{id}/faces/{index}/similar",
@@ -655,6 +685,7 @@ async fn openapi_document_matches_the_router() {
         "GET /metrics",
         "GET /openapi.json",
         "GET /search/text",
+        "POST /detect",
         "POST /faces/embeddings",
         "POST /faces/rerank",
         "POST /ingest",

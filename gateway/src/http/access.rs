@@ -47,7 +47,7 @@ pub fn policy(method: &Method, route: &str) -> Option<RoutePolicy> {
     use Role::*;
     let (role, class) = match (method.as_str(), route) {
         ("GET" | "HEAD", "/" | "/openapi.json" | "/health") => (None, None),
-        ("GET" | "HEAD", "/metrics" | "/images/{id}" | "/images/{id}/file") => (Some(Read), None),
+        ("GET" | "HEAD", "/metrics" | "/classes" | "/images/{id}" | "/images/{id}/file") => (Some(Read), None),
         (
             "GET" | "HEAD",
             "/search/text"
@@ -55,9 +55,10 @@ pub fn policy(method: &Method, route: &str) -> Option<RoutePolicy> {
             | "/images/{id}/objects/{index}/similar"
             | "/images/{id}/faces/{index}/similar",
         ) => (Some(Read), Some(Search)),
-        ("POST", "/search/hybrid" | "/search/similar" | "/search/objects" | "/search/region" | "/search/faces") => {
-            (Some(Read), Some(Search))
-        }
+        (
+            "POST",
+            "/search/hybrid" | "/search/similar" | "/search/objects" | "/search/region" | "/search/faces" | "/detect",
+        ) => (Some(Read), Some(Search)),
         ("POST", "/ingest" | "/ingest/batch") => (Some(Write), Some(Ingest)),
         ("POST", "/faces/embeddings" | "/faces/rerank") => (Some(Write), Some(Faces)),
         ("DELETE", "/images/{id}") => (Some(Write), Some(Ingest)),

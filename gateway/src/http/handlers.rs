@@ -16,9 +16,9 @@ use bytes::Bytes;
 use visual_store::Page;
 
 use crate::api::{
-    BatchResponse, DeleteResult, ErrorBody, FaceEmbeddingsForm, FaceEmbeddingsRequest, FaceEmbeddingsResponse,
-    FaceQuery, FaceResult, HealthResponse, HealthSummary, HybridQuery, ImageResult, ImageView, IngestForm,
-    IngestResult, ObjectQuery, ObjectResult, PageParams, QueryImageForm, RegionQueryForm, RerankRequest,
+    BatchResponse, ClassesResponse, DeleteResult, DetectResponse, ErrorBody, FaceEmbeddingsForm, FaceEmbeddingsRequest,
+    FaceEmbeddingsResponse, FaceQuery, FaceResult, HealthResponse, HealthSummary, HybridQuery, ImageResult, ImageView,
+    IngestForm, IngestResult, ObjectQuery, ObjectResult, PageParams, QueryImageForm, RegionQueryForm, RerankRequest,
     RerankResponse, SearchResponse, TextSearchParams,
 };
 use crate::http::access::Caller;
@@ -27,7 +27,7 @@ use crate::http::forms::{
     is_multipart, json_or_photo, read_face_form, read_face_json, read_ingest_form, read_query_image, read_region_form,
 };
 use crate::http::state::AppState;
-use crate::service::{faces, health, images, ingest, region, search, ServiceError};
+use crate::service::{detect, faces, health, images, ingest, region, search, ServiceError};
 
 type Shared = State<Arc<AppState>>;
 
@@ -190,6 +190,31 @@ pub async fn search_similar(
     let results =
         search::images(state.store.as_ref(), &embedding, &filter, page, min_score, params.include_metadata).await?;
     Ok(search_response(page, started, results))
+}
+
+/// The objects detected in a photo, without storing it (the stored record's for stored bytes).
+#[utoipa::path(post, path = "/detect", tag = "search",
+    request_body(content = QueryImageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The photo's size and objects", body = DetectResponse),
+        (status = "4XX", description = "Bad form, or not a decodable photo", body = ErrorBody),
+        (status = "5XX", description = "Triton or the store unavailable", body = ErrorBody),
+    ))]
+pub async fn detect_objects(
+    State(state): Shared,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<DetectResponse>, AppError> {
+    let image = read_query_image(multipart?, &state.config.limits).await?;
+    let class_names = &state.config.models.class_names;
+    Ok(Json(detect::objects(state.store.as_ref(), state.inference.as_ref(), class_names, image).await?))
+}
+
+/// The class names the detector reports and class filters accept.
+#[utoipa::path(get, path = "/classes", tag = "search", responses(
+    (status = 200, description = "In the detector's class-id order", body = ClassesResponse),
+))]
+pub async fn classes(State(state): Shared) -> Json<ClassesResponse> {
+    Json(ClassesResponse { classes: state.config.models.class_names.clone() })
 }
 
 /// Stored objects closest to a text (JSON body) or to an uploaded photo (multipart).

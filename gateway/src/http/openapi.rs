@@ -32,6 +32,8 @@ use crate::http::{handlers, page};
         handlers::search_objects,
         handlers::search_region,
         handlers::search_faces,
+        handlers::detect_objects,
+        handlers::classes,
         handlers::face_embeddings,
         handlers::face_rerank,
         handlers::get_image,

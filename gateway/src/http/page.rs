@@ -1,5 +1,7 @@
-//! GET / : the browser search page, one self-contained HTML file (inline CSS and
-//! script, no CDN, no build step) that calls /search/text and draws the matched boxes.
+//! GET / : the browser search page, one self-contained HTML file (inline CSS and script, no
+//! CDN, no build step): every kind of search, a detail view with "more like this", upload
+//! with progress. It only calls the public API, so it holds no logic of its own to test
+//! apart from the browser flows (tests/test_page.py).
 
 use axum::response::Html;
 

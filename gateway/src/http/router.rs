@@ -14,9 +14,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::http::access::{guard, AccessControl};
 use crate::http::handlers::{
-    delete_image, face_embeddings, face_rerank, get_image, get_image_file, health, ingest_batch, ingest_image,
-    metrics_text, ops_health, search_faces, search_hybrid, search_objects, search_region, search_similar, search_text,
-    similar_to_face, similar_to_image, similar_to_object,
+    classes, delete_image, detect_objects, face_embeddings, face_rerank, get_image, get_image_file, health,
+    ingest_batch, ingest_image, metrics_text, ops_health, search_faces, search_hybrid, search_objects, search_region,
+    search_similar, search_text, similar_to_face, similar_to_image, similar_to_object,
 };
 use crate::http::middleware::{bound_request, json_errors, shed_load, track_http, LoadShedder, RequestBounds};
 use crate::http::state::AppState;
@@ -40,6 +40,8 @@ pub fn app(state: Arc<AppState>, access: Arc<AccessControl>) -> Router {
         .route("/search/objects", post(search_objects))
         .route("/search/region", post(search_region))
         .route("/search/faces", post(search_faces))
+        .route("/detect", post(detect_objects))
+        .route("/classes", get(classes))
         .route("/faces/embeddings", post(face_embeddings))
         .route("/faces/rerank", post(face_rerank))
         .route("/images/{id}", get(get_image).delete(delete_image))

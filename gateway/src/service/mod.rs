@@ -7,6 +7,7 @@
 
 pub mod aligned_faces;
 pub mod dates;
+pub mod detect;
 pub mod error;
 pub mod faces;
 pub mod health;
