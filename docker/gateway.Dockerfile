@@ -1,10 +1,8 @@
 # syntax=docker/dockerfile:1
 # The gateway (HTTP service and ingest CLI) in a small Debian runtime (docs/deploy.md).
 #   docker build -f docker/gateway.Dockerfile -t visual-search/gateway .
-# The CLIP tokenizer (clip-vocab.json, clip-merges.txt) is mounted at /opt/gateway/tokenizer,
-# or baked in with `--build-context tokenizer=DIR`, which replaces the empty stage below.
-
-FROM scratch AS tokenizer
+# The CLIP tokenizer (clip-vocab.json, clip-merges.txt) is read from /opt/gateway/tokenizer:
+# mounted there (compose), or copied in by an image built FROM this one (docs/deploy.md).
 
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
@@ -25,9 +23,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10002 gateway \
     && useradd --system --uid 10002 --gid 10002 --no-create-home --shell /usr/sbin/nologin gateway \
-    && install -d -o 10002 -g 10002 /var/lib/gateway
+    && install -d -o 10002 -g 10002 /var/lib/gateway \
+    && install -d /opt/gateway/tokenizer
 COPY --from=build /out/gateway /usr/local/bin/gateway
-COPY --from=tokenizer / /opt/gateway/tokenizer/
 # Exposed by default, so the gateway refuses to start without write keys (GATEWAY_WRITE_KEYS);
 # /health and /metrics for probes and scrapers on the ops port, without keys.
 ENV GATEWAY_LISTEN=0.0.0.0:8080 \
