@@ -1,7 +1,8 @@
 """The deployment files (docker/, k8s/) checked without a Docker engine or a cluster.
 
-What runs here (docs/deploy.md, "What is checked"): Debian's docker-compose 1.29 resolves
-docker/compose.yaml; hadolint lints the Dockerfiles; the Dockerfiles' Rust build is CI's own
+What runs here (docs/deploy.md, "What is checked"): Debian's docker-compose 1.29 and
+compose-go (Docker Compose v2's loader, scripts/composecheck) resolve docker/compose.yaml;
+hadolint lints the Dockerfiles; the Dockerfiles' Rust build is CI's own
 command; kubernetes-validate checks every manifest against the Kubernetes API's schemas in
 strict mode; the ServiceMonitors go through the Prometheus Operator's models (generated from
 its CRD schemas); the gateway binary accepts the config files the stack gives it; the metrics
