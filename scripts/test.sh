@@ -77,6 +77,8 @@ cargo test --release --workspace
 scripts/setup_triton.sh
 .venv/bin/ruff check .
 scripts/setup_browser.sh
+# docker-compose, hadolint, kubernetes-validate, ... for the deployment files' checks.
+scripts/setup_deploy_checks.sh
 .venv/bin/python scripts/gen_encoders.py
 .venv/bin/python scripts/link_models.py
 # The build above must have produced the backends and the gateway: missing one is a failure.
