@@ -38,6 +38,9 @@ pub enum IngestOutcome {
     Failed,
 }
 
+/// The `outcome` labels of `IngestOutcome`, in its order.
+const INGEST_OUTCOMES: [&str; 3] = ["created", "already_stored", "failed"];
+
 /// Rerank of 100 to 10,000 candidates takes microseconds to milliseconds.
 const RERANK_BUCKETS: &[f64] = &[0.000_01, 0.000_05, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1];
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -126,6 +129,20 @@ impl Metrics {
             registry.register(Box::new(metric.clone())).expect("unique metric");
         }
         registry.register(Box::new(faces_detected.clone())).expect("unique metric");
+        // Every known label set starts at zero: a series born at 1 has no earlier sample, so
+        // rate() would miss its first increments (and a hit rate would divide by zero).
+        for outcome in INGEST_OUTCOMES {
+            ingests.with_label_values(&[outcome]);
+        }
+        for result in ["hit", "miss"] {
+            text_cache.with_label_values(&[result]);
+        }
+        for scorer in ["native", "plugin"] {
+            rerank_latency.with_label_values(&[scorer]);
+            for outcome in ["ok", "failed"] {
+                rerank_requests.with_label_values(&[scorer, outcome]);
+            }
+        }
         Metrics {
             registry,
             http_requests,
@@ -169,9 +186,9 @@ impl Metrics {
 
     pub fn count_ingest(&self, outcome: IngestOutcome) {
         let label = match outcome {
-            IngestOutcome::Created => "created",
-            IngestOutcome::AlreadyStored => "already_stored",
-            IngestOutcome::Failed => "failed",
+            IngestOutcome::Created => INGEST_OUTCOMES[0],
+            IngestOutcome::AlreadyStored => INGEST_OUTCOMES[1],
+            IngestOutcome::Failed => INGEST_OUTCOMES[2],
         };
         self.ingests.with_label_values(&[label]).inc();
     }
@@ -258,6 +275,23 @@ mod tests {
                 nodes: Vec::new(),
             },
             faces: FacesHealth { model: "face_embed".into(), index_on_ingest: false, rerank_scorer: "native".into() },
+        }
+    }
+
+    #[test]
+    fn known_label_sets_start_at_zero() {
+        let text = Metrics::new().render();
+        for line in [
+            "gateway_ingested_images_total{outcome=\"created\"} 0",
+            "gateway_ingested_images_total{outcome=\"already_stored\"} 0",
+            "gateway_ingested_images_total{outcome=\"failed\"} 0",
+            "gateway_text_embedding_cache_total{result=\"hit\"} 0",
+            "gateway_text_embedding_cache_total{result=\"miss\"} 0",
+            "gateway_rerank_requests_total{outcome=\"ok\",scorer=\"native\"} 0",
+            "gateway_rerank_requests_total{outcome=\"failed\",scorer=\"plugin\"} 0",
+            "gateway_rerank_duration_seconds_count{scorer=\"native\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
     }
 
