@@ -77,6 +77,7 @@ cargo test --release --workspace
 scripts/setup_triton.sh
 .venv/bin/ruff check .
 scripts/setup_browser.sh
+scripts/setup_prometheus.sh
 .venv/bin/python scripts/gen_encoders.py
 .venv/bin/python scripts/link_models.py
 # The build above must have produced the backends and the gateway: missing one is a failure.

@@ -1,14 +1,15 @@
 """monitoring/ against a real Prometheus scraping the session's Triton and a gateway of its own.
 
 Prometheus and promtool are Debian's (scripts/setup_prometheus.sh). promtool checks the
-production config and the rules. Then a Prometheus on a free loopback port, with a temporary
-storage folder and a 1 s scrape and rule interval, scrapes Triton's metrics port and the
-gateway's ops address, through a copy of monitoring/prometheus.yml whose targets are those
-loopback ports (same jobs, same rule files). The gateway has two Triton endpoints, the live
-one and a port that refuses connections, and one search slot, so a burst of searches is shed
-with 503s. A short load goes through it, in two rounds with a scrape between: photos ingested
-(one twice, one not a photo), text searches (one repeated, so the cache hits), image
-searches, a rerank call, a bad request.
+production config and the rules, and runs the rules' unit tests (monitoring/tests/), which
+hold every alert's threshold arithmetic against made-up series. Then a Prometheus on a free
+loopback port, with a temporary storage folder and a 1 s scrape and rule interval, scrapes
+Triton's metrics port and the gateway's ops address, through a copy of
+monitoring/prometheus.yml whose targets are those loopback ports (same jobs, same rules).
+The gateway has two Triton endpoints, the live one and a port that refuses connections, and
+one search slot, so a burst of searches is shed with 503s. A short load goes through it, in
+two rounds with a scrape between: photos ingested (one twice, one not a photo), text
+searches (one repeated, so the cache hits), image searches, a rerank call, a bad request.
 
 Then every panel query of monitoring/grafana/dashboards/*.json and every alert expression of
 monitoring/rules/*.yml goes through Prometheus's HTTP API and must return at least one
@@ -136,6 +137,21 @@ def test_promtool_checks_config_and_rules():
     r = subprocess.run([promtool, "check", "rules", *RULE_FILES], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(RULE_FILES) >= 2 and len(DASHBOARDS) >= 2
+
+
+def test_alert_rule_unit_tests_pass_and_cover_every_alert():
+    """monitoring/tests/*.yml: promtool feeds each alert made-up series above and below its
+    threshold (docs/monitoring.md); every alert must fire in at least one of them."""
+    unit_tests = sorted(glob.glob(os.path.join(MONITORING, "tests", "*.yml")))
+    r = subprocess.run([_binary("promtool"), "test", "rules", *unit_tests], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    fired = set()
+    for path in unit_tests:
+        with open(path) as f:
+            for case in yaml.safe_load(f)["tests"]:
+                fired |= {t["alertname"] for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
+    assert fired == {rule["alert"] for rule in alert_rules()}
 
 
 def test_gpu_exemptions_are_exactly_the_gpu_expressions():
