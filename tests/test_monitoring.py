@@ -238,7 +238,9 @@ def stack(triton, tmp_path_factory):
     dead.bind(("127.0.0.1", 0))
     dead_address = f"127.0.0.1:{dead.getsockname()[1]}"
     gateway_config = tmp / "gateway.toml"
-    gateway_config.write_text("[server]\nmax_concurrent_search = 1\n\n[triton]\nprobe_interval_ms = 500\n")
+    # A generous probe deadline: the live endpoint must not read 0 because a probe was slow
+    # on a busy CI machine (the dead one is refused at once).
+    gateway_config.write_text("[server]\nmax_concurrent_search = 1\n\n[triton]\nprobe_timeout_ms = 5000\n")
     ops_port = free_port()
     gw = Gateway(str(tmp / "data"), [triton.grpc_address, dead_address],
                  extra_args=("--config", str(gateway_config), "--ops-listen", f"127.0.0.1:{ops_port}"))
