@@ -79,6 +79,8 @@ scripts/setup_triton.sh
 scripts/setup_browser.sh
 # docker-compose, hadolint, kubernetes-validate, ... for the deployment files' checks.
 scripts/setup_deploy_checks.sh
+# Debian's Prometheus (and promtool) for the monitoring tests.
+scripts/setup_prometheus.sh
 .venv/bin/python scripts/gen_encoders.py
 .venv/bin/python scripts/link_models.py
 # The build above must have produced the backends and the gateway: missing one is a failure.

@@ -646,6 +646,32 @@ async fn detect_names_objects_without_storing() {
     assert_eq!(body["classes"].as_array().unwrap().len(), 80);
 }
 
+/// Each scrape runs the health check: readiness and the store's size are current, and a
+/// Triton that stops being ready shows at the next scrape.
+#[tokio::test]
+async fn metrics_carry_the_health_of_each_scrape() {
+    let h = harness();
+    let gauges = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("gateway_ready ") || l.starts_with("gateway_store_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(
+        gauges(metrics.as_str().unwrap()),
+        ["gateway_ready 1", "gateway_store_images{store=\"embedded\"} 0", "gateway_store_ready{store=\"embedded\"} 1"]
+    );
+    h.ingest(1, &[]).await;
+    h.ingest(2, &[]).await;
+    h.inference.unavailable.store(true, Ordering::SeqCst);
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(
+        gauges(metrics.as_str().unwrap()),
+        ["gateway_ready 0", "gateway_store_images{store=\"embedded\"} 2", "gateway_store_ready{store=\"embedded\"} 1"]
+    );
+}
+
 /// Every path and method of the OpenAPI document is routed, and every route is documented.
 #[tokio::test]
 async fn openapi_document_matches_the_router() {

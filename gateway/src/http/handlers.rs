@@ -37,9 +37,11 @@ fn search_response<T>(page: Page, started: Instant, results: Vec<T>) -> Json<Sea
     Json(SearchResponse { k: page.k, offset: page.offset, count: results.len(), took_ms, results })
 }
 
+/// Every health check also refreshes the health gauges of `/metrics`.
 async fn health_report(state: &AppState) -> (StatusCode, HealthResponse) {
     let scorer = state.scorer.name();
     let report = health::health(state.inference.as_ref(), state.store.as_ref(), &state.config.faces, scorer).await;
+    state.metrics.record_health(&report);
     let status = if report.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, report)
 }
@@ -64,11 +66,13 @@ pub async fn ops_health(State(state): Shared) -> Response {
     (status, Json(report)).into_response()
 }
 
-/// Prometheus text exposition of the gateway's metrics.
+/// Prometheus text exposition of the gateway's metrics. Each scrape runs the health check
+/// first, so readiness, the store's size and each Triton endpoint's state are current.
 #[utoipa::path(get, path = "/metrics", tag = "service", responses(
     (status = 200, description = "Metrics", body = String, content_type = "text/plain"),
 ))]
 pub async fn metrics_text(State(state): Shared) -> Response {
+    health_report(&state).await;
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }
