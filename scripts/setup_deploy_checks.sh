@@ -22,14 +22,7 @@ VENV=.cache/deploy/venv
 stamp="$VENV/.installed-$(printf '%s\n' "${PACKAGES[@]}" | sha256sum | cut -c1-16)"
 
 if ! command -v docker-compose >/dev/null; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "setup_deploy_checks: installing docker-compose (Debian package)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
-  else
-    echo "setup_deploy_checks: no docker-compose and no root apt-get to install it; the compose tests fail" >&2
-  fi
+  scripts/apt_install.sh setup_deploy_checks docker-compose "the compose tests cannot run" || true
 fi
 
 if [[ ! -f "$stamp" ]]; then

@@ -8,19 +8,13 @@
 # invoke-rc.d usually refuses the start (policy-rc.d in containers, no runlevel), and if the
 # init script did start it, it is stopped through that same script.
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
   exit 0
 fi
-if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-  echo "setup_prometheus: no prometheus/promtool and no root apt-get to install them; the monitoring test cannot run (a failure under scripts/test.sh)" >&2
-  exit 0
-fi
-echo "setup_prometheus: installing prometheus (Debian package) for the monitoring test"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
 # Without recommends: prometheus-node-exporter would be one more service to start.
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+scripts/apt_install.sh setup_prometheus prometheus "the monitoring test cannot run" || exit 0
 if [[ -d /run/systemd/system ]]; then
   systemctl disable --now prometheus.service >/dev/null 2>&1 || true
 elif [[ -x /etc/init.d/prometheus ]] && /etc/init.d/prometheus status >/dev/null 2>&1; then

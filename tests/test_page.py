@@ -244,16 +244,23 @@ def test_text_search_with_filters_and_paging(site, browser):
     only_same_origin(browser, site.url)
 
 
-def test_search_by_photo(site, browser):
-    path = photo_sets()["city"][2]
-    open_page(browser, site, "photo")
+def search_with_photo(browser: Browser, site: Gateway, tab: str, path: str, api_path: str, kind: str) -> list[dict]:
+    """Hands `path` to the tab's file input; returns the cards, checked against the API's
+    answer for the same photo and page size."""
+    open_page(browser, site, tab)
     new_search(browser)
-    browser.set_files("#photo-file", [path])
+    browser.set_files(f"#{tab}-file", [path])
     k = int(browser.evaluate("document.getElementById('k').value"))
-    hits = api_results(site.post("/search/similar", params={"k": k},
+    hits = api_results(site.post(api_path, params={"k": k},
                                  files={"image": (os.path.basename(path), read_bytes(path))}))
     cards = wait_for_results(browser, len(hits))
-    assert_cards_equal_api(cards, hits, "image")
+    assert_cards_equal_api(cards, hits, kind)
+    return cards
+
+
+def test_search_by_photo(site, browser):
+    path = photo_sets()["city"][2]
+    cards = search_with_photo(browser, site, "photo", path, "/search/similar", "image")
     assert cards[0]["image_id"] == sha256(path) and cards[0]["score_text"] == "cosine 1.0000"
     screenshot(browser, "search-by-photo")
     only_same_origin(browser, site.url)
@@ -329,14 +336,7 @@ def test_objects_in_a_photo_pick_and_draw(site, browser):
 
 def test_search_by_face(site, browser):
     path = photo_sets()["faces"][1]
-    open_page(browser, site, "faces")
-    new_search(browser)
-    browser.set_files("#faces-file", [path])
-    k = int(browser.evaluate("document.getElementById('k').value"))
-    hits = api_results(site.post("/search/faces", params={"k": k},
-                                 files={"image": (os.path.basename(path), read_bytes(path))}))
-    cards = wait_for_results(browser, len(hits))
-    assert_cards_equal_api(cards, hits, "face")
+    cards = search_with_photo(browser, site, "faces", path, "/search/faces", "face")
     assert cards[0]["image_id"] == sha256(path)
     screenshot(browser, "search-by-face")
 
