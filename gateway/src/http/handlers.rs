@@ -141,8 +141,7 @@ pub async fn search_text(
     let started = Instant::now();
     let Query(params) = params?;
     let text = search::query_text(params.q.as_deref())?;
-    let page = search::page(params.k, params.offset, &state.config.search)?;
-    let min_score = search::min_score(params.min_score)?;
+    let (page, min_score) = search::paging(params.k, params.offset, params.min_score, &state.config.search)?;
     let query = text_embedding(&state, &text).await?;
     let filter = Default::default();
     let results =
@@ -162,8 +161,7 @@ pub async fn search_hybrid(
 ) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
     let started = Instant::now();
     let text = search::query_text(Some(&query.text))?;
-    let page = search::page(query.k, query.offset, &state.config.search)?;
-    let min_score = search::min_score(query.min_score)?;
+    let (page, min_score) = search::paging(query.k, query.offset, query.min_score, &state.config.search)?;
     let filter = search::hybrid_filter(&query, &state.config.models.class_names, state.config.limits.max_query_tags)?;
     let embedding = text_embedding(&state, &text).await?;
     let results =
@@ -186,8 +184,7 @@ pub async fn search_similar(
 ) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let page = search::page(params.k, params.offset, &state.config.search)?;
-    let min_score = search::min_score(params.min_score)?;
+    let (page, min_score) = search::paging(params.k, params.offset, params.min_score, &state.config.search)?;
     let image = read_query_image(multipart?, &state.config.limits).await?;
     let embedding = image_embedding(&state, image).await?;
     let filter = Default::default();
@@ -248,8 +245,7 @@ pub async fn search_objects(
     .await?;
     // Everything is validated before Triton is asked for an embedding.
     let text = if image.is_none() { Some(search::query_text(Some(&query.text))?) } else { None };
-    let page = search::page(query.k, query.offset, &state.config.search)?;
-    let min_score = search::min_score(query.min_score)?;
+    let (page, min_score) = search::paging(query.k, query.offset, query.min_score, &state.config.search)?;
     let filter = search::object_filter(&query, &state.config.models.class_names)?;
     let embedding = match (image, text) {
         (Some(image), _) => image_embedding(&state, image).await?,
@@ -276,8 +272,7 @@ pub async fn search_region(
 ) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let page = search::page(params.k, params.offset, &state.config.search)?;
-    let min_score = search::min_score(params.min_score)?;
+    let (page, min_score) = search::paging(params.k, params.offset, params.min_score, &state.config.search)?;
     let (image, text) = read_region_form(multipart?, &state.config.limits).await?;
     let bbox = region::parse_box(&text)?;
     let max_image_bytes = state.config.limits.max_image_bytes;
@@ -360,8 +355,7 @@ pub async fn search_faces(
     })
     .await?;
     // Everything is validated before Triton is asked for the query face.
-    let page = search::page(query.k, query.offset, &state.config.search)?;
-    let min_score = search::min_score(query.min_score)?;
+    let (page, min_score) = search::paging(query.k, query.offset, query.min_score, &state.config.search)?;
     let embedding = match image {
         Some(image) => faces::query_from_photo(state.inference.as_ref(), image).await?,
         None => faces::query_from_embedding(query.embedding, state.config.faces.embedding_dim)?,
@@ -388,8 +382,7 @@ pub async fn similar_to_image(
 ) -> Result<Json<SearchResponse<ImageResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let page = search::page(params.k, params.offset, &state.config.search)?;
-    let min_score = search::min_score(params.min_score)?;
+    let (page, min_score) = search::paging(params.k, params.offset, params.min_score, &state.config.search)?;
     let store = state.store.as_ref();
     let embedding = images::stored_vector(store, &id, images::StoredPart::Photo).await?;
     let results =
@@ -416,8 +409,7 @@ pub async fn similar_to_object(
 ) -> Result<Json<SearchResponse<ObjectResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let page = search::page(params.k, params.offset, &state.config.search)?;
-    let min_score = search::min_score(params.min_score)?;
+    let (page, min_score) = search::paging(params.k, params.offset, params.min_score, &state.config.search)?;
     let store = state.store.as_ref();
     let embedding = images::stored_vector(store, &id, images::StoredPart::Object(index)).await?;
     let results = search::objects(store, &embedding, &Default::default(), page, min_score).await?;
@@ -443,8 +435,7 @@ pub async fn similar_to_face(
 ) -> Result<Json<SearchResponse<FaceResult>>, AppError> {
     let started = Instant::now();
     let Query(params) = params?;
-    let page = search::page(params.k, params.offset, &state.config.search)?;
-    let min_score = search::min_score(params.min_score)?;
+    let (page, min_score) = search::paging(params.k, params.offset, params.min_score, &state.config.search)?;
     let store = state.store.as_ref();
     let embedding = images::stored_vector(store, &id, images::StoredPart::Face(index)).await?;
     let results = faces::search(store, state.config.models.embedding_dim, embedding, page, min_score).await?;

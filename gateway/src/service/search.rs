@@ -25,7 +25,7 @@ use crate::service::ServiceError;
 const MAX_QUERY_CHARS: usize = 1000;
 
 /// k and offset checked against the configured limits.
-pub fn page(k: Option<usize>, offset: Option<usize>, limits: &SearchConfig) -> Result<Page, ServiceError> {
+fn page(k: Option<usize>, offset: Option<usize>, limits: &SearchConfig) -> Result<Page, ServiceError> {
     let k = k.unwrap_or(limits.default_k);
     if k == 0 || k > limits.max_k {
         return Err(ServiceError::BadRequest(format!("k must be between 1 and {}, got {k}", limits.max_k)));
@@ -41,12 +41,22 @@ pub fn page(k: Option<usize>, offset: Option<usize>, limits: &SearchConfig) -> R
 }
 
 /// Cosine threshold: results scoring below it are dropped. Absent means no threshold.
-pub fn min_score(value: Option<f32>) -> Result<f32, ServiceError> {
+fn min_score(value: Option<f32>) -> Result<f32, ServiceError> {
     match value {
         None => Ok(-1.0),
         Some(v) if v.is_finite() && (-1.0..=1.0).contains(&v) => Ok(v),
         Some(v) => Err(ServiceError::BadRequest(format!("min_score must be a cosine in [-1, 1], got {v}"))),
     }
+}
+
+/// The page and the cosine threshold of a search request, both checked.
+pub fn paging(
+    k: Option<usize>,
+    offset: Option<usize>,
+    min_score_value: Option<f32>,
+    limits: &SearchConfig,
+) -> Result<(Page, f32), ServiceError> {
+    Ok((page(k, offset, limits)?, min_score(min_score_value)?))
 }
 
 pub fn query_text(text: Option<&str>) -> Result<String, ServiceError> {

@@ -131,27 +131,17 @@ impl NodePool {
     }
 
     fn take_out(self: &Arc<Self>, index: usize, error: String) {
-        let pause = self.backoff_after_failure(index, error);
-        self.nodes[index].with_state(|s| s.next_probe = Some(Instant::now() + pause));
+        self.nodes[index].fail(error, self.probe_interval);
         if !self.probing.swap(true, Ordering::AcqRel) {
             tokio::spawn(probe_until_all_back(Arc::downgrade(self)));
         }
-    }
-
-    /// Counts a failure and returns the pause before the next probe.
-    fn backoff_after_failure(&self, index: usize, error: String) -> Duration {
-        self.nodes[index].with_state(|s| {
-            s.failures = s.failures.saturating_add(1);
-            s.last_error = Some(error);
-            backoff(self.probe_interval, s.failures)
-        })
     }
 
     /// Probes every node out whose pause is over; returns whether any node is still out.
     async fn probe_due(&self) -> bool {
         let now = Instant::now();
         let mut still_out = false;
-        for (index, node) in self.nodes.iter().enumerate() {
+        for node in &self.nodes {
             let due = node.with_state(|s| s.next_probe.map(|at| at <= now));
             match due {
                 None => {}
@@ -171,8 +161,7 @@ impl NodePool {
                             node.with_state(|s| *s = NodeState::default());
                         }
                         Err(error) => {
-                            let pause = self.backoff_after_failure(index, format!("probe of {}: {error}", node.url));
-                            node.with_state(|s| s.next_probe = Some(Instant::now() + pause));
+                            node.fail(format!("probe of {}: {error}", node.url), self.probe_interval);
                             still_out = true;
                         }
                     }
@@ -186,6 +175,15 @@ impl NodePool {
 impl Node {
     fn with_state<T>(&self, f: impl FnOnce(&mut NodeState) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Counts a failure and sets the next probe after the backoff it earns.
+    fn fail(&self, error: String, probe_interval: Duration) {
+        self.with_state(|s| {
+            s.failures = s.failures.saturating_add(1);
+            s.last_error = Some(error);
+            s.next_probe = Some(Instant::now() + backoff(probe_interval, s.failures));
+        });
     }
 }
 
