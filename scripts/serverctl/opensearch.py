@@ -415,9 +415,6 @@ def _cmd_start(a: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """`opensearch <command>`: one sub-parser per command, bound to its function."""
-    group = sub.add_parser("opensearch", help="a single-node OpenSearch on loopback",
-                           description=__doc__.splitlines()[0])
-    commands = group.add_subparsers(dest="cmd", required=True)
     table = [
         ("java-home", _cmd_java_home, "print the Java home the node runs with"),
         ("home", _cmd_home, "print where scripts/setup_opensearch.sh installs the node"),
@@ -428,11 +425,8 @@ def add_commands(sub) -> None:
         ("status", _cmd_status, "pid, readiness, URL and log of the node `start` started"),
         ("url", _cmd_url, "print the running node's URL"),
     ]
-    parsers = {}
-    for name, func, help_text in table:
-        parsers[name] = p = commands.add_parser(name, help=help_text)
-        p.set_defaults(func=func)
-        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    parsers = proc.command_parsers(sub, "opensearch", "a single-node OpenSearch on loopback",
+                                   __doc__.splitlines()[0], table, DEFAULT_STATE_DIR)
     start = parsers["start"]
     start.add_argument("--home", default=DEFAULT_HOME, help="the install (scripts/setup_opensearch.sh)")
     start.add_argument("--http-port", type=int, default=int(os.environ.get("OPENSEARCH_HTTP_PORT", 0)),

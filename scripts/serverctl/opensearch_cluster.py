@@ -313,9 +313,6 @@ def _cmd_urls(a: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """`opensearch-cluster <command>`: one sub-parser per command, bound to its function."""
-    group = sub.add_parser("opensearch-cluster", help="an OpenSearch cluster of several nodes on loopback",
-                           description=__doc__.splitlines()[0])
-    commands = group.add_subparsers(dest="cmd", required=True)
     table = [
         ("start", _cmd_start, "start every node and wait until the cluster has formed; with NAME, start "
                               "that killed node again on its kept data and ports"),
@@ -324,11 +321,8 @@ def add_commands(sub) -> None:
         ("status", _cmd_status, "each node's pid, URL and log, and the cluster's health"),
         ("urls", _cmd_urls, "print the nodes' HTTP URLs, comma-separated"),
     ]
-    parsers = {}
-    for name, func, help_text in table:
-        parsers[name] = p = commands.add_parser(name, help=help_text)
-        p.set_defaults(func=func)
-        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    parsers = proc.command_parsers(sub, "opensearch-cluster", "an OpenSearch cluster of several nodes on loopback",
+                                   __doc__.splitlines()[0], table, DEFAULT_STATE_DIR)
     start = parsers["start"]
     start.add_argument("name", nargs="?", help="a killed node (e.g. node-2) to start again")
     start.add_argument("--nodes", type=int, default=DEFAULT_NODES, help=f"default {DEFAULT_NODES}")

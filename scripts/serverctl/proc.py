@@ -235,3 +235,17 @@ def add_commands(sub) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
     p.add_argument("--pid", type=int, help="fail as soon as this process (the server) has exited")
     p.set_defaults(func=_wait_http)
+
+
+def command_parsers(sub, group_name: str, group_help: str, description: str,
+                    table: list[tuple[str, Callable, str]], state_dir: str) -> dict[str, argparse.ArgumentParser]:
+    """One sub-parser per (name, function, help) of `table` under `group_name`, each taking
+    --state-dir; returns them by name for the command-specific arguments."""
+    group = sub.add_parser(group_name, help=group_help, description=description)
+    commands = group.add_subparsers(dest="cmd", required=True)
+    parsers = {}
+    for name, func, help_text in table:
+        parsers[name] = p = commands.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--state-dir", default=state_dir)
+    return parsers
