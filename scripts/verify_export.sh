@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The export check (docs/models.md): sets up the export venv, then tests export/ on CPU:
+# MobileCLIP2-S2 with random weights (ONNX Runtime vs PyTorch, tensors vs the configs,
+# tokenizer ids, checkpoint loading) and the YOLO end2end and face-model preparation.
+# Not part of scripts/test.sh: the venv costs ~2.8 GB of downloads (CUDA torch from PyPI).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+VENV="${EXPORT_VENV:-$PWD/.cache/export-venv}"
+EXPORT_VENV="$VENV" scripts/setup_export.sh
+"$VENV/bin/python" -m pytest export/ -v -W ignore::DeprecationWarning "$@"
