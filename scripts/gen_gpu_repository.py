@@ -8,7 +8,8 @@ the face encoder), instance kinds, batching and queue tuning. Ensembles are copi
 are. tests/test_gpu_repository.py checks that both variants agree on every tensor the
 gateway and the backends use.
 
-    scripts/gen_gpu_repository.py [--out deploy/model_repository_gpu]   # the repository (no plans)
+    scripts/gen_gpu_repository.py [--out deploy/model_repository_gpu] [--shared-dir ../shared]
+                                                                       # the repository (no plans)
     scripts/gen_gpu_repository.py --engines                              # plan specs, one per line
 
 The plans themselves are built at deploy time, inside the Triton container, by
@@ -23,6 +24,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 
+import link_models
 import model_config as mc
 from model_config import Message, Quoted
 
@@ -198,8 +200,10 @@ def _wrap(text: str, width: int = 96) -> list[str]:
     return lines + [line]
 
 
-def generate(out: str = DEFAULT_OUT) -> list[str]:
-    """Writes the whole repository under `out` (replacing it); returns the model names."""
+def generate(out: str = DEFAULT_OUT, shared_dir: str | None = None) -> list[str]:
+    """Writes the whole repository under `out` (replacing it); returns the model names. With
+    shared_dir, the weights that the Python backends left here run (SCRFD) are copied in from
+    it as scripts/link_models.py links them for the CPU repository."""
     models = cpu_models()
     if os.path.isdir(out):
         shutil.rmtree(out)
@@ -215,6 +219,10 @@ def generate(out: str = DEFAULT_OUT) -> list[str]:
             shutil.copytree(src_version, dst_version, symlinks=False, ignore=SKIP_FILES)
         with open(os.path.join(out, model, "config.pbtxt"), "w") as f:
             f.write(text)
+        if shared_dir and not is_plan:
+            for link, source in link_models.LINKS.items():
+                if link.startswith(f"{model}/"):
+                    shutil.copyfile(os.path.join(shared_dir, source), os.path.join(out, link))
     return models
 
 
@@ -233,12 +241,13 @@ def engine_lines() -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--shared-dir", help="copy the Python backends' weights from here (e.g. ../shared)")
     p.add_argument("--engines", action="store_true", help="print the plan build specs instead")
     a = p.parse_args(argv)
     if a.engines:
         print("\n".join(engine_lines()))
         return 0
-    models = generate(a.out)
+    models = generate(a.out, a.shared_dir)
     print(f"wrote {len(models)} models to {a.out}: {', '.join(models)}")
     return 0
 

@@ -103,3 +103,20 @@ def test_face_encoder_renamed_equals_the_shipped_model(tmp_path):
     np.testing.assert_array_equal(got, want)
     assert mc.parameters(mc.parse(open(os.path.join(SOURCE_REPO, "face_encoder", "config.pbtxt")).read())
                          )["l2_normalize"] == "false"  # the plan's raw output is what the stand-in returns
+
+
+def test_exported_clip_towers_replace_the_stand_ins_and_back(tmp_path):
+    # scripts/run.sh CLIP_ONNX_DIR=DIR links the exported towers; gen_encoders restores the stand-ins.
+    import gen_encoders
+    import link_models
+    exported = tmp_path / "onnx"
+    exported.mkdir()
+    for name in ("clip_image", "clip_text"):
+        (exported / f"{name}.onnx").write_bytes(f"exported {name}".encode())
+        (tmp_path / "repo" / name / "1").mkdir(parents=True)
+    link_models.link_clip(str(exported), str(tmp_path / "repo"))
+    image = tmp_path / "repo" / "clip_image" / "1" / "model.onnx"
+    assert image.is_symlink() and image.read_bytes() == b"exported clip_image"
+    assert gen_encoders.generate(out=str(image))
+    assert not image.is_symlink() and onnx.load(str(image)).graph.input[0].name == "images"
+    assert (exported / "clip_image.onnx").read_bytes() == b"exported clip_image"  # the export is left alone

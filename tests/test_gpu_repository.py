@@ -9,6 +9,8 @@ import model_config as mc
 from conftest import SOURCE_REPO
 from test_repository import _queue_policy
 
+SHARED = os.path.normpath(os.path.join(SOURCE_REPO, "..", "..", "shared"))
+
 # Tensor fields both variants must agree on (the gateway's requests, ensembles' maps, box_embed's
 # encoder checks all read them).
 FIELDS = ("data_type", "optional", "allow_ragged_batch")
@@ -19,7 +21,7 @@ GPU_INSTANCE_MODELS = PLAN_MODELS | {"box_embed"}
 @pytest.fixture(scope="module")
 def gpu_repo(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("gpu") / "model_repository_gpu")
-    gen.generate(out)
+    gen.generate(out, shared_dir=SHARED)
     return out
 
 
@@ -47,6 +49,18 @@ def test_both_variants_have_the_same_models(gpu_repo):
     for model in _models(gpu_repo):
         assert os.path.isdir(os.path.join(gpu_repo, model, "1")), model
         assert mc.parse(_read(gpu_repo, model)).get("name") == model
+
+
+def test_python_backends_get_their_weights_and_code(gpu_repo):
+    # face_detect stays a Python backend: its code and the SCRFD weights are in the repository
+    # itself (no links out of it), so the folder can be mounted into a container alone.
+    version = os.path.join(gpu_repo, "face_detect", "1")
+    for name in ("model.py", "scrfd.py", "detection.py", "onnx_stand_in.py", "model.onnx"):
+        assert os.path.isfile(os.path.join(version, name)) and not os.path.islink(os.path.join(version, name)), name
+    with open(os.path.join(version, "model.onnx"), "rb") as a, \
+            open(os.path.join(SHARED, "models", "scrfd_500m_bnkps", "scrfd_500m_bnkps.onnx"), "rb") as b:
+        assert a.read() == b.read()
+    assert os.listdir(os.path.join(gpu_repo, "clip_image", "1")) == []  # plans are built at deploy time
 
 
 def test_every_tensor_agrees_in_name_dtype_and_dims(gpu_repo):
