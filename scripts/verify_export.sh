@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The export check (docs/models.md): sets up the export venv, then tests export/ on CPU:
 # MobileCLIP2-S2 with random weights (ONNX Runtime vs PyTorch, tensors vs the configs,
-# tokenizer ids, checkpoint loading) and the YOLO end2end and face-model preparation.
+# tokenizer ids, checkpoint loading). The ONNX-only steps (YOLO end2end, face encoder) are
+# checked by tests/test_export_onnx.py in scripts/test.sh.
 # Not part of scripts/test.sh: the venv costs ~2.8 GB of downloads (CUDA torch from PyPI).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
