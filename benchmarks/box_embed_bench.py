@@ -43,6 +43,8 @@ COCO_DIR = os.environ.get("COCO_SUBSET_DIR", os.path.normpath(
 BENCH_VENV = os.environ.get("BENCH_VENV", os.path.join(REPO_ROOT, ".cache", "bench-venv"))
 WORK_DIR = os.path.join(REPO_ROOT, ".cache", "bench")
 ENCODER = "clip_image"
+# A folder with exported CLIP towers (benchmarks/run.sh passes it on); the stand-in without it.
+CLIP_ONNX_DIR = os.environ.get("CLIP_ONNX_DIR")
 # impl name in the results -> (model, outputs it returns)
 IMPLS = {
     "rust": ("box_embed", ["box_embeddings", "box_valid"]),
@@ -110,7 +112,11 @@ def build_repository(repo: str, kind: str) -> None:
     shutil.copytree(os.path.join(BENCH_DIR, "models", "box_embed_bls"), os.path.join(repo, "box_embed_bls"),
                     ignore=ignore)
     os.makedirs(os.path.join(repo, "box_embed", "1"), exist_ok=True)  # Triton needs a version folder
-    gen_encoders.generate(out=os.path.join(repo, ENCODER, "1", "model.onnx"))
+    encoder = os.path.join(repo, ENCODER, "1", "model.onnx")
+    if CLIP_ONNX_DIR:  # the exported MobileCLIP2-S2 image tower (export/mobileclip.py)
+        os.symlink(os.path.abspath(os.path.join(CLIP_ONNX_DIR, "clip_image.onnx")), encoder)
+    else:
+        gen_encoders.generate(out=encoder)
     for name in (ENCODER, "box_embed", "box_embed_bls"):
         set_instance_kind(os.path.join(repo, name, "config.pbtxt"), kind)
 

@@ -30,12 +30,18 @@ if [[ $# -gt 0 && ${#parts[@]} -ne 1 ]]; then
   exit 2
 fi
 
+# CLIP_ONNX_DIR=DIR: every part serves the exported MobileCLIP2-S2 towers in DIR
+# (export/mobileclip.py) instead of the generated stand-ins.
 export BENCH_VENV="${BENCH_VENV:-$PWD/.cache/bench-venv}"
 # Every part's tritonserver runs from the benchmark venv (the test pins plus torch).
 export TRITON_VENV="$BENCH_VENV"
 bash benchmarks/setup.sh
 cargo build --release --workspace
 cargo build --release -p visual-store --example fill_store --example store_scale
+if [[ -n "${CLIP_ONNX_DIR:-}" ]]; then
+  export CLIP_ONNX_DIR
+  .venv/bin/python scripts/link_models.py --clip-onnx-dir "$CLIP_ONNX_DIR"
+fi
 
 for part in "${parts[@]}"; do
   started=$SECONDS

@@ -47,12 +47,31 @@ def link(shared_dir: str = SHARED_DIR, model_repo: str = MODEL_REPO) -> list[str
     return notes
 
 
+def link_clip(onnx_dir: str, model_repo: str = MODEL_REPO) -> list[str]:
+    """Serve exported CLIP towers (export/mobileclip.py: clip_image.onnx, clip_text.onnx in
+    onnx_dir) in place of the generated stand-ins; scripts/gen_encoders.py puts those back."""
+    notes = []
+    for model in ("clip_image", "clip_text"):
+        target = os.path.abspath(os.path.join(onnx_dir, f"{model}.onnx"))
+        if not os.path.isfile(target):
+            raise MissingWeights(f"{target} missing: export it with export/mobileclip.py --out {onnx_dir}")
+        path = os.path.join(model_repo, model, "1", "model.onnx")
+        tmp = f"{path}.tmp.{os.getpid()}"
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+        notes.append(f"linked {path} -> {target}")
+    return notes
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shared-dir", default=SHARED_DIR)
+    p.add_argument("--clip-onnx-dir", help="also serve the exported CLIP towers in this folder")
     a = p.parse_args(argv)
     try:
         notes = link(a.shared_dir)
+        if a.clip_onnx_dir:
+            notes += link_clip(a.clip_onnx_dir)
     except MissingWeights as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -6,6 +6,8 @@
 # Triton by pid.
 # GATEWAY_STORE=opensearch uses OpenSearch instead of the embedded store: the cluster at
 # OPENSEARCH_URL, or a local node started (and stopped) here (docs/opensearch.md).
+# CLIP_ONNX_DIR=DIR serves the exported MobileCLIP2-S2 towers in DIR (export/mobileclip.py:
+# random weights, or the operator's with --checkpoint) instead of the tiny stand-ins.
 # Ports: GATEWAY_PORT (8080), TRITON_HTTP_PORT (8000), TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,7 +28,7 @@ OPENSEARCH_STATE_DIR=.cache/opensearch/run-state
 cargo build --release --workspace
 scripts/setup_triton.sh
 .venv/bin/python scripts/gen_encoders.py
-.venv/bin/python scripts/link_models.py
+.venv/bin/python scripts/link_models.py ${CLIP_ONNX_DIR:+--clip-onnx-dir "$CLIP_ONNX_DIR"}
 
 gateway_pid=""
 opensearch_started=""

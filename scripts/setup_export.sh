@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent: the export venv (default .cache/export-venv, git-ignored) with
+# export/requirements-export.txt. Separate from the test venv: torch from PyPI is the CUDA
+# build, about 2.8 GB of downloads and 5.7 GB on disk (77 s to install here), too much for
+# every test run; scripts/verify_export.sh uses it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV="${EXPORT_VENV:-$PWD/.cache/export-venv}"
+REQS=export/requirements-export.txt
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+[[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+STAMP="$VENV/.export-requirements.sha256"
+WANT=$(sha256sum "$REQS" | cut -d' ' -f1)
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
+  # No pip cache: it would keep a second copy of the CUDA wheels.
+  "$VENV/bin/python" -m pip install --quiet --no-cache-dir -r "$REQS"
+  echo "$WANT" > "$STAMP"
+  echo "installed export packages into $VENV"
+fi
+"$VENV/bin/python" -c "import torch, timm, open_clip; print('torch', torch.__version__, 'timm', timm.__version__, 'open_clip', open_clip.__version__)"
