@@ -1,7 +1,8 @@
 # On the GPU machine, from the repository root: `source scripts/gpu/device_env.sh`.
 # Builds (once per machine) a venv for `scripts/serverctl triton` out of what
-# scripts/gpu/make_carry.sh gathered, and exports TRITON_VENV, BOX_EMBED_SO and
-# LD_LIBRARY_PATH (NVRTC for the kernels).
+# scripts/gpu/make_carry.sh gathered, and exports TRITON_VENV, BOX_EMBED_SO, LD_LIBRARY_PATH
+# (NVRTC for the kernels) and the measurement's inputs (PREPROCESS_SO, YOLO_ONNX,
+# COCO_SUBSET_DIR, PERF_ANALYZER_DIR).
 # The venv's own site-packages hold the Triton pieces and numpy 1.26 (the Python backend
 # needs numpy < 2); a .pth after them adds the image's PyTorch, onnx, onnxruntime, requests...
 CARRY=${CARRY:-.cache/gpu-carry/box-embed}
@@ -17,6 +18,12 @@ if [[ ! -x "$GPU_VENV/bin/python" ]]; then
 fi
 export TRITON_VENV="$GPU_VENV"
 export BOX_EMBED_SO="$CARRY/libtriton_box_embed.so"
+# For tests/gpu/measure_gpu.py: the ingest ensemble's pieces, the photos, perf_analyzer.
+if [[ -f "$CARRY/libtriton_preprocess.so.xz" && ! -f "$GPU_VENV/libtriton_preprocess.so" ]]; then
+  xz -dc "$CARRY/libtriton_preprocess.so.xz" > "$GPU_VENV/libtriton_preprocess.so" || return 1
+fi
+export PREPROCESS_SO="$GPU_VENV/libtriton_preprocess.so" YOLO_ONNX="$CARRY/yolov8n_int8.onnx"
+export COCO_SUBSET_DIR="$CARRY/coco" PERF_ANALYZER_DIR="$CARRY"
 nvrtc=$( (find "$IMAGE_VENV" /usr/local/cuda/ -name 'libnvrtc.so.13' 2>/dev/null || true) | head -1)
 if [[ -n "$nvrtc" ]]; then
   export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import from_dlpack
 from torchvision.ops import roi_align
 
 
@@ -67,5 +68,8 @@ class TritonPythonModel:
             if response.has_error():
                 return pb_utils.InferenceResponse(error=pb_utils.TritonError(
                     f"{self.name}: encoder {self.encoder}: {response.error().message()}"))
-            out[0, :n] = pb_utils.get_output_tensor_by_name(response, self.encoder_output).as_numpy()
+            emb = pb_utils.get_output_tensor_by_name(response, self.encoder_output)
+            # A GPU encoder (tests/gpu/measure_gpu.py) answers in GPU memory, which as_numpy()
+            # cannot read; the copy to the host is part of the seed's per-request round trip.
+            out[0, :n] = emb.as_numpy() if emb.is_cpu() else from_dlpack(emb.to_dlpack()).cpu().numpy()
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("box_embeddings", out)])
