@@ -28,6 +28,13 @@ if [[ " $* " == *" --cpu-dry-run "* ]]; then
   export PREPROCESS_SO=${PREPROCESS_SO:-$TARGET_DIR/libtriton_preprocess.so}
   export YOLO_ONNX=${YOLO_ONNX:-$CARRY/yolov8n_int8.onnx} COCO_SUBSET_DIR=${COCO_SUBSET_DIR:-$CARRY/coco}
 else
+  # The image's encoder and baseline needs, before minutes go into the venv and the servers.
+  "${IMAGE_VENV:-/opt/torch/.venv}/bin/python" -c '
+import timm, torchvision
+from torchvision.ops import roi_align
+assert "fastvit_mci2" in timm.list_models("fastvit_mci*"), f"timm {timm.__version__} has no fastvit_mci2"
+print(f"image: timm {timm.__version__} has fastvit_mci2; torchvision {torchvision.__version__} has roi_align")' \
+    || { echo "FAIL: the GPU image lacks timm fastvit_mci2 or torchvision roi_align" | tee "$OUT/measure.log"; exit 1; }
   source scripts/gpu/device_env.sh
   nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv || true
 fi

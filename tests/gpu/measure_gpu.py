@@ -331,6 +331,18 @@ def run_ingest(server, photos: list[bytes], a, budget: Budget) -> dict:
     return result
 
 
+def targets(rows: list[dict], min_cosine: float | None) -> dict:
+    """Issue 20's targets against what was measured: Rust >= 5x the baseline's images/s at
+    concurrency 32, a lower p99 at every concurrency, cosine >= 0.999."""
+    by = {(r["impl"], r["concurrency"]): r for r in rows}
+    levels = sorted({c for _, c in by if ("rust", c) in by and ("python_bls", c) in by})
+    speedup = {c: round(by["rust", c]["images_per_s"] / by["python_bls", c]["images_per_s"], 2) for c in levels}
+    return {"speedup": speedup, "speedup_5x_at_32": speedup[32] >= 5 if 32 in speedup else None,
+            "p99_lower_at_every_level": all(by["rust", c]["p99_ms"] < by["python_bls", c]["p99_ms"] for c in levels)
+            if levels else None,
+            "cosine_0_999": None if min_cosine is None else min_cosine >= bench.MIN_COSINE}
+
+
 # ---------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -455,6 +467,7 @@ def main(argv=None) -> int:
         print(f"tritonserver: {server.stop()}")
         shutil.rmtree(work, ignore_errors=True)
 
+    result["targets"] = targets(result["rows"], result["min_cosine"])
     result["steps_s"]["total"] = round(time.monotonic() - started, 1)
     result["failures"] = failures
     path = os.path.join(a.out, "benchmarks", "results", "box_embed_gpu.json")
@@ -467,6 +480,7 @@ def main(argv=None) -> int:
         print(bench.markdown(result["rows"], result["min_cosine"]))
     print(f"\ngpu_mem_mb: {json.dumps(result['gpu_mem_mb'])}")
     print(f"ingest: {json.dumps(result['ingest'])}")
+    print(f"targets: {json.dumps(result['targets'])}")
     print(f"wrote {path} in {result['steps_s']['total']:.0f} s")
     for failure in failures:
         print(f"FAIL: {failure}")
