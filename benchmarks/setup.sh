@@ -7,19 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV="${BENCH_VENV:-$PWD/.cache/bench-venv}"
-REQS="benchmarks/requirements-bench.txt"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 TRITON_VENV="$VENV" scripts/setup_triton.sh
-
-STAMP="$VENV/.bench-requirements.sha256"
-WANT=$(sha256sum "$REQS" | cut -d' ' -f1)
-if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
-  # No pip cache: it would keep a second 3 GB copy of the CUDA wheels.
-  "$VENV/bin/python" -m pip install --quiet --no-cache-dir -r "$REQS"
-  echo "$WANT" > "$STAMP"
-  echo "installed benchmark packages into $VENV"
-else
-  echo "benchmark packages already installed in $VENV"
-fi
+scripts/venv_requirements.sh "$VENV" benchmarks/requirements-bench.txt
 "$VENV/bin/python" -c "import numpy, torch, torchvision; print('numpy', numpy.__version__, 'torch', torch.__version__, 'torchvision', torchvision.__version__)"

@@ -7,16 +7,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV="${EXPORT_VENV:-$PWD/.cache/export-venv}"
-REQS=export/requirements-export.txt
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-
-[[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-STAMP="$VENV/.export-requirements.sha256"
-WANT=$(sha256sum "$REQS" | cut -d' ' -f1)
-if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
-  # No pip cache: it would keep a second copy of the CUDA wheels.
-  "$VENV/bin/python" -m pip install --quiet --no-cache-dir -r "$REQS"
-  echo "$WANT" > "$STAMP"
-  echo "installed export packages into $VENV"
-fi
+scripts/venv_requirements.sh "$VENV" export/requirements-export.txt
 "$VENV/bin/python" -c "import torch, timm, open_clip; print('torch', torch.__version__, 'timm', timm.__version__, 'open_clip', open_clip.__version__)"

@@ -118,6 +118,14 @@ struct Args {
     out: PathBuf,
     batch: usize,
     writer_seconds: f64,
+    /// The results file of an earlier run of the same --images and --seed whose store is
+    /// measured again (with its build numbers) instead of building one.
+    reuse_from: Option<PathBuf>,
+    /// Search settings of the measured store (EmbeddedConfig's defaults when absent), to
+    /// compare search plans on one store (the graphs' build parameters stay the defaults).
+    in_graph_filter_fraction: Option<f32>,
+    exact_scan_limit: Option<usize>,
+    expansion_search: Option<usize>,
     /// Hidden: "query" (the measured process) or "writer" (the one killed with SIGKILL).
     role: Option<String>,
     /// Hidden: where the query role writes its report.
@@ -135,6 +143,10 @@ impl Args {
             out: PathBuf::from("benchmarks/results/store_scale.json"),
             batch: 1000,
             writer_seconds: 30.0,
+            reuse_from: None,
+            in_graph_filter_fraction: None,
+            exact_scan_limit: None,
+            expansion_search: None,
             role: None,
             report: None,
         };
@@ -151,6 +163,10 @@ impl Args {
                 "--out" => args.out = value().into(),
                 "--batch" => args.batch = number(value()) as usize,
                 "--writer-seconds" => args.writer_seconds = number(value()),
+                "--reuse-from" => args.reuse_from = Some(value().into()),
+                "--in-graph-filter-fraction" => args.in_graph_filter_fraction = Some(number(value()) as f32),
+                "--exact-scan-limit" => args.exact_scan_limit = Some(number(value()) as usize),
+                "--expansion-search" => args.expansion_search = Some(number(value()) as usize),
                 "--role" => args.role = Some(value()),
                 "--report" => args.report = Some(value().into()),
                 _ => usage(&format!("unknown argument {flag}")),
@@ -164,6 +180,21 @@ impl Args {
 
     fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+
+    /// The measured store's configuration: the defaults with the search settings given.
+    fn store_config(&self) -> EmbeddedConfig {
+        let mut config = EmbeddedConfig::new(self.store_dir());
+        if let Some(fraction) = self.in_graph_filter_fraction {
+            config.in_graph_filter_fraction = fraction;
+        }
+        if let Some(limit) = self.exact_scan_limit {
+            config.exact_scan_limit = limit;
+        }
+        if let Some(ef) = self.expansion_search {
+            config.hnsw.expansion_search = ef;
+        }
+        config
     }
 
     /// The arguments that make a child process see the same data set.
@@ -181,6 +212,15 @@ impl Args {
         if let Some(source) = &self.source {
             out.extend(["--source".into(), source.display().to_string()]);
         }
+        if let Some(fraction) = self.in_graph_filter_fraction {
+            out.extend(["--in-graph-filter-fraction".into(), fraction.to_string()]);
+        }
+        if let Some(limit) = self.exact_scan_limit {
+            out.extend(["--exact-scan-limit".into(), limit.to_string()]);
+        }
+        if let Some(ef) = self.expansion_search {
+            out.extend(["--expansion-search".into(), ef.to_string()]);
+        }
         out
     }
 }
@@ -189,7 +229,8 @@ fn usage(problem: &str) -> ! {
     eprintln!("store_scale: {problem}");
     eprintln!(
         "usage: store_scale [--images N] [--queries N] [--data-dir DIR] [--source STORE_DIR] [--out FILE] \
-         [--batch N] [--writer-seconds S] [--seed N]"
+         [--batch N] [--writer-seconds S] [--seed N] [--reuse-from FILE] [--in-graph-filter-fraction F] \
+         [--exact-scan-limit N] [--expansion-search N]"
     );
     std::process::exit(2)
 }
@@ -703,7 +744,7 @@ fn query_role(args: &Args, ds: &Dataset) {
     let rt = runtime();
     let (base_rss, base_hwm) = memory_mib();
     let started = Instant::now();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(args.store_dir())).expect("open the built store");
+    let store = EmbeddedStore::open(args.store_config()).expect("open the built store");
     let open_s = started.elapsed().as_secs_f64();
     let (open_rss, _) = memory_mib();
 
@@ -860,7 +901,7 @@ fn build(args: &Args, ds: &Dataset, rt: &tokio::runtime::Runtime) -> serde_json:
         std::fs::remove_dir_all(&dir).expect("remove the previous store");
     }
     std::fs::create_dir_all(&dir).expect("create the store folder");
-    let config = EmbeddedConfig::new(&dir);
+    let config = args.store_config();
     let config_debug = format!("{config:?}");
     let store = EmbeddedStore::open(config).expect("open a new store");
     let n = args.images;
@@ -926,6 +967,36 @@ fn build(args: &Args, ds: &Dataset, rt: &tokio::runtime::Runtime) -> serde_json:
             "close_seconds": round3(close_s),
         },
         "disk_mib": round3(folder_bytes(&dir) as f64 / (1 << 20) as f64),
+    })
+}
+
+/// The build numbers of the earlier run whose results are `earlier_path` (same images and
+/// seed), after deleting from its store what that run's later phases added (the writers'
+/// images), so that it holds exactly the N images of the exact reference again.
+fn reused_build(args: &Args, ds: &Dataset, earlier_path: &Path, rt: &tokio::runtime::Runtime) -> serde_json::Value {
+    let earlier: serde_json::Value = std::fs::read(earlier_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| usage(&format!("--reuse-from {}: not a results file", earlier_path.display())));
+    if earlier["images"] != json!(args.images) || earlier["seed"] != json!(args.seed) {
+        usage("--reuse-from: the earlier run measured other --images or --seed");
+    }
+    let store = EmbeddedStore::open(args.store_config()).expect("open the store to reuse");
+    let measured: HashSet<String> = (0..args.images as u64).into_par_iter().map(|i| ds.image_id(i)).collect();
+    let added: Vec<String> = store.image_ids().into_iter().filter(|id| !measured.contains(id)).collect();
+    for id in &added {
+        assert!(rt.block_on(store.delete(id)).expect("delete"), "{id} was listed");
+    }
+    let stored = rt.block_on(store.count()).unwrap();
+    assert_eq!(stored, args.images, "the reused store holds every generated image");
+    drop(store);
+    println!("  reusing the store of {} ({} later images deleted)", earlier_path.display(), added.len());
+    json!({
+        "config": format!("{:?}", args.store_config()),
+        "sizes": earlier["sizes"],
+        "insert": earlier["insert"],
+        "disk_mib": earlier["disk_mib_after_build"],
+        "reused_from": earlier_path.display().to_string(),
     })
 }
 
@@ -1074,7 +1145,10 @@ fn orchestrate(args: &Args, ds: &Dataset) {
     let total = Instant::now();
     println!("store_scale: {} images into {} (seed {})", args.images, args.store_dir().display(), args.seed);
 
-    let build = build(args, ds, &rt);
+    let build = match &args.reuse_from {
+        Some(earlier) => reused_build(args, ds, earlier, &rt),
+        None => build(args, ds, &rt),
+    };
     println!("  built in {:.0} s; {}", total.elapsed().as_secs_f64(), build["insert"]);
 
     // The query phase in a fresh process: clean reopen, memory, searches, reads under write.
@@ -1107,6 +1181,7 @@ fn orchestrate(args: &Args, ds: &Dataset) {
         "queries_per_row": args.queries,
         "k": K,
         "config": build["config"],
+        "build_reused_from": build.get("reused_from"),
         "sizes": build["sizes"],
         "disk_mib_after_build": build["disk_mib"],
         "insert": build["insert"],

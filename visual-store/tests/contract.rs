@@ -18,27 +18,40 @@ async fn embedded_store_meets_the_contract() {
 /// contract compares with exact search, so the candidate list is as large as the store: the
 /// graph search then visits every reachable vector. With the default ef (128 < 240 images)
 /// it is approximate and, on these random vectors, missed a neighbour in one CI run.
-async fn contract_through_the_graph(encoding: VectorEncoding) {
+/// `in_graph_filter_fraction` picks how filters are applied: 0 always inside the traversal,
+/// above 1 always to the candidates of a widened unfiltered search.
+async fn contract_through_the_graph(encoding: VectorEncoding, in_graph_filter_fraction: f32) {
     let dir = tempfile::tempdir().unwrap();
     let hnsw = HnswParams { expansion_search: common::IMAGES, ..HnswParams::default() };
-    let config = EmbeddedConfig { exact_scan_limit: 8, hnsw, encoding, ..EmbeddedConfig::new(dir.path()) };
+    let config = EmbeddedConfig {
+        exact_scan_limit: 8,
+        hnsw,
+        encoding,
+        in_graph_filter_fraction,
+        ..EmbeddedConfig::new(dir.path())
+    };
     let store = EmbeddedStore::open_async(config).await.unwrap();
     common::run_contract(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_store_meets_the_contract_through_an_i8_graph() {
-    contract_through_the_graph(VectorEncoding::I8).await;
+async fn embedded_store_meets_the_contract_through_an_i8_graph_filtering_inside() {
+    contract_through_the_graph(VectorEncoding::I8, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_meets_the_contract_through_an_i8_graph_filtering_after() {
+    contract_through_the_graph(VectorEncoding::I8, 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_meets_the_contract_through_an_f16_graph() {
-    contract_through_the_graph(VectorEncoding::F16).await;
+    contract_through_the_graph(VectorEncoding::F16, EmbeddedConfig::new("").in_graph_filter_fraction).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_meets_the_contract_through_an_f32_graph() {
-    contract_through_the_graph(VectorEncoding::F32).await;
+    contract_through_the_graph(VectorEncoding::F32, EmbeddedConfig::new("").in_graph_filter_fraction).await;
 }
 
 /// The exact scans of a store too small for the graph, in f32 (no rescoring step).

@@ -199,10 +199,69 @@ impl Catalog {
                 || image.objects.iter().any(|o| filter.object_matches(o)))
     }
 
-    /// Every image that matches; a full pass over the catalog, for when the ANN path came
-    /// back short.
+    /// Every image that matches, for when the graph search gave way or came back short:
+    /// the images of the filter's most selective cheap index, checked one by one, or a pass
+    /// over the whole catalog when no condition has an index (at a million images the pass
+    /// alone takes tens of milliseconds).
     pub fn all_matching(&self, filter: &ResolvedFilter, scope: Scope) -> Vec<u64> {
-        self.images.keys().copied().filter(|slot| self.image_matches(filter, *slot, scope)).collect()
+        match self.narrowest(filter, usize::MAX) {
+            Some(mut slots) => {
+                slots.retain(|slot| self.image_matches(filter, *slot, scope));
+                slots
+            }
+            None => self.images.keys().copied().filter(|slot| self.image_matches(filter, *slot, scope)).collect(),
+        }
+    }
+
+    /// The images of the filter's most selective cheap index (classes, each tag, the date
+    /// range), if one lists at most `limit`: sorted, once each, not yet checked against the
+    /// other conditions. For object search too, since an object of class c lives in an image
+    /// listed under c.
+    fn narrowest(&self, filter: &ResolvedFilter, limit: usize) -> Option<Vec<u64>> {
+        enum Index<'a> {
+            Classes(&'a HashSet<u32>),
+            Tag(&'a HashSet<u64>),
+        }
+        // The sizes of the class and tag sets are known without listing them (a union of
+        // classes counts an image with two of them twice: an upper bound).
+        let mut best: Option<(usize, Index)> = None;
+        if let Some(classes) = filter.object_classes.as_ref().filter(|c| !c.is_empty()) {
+            let size = classes.iter().map(|c| self.by_class.get(c).map_or(0, HashSet::len)).sum();
+            best = Some((size, Index::Classes(classes)));
+        }
+        for tag in &filter.tags {
+            let set = &self.by_tag[tag];
+            if best.as_ref().is_none_or(|(size, _)| set.len() < *size) {
+                best = Some((set.len(), Index::Tag(set)));
+            }
+        }
+        let bound = best.as_ref().map_or(limit, |(size, _)| (*size).min(limit));
+        if filter.created != (i64::MIN, i64::MAX) {
+            // Listed only up to the best size so far: a wide range is never collected.
+            let range: Vec<u64> = self
+                .by_time
+                .range((filter.created.0, 0)..=(filter.created.1, u64::MAX))
+                .take(bound.saturating_add(1))
+                .map(|(_, slot)| *slot)
+                .collect();
+            if range.len() <= bound {
+                let mut slots = range;
+                slots.sort_unstable();
+                return Some(slots);
+            }
+        }
+        let (size, index) = best.filter(|(size, _)| *size <= limit)?;
+        let mut slots: Vec<u64> = match index {
+            Index::Classes(classes) => {
+                let mut slots = Vec::with_capacity(size);
+                slots.extend(classes.iter().flat_map(|c| self.by_class.get(c).into_iter().flatten().copied()));
+                slots
+            }
+            Index::Tag(set) => set.iter().copied().collect(),
+        };
+        slots.sort_unstable();
+        slots.dedup();
+        Some(slots)
     }
 
     /// The share of vectors that pass `filter`, measured on up to `SELECTIVITY_SAMPLE`
@@ -239,37 +298,8 @@ impl Catalog {
         if self.images.len() <= limit {
             return Candidates::Few(self.all_matching(filter, scope));
         }
-        let mut drivers: Vec<Vec<u64>> = Vec::new();
-        // Images having an object of the classes; for object search too, since an object
-        // of class c lives in an image listed under c.
-        if let Some(classes) = filter.object_classes.as_ref().filter(|c| !c.is_empty()) {
-            let size: usize = classes.iter().map(|c| self.by_class.get(c).map_or(0, HashSet::len)).sum();
-            if size <= limit {
-                drivers
-                    .push(classes.iter().flat_map(|c| self.by_class.get(c).into_iter().flatten().copied()).collect());
-            }
-        }
-        for tag in &filter.tags {
-            let set = &self.by_tag[tag];
-            if set.len() <= limit {
-                drivers.push(set.iter().copied().collect());
-            }
-        }
-        if filter.created != (i64::MIN, i64::MAX) {
-            let range: Vec<u64> = self
-                .by_time
-                .range((filter.created.0, 0)..=(filter.created.1, u64::MAX))
-                .take(limit + 1)
-                .map(|(_, slot)| *slot)
-                .collect();
-            if range.len() <= limit {
-                drivers.push(range);
-            }
-        }
-        match drivers.into_iter().min_by_key(Vec::len) {
+        match self.narrowest(filter, limit) {
             Some(mut slots) => {
-                slots.sort_unstable();
-                slots.dedup();
                 slots.retain(|slot| self.image_matches(filter, *slot, scope));
                 Candidates::Few(slots)
             }

@@ -21,10 +21,10 @@
 //! table with its reason, logged, and counted ([`Store::quarantined`]).
 //!
 //! Filtered search plans per query (see [`catalog`]): when the cheap indexes show at most
-//! `exact_scan_limit` candidate images, their vectors are scored exactly; otherwise the
-//! filtered HNSW search runs with a candidate list widened by the filter's selectivity,
-//! and if it still comes back short of `k`, an exact scan over every matching image
-//! fills the page. Scores are true cosine either way. Image hits are completed from their
+//! `exact_scan_limit` candidate images, their vectors are scanned; otherwise the filter is
+//! tested inside the HNSW traversal, which gives way to a scan of every matching image when
+//! it passes its budget of tests or comes back short of `k`. Scores are true cosine either
+//! way. Image hits are completed from their
 //! records (one read transaction per search) with the matched object ([`crate::matching`]).
 
 mod catalog;
@@ -95,6 +95,11 @@ pub struct EmbeddedConfig {
     pub exact_scan_limit: usize,
     /// How the graphs hold their vectors (the records always keep f32).
     pub encoding: VectorEncoding,
+    /// A filter passing at least this share of a graph's vectors (and more than
+    /// `exact_scan_limit` of them) is tested inside the graph traversal, which walks on
+    /// through vectors that fail it until it holds `expansion_search` that pass; a rarer one
+    /// filters the candidates of an unfiltered search widened by 1 / share.
+    pub in_graph_filter_fraction: f32,
     /// With a compact encoding, the best `rescore_factor * max(offset + k, 10)` candidates
     /// by the graph's approximate score are scored again with the stored f32 vectors.
     pub rescore_factor: usize,
@@ -141,6 +146,7 @@ impl EmbeddedConfig {
             limits: QueryLimits::default(),
             hnsw: HnswParams::default(),
             exact_scan_limit: 5_000,
+            in_graph_filter_fraction: 0.0,
             encoding: VectorEncoding::default(),
             rescore_factor: 4,
             checkpoint: CheckpointPolicy::default(),
@@ -1212,12 +1218,12 @@ impl EmbeddedStore {
         let want = page.k + page.offset;
         // Scored with the graph's vectors: exact for f32, else rescored below.
         let scan = |slots: Vec<u64>| {
-            let mut buffer = vec![0.0f32; plan.graph.dimension()];
+            let mut scorer = plan.graph.scorer(query);
             let mut scored = Vec::new();
             for slot in slots {
                 for key in (plan.keys_of)(slot) {
-                    if plan.graph.vector(key, &mut buffer) {
-                        scored.push((key, cosine(query, &buffer)));
+                    if let Some(score) = scorer.score(key) {
+                        scored.push((key, score));
                     }
                 }
             }
@@ -1246,12 +1252,30 @@ impl EmbeddedStore {
                 let floor = self.inner.config.hnsw.expansion_search.max(want);
                 let found = if filter.is_empty() && plan.scope == Scope::Image {
                     plan.graph.search(query, floor, None)?
-                } else if fraction >= IN_GRAPH_FILTER_FRACTION {
-                    plan.graph.search(query, floor, Some(plan.keep))?
+                } else if fraction >= self.inner.config.in_graph_filter_fraction {
+                    // The traversal walks on through vectors that fail the filter until it
+                    // holds `floor` that pass: about floor / fraction vectors when the
+                    // filter is independent of the query, but up to the whole graph when
+                    // the query's neighbourhood holds no match (a filter for dogs, a query
+                    // among people). Past a budget of tests the filter gives way (every
+                    // vector passes, so the search ends at once) and the exact scan of the
+                    // matches answers instead: the worst case costs about twice that scan.
+                    let matching = (fraction * plan.graph.len() as f32) as usize;
+                    let budget = (matching * IN_GRAPH_TESTS_PER_MATCH).max(floor * IN_GRAPH_TESTS_PER_RESULT);
+                    let tests = std::cell::Cell::new(0usize);
+                    let keep = |key| {
+                        tests.set(tests.get() + 1);
+                        tests.get() > budget || (plan.keep)(key)
+                    };
+                    let found = plan.graph.search(query, floor, Some(&keep))?;
+                    if tests.get() > budget {
+                        Vec::new()
+                    } else {
+                        found
+                    }
                 } else {
-                    // The filter inside the traversal loses matches when few vectors pass
-                    // (they are poorly linked to each other): search unfiltered for about
-                    // 1/f times the matches wanted, then keep those that pass.
+                    // Post-filter: search unfiltered for about 1/f times the matches wanted,
+                    // then keep those that pass.
                     let matches = want.max(10) * self.inner.config.rescore_factor.max(1);
                     let widened =
                         ((matches as f32 / fraction.max(1e-6)).ceil() as usize).clamp(floor, MAX_CANDIDATES.max(floor));
@@ -1269,11 +1293,13 @@ impl EmbeddedStore {
     }
 }
 
-/// Most candidates a filtered graph search considers before the exact fallback.
+/// Most candidates a post-filtered graph search considers before the exact fallback.
 const MAX_CANDIDATES: usize = 16_384;
-/// Filters passing at least this share of the vectors are tested inside the graph search;
-/// rarer ones filter an unfiltered search's candidates.
-const IN_GRAPH_FILTER_FRACTION: f32 = 0.2;
+/// Filter tests an in-graph filtered search may make, per estimated matching vector and
+/// (at least) per result wanted, before it gives way to the exact scan of the matches: a
+/// test costs about what scanning one match does (a distance in the graph's encoding).
+const IN_GRAPH_TESTS_PER_MATCH: usize = 2;
+const IN_GRAPH_TESTS_PER_RESULT: usize = 64;
 
 #[async_trait]
 impl Store for EmbeddedStore {
