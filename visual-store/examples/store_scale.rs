@@ -126,6 +126,7 @@ struct Args {
     in_graph_filter_fraction: Option<f32>,
     exact_scan_limit: Option<usize>,
     expansion_search: Option<usize>,
+    rescore_factor: Option<usize>,
     /// Hidden: "query" (the measured process) or "writer" (the one killed with SIGKILL).
     role: Option<String>,
     /// Hidden: where the query role writes its report.
@@ -147,6 +148,7 @@ impl Args {
             in_graph_filter_fraction: None,
             exact_scan_limit: None,
             expansion_search: None,
+            rescore_factor: None,
             role: None,
             report: None,
         };
@@ -167,6 +169,7 @@ impl Args {
                 "--in-graph-filter-fraction" => args.in_graph_filter_fraction = Some(number(value()) as f32),
                 "--exact-scan-limit" => args.exact_scan_limit = Some(number(value()) as usize),
                 "--expansion-search" => args.expansion_search = Some(number(value()) as usize),
+                "--rescore-factor" => args.rescore_factor = Some(number(value()) as usize),
                 "--role" => args.role = Some(value()),
                 "--report" => args.report = Some(value().into()),
                 _ => usage(&format!("unknown argument {flag}")),
@@ -193,6 +196,9 @@ impl Args {
         }
         if let Some(ef) = self.expansion_search {
             config.hnsw.expansion_search = ef;
+        }
+        if let Some(factor) = self.rescore_factor {
+            config.rescore_factor = factor;
         }
         config
     }
@@ -221,6 +227,9 @@ impl Args {
         if let Some(ef) = self.expansion_search {
             out.extend(["--expansion-search".into(), ef.to_string()]);
         }
+        if let Some(factor) = self.rescore_factor {
+            out.extend(["--rescore-factor".into(), factor.to_string()]);
+        }
         out
     }
 }
@@ -230,7 +239,7 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: store_scale [--images N] [--queries N] [--data-dir DIR] [--source STORE_DIR] [--out FILE] \
          [--batch N] [--writer-seconds S] [--seed N] [--reuse-from FILE] [--in-graph-filter-fraction F] \
-         [--exact-scan-limit N] [--expansion-search N]"
+         [--exact-scan-limit N] [--expansion-search N] [--rescore-factor N]"
     );
     std::process::exit(2)
 }
