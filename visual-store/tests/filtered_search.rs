@@ -14,14 +14,6 @@ use visual_store::{ImageRecord, ObjectRecord, Page, SearchFilter, Store};
 const NEAR: usize = 1500;
 const FAR: usize = 300;
 
-/// `centre` plus noise, normalised: cosine about 0.8 to the centre.
-fn around(centre: &[f32], rng: &mut common::Rng) -> Vec<f32> {
-    let noise = rng.unit_vector(centre.len());
-    let v: Vec<f32> = centre.iter().zip(&noise).map(|(c, n)| c + 0.7 * n).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / norm).collect()
-}
-
 /// NEAR images around one centre, each with a person; FAR tagged "far" around the opposite
 /// centre, each with a dog.
 fn documents() -> (Vec<ImageRecord>, Vec<f32>) {
@@ -40,27 +32,19 @@ fn documents() -> (Vec<ImageRecord>, Vec<f32>) {
                 created_at: common::BASE_TIME,
                 tags: if is_far { vec!["far".into()] } else { Vec::new() },
                 metadata: serde_json::json!({}),
-                embedding: around(centre, &mut rng),
+                embedding: rng.around(centre, 0.7),
                 objects: vec![ObjectRecord {
                     class_id: u32::from(is_far),
                     class_name: class.into(),
                     confidence: 0.9,
                     bbox: [1.0, 1.0, 50.0, 50.0],
-                    embedding: around(centre, &mut rng),
+                    embedding: rng.around(centre, 0.7),
                 }],
                 faces: Vec::new(),
             }
         })
         .collect();
     (docs, near)
-}
-
-fn assert_same(context: &str, got: Vec<(String, f32)>, expected: Vec<(String, f32)>) {
-    let ids = |hits: &[(String, f32)]| hits.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&got), ids(&expected), "{context}: ids");
-    for ((id, score), (_, exact)) in got.iter().zip(&expected) {
-        assert!((score - exact).abs() < 1e-5, "{context}: {id} scored {score}, brute force {exact}");
-    }
 }
 
 /// `in_graph_filter_fraction` 0 tests the filter inside the traversal, 2 post-filters.
@@ -82,17 +66,17 @@ async fn far_matches_are_found_exactly(in_graph_filter_fraction: f32) {
     let page = Page { k: 10, offset: 5 };
     let by_tag = SearchFilter { tags: vec!["far".into()], ..SearchFilter::default() };
     let got = store.search_images(&near, &by_tag, page).await.unwrap();
-    assert_same(
+    common::assert_same_ranking(
         "images tagged far",
-        got.into_iter().map(|h| (h.image_id, h.score)).collect(),
-        common::exact_images(&docs, &near, &by_tag, page),
+        &got.into_iter().map(|h| (h.image_id, h.score)).collect::<Vec<_>>(),
+        &common::exact_images(&docs, &near, &by_tag, page),
     );
     let dogs = SearchFilter { classes: vec!["dog".into()], ..SearchFilter::default() };
     let got = store.search_objects(&near, &dogs, page).await.unwrap();
-    assert_same(
+    common::assert_same_ranking(
         "dog objects",
-        got.into_iter().map(|h| (format!("{}#{}", h.image_id, h.object_index), h.score)).collect(),
-        common::exact_objects(&docs, &near, &dogs, page),
+        &got.into_iter().map(|h| (format!("{}#{}", h.image_id, h.object_index), h.score)).collect::<Vec<_>>(),
+        &common::exact_objects(&docs, &near, &dogs, page),
     );
 }
 

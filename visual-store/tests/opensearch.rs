@@ -135,10 +135,7 @@ async fn measured_recall(
 /// A vector near one of the centres, L2-normalised.
 fn clustered_vector(rng: &mut Rng, centres: &[Vec<f32>]) -> Vec<f32> {
     let centre = &centres[rng.below(centres.len())];
-    let offset = rng.unit_vector(RECALL_DIMENSION);
-    let sum: Vec<f32> = centre.iter().zip(&offset).map(|(c, o)| c + o).collect();
-    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
-    sum.into_iter().map(|x| x / norm).collect()
+    rng.around(centre, 1.0)
 }
 
 /// Clustered vectors (as image embeddings are; on isotropic random 512-d vectors, HNSW's

@@ -428,11 +428,7 @@ fn filters() -> Vec<SearchFilter> {
 
 fn assert_same(context: &str, got: Vec<(String, f32)>, expected: Vec<(String, f32)>) {
     assert_eq!(expected.len(), K, "{context}: the reference should fill the page");
-    let ids = |hits: &[(String, f32)]| hits.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&got), ids(&expected), "{context}: ids differ from the exact reference");
-    for ((id, score), (_, exact)) in got.iter().zip(&expected) {
-        assert!((score - exact).abs() <= 1e-5, "{context}: {id} scored {score}, exact cosine {exact}");
-    }
+    common::assert_same_ranking(context, &got, &expected);
 }
 
 /// Image, object and face searches, unfiltered and filtered, equal the brute-force reference

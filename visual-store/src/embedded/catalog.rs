@@ -238,16 +238,15 @@ impl Catalog {
         let bound = best.as_ref().map_or(limit, |(size, _)| (*size).min(limit));
         if filter.created != (i64::MIN, i64::MAX) {
             // Listed only up to the best size so far: a wide range is never collected.
-            let range: Vec<u64> = self
+            let mut range: Vec<u64> = self
                 .by_time
                 .range((filter.created.0, 0)..=(filter.created.1, u64::MAX))
                 .take(bound.saturating_add(1))
                 .map(|(_, slot)| *slot)
                 .collect();
             if range.len() <= bound {
-                let mut slots = range;
-                slots.sort_unstable();
-                return Some(slots);
+                range.sort_unstable();
+                return Some(range);
             }
         }
         let (size, index) = best.filter(|(size, _)| *size <= limit)?;

@@ -24,8 +24,8 @@
 //! `exact_scan_limit` candidate images, their vectors are scanned; otherwise the filter is
 //! tested inside the HNSW traversal, which gives way to a scan of every matching image when
 //! it passes its budget of tests or comes back short of `k`. Scores are true cosine either
-//! way. Image hits are completed from their
-//! records (one read transaction per search) with the matched object ([`crate::matching`]).
+//! way. Image hits are completed from their records (one read transaction per search) with
+//! the matched object ([`crate::matching`]).
 
 mod catalog;
 mod codec;

@@ -229,14 +229,14 @@ impl VectorIndex {
 
     /// A scorer of this graph's stored vectors against `query`, for exact scans over a
     /// filter's candidates.
-    pub fn scorer<'a>(&'a self, query: &[f32]) -> Scorer<'a> {
+    pub fn scorer<'a>(&'a self, query: &'a [f32]) -> Scorer<'a> {
         let quantized = match self.encoding {
             VectorEncoding::I8 => quantize(query),
             VectorEncoding::F32 | VectorEncoding::F16 => Vec::new(),
         };
         Scorer {
             index: self,
-            query: query.to_vec(),
+            query,
             quantized,
             f32_buffer: vec![0.0; self.dimension],
             i8_buffer: vec![0; self.dimension],
@@ -281,7 +281,7 @@ impl VectorIndex {
 /// scores are approximate, for the store to rescore.
 pub struct Scorer<'a> {
     index: &'a VectorIndex,
-    query: Vec<f32>,
+    query: &'a [f32],
     /// The query scaled so that its largest component is 127 (cosine ignores the scale),
     /// empty unless the graph is i8.
     quantized: Vec<i8>,
@@ -298,7 +298,7 @@ impl Scorer<'_> {
                 (read > 0).then(|| i8_cosine(&self.quantized, &self.i8_buffer))
             }
             VectorEncoding::F32 | VectorEncoding::F16 => {
-                self.index.vector(key, &mut self.f32_buffer).then(|| cosine(&self.query, &self.f32_buffer))
+                self.index.vector(key, &mut self.f32_buffer).then(|| cosine(self.query, &self.f32_buffer))
             }
         }
     }

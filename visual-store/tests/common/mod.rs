@@ -46,6 +46,24 @@ impl Rng {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.into_iter().map(|x| x / norm).collect()
     }
+
+    /// `centre` plus a random direction of length `spread`, L2-normalised: a member of the
+    /// centre's cluster.
+    pub fn around(&mut self, centre: &[f32], spread: f32) -> Vec<f32> {
+        let offset = self.unit_vector(centre.len());
+        let v: Vec<f32> = centre.iter().zip(&offset).map(|(c, o)| c + spread * o).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect()
+    }
+}
+
+/// A store's (id, score) page equals the brute-force one: the same ids in the same order,
+/// every score within 1e-5 of the exact cosine.
+pub fn assert_same_ranking(context: &str, got: &[(String, f32)], expected: &[(String, f32)]) {
+    assert_eq!(ids(got), ids(expected), "{context}: ids differ from the exact reference");
+    for ((id, score), (_, exact)) in got.iter().zip(expected) {
+        assert!((score - exact).abs() <= 1e-5, "{context}: {id} scored {score}, exact cosine {exact}");
+    }
 }
 
 /// An index name no other run uses (tests share one node, and delete their index at the end).
