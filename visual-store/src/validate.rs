@@ -1,6 +1,8 @@
 //! The rules both stores apply to queries and records before touching storage, so that a
 //! bad request gets the same `InvalidQuery` / `InvalidRecord` message from either store.
 
+use std::fmt::Display;
+
 use crate::{ImageRecord, Page, Result, SearchFilter, StoreError};
 
 /// Most objects (and, separately, faces) one record may carry; the embedded store packs
@@ -84,18 +86,23 @@ pub fn check_record(record: &ImageRecord, dimension: Option<usize>) -> Result<us
     if dim == 0 {
         return Err(refused(record, "the embedding is empty".into()));
     }
-    let vectors = std::iter::once(("embedding".to_string(), &record.embedding))
-        .chain(record.objects.iter().enumerate().map(|(i, o)| (format!("objects[{i}].embedding"), &o.embedding)))
-        .chain(record.faces.iter().enumerate().map(|(i, f)| (format!("faces[{i}].embedding"), &f.embedding)));
-    for (name, vector) in vectors {
+    // (list, index) names the field only when it is refused.
+    let vectors = std::iter::once((None, &record.embedding))
+        .chain(record.objects.iter().enumerate().map(|(i, o)| (Some(("objects", i)), &o.embedding)))
+        .chain(record.faces.iter().enumerate().map(|(i, f)| (Some(("faces", i)), &f.embedding)));
+    for (part, vector) in vectors {
+        let name = || match part {
+            None => "embedding".to_string(),
+            Some((list, i)) => format!("{list}[{i}].embedding"),
+        };
         if vector.len() != dim {
-            return Err(refused(record, format!("{name} has {} dimensions, expected {dim}", vector.len())));
+            return Err(refused(record, format!("{} has {} dimensions, expected {dim}", name(), vector.len())));
         }
         if vector.iter().any(|v| !v.is_finite()) {
-            return Err(refused(record, format!("{name} has a non-finite value")));
+            return Err(refused(record, format!("{} has a non-finite value", name())));
         }
         if vector.iter().all(|v| *v == 0.0) {
-            return Err(refused(record, format!("{name} is all zeros")));
+            return Err(refused(record, format!("{} is all zeros", name())));
         }
     }
     Ok(dim)
@@ -116,15 +123,15 @@ pub fn check_header(record: &ImageRecord) -> Result<()> {
         return Err(refuse(format!("more than {MAX_PARTS_PER_IMAGE} objects or faces")));
     }
     for (i, object) in record.objects.iter().enumerate() {
-        check_score(&format!("objects[{i}].confidence"), object.confidence).map_err(refuse)?;
-        check_box(&format!("objects[{i}].bbox"), object.bbox).map_err(refuse)?;
+        check_score(&format_args!("objects[{i}].confidence"), object.confidence).map_err(refuse)?;
+        check_box(&format_args!("objects[{i}].bbox"), object.bbox).map_err(refuse)?;
     }
     for (i, face) in record.faces.iter().enumerate() {
-        check_score(&format!("faces[{i}].confidence"), face.confidence).map_err(refuse)?;
-        check_box(&format!("faces[{i}].bbox"), face.bbox).map_err(refuse)?;
+        check_score(&format_args!("faces[{i}].confidence"), face.confidence).map_err(refuse)?;
+        check_box(&format_args!("faces[{i}].bbox"), face.bbox).map_err(refuse)?;
         for (p, point) in face.landmarks.iter().enumerate() {
             for (axis, value) in ["x", "y"].into_iter().zip(point) {
-                check_coordinate(&format!("faces[{i}].landmarks[{p}].{axis}"), *value).map_err(refuse)?;
+                check_coordinate(&format_args!("faces[{i}].landmarks[{p}].{axis}"), *value).map_err(refuse)?;
             }
         }
     }
@@ -141,8 +148,9 @@ fn refused(record: &ImageRecord, message: String) -> StoreError {
 /// not the photo's size.
 pub const MAX_COORDINATE: f32 = (1 << 24) as f32;
 
-/// A detector score: finite and in [0, 1].
-fn check_score(field: &str, value: f32) -> std::result::Result<(), String> {
+/// A detector score: finite and in [0, 1]. Field names are formatted only for a refusal:
+/// opening a store checks the header of every stored record.
+fn check_score(field: &dyn Display, value: f32) -> std::result::Result<(), String> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
@@ -150,7 +158,7 @@ fn check_score(field: &str, value: f32) -> std::result::Result<(), String> {
     }
 }
 
-fn check_coordinate(field: &str, value: f32) -> std::result::Result<(), String> {
+fn check_coordinate(field: &dyn Display, value: f32) -> std::result::Result<(), String> {
     if value.is_finite() && value.abs() <= MAX_COORDINATE {
         Ok(())
     } else {
@@ -159,9 +167,9 @@ fn check_coordinate(field: &str, value: f32) -> std::result::Result<(), String> 
 }
 
 /// x1, y1, x2, y2: each a coordinate, x1 <= x2 and y1 <= y2 (an empty box is allowed).
-fn check_box(field: &str, bbox: [f32; 4]) -> std::result::Result<(), String> {
+fn check_box(field: &dyn Display, bbox: [f32; 4]) -> std::result::Result<(), String> {
     for (corner, value) in ["x1", "y1", "x2", "y2"].into_iter().zip(bbox) {
-        check_coordinate(&format!("{field}.{corner}"), value)?;
+        check_coordinate(&format_args!("{field}.{corner}"), value)?;
     }
     let [x1, y1, x2, y2] = bbox;
     if x1 > x2 || y1 > y2 {

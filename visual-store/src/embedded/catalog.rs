@@ -3,8 +3,12 @@
 //! tell how selective a filter is and enumerate its candidates without touching vectors.
 //! Rebuilt from redb on open; changed only after the durable commit.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+// foldhash instead of SipHash: the keys are the store's own slots and interned ids, not
+// chosen by a client, and open hashes some ten million of them at a million images.
+use foldhash::{HashMap, HashSet};
 
 use crate::{ImageRecord, SearchFilter};
 
@@ -117,6 +121,11 @@ impl Catalog {
 
     pub fn class_name(&self, class: u32) -> &str {
         &self.class_names.names[class as usize]
+    }
+
+    /// Makes room for `additional` more images at once (open knows how many are stored).
+    pub fn reserve(&mut self, additional: usize) {
+        self.images.reserve(additional);
     }
 
     pub fn insert(&mut self, slot: u64, first_vector: u64, record: &ImageRecord) {

@@ -38,6 +38,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWr
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rayon::prelude::*;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::matching;
@@ -208,6 +209,13 @@ impl Graphs {
         let [images, objects, faces] = GRAPH_FILES.map(|name| config.path.join(name));
         let load = |path: &Path| VectorIndex::load(path, dimension, config.hnsw, config.encoding, generation);
         Ok(Graphs { images: load(&images)?, objects: load(&objects)?, faces: load(&faces)? })
+    }
+
+    /// Whether the graphs hold every vector of the image in `slot`.
+    fn hold(&self, slot: u64, image: &catalog::ImageEntry) -> bool {
+        self.images.contains(slot)
+            && (0..image.objects.len()).all(|i| self.objects.contains(part_key(slot, i)))
+            && (0..image.face_boxes.len()).all(|i| self.faces.contains(part_key(slot, i)))
     }
 
     fn all(&self) -> [&VectorIndex; 3] {
@@ -471,8 +479,7 @@ impl EmbeddedStore {
     }
 
     fn read_meta(db: &Database) -> Result<Meta> {
-        let mut txn = db.begin_write().map_err(redb_err("begin"))?;
-        txn.set_durability(Durability::Immediate);
+        let txn = begin_durable(db)?;
         let meta = {
             let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
             txn.open_table(RECORDS).map_err(redb_err("open records"))?;
@@ -517,8 +524,7 @@ impl EmbeddedStore {
     fn move_layout_1(db: &Database, vectors: &VectorFile) -> Result<()> {
         let mut moved_in_all = 0;
         loop {
-            let mut txn = db.begin_write().map_err(redb_err("begin write"))?;
-            txn.set_durability(Durability::Immediate);
+            let txn = begin_durable(db)?;
             let moved = {
                 let mut old = txn.open_table(LAYOUT_1_RECORDS).map_err(redb_err("open layout-1 records"))?;
                 let mut new = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
@@ -563,8 +569,7 @@ impl EmbeddedStore {
     }
 
     fn set_layout(db: &Database) -> Result<()> {
-        let mut txn = db.begin_write().map_err(redb_err("begin write"))?;
-        txn.set_durability(Durability::Immediate);
+        let txn = begin_durable(db)?;
         txn.delete_table(LAYOUT_1_RECORDS).map_err(redb_err("drop layout-1 records"))?;
         txn.open_table(META)
             .map_err(redb_err("open meta"))?
@@ -574,7 +579,9 @@ impl EmbeddedStore {
     }
 
     /// Fills the catalog from the records and brings the graphs in line with them. Records
-    /// that cannot be served ([`servable`]) are left out and returned.
+    /// that cannot be served ([`servable`], [`with_vectors`]) are left out and returned. The
+    /// saved graphs load on a second thread while the records are read: at a million images
+    /// each takes seconds, and they need nothing from each other.
     fn recover(
         db: &Database,
         config: &EmbeddedConfig,
@@ -585,42 +592,48 @@ impl EmbeddedStore {
         let (Some(dimension), Some(vectors)) = (state.dimension, vectors) else {
             return Ok((IndexRecovery::Empty, Vec::new()));
         };
-        let (graphs, loaded) = match Graphs::load(config, dimension, generation) {
+        let (saved, read) = std::thread::scope(|scope| {
+            let loading = std::thread::Builder::new()
+                .name("store-load-graphs".into())
+                .spawn_scoped(scope, || Graphs::load(config, dimension, generation))
+                .map_err(|e| StoreError::Io(format!("start the graph loading thread: {e}")))?;
+            let read = Self::read_records(db, vectors, state);
+            let saved = loading.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Ok::<_, StoreError>((saved, read))
+        })?;
+        let mut unreadable = read?;
+        let (graphs, loaded) = match saved {
             Ok(graphs) => (graphs, true),
             Err(reason) => {
                 tracing::info!(path = %config.path.display(), %reason, "saved graphs not used: rebuilding them");
                 (Graphs::new(dimension, config.hnsw, config.encoding)?, false)
             }
         };
+        // Records with a vector that a graph lacks (all of them when rebuilding): read again
+        // with their vectors, checked like `put` checks them, and inserted.
+        let images: Vec<(u64, &catalog::ImageEntry)> = state.catalog.entries().collect();
+        let incomplete: Vec<(u64, Arc<str>)> = images
+            .par_iter()
+            .filter(|(slot, image)| !graphs.hold(*slot, image))
+            .map(|(slot, image)| (*slot, image.id.clone()))
+            .collect();
+        drop(images);
         let txn = db.begin_read().map_err(redb_err("begin read"))?;
         let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
         let mut added = 0;
-        let mut missing = Vec::new();
-        let mut unreadable = Vec::new();
-        for entry in table.iter().map_err(redb_err("scan records"))? {
-            let (key, value) = entry.map_err(redb_err("scan records"))?;
-            let (slot, first_vector, record) =
-                match servable(key.value(), value.value(), dimension, state, &graphs, vectors) {
-                    Ok(servable) => servable,
-                    Err(reason) => {
-                        unreadable.push(Unreadable {
-                            id: key.value().to_owned(),
-                            reason,
-                            bytes: value.value().to_vec(),
-                        });
-                        continue;
+        for batch in incomplete.chunks(RECOVERY_BATCH) {
+            let mut complete = Vec::with_capacity(batch.len());
+            for (slot, id) in batch {
+                match with_vectors(&table, id, dimension, vectors)? {
+                    Ok(record) => complete.push((*slot, record)),
+                    Err(unservable) => {
+                        state.catalog.remove(*slot);
+                        unreadable.push(unservable);
                     }
-                };
-            state.catalog.insert(slot, first_vector, &record);
-            if !record.embedding.is_empty() {
-                missing.push((slot, record));
+                }
             }
-            if missing.len() == RECOVERY_BATCH {
-                added += graphs.add_all(&missing)?;
-                missing.clear();
-            }
+            added += graphs.add_all(&complete)?;
         }
-        added += graphs.add_all(&missing)?;
         let mut removed = 0;
         if loaded {
             for slot in 0..state.next_slot {
@@ -638,11 +651,28 @@ impl EmbeddedStore {
         Ok((recovery, unreadable))
     }
 
+    /// Puts every servable record into the catalog; returns the others.
+    fn read_records(db: &Database, vectors: &VectorFile, state: &mut State) -> Result<Vec<Unreadable>> {
+        let txn = db.begin_read().map_err(redb_err("begin read"))?;
+        let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
+        state.catalog.reserve(table.len().map_err(redb_err("count records"))? as usize);
+        let mut unreadable = Vec::new();
+        for entry in table.iter().map_err(redb_err("scan records"))? {
+            let (key, value) = entry.map_err(redb_err("scan records"))?;
+            match servable(key.value(), value.value(), state, vectors) {
+                Ok(stored) => state.catalog.insert(stored.slot, stored.first_vector, &stored.record),
+                Err(reason) => {
+                    unreadable.push(Unreadable { id: key.value().to_owned(), reason, bytes: value.value().to_vec() })
+                }
+            }
+        }
+        Ok(unreadable)
+    }
+
     /// Moves `unreadable` from the records to the quarantine in one durable transaction and
     /// logs each; returns how many records the quarantine holds in all.
     fn quarantine(db: &Database, unreadable: Vec<Unreadable>) -> Result<usize> {
-        let mut txn = db.begin_write().map_err(redb_err("begin write"))?;
-        txn.set_durability(Durability::Immediate);
+        let txn = begin_durable(db)?;
         let held = {
             let mut records = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(redb_err("open quarantine"))?;
@@ -664,47 +694,72 @@ impl EmbeddedStore {
     }
 }
 
-/// The record of a stored value, if it can be served: it decodes, is stored under its own
-/// id, passes `put`'s checks of the header, names vectors that the vector file holds, and
-/// holds a slot that the store handed out (below `next_slot`) and that no record read before
-/// holds. Otherwise why not. The vectors are read and checked (like `put` checks them) only
-/// when a graph lacks one of them; the returned record has them exactly then. Vectors a
-/// loaded graph already holds were checked when they were put: reading them all would make
-/// opening a million images a pass over 13 GB.
+/// What a stored value holds, if it can be served: it decodes, is stored under its own id,
+/// passes `put`'s checks of the header, names vectors that the vector file holds, and holds a
+/// slot that the store handed out (below `next_slot`) and that no record read before holds.
+/// Otherwise why not. The vectors are not read: those a loaded graph holds were checked when
+/// they were put, and reading them all would make opening a million images a pass over
+/// 13 GB ([`with_vectors`] reads the others).
 fn servable(
     key: &str,
     bytes: &[u8],
-    dimension: usize,
     state: &State,
-    graphs: &Graphs,
     vectors: &VectorFile,
-) -> std::result::Result<(u64, u64, ImageRecord), String> {
-    let codec::Stored { slot, first_vector, mut record } = codec::decode(bytes).map_err(|e| e.to_string())?;
+) -> std::result::Result<codec::Stored, String> {
+    let stored = codec::decode(bytes).map_err(|e| e.to_string())?;
+    let codec::Stored { slot, first_vector, record } = &stored;
     if record.id != key {
         return Err(format!("stored under the key {key:?} but its id is {:?}", record.id));
     }
-    check_header(&record).map_err(|e| e.to_string())?;
-    let count = codec::vector_count(&record);
+    check_header(record).map_err(|e| e.to_string())?;
+    let count = stored.vector_count();
     if first_vector.checked_add(count as u64).is_none_or(|end| end > vectors.len()) {
         return Err(format!(
             "vectors {first_vector}..+{count} reach past the {} vectors of {VECTORS_FILE}",
             vectors.len()
         ));
     }
-    if slot >= state.next_slot {
+    if *slot >= state.next_slot {
         return Err(format!("slot {slot} was never handed out (the next one is {})", state.next_slot));
     }
-    if let Some(holder) = state.catalog.image(slot) {
+    if let Some(holder) = state.catalog.image(*slot) {
         return Err(format!("slot {slot} is already held by image {:?}", holder.id));
     }
-    let incomplete = !graphs.images.contains(slot)
-        || (0..record.objects.len()).any(|i| !graphs.objects.contains(part_key(slot, i)))
-        || (0..record.faces.len()).any(|i| !graphs.faces.contains(part_key(slot, i)));
-    if incomplete {
+    Ok(stored)
+}
+
+/// The servable record stored under `id`, with its vectors, if they pass `put`'s checks;
+/// otherwise what to quarantine. For records whose vectors a graph lacks.
+fn with_vectors(
+    table: &redb::ReadOnlyTable<&str, &[u8]>,
+    id: &str,
+    dimension: usize,
+    vectors: &VectorFile,
+) -> Result<std::result::Result<ImageRecord, Unreadable>> {
+    let value = table
+        .get(id)
+        .map_err(redb_err("read record"))?
+        .ok_or_else(|| StoreError::Io(format!("record store: image {id:?} vanished while the store was opening")))?;
+    let bytes = value.value();
+    let checked = codec::decode(bytes).map_err(|e| e.to_string()).and_then(|stored| {
+        let codec::Stored { first_vector, mut record, .. } = stored;
+        let count = codec::vector_count(&record);
         codec::fill_vectors(&mut record, vectors.read(first_vector, count).map_err(|e| e.to_string())?);
         check_record(&record, Some(dimension)).map_err(|e| e.to_string())?;
-    }
-    Ok((slot, first_vector, record))
+        Ok(record)
+    });
+    Ok(checked.map_err(|reason| Unreadable { id: id.to_owned(), reason, bytes: bytes.to_vec() }))
+}
+
+/// A write transaction that is on disk when its commit returns. It also saves redb's
+/// allocator state with the commit (quick repair), so that the open after a kill -9 does not
+/// walk the whole records file to rebuild it (3 s at a million images); the commit costs an
+/// extra fsync.
+fn begin_durable(db: &Database) -> Result<redb::WriteTransaction> {
+    let mut txn = db.begin_write().map_err(redb_err("begin write"))?;
+    txn.set_durability(Durability::Immediate);
+    txn.set_quick_repair(true);
+    Ok(txn)
 }
 
 /// The vectors of a record in the order the vector file keeps them: image, objects, faces.
@@ -746,11 +801,7 @@ impl Inner {
         let mut created: Vec<(u64, ImageRecord)> = Vec::new();
         // Index of each created record's first vector in the vector file.
         let mut firsts = Vec::new();
-        let txn = {
-            let mut txn = self.db.begin_write().map_err(redb_err("begin write"))?;
-            txn.set_durability(Durability::Immediate);
-            txn
-        };
+        let txn = begin_durable(&self.db)?;
         {
             let mut table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
             let mut batch_ids = std::collections::HashSet::new();
@@ -833,8 +884,7 @@ impl Inner {
 
     fn delete(&self, image_id: &str) -> Result<bool> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut txn = self.db.begin_write().map_err(redb_err("begin write"))?;
-        txn.set_durability(Durability::Immediate);
+        let txn = begin_durable(&self.db)?;
         let slot = {
             let mut table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
             let removed = table.remove(image_id).map_err(redb_err("delete record"))?;
