@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -1113,6 +1113,18 @@ fn reopen_after_kill(args: &Args, rt: &tokio::runtime::Runtime) -> serde_json::V
         panic!("{} of {} acknowledged ids lost after kill -9, e.g. {}", lost.len(), acknowledged.len(), lost[0]);
     }
     let count = rt.block_on(store.count()).unwrap();
+    let pending_after_open = store.graph_stats().pending;
+    // Searches run while the graphs catch up; how long until they hold every vector.
+    let mut during_catch_up = Vec::new();
+    let query =
+        rt.block_on(store.get(&acknowledged[acknowledged.len() / 2])).expect("get").expect("acknowledged").embedding;
+    while store.graph_stats().pending > 0 {
+        let searched = Instant::now();
+        rt.block_on(store.search_images(&query, &SearchFilter::default(), Page { k: 10, offset: 0 })).expect("search");
+        during_catch_up.push(searched.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let caught_up_s = started.elapsed().as_secs_f64();
     let close_started = Instant::now();
     drop(store); // saves the graphs, so the gateway that follows loads them
     json!({
@@ -1122,6 +1134,13 @@ fn reopen_after_kill(args: &Args, rt: &tokio::runtime::Runtime) -> serde_json::V
         "acknowledged": acknowledged.len(),
         "open_s": round3(open_s),
         "recovery": recovery,
+        "pending_vectors_after_open": pending_after_open,
+        "graphs_caught_up_s": round3(caught_up_s),
+        "image_searches_during_catch_up": during_catch_up.len(),
+        "image_search_ms_during_catch_up": (!during_catch_up.is_empty()).then(|| {
+            let (p50, p99) = p50_p99(during_catch_up);
+            json!({"p50_ms": round3(p50), "p99_ms": round3(p99)})
+        }),
         "all_acknowledged_present": true,
         "images_after": count,
         "close_s": round3(close_started.elapsed().as_secs_f64()),

@@ -67,10 +67,19 @@ fn config(dir: &Path) -> EmbeddedConfig {
     }
 }
 
-/// Records with 2 to 4 objects and 1 to 3 faces each.
+/// `POOL` records with 2 to 4 objects and 1 to 3 faces each.
 fn documents() -> Vec<ImageRecord> {
-    let mut rng = common::Rng::new(31);
-    let docs: Vec<ImageRecord> = (0..POOL)
+    let docs = records(POOL, 31);
+    let objects: usize = docs.iter().map(|d| d.objects.len()).sum();
+    let faces: usize = docs.iter().map(|d| d.faces.len()).sum();
+    assert!(objects.max(faces).max(POOL) < EF, "searches would not be exhaustive");
+    docs
+}
+
+/// `count` records with 2 to 4 objects and 1 to 3 faces each, ids `rec-0000` on.
+fn records(count: usize, seed: u64) -> Vec<ImageRecord> {
+    let mut rng = common::Rng::new(seed);
+    (0..count)
         .map(|i| {
             let objects = (0..2 + rng.below(3))
                 .map(|_| {
@@ -106,11 +115,7 @@ fn documents() -> Vec<ImageRecord> {
                 faces,
             }
         })
-        .collect();
-    let objects: usize = docs.iter().map(|d| d.objects.len()).sum();
-    let faces: usize = docs.iter().map(|d| d.faces.len()).sum();
-    assert!(objects.max(faces).max(POOL) < EF, "searches would not be exhaustive");
-    docs
+        .collect()
 }
 
 /// One step of a writer's script.
@@ -989,4 +994,66 @@ async fn the_background_thread_compacts() {
     }
     let survivors: BTreeSet<usize> = (50..100).collect();
     assert_searches_exact(&store, &docs, &survivors, "compacted in the background").await;
+}
+
+/// An open that finds the saved graphs behind the records returns before it inserts what
+/// they lack: a background thread catches up while searches score the missing vectors
+/// exactly. The saved graphs are those of a checkpoint taken after the first records, as a
+/// kill -9 later would leave them. Searches must equal the brute-force reference while the
+/// catch-up is under way (asserted: vectors were pending when they started) and after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_vectors_are_replayed_in_the_background_and_searched_exactly_meanwhile() {
+    const RECORDS: usize = 3000;
+    const CHECKPOINTED: usize = 200;
+    let docs = records(RECORDS, 47);
+    let config = |dir: &Path| EmbeddedConfig {
+        // More than the vectors of any graph: graph searches are exhaustive.
+        hnsw: HnswParams { expansion_search: 4 * RECORDS, ..HnswParams::default() },
+        ..config(dir)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+        common::ingest(&store, &docs[..CHECKPOINTED]).await;
+        store.checkpoint().unwrap();
+        for name in GRAPH_FILES {
+            std::fs::copy(dir.path().join(name), saved.path().join(name)).unwrap();
+        }
+        let outcomes = store.put_batch(docs[CHECKPOINTED..].to_vec()).await.unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(PutOutcome::Created))));
+    }
+    for name in GRAPH_FILES {
+        std::fs::copy(saved.path().join(name), dir.path().join(name)).unwrap();
+    }
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    let pending_at_open = store.graph_stats().pending;
+    let later = &docs[CHECKPOINTED..];
+    let vectors_later: usize = later.iter().map(|d| 1 + d.objects.len() + d.faces.len()).sum();
+    assert!(pending_at_open > 0, "the open inserted all {vectors_later} missing vectors itself");
+    assert!(pending_at_open <= vectors_later, "{pending_at_open} pending, {vectors_later} missing");
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: later.len(), removed: 0 });
+    let survivors: BTreeSet<usize> = (0..RECORDS).collect();
+    assert_searches_exact(&store, &docs, &survivors, "during the catch-up").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.graph_stats().pending > 0 {
+        assert!(Instant::now() < deadline, "not caught up: {:?}", store.graph_stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let objects: usize = docs.iter().map(|d| d.objects.len()).sum();
+    let faces: usize = docs.iter().map(|d| d.faces.len()).sum();
+    assert_eq!(store.graph_stats().vectors, [RECORDS, objects, faces]);
+    assert_searches_exact(&store, &docs, &survivors, "after the catch-up").await;
+    drop(store);
+
+    // More missing than the setting allows: open inserts them before it returns.
+    for name in GRAPH_FILES {
+        std::fs::copy(saved.path().join(name), dir.path().join(name)).unwrap();
+    }
+    let config = EmbeddedConfig { background_replay_max_vectors: vectors_later - 1, ..config(dir.path()) };
+    let store = EmbeddedStore::open_async(config).await.unwrap();
+    assert_eq!(store.graph_stats().pending, 0);
+    assert_eq!(store.graph_stats().vectors, [RECORDS, objects, faces]);
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: later.len(), removed: 0 });
+    assert_searches_exact(&store, &docs, &survivors, "replayed by the open").await;
 }

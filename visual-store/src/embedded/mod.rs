@@ -29,6 +29,7 @@
 
 mod catalog;
 mod codec;
+mod pending;
 mod vector_file;
 mod vectors;
 
@@ -47,6 +48,7 @@ use crate::{
     FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
 };
 use catalog::{Candidates, Catalog, ResolvedFilter, Scope};
+use pending::Pending;
 use vector_file::VectorFile;
 use vectors::{part_key, split_part_key, VectorIndex};
 pub use vectors::{HnswParams, VectorEncoding};
@@ -108,6 +110,11 @@ pub struct EmbeddedConfig {
     /// A graph is rebuilt from the vectors it holds once the nodes of removed vectors pass
     /// this share of its nodes (by the background thread, or [`EmbeddedStore::compact`]).
     pub compact_removed_fraction: f32,
+    /// When the saved graphs lack at most this many vectors of the records (written after
+    /// the last checkpoint), open returns before inserting them: a background thread
+    /// inserts them while searches score them exactly, held in memory (4 bytes a
+    /// dimension each). More, or graphs rebuilt, are inserted before open returns.
+    pub background_replay_max_vectors: usize,
 }
 
 /// When the graphs are saved in the background (besides [`EmbeddedStore::checkpoint`] and
@@ -152,6 +159,8 @@ impl EmbeddedConfig {
             rescore_factor: 4,
             checkpoint: CheckpointPolicy::default(),
             compact_removed_fraction: 0.25,
+            // Twice the default checkpoint count: about 400 MB of 512-d vectors at most.
+            background_replay_max_vectors: 200_000,
         }
     }
 }
@@ -168,6 +177,8 @@ pub struct GraphStats {
     pub removed: [usize; 3],
     /// Vectors added or removed since the graphs were last saved.
     pub unsaved_changes: u64,
+    /// Vectors of stored records that the background catch-up after open has yet to insert.
+    pub pending: usize,
 }
 
 /// How the last open brought the graphs up to date (for logs and the benchmark).
@@ -175,7 +186,8 @@ pub struct GraphStats {
 pub enum IndexRecovery {
     /// Nothing was stored.
     Empty,
-    /// Saved graphs loaded; this many vectors added and removed to match the records.
+    /// Saved graphs loaded; the vectors of this many records added (or handed to the
+    /// background catch-up) and this many vectors removed to match the records.
     Loaded { added: usize, removed: usize },
     /// No usable saved graphs: every vector was inserted again.
     Rebuilt,
@@ -237,6 +249,27 @@ impl Graphs {
         self.add_reserved(records)
     }
 
+    /// Keeps out of the graphs the vectors of `record` that they lack: they go to `pending`
+    /// for the background catch-up. Returns how many per graph, for which the caller
+    /// reserves room.
+    fn hold_back(&self, slot: u64, record: ImageRecord, pending: &mut Pending) -> [usize; 3] {
+        let mut held = [0; 3];
+        let mut hold = |kind: Kind, graph: &VectorIndex, key: u64, vector: Vec<f32>| {
+            if !graph.contains(key) {
+                pending.insert(kind, key, vector);
+                held[kind as usize] += 1;
+            }
+        };
+        hold(Kind::Image, &self.images, slot, record.embedding);
+        for (i, object) in record.objects.into_iter().enumerate() {
+            hold(Kind::Object, &self.objects, part_key(slot, i), object.embedding);
+        }
+        for (i, face) in record.faces.into_iter().enumerate() {
+            hold(Kind::Face, &self.faces, part_key(slot, i), face.embedding);
+        }
+        held
+    }
+
     /// Adds the vectors of many records into room reserved before; searches may run
     /// meanwhile. Returns how many records. The three graphs are filled in parallel, each
     /// graph by one thread: usearch 2.26's concurrent `add` into one graph can strand nodes
@@ -244,30 +277,49 @@ impl Graphs {
     /// (unum-cloud/USearch#735, open): parallel builds of 700 random vectors left 0 to 6
     /// unreachable (tests/recovery.rs `batch_put_and_rebuild_reach_every_vector`).
     fn add_reserved(&self, records: &[(u64, ImageRecord)]) -> Result<usize> {
-        let images = || records.iter().try_for_each(|(slot, record)| self.images.add(*slot, &record.embedding));
-        let parts = |graph: &VectorIndex, vectors: fn(&ImageRecord) -> Vec<&[f32]>| {
-            records.iter().try_for_each(|(slot, record)| {
-                vectors(record)
-                    .into_iter()
-                    .enumerate()
-                    .try_for_each(|(i, vector)| graph.add(part_key(*slot, i), vector))
-            })
+        let parts = |vectors: fn(&ImageRecord) -> Vec<&[f32]>| -> Vec<(u64, &[f32])> {
+            records
+                .iter()
+                .flat_map(|(slot, record)| {
+                    vectors(record).into_iter().enumerate().map(|(i, vector)| (part_key(*slot, i), vector))
+                })
+                .collect()
         };
-        let objects = || parts(&self.objects, |r| r.objects.iter().map(|o| &o.embedding[..]).collect());
-        let faces = || parts(&self.faces, |r| r.faces.iter().map(|f| &f.embedding[..]).collect());
-        let (images, (objects, faces)) = rayon::join(images, || rayon::join(objects, faces));
-        images.and(objects).and(faces)?;
+        self.add_keyed([
+            records.iter().map(|(slot, record)| (*slot, &record.embedding[..])).collect(),
+            parts(|r| r.objects.iter().map(|o| &o.embedding[..]).collect()),
+            parts(|r| r.faces.iter().map(|f| &f.embedding[..]).collect()),
+        ])?;
         Ok(records.len())
+    }
+
+    /// Adds (key, vector) pairs, per graph in `Kind` order, into room reserved before: the
+    /// three graphs in parallel, each by one thread (see `add_reserved`).
+    fn add_keyed(&self, [images, objects, faces]: [Vec<(u64, &[f32])>; 3]) -> Result<()> {
+        let add = |graph: &VectorIndex, vectors: Vec<(u64, &[f32])>| {
+            vectors.into_iter().try_for_each(|(key, vector)| graph.add(key, vector))
+        };
+        let (images, (objects, faces)) = rayon::join(
+            || add(&self.images, images),
+            || rayon::join(|| add(&self.objects, objects), || add(&self.faces, faces)),
+        );
+        images.and(objects).and(faces)
     }
 
     /// Makes room for the vectors of `records`; needs the only access to the graphs.
     fn reserve_for<'a>(&self, records: impl Iterator<Item = &'a ImageRecord>) -> Result<()> {
-        let (mut images, mut objects, mut faces) = (0, 0, 0);
+        let mut counts = [0; 3];
         for record in records {
-            images += 1;
-            objects += record.objects.len();
-            faces += record.faces.len();
+            counts[Kind::Image as usize] += 1;
+            counts[Kind::Object as usize] += record.objects.len();
+            counts[Kind::Face as usize] += record.faces.len();
         }
+        self.reserve(counts)
+    }
+
+    /// Makes room for this many more vectors per graph (in `Kind` order); needs the only
+    /// access to the graphs.
+    fn reserve(&self, [images, objects, faces]: [usize; 3]) -> Result<()> {
         self.images.reserve(images)?;
         self.objects.reserve(objects)?;
         self.faces.reserve(faces)
@@ -298,6 +350,8 @@ struct State {
     dimension: Option<usize>,
     catalog: Catalog,
     graphs: Option<Graphs>,
+    /// Vectors of stored records the graphs do not hold yet (see [`pending`]).
+    pending: Pending,
     next_slot: u64,
 }
 
@@ -343,33 +397,68 @@ struct Unreadable {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
-    /// Dropped with the last clone: stops the background saves and waits for one in
-    /// progress, so that the store is closed when the last handle is gone.
-    _checkpointer: Arc<Checkpointer>,
+    /// Dropped with the last clone: stops the background threads and waits for them, so
+    /// that the store is closed when the last handle is gone.
+    _background: Arc<Background>,
 }
 
-/// The thread that saves the graphs by the [`CheckpointPolicy`]. It holds the store weakly:
-/// the store closes when its last handle is dropped, not when the thread next wakes.
-struct Checkpointer {
+/// The store's own threads: the checkpoints and compactions of the [`CheckpointPolicy`],
+/// and the catch-up of vectors an open left pending. The checkpoint thread holds the store
+/// weakly (the store closes when its last handle is dropped, not when the thread next
+/// wakes); the catch-up holds it until it stops, at the end or when told to.
+struct Background {
     stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// How often the checkpoint thread looks at the change counters.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
 
-impl Checkpointer {
-    fn start(inner: &Arc<Inner>) -> Result<Checkpointer> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        if inner.config.checkpoint.is_manual() {
-            return Ok(Checkpointer { stop, thread: None });
+impl Background {
+    fn start(inner: &Arc<Inner>) -> Result<Background> {
+        let mut background = Background { stop: Arc::new((Mutex::new(false), Condvar::new())), threads: Vec::new() };
+        if !read(&inner.state).pending.is_empty() {
+            background.start_catch_up(inner)?;
         }
-        let (store, signal) = (Arc::downgrade(inner), stop.clone());
+        if !inner.config.checkpoint.is_manual() {
+            let (store, signal) = (Arc::downgrade(inner), background.stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("store-checkpoint".into())
+                .spawn(move || checkpoint_loop(store, &signal))
+                .map_err(|e| StoreError::Io(format!("start the checkpoint thread: {e}")))?;
+            background.threads.push(thread);
+        }
+        Ok(background)
+    }
+
+    /// Starts inserting the pending vectors; returns once the thread holds the writer lock,
+    /// so that no put or delete comes before the vectors it could touch are in the graphs.
+    fn start_catch_up(&mut self, inner: &Arc<Inner>) -> Result<()> {
+        let (store, stop) = (inner.clone(), self.stop.clone());
+        let (holding, held) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("store-checkpoint".into())
-            .spawn(move || checkpoint_loop(store, &signal))
-            .map_err(|e| StoreError::Io(format!("start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer { stop, thread: Some(thread) })
+            .name("store-catch-up".into())
+            .spawn(move || {
+                let _writer = store.writer.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = holding.send(());
+                let started = Instant::now();
+                let stopped = || *stop.0.lock().unwrap_or_else(|e| e.into_inner());
+                match store.catch_up(&stopped) {
+                    Ok(vectors) => tracing::info!(
+                        vectors,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "graphs caught up with the records"
+                    ),
+                    // The records are safe; the next open finds these vectors missing again.
+                    Err(error) => {
+                        tracing::warn!(%error, "catching up the graphs failed: what is left stays searched exactly")
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("start the catch-up thread: {e}")))?;
+        held.recv().map_err(|_| StoreError::Io("the catch-up thread ended before it held the writer lock".into()))?;
+        self.threads.push(thread);
+        Ok(())
     }
 }
 
@@ -397,12 +486,12 @@ fn checkpoint_loop(store: Weak<Inner>, stop: &(Mutex<bool>, Condvar)) {
     }
 }
 
-impl Drop for Checkpointer {
+impl Drop for Background {
     fn drop(&mut self) {
         let (stopped, wake) = &*self.stop;
         *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
         wake.notify_all();
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -443,7 +532,8 @@ impl EmbeddedStore {
         } else if layout == 1 {
             Self::set_layout(&db)?;
         }
-        let mut state = State { dimension, catalog: Catalog::default(), graphs: None, next_slot };
+        let mut state =
+            State { dimension, catalog: Catalog::default(), graphs: None, pending: Pending::default(), next_slot };
         let (recovery, unreadable) = Self::recover(&db, &config, generation, vectors.get(), &mut state)?;
         let quarantined = Self::quarantine(&db, unreadable)?;
         // A rebuilt or reconciled graph differs from its saved file: all are saved next time.
@@ -464,8 +554,8 @@ impl EmbeddedStore {
             generation,
             quarantined,
         });
-        let checkpointer = Checkpointer::start(&inner)?;
-        Ok(EmbeddedStore { inner, _checkpointer: Arc::new(checkpointer) })
+        let background = Background::start(&inner)?;
+        Ok(EmbeddedStore { inner, _background: Arc::new(background) })
     }
 
     pub async fn open_async(config: EmbeddedConfig) -> Result<Self> {
@@ -578,10 +668,11 @@ impl EmbeddedStore {
         txn.commit().map_err(redb_err("commit layout"))
     }
 
-    /// Fills the catalog from the records and brings the graphs in line with them. Records
-    /// that cannot be served ([`servable`], [`with_vectors`]) are left out and returned. The
-    /// saved graphs load on a second thread while the records are read: at a million images
-    /// each takes seconds, and they need nothing from each other.
+    /// Fills the catalog from the records and brings the graphs in line with them, or leaves
+    /// the vectors they lack in `state.pending` (see `background_replay_max_vectors`).
+    /// Records that cannot be served ([`servable`], [`with_vectors`]) are left out and
+    /// returned. The saved graphs load on a second thread while the records are read: at a
+    /// million images each takes seconds, and they need nothing from each other.
     fn recover(
         db: &Database,
         config: &EmbeddedConfig,
@@ -610,20 +701,23 @@ impl EmbeddedStore {
             }
         };
         // Records with a vector that a graph lacks (all of them when rebuilding): read again
-        // with their vectors, checked like `put` checks them, and inserted.
+        // with their vectors and checked like `put` checks them. Inserted now when the graphs
+        // were rebuilt or lack many; otherwise held back for the background catch-up.
         let images: Vec<(u64, &catalog::ImageEntry)> = state.catalog.entries().collect();
-        let incomplete: Vec<(u64, Arc<str>)> = images
+        let incomplete: Vec<(u64, Arc<str>, usize)> = images
             .par_iter()
             .filter(|(slot, image)| !graphs.hold(*slot, image))
-            .map(|(slot, image)| (*slot, image.id.clone()))
+            .map(|(slot, image)| (*slot, image.id.clone(), 1 + image.objects.len() + image.face_boxes.len()))
             .collect();
         drop(images);
+        let vectors_missing: usize = incomplete.iter().map(|(_, _, count)| count).sum();
+        let in_background = loaded && vectors_missing <= config.background_replay_max_vectors;
         let txn = db.begin_read().map_err(redb_err("begin read"))?;
         let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
-        let mut added = 0;
+        let (mut added, mut held) = (0, [0; 3]);
         for batch in incomplete.chunks(RECOVERY_BATCH) {
             let mut complete = Vec::with_capacity(batch.len());
-            for (slot, id) in batch {
+            for (slot, id, _) in batch {
                 match with_vectors(&table, id, dimension, vectors)? {
                     Ok(record) => complete.push((*slot, record)),
                     Err(unservable) => {
@@ -632,8 +726,17 @@ impl EmbeddedStore {
                     }
                 }
             }
-            added += graphs.add_all(&complete)?;
+            if in_background {
+                added += complete.len();
+                for (slot, record) in complete {
+                    let of_record = graphs.hold_back(slot, record, &mut state.pending);
+                    held.iter_mut().zip(of_record).for_each(|(held, more)| *held += more);
+                }
+            } else {
+                added += graphs.add_all(&complete)?;
+            }
         }
+        graphs.reserve(held)?;
         let mut removed = 0;
         if loaded {
             for slot in 0..state.next_slot {
@@ -1079,6 +1182,40 @@ impl Inner {
             .is_some_and(|graphs| graphs.all().into_iter().any(|g| self.needs_compaction(g)))
     }
 
+    /// Inserts the pending vectors into the graphs, `RECOVERY_BATCH` per graph at a time,
+    /// each batch leaving `pending` once the graphs hold it (a search meanwhile may see a
+    /// vector in both; `ranked` keeps one). The caller holds the writer lock: puts, deletes
+    /// and checkpoints wait, searches do not. Returns how many vectors, or early when `stop`
+    /// says the store is closing: its graphs are then saved without the rest, which the
+    /// next open finds missing again.
+    fn catch_up(&self, stop: &dyn Fn() -> bool) -> Result<usize> {
+        let mut inserted = 0;
+        while !stop() {
+            let batch_keys = {
+                let state = read(&self.state);
+                let Some(graphs) = &state.graphs else { break };
+                let batch = state.pending.batch(RECOVERY_BATCH);
+                if batch.iter().all(Vec::is_empty) {
+                    break;
+                }
+                let keys = batch.each_ref().map(|vectors| vectors.iter().map(|(key, _)| *key).collect::<Vec<u64>>());
+                graphs.add_keyed(batch)?;
+                keys
+            };
+            let mut state = write(&self.state);
+            for (kind, keys) in [Kind::Image, Kind::Object, Kind::Face].into_iter().zip(batch_keys) {
+                inserted += keys.len();
+                keys.into_iter().for_each(|key| state.pending.remove(kind, key));
+            }
+        }
+        let mut state = write(&self.state);
+        if state.pending.is_empty() {
+            // Gives back the emptied maps' memory.
+            state.pending = Pending::default();
+        }
+        Ok(inserted)
+    }
+
     /// Whether the [`CheckpointPolicy`] asks for a save now.
     fn checkpoint_due(&self) -> bool {
         let policy = self.config.checkpoint;
@@ -1130,6 +1267,7 @@ impl EmbeddedStore {
             memory_bytes: graphs.all().iter().map(|g| g.memory_bytes()).sum(),
             removed: graphs.all().map(VectorIndex::removed),
             unsaved_changes,
+            pending: state.pending.len(),
         }
     }
 
@@ -1279,14 +1417,24 @@ impl EmbeddedStore {
             }
             scored
         };
-        let ranked = |scored: Vec<(u64, f32)>| {
+        // Vectors an open left pending while the graphs catch up: scored exactly and ranked
+        // with what the graph paths below find, so that no stored record is missed.
+        let pending =
+            if state.pending.is_empty() { Vec::new() } else { state.pending.scored(plan.kind, query, plan.keep) };
+        let ranked = |mut scored: Vec<(u64, f32)>| {
+            if !pending.is_empty() {
+                scored.extend_from_slice(&pending);
+                // A vector the catch-up has just inserted may come from both.
+                scored.sort_unstable_by_key(|(key, _)| *key);
+                scored.dedup_by_key(|(key, _)| *key);
+            }
             if plan.graph.encoding().is_exact() {
                 Ok(rank(scored, page))
             } else {
                 self.inner.rescore(state, plan.kind, query, scored, page)
             }
         };
-        if plan.graph.len() == 0 {
+        if plan.graph.len() == 0 && pending.is_empty() {
             return Ok(Vec::new());
         }
         match state.catalog.candidates(filter, plan.scope, self.inner.config.exact_scan_limit) {
