@@ -126,6 +126,7 @@ struct Args {
     in_graph_filter_fraction: Option<f32>,
     exact_scan_limit: Option<usize>,
     expansion_search: Option<usize>,
+    object_expansion_factor: Option<usize>,
     rescore_factor: Option<usize>,
     /// Hidden: "query" (the measured process) or "writer" (the one killed with SIGKILL).
     role: Option<String>,
@@ -148,6 +149,7 @@ impl Args {
             in_graph_filter_fraction: None,
             exact_scan_limit: None,
             expansion_search: None,
+            object_expansion_factor: None,
             rescore_factor: None,
             role: None,
             report: None,
@@ -169,6 +171,7 @@ impl Args {
                 "--in-graph-filter-fraction" => args.in_graph_filter_fraction = Some(number(value()) as f32),
                 "--exact-scan-limit" => args.exact_scan_limit = Some(number(value()) as usize),
                 "--expansion-search" => args.expansion_search = Some(number(value()) as usize),
+                "--object-expansion-factor" => args.object_expansion_factor = Some(number(value()) as usize),
                 "--rescore-factor" => args.rescore_factor = Some(number(value()) as usize),
                 "--role" => args.role = Some(value()),
                 "--report" => args.report = Some(value().into()),
@@ -196,6 +199,9 @@ impl Args {
         }
         if let Some(ef) = self.expansion_search {
             config.hnsw.expansion_search = ef;
+        }
+        if let Some(factor) = self.object_expansion_factor {
+            config.object_expansion_factor = factor;
         }
         if let Some(factor) = self.rescore_factor {
             config.rescore_factor = factor;
@@ -227,6 +233,9 @@ impl Args {
         if let Some(ef) = self.expansion_search {
             out.extend(["--expansion-search".into(), ef.to_string()]);
         }
+        if let Some(factor) = self.object_expansion_factor {
+            out.extend(["--object-expansion-factor".into(), factor.to_string()]);
+        }
         if let Some(factor) = self.rescore_factor {
             out.extend(["--rescore-factor".into(), factor.to_string()]);
         }
@@ -239,7 +248,8 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: store_scale [--images N] [--queries N] [--data-dir DIR] [--source STORE_DIR] [--out FILE] \
          [--batch N] [--writer-seconds S] [--seed N] [--reuse-from FILE] [--in-graph-filter-fraction F] \
-         [--exact-scan-limit N] [--expansion-search N] [--rescore-factor N]"
+         [--exact-scan-limit N] [--expansion-search N] \
+         [--object-expansion-factor N] [--rescore-factor N]"
     );
     std::process::exit(2)
 }

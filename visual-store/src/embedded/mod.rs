@@ -33,7 +33,7 @@ mod pending;
 mod vector_file;
 mod vectors;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
@@ -81,6 +81,10 @@ const LAYOUT_MOVE_BATCH: usize = 1000;
 /// Records inserted into the graphs together (in parallel) while rebuilding.
 const RECOVERY_BATCH: usize = 1024;
 
+/// Default of `EmbeddedConfig::object_expansion_factor`: at 4 million object vectors the
+/// images' candidate list (128) found 0.82 of the exact top 10 (docs/stores.md).
+const OBJECT_EXPANSION_FACTOR: usize = 2;
+
 const RECORDS_FILE: &str = "records.redb";
 const VECTORS_FILE: &str = "vectors.f32";
 const GRAPH_FILES: [&str; 3] = ["images.usearch", "objects.usearch", "faces.usearch"];
@@ -93,6 +97,10 @@ pub struct EmbeddedConfig {
     pub dimension: Option<usize>,
     pub limits: QueryLimits,
     pub hnsw: HnswParams,
+    /// Object searches use a candidate list this many times `hnsw.expansion_search`: the
+    /// object graph holds about four vectors an image, in clusters four times as dense as
+    /// the images', and needs a longer list for the same recall.
+    pub object_expansion_factor: usize,
     /// A filter whose candidates (from the class, tag and date indexes) number at most
     /// this many images is answered by an exact scan instead of the graph.
     pub exact_scan_limit: usize,
@@ -147,12 +155,24 @@ impl Default for CheckpointPolicy {
 }
 
 impl EmbeddedConfig {
+    /// The HNSW parameters of the graph of `kind`.
+    fn hnsw_of(&self, kind: Kind) -> HnswParams {
+        match kind {
+            Kind::Object => HnswParams {
+                expansion_search: self.hnsw.expansion_search * self.object_expansion_factor.max(1),
+                ..self.hnsw
+            },
+            Kind::Image | Kind::Face => self.hnsw,
+        }
+    }
+
     pub fn new(path: impl Into<PathBuf>) -> Self {
         EmbeddedConfig {
             path: path.into(),
             dimension: None,
             limits: QueryLimits::default(),
             hnsw: HnswParams::default(),
+            object_expansion_factor: OBJECT_EXPANSION_FACTOR,
             exact_scan_limit: 5_000,
             in_graph_filter_fraction: 0.0,
             encoding: VectorEncoding::default(),
@@ -209,18 +229,17 @@ struct Graphs {
 }
 
 impl Graphs {
-    fn new(dimension: usize, params: HnswParams, encoding: VectorEncoding) -> Result<Self> {
-        Ok(Graphs {
-            images: VectorIndex::new(dimension, params, encoding)?,
-            objects: VectorIndex::new(dimension, params, encoding)?,
-            faces: VectorIndex::new(dimension, params, encoding)?,
-        })
+    fn new(config: &EmbeddedConfig, dimension: usize) -> Result<Self> {
+        let new = |kind| VectorIndex::new(dimension, config.hnsw_of(kind), config.encoding);
+        Ok(Graphs { images: new(Kind::Image)?, objects: new(Kind::Object)?, faces: new(Kind::Face)? })
     }
 
     fn load(config: &EmbeddedConfig, dimension: usize, generation: u64) -> Result<Self> {
-        let [images, objects, faces] = GRAPH_FILES.map(|name| config.path.join(name));
-        let load = |path: &Path| VectorIndex::load(path, dimension, config.hnsw, config.encoding, generation);
-        Ok(Graphs { images: load(&images)?, objects: load(&objects)?, faces: load(&faces)? })
+        let load = |kind: Kind| {
+            let path = config.path.join(GRAPH_FILES[kind as usize]);
+            VectorIndex::load(&path, dimension, config.hnsw_of(kind), config.encoding, generation)
+        };
+        Ok(Graphs { images: load(Kind::Image)?, objects: load(Kind::Object)?, faces: load(Kind::Face)? })
     }
 
     /// Whether the graphs hold every vector of the image in `slot`.
@@ -697,7 +716,7 @@ impl EmbeddedStore {
             Ok(graphs) => (graphs, true),
             Err(reason) => {
                 tracing::info!(path = %config.path.display(), %reason, "saved graphs not used: rebuilding them");
-                (Graphs::new(dimension, config.hnsw, config.encoding)?, false)
+                (Graphs::new(config, dimension)?, false)
             }
         };
         // Records with a vector that a graph lacks (all of them when rebuilding): read again
@@ -959,7 +978,7 @@ impl Inner {
             state.next_slot = next_slot;
             if state.graphs.is_none() {
                 let dim = dimension.expect("a created record fixed the dimension");
-                state.graphs = Some(Graphs::new(dim, self.config.hnsw, self.config.encoding)?);
+                state.graphs = Some(Graphs::new(&self.config, dim)?);
             }
             for ((slot, record), first) in created.iter().zip(&firsts) {
                 state.catalog.insert(*slot, *first, record);
@@ -1146,7 +1165,7 @@ impl Inner {
                         (0..parts).map(|i| part_key(slot, i)).collect()
                     })
                     .collect();
-                let fresh = VectorIndex::new(graph.dimension(), self.config.hnsw, self.config.encoding)?;
+                let fresh = VectorIndex::new(graph.dimension(), self.config.hnsw_of(kind), self.config.encoding)?;
                 fresh.reserve(keys.len())?;
                 let mut buffer = vec![0.0f32; graph.dimension()];
                 for key in keys {
@@ -1447,7 +1466,7 @@ impl EmbeddedStore {
                 ranked(scan(state.catalog.all_matching(filter, plan.scope)))
             }
             Candidates::Many { fraction } => {
-                let floor = self.inner.config.hnsw.expansion_search.max(want);
+                let floor = self.inner.config.hnsw_of(plan.kind).expansion_search.max(want);
                 let found = if filter.is_empty() && plan.scope == Scope::Image {
                     plan.graph.search(query, floor, None)?
                 } else if fraction >= self.inner.config.in_graph_filter_fraction {
