@@ -1123,12 +1123,12 @@ fn reopen_after_kill(args: &Args, rt: &tokio::runtime::Runtime) -> serde_json::V
         panic!("{} of {} acknowledged ids lost after kill -9, e.g. {}", lost.len(), acknowledged.len(), lost[0]);
     }
     let count = rt.block_on(store.count()).unwrap();
-    let pending_after_open = store.graph_stats().pending;
+    let pending_after_open = store.pending_vectors();
     // Searches run while the graphs catch up; how long until they hold every vector.
     let mut during_catch_up = Vec::new();
     let query =
         rt.block_on(store.get(&acknowledged[acknowledged.len() / 2])).expect("get").expect("acknowledged").embedding;
-    while store.graph_stats().pending > 0 {
+    while store.pending_vectors() > 0 {
         let searched = Instant::now();
         rt.block_on(store.search_images(&query, &SearchFilter::default(), Page { k: 10, offset: 0 })).expect("search");
         during_catch_up.push(searched.elapsed().as_secs_f64() * 1e3);

@@ -25,6 +25,7 @@ async fn contract_through_the_graph(encoding: VectorEncoding, in_graph_filter_fr
     let hnsw = HnswParams { expansion_search: common::IMAGES, ..HnswParams::default() };
     let config = EmbeddedConfig {
         exact_scan_limit: 8,
+        exact_scan_factor: 0.0,
         hnsw,
         encoding,
         in_graph_filter_fraction,

@@ -60,6 +60,7 @@ const K: usize = 10;
 fn config(dir: &Path) -> EmbeddedConfig {
     EmbeddedConfig {
         exact_scan_limit: 0,
+        exact_scan_factor: 0.0,
         hnsw: HnswParams { expansion_search: EF, ..HnswParams::default() },
         // The scripts decide when graphs are saved: the expected recovery counts follow.
         checkpoint: CheckpointPolicy::MANUAL,
@@ -1027,7 +1028,7 @@ async fn missing_vectors_are_replayed_in_the_background_and_searched_exactly_mea
         std::fs::copy(saved.path().join(name), dir.path().join(name)).unwrap();
     }
     let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
-    let pending_at_open = store.graph_stats().pending;
+    let pending_at_open = store.pending_vectors();
     let later = &docs[CHECKPOINTED..];
     let vectors_later: usize = later.iter().map(|d| 1 + d.objects.len() + d.faces.len()).sum();
     assert!(pending_at_open > 0, "the open inserted all {vectors_later} missing vectors itself");
@@ -1036,8 +1037,8 @@ async fn missing_vectors_are_replayed_in_the_background_and_searched_exactly_mea
     let survivors: BTreeSet<usize> = (0..RECORDS).collect();
     assert_searches_exact(&store, &docs, &survivors, "during the catch-up").await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while store.graph_stats().pending > 0 {
-        assert!(Instant::now() < deadline, "not caught up: {:?}", store.graph_stats());
+    while store.pending_vectors() > 0 {
+        assert!(Instant::now() < deadline, "not caught up: {} vectors pending", store.pending_vectors());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let objects: usize = docs.iter().map(|d| d.objects.len()).sum();
@@ -1052,7 +1053,7 @@ async fn missing_vectors_are_replayed_in_the_background_and_searched_exactly_mea
     }
     let config = EmbeddedConfig { background_replay_max_vectors: vectors_later - 1, ..config(dir.path()) };
     let store = EmbeddedStore::open_async(config).await.unwrap();
-    assert_eq!(store.graph_stats().pending, 0);
+    assert_eq!(store.pending_vectors(), 0);
     assert_eq!(store.graph_stats().vectors, [RECORDS, objects, faces]);
     assert_eq!(store.recovery(), IndexRecovery::Loaded { added: later.len(), removed: 0 });
     assert_searches_exact(&store, &docs, &survivors, "replayed by the open").await;

@@ -104,6 +104,12 @@ pub struct EmbeddedConfig {
     /// A filter whose candidates (from the class, tag and date indexes) number at most
     /// this many images is answered by an exact scan instead of the graph.
     pub exact_scan_limit: usize,
+    /// A filter is also answered by an exact scan of its matches when they number at most
+    /// this many times the vectors an in-graph search expects to test (its candidate list
+    /// divided by the share that passes): below about 5% of the object graph at a million
+    /// images the in-graph traversal found less than 0.95 of the exact top 10, and took
+    /// about as long as the scan (docs/stores.md).
+    pub exact_scan_factor: f32,
     /// How the graphs hold their vectors (the records always keep f32).
     pub encoding: VectorEncoding,
     /// A filter passing at least this share of a graph's vectors (and more than
@@ -174,6 +180,7 @@ impl EmbeddedConfig {
             hnsw: HnswParams::default(),
             object_expansion_factor: OBJECT_EXPANSION_FACTOR,
             exact_scan_limit: 5_000,
+            exact_scan_factor: 32.0,
             in_graph_filter_fraction: 0.0,
             encoding: VectorEncoding::default(),
             rescore_factor: 4,
@@ -197,8 +204,6 @@ pub struct GraphStats {
     pub removed: [usize; 3],
     /// Vectors added or removed since the graphs were last saved.
     pub unsaved_changes: u64,
-    /// Vectors of stored records that the background catch-up after open has yet to insert.
-    pub pending: usize,
 }
 
 /// How the last open brought the graphs up to date (for logs and the benchmark).
@@ -971,8 +976,8 @@ impl Inner {
         txn.commit().map_err(redb_err("commit"))?;
 
         {
-            // Exclusive only for the catalog and the room in the graphs: searches wait for
-            // this, not for the inserts below.
+            // Exclusive only for the room in the graphs (and the catalog below): searches
+            // wait for this, not for the inserts.
             let mut state = write(&self.state);
             state.dimension = dimension;
             state.next_slot = next_slot;
@@ -980,13 +985,19 @@ impl Inner {
                 let dim = dimension.expect("a created record fixed the dimension");
                 state.graphs = Some(Graphs::new(&self.config, dim)?);
             }
-            for ((slot, record), first) in created.iter().zip(&firsts) {
-                state.catalog.insert(*slot, *first, record);
-            }
             state.graphs.as_ref().expect("created above").reserve_for(created.iter().map(|(_, r)| r))?;
         }
-        let state = read(&self.state);
-        state.graphs.as_ref().expect("created above").add_reserved(&created)?;
+        let added = read(&self.state).graphs.as_ref().expect("created above").add_reserved(&created);
+        // Into the catalog only once the adds are over (the records are stored whatever
+        // they returned): exact scans read the vectors of catalogued keys from the graph,
+        // and reading one while usearch adds it can read through a null pointer (see
+        // `ranked`). Until then searches skip them.
+        let mut state = write(&self.state);
+        for ((slot, record), first) in created.iter().zip(&firsts) {
+            state.catalog.insert(*slot, *first, record);
+        }
+        drop(state);
+        added?;
         let parts = |count: fn(&ImageRecord) -> usize| created.iter().map(|(_, r)| count(r) as u64).sum::<u64>();
         self.changes[Kind::Image as usize].fetch_add(created.len() as u64, Ordering::Relaxed);
         self.changes[Kind::Object as usize].fetch_add(parts(|r| r.objects.len()), Ordering::Relaxed);
@@ -1266,8 +1277,8 @@ struct SearchPlan<'a> {
     graph: &'a VectorIndex,
     scope: Scope,
     /// Keys of the vectors of one image that pass the filter.
-    keys_of: &'a dyn Fn(u64) -> Vec<u64>,
-    keep: &'a dyn Fn(u64) -> bool,
+    keys_of: &'a (dyn Fn(u64) -> Vec<u64> + Sync),
+    keep: &'a (dyn Fn(u64) -> bool + Sync),
 }
 
 impl EmbeddedStore {
@@ -1276,7 +1287,10 @@ impl EmbeddedStore {
         self.inner.checkpoint()
     }
 
+    /// Waits for a batch, checkpoint or catch-up in progress: usearch's memory count walks
+    /// the graphs' nodes, which an add may be creating.
     pub fn graph_stats(&self) -> GraphStats {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         let state = read(&self.inner.state);
         let unsaved_changes = self.inner.changes.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         let Some(graphs) = &state.graphs else { return GraphStats { unsaved_changes, ..GraphStats::default() } };
@@ -1286,8 +1300,13 @@ impl EmbeddedStore {
             memory_bytes: graphs.all().iter().map(|g| g.memory_bytes()).sum(),
             removed: graphs.all().map(VectorIndex::removed),
             unsaved_changes,
-            pending: state.pending.len(),
         }
+    }
+
+    /// Vectors of stored records that the background catch-up after open has yet to insert
+    /// into the graphs (searches score them exactly meanwhile); does not wait.
+    pub fn pending_vectors(&self) -> usize {
+        read(&self.inner.state).pending.len()
     }
 
     /// Rebuilds the graphs whose removed nodes passed `compact_removed_fraction` (also done
@@ -1414,6 +1433,17 @@ impl EmbeddedStore {
         plan(&state, &resolved, &run)
     }
 
+    /// Whether a filter passing `fraction` of a graph of `vectors` is answered by scanning
+    /// its matches rather than through the graph: when they number at most
+    /// `exact_scan_limit`, or at most `exact_scan_factor` times the vectors an in-graph
+    /// search expects to test to collect its candidate list (list / fraction).
+    fn scan_is_cheaper(&self, fraction: f32, vectors: usize, kind: Kind, want: usize) -> bool {
+        let config = &self.inner.config;
+        let matching = fraction * vectors as f32;
+        let list = config.hnsw_of(kind).expansion_search.max(want) as f32;
+        matching <= config.exact_scan_limit as f32 || matching * fraction <= config.exact_scan_factor * list
+    }
+
     fn ranked(
         &self,
         state: &State,
@@ -1423,18 +1453,30 @@ impl EmbeddedStore {
         plan: SearchPlan<'_>,
     ) -> Result<Vec<(u64, f32)>> {
         let want = page.k + page.offset;
-        // Scored with the graph's vectors: exact for f32, else rescored below.
+        // Scored with the graph's vectors (exact for f32, else rescored below), on every
+        // core: a scan of a large filter's matches is the slowest search there is. Pending
+        // vectors are scored below instead: the catch-up may be adding them, and usearch
+        // 2.26 maps a key before it stores the vector, so reading one being added can read
+        // through a null pointer.
         let scan = |slots: Vec<u64>| {
-            let mut scorer = plan.graph.scorer(query);
-            let mut scored = Vec::new();
-            for slot in slots {
-                for key in (plan.keys_of)(slot) {
-                    if let Some(score) = scorer.score(key) {
-                        scored.push((key, score));
+            slots
+                .par_chunks(SCAN_CHUNK)
+                .flat_map_iter(|slots| {
+                    let mut scorer = plan.graph.scorer(query);
+                    let mut scored = Vec::new();
+                    for slot in slots {
+                        for key in (plan.keys_of)(*slot) {
+                            if state.pending.contains(plan.kind, key) {
+                                continue;
+                            }
+                            if let Some(score) = scorer.score(key) {
+                                scored.push((key, score));
+                            }
+                        }
                     }
-                }
-            }
-            scored
+                    scored
+                })
+                .collect::<Vec<_>>()
         };
         // Vectors an open left pending while the graphs catch up: scored exactly and ranked
         // with what the graph paths below find, so that no stored record is missed.
@@ -1460,9 +1502,7 @@ impl EmbeddedStore {
             Candidates::Few(slots) => ranked(scan(slots)),
             // Few matches in all, though no single index is selective (several conditions
             // together): a pass over the catalog finds them, and scanning them is exact.
-            Candidates::Many { fraction }
-                if fraction * plan.graph.len() as f32 <= self.inner.config.exact_scan_limit as f32 =>
-            {
+            Candidates::Many { fraction } if self.scan_is_cheaper(fraction, plan.graph.len(), plan.kind, want) => {
                 ranked(scan(state.catalog.all_matching(filter, plan.scope)))
             }
             Candidates::Many { fraction } => {
@@ -1509,6 +1549,9 @@ impl EmbeddedStore {
         }
     }
 }
+
+/// Images per parallel piece of an exact scan.
+const SCAN_CHUNK: usize = 1024;
 
 /// Most candidates a post-filtered graph search considers before the exact fallback.
 const MAX_CANDIDATES: usize = 16_384;
@@ -1604,5 +1647,28 @@ mod tests {
         store.inner.put_batch(records).unwrap();
         store.inner.delete("a").unwrap();
         assert_eq!(store.image_ids(), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_filter_is_scanned_when_its_matches_cost_less_than_the_traversal() {
+        let dir = tempfile::tempdir().unwrap();
+        // Lists 128 (images) and 256 (objects); factor 32.
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let million = 1_000_000;
+        // 1% of a million: 10,000 matches; the traversal expects 12,800 tests.
+        assert!(store.scan_is_cheaper(0.01, million, Kind::Image, 10));
+        // 10%: 100,000 matches against 1,280 tests times 32.
+        assert!(!store.scan_is_cheaper(0.1, million, Kind::Image, 10));
+        // 4% of 4 million objects: 160,000 against 6,400 times 32 (with the longer list).
+        assert!(store.scan_is_cheaper(0.04, 4 * million, Kind::Object, 10));
+        assert!(!store.scan_is_cheaper(0.04, 4 * million, Kind::Image, 10));
+        // Under exact_scan_limit whatever the share.
+        assert!(store.scan_is_cheaper(0.5, 9_000, Kind::Image, 10));
+        let store = EmbeddedStore::open(EmbeddedConfig {
+            exact_scan_factor: 0.0,
+            ..EmbeddedConfig::new(tempfile::tempdir().unwrap().path())
+        })
+        .unwrap();
+        assert!(!store.scan_is_cheaper(0.01, million, Kind::Image, 10));
     }
 }

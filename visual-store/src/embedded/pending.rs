@@ -23,6 +23,10 @@ impl Pending {
         self.vectors[kind as usize].remove(&key);
     }
 
+    pub fn contains(&self, kind: Kind, key: u64) -> bool {
+        self.vectors[kind as usize].contains_key(&key)
+    }
+
     /// Vectors still to insert, all graphs together.
     pub fn len(&self) -> usize {
         self.vectors.iter().map(HashMap::len).sum()
@@ -58,6 +62,7 @@ mod tests {
         pending.insert(Kind::Object, 8, vec![0.0, 1.0]);
         pending.insert(Kind::Face, 9, vec![1.0, 0.0]);
         assert_eq!(pending.len(), 3);
+        assert!(pending.contains(Kind::Object, 7) && !pending.contains(Kind::Image, 7));
         let [images, objects, faces] = pending.batch(1);
         assert_eq!((images.len(), objects.len(), faces), (0, 1, vec![(9, &[1.0, 0.0][..])]));
         let mut scored = pending.scored(Kind::Object, &[2.0, 0.0], &|_| true);
