@@ -82,8 +82,9 @@ const LAYOUT_MOVE_BATCH: usize = 1000;
 const RECOVERY_BATCH: usize = 1024;
 
 /// Default of `EmbeddedConfig::object_expansion_factor`: at 4 million object vectors the
-/// images' candidate list (128) found 0.82 of the exact top 10 (docs/stores.md).
-const OBJECT_EXPANSION_FACTOR: usize = 2;
+/// images' candidate list (128) found 0.82 of the exact top 10, twice as long 0.95, four
+/// times 0.96 (docs/stores.md).
+const OBJECT_EXPANSION_FACTOR: usize = 4;
 
 const RECORDS_FILE: &str = "records.redb";
 const VECTORS_FILE: &str = "vectors.f32";
@@ -106,9 +107,9 @@ pub struct EmbeddedConfig {
     pub exact_scan_limit: usize,
     /// A filter is also answered by an exact scan of its matches when they number at most
     /// this many times the vectors an in-graph search expects to test (its candidate list
-    /// divided by the share that passes): below about 5% of the object graph at a million
-    /// images the in-graph traversal found less than 0.95 of the exact top 10, and took
-    /// about as long as the scan (docs/stores.md).
+    /// divided by the share that passes): at a million images the traversal found less
+    /// than 0.95 of the exact top 10 for filters passing up to 4% of the objects or 8% of
+    /// the faces, and took about as long as the scan (docs/stores.md).
     pub exact_scan_factor: f32,
     /// How the graphs hold their vectors (the records always keep f32).
     pub encoding: VectorEncoding,
@@ -180,7 +181,7 @@ impl EmbeddedConfig {
             hnsw: HnswParams::default(),
             object_expansion_factor: OBJECT_EXPANSION_FACTOR,
             exact_scan_limit: 5_000,
-            exact_scan_factor: 32.0,
+            exact_scan_factor: 64.0,
             in_graph_filter_fraction: 0.0,
             encoding: VectorEncoding::default(),
             rescore_factor: 4,
@@ -1652,16 +1653,17 @@ mod tests {
     #[test]
     fn a_filter_is_scanned_when_its_matches_cost_less_than_the_traversal() {
         let dir = tempfile::tempdir().unwrap();
-        // Lists 128 (images) and 256 (objects); factor 32.
+        // Lists 128 (images) and 512 (objects); factor 64.
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let million = 1_000_000;
         // 1% of a million: 10,000 matches; the traversal expects 12,800 tests.
         assert!(store.scan_is_cheaper(0.01, million, Kind::Image, 10));
-        // 10%: 100,000 matches against 1,280 tests times 32.
+        // 10%: 100,000 matches against 1,280 tests times 64.
         assert!(!store.scan_is_cheaper(0.1, million, Kind::Image, 10));
-        // 4% of 4 million objects: 160,000 against 6,400 times 32 (with the longer list).
-        assert!(store.scan_is_cheaper(0.04, 4 * million, Kind::Object, 10));
-        assert!(!store.scan_is_cheaper(0.04, 4 * million, Kind::Image, 10));
+        // 6% of 4 million objects: 240,000 against 8,533 times 64 (with the longer list);
+        // a list of 128 would expect 2,133 tests.
+        assert!(store.scan_is_cheaper(0.06, 4 * million, Kind::Object, 10));
+        assert!(!store.scan_is_cheaper(0.06, 4 * million, Kind::Image, 10));
         // Under exact_scan_limit whatever the share.
         assert!(store.scan_is_cheaper(0.5, 9_000, Kind::Image, 10));
         let store = EmbeddedStore::open(EmbeddedConfig {
