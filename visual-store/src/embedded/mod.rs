@@ -109,7 +109,7 @@ pub struct EmbeddedConfig {
     /// this many times the vectors an in-graph search expects to test (its candidate list
     /// divided by the share that passes): at a million images the traversal found less
     /// than 0.95 of the exact top 10 for filters passing up to 4% of the objects or 8% of
-    /// the faces, and took about as long as the scan (docs/stores.md).
+    /// the faces (docs/stores.md).
     pub exact_scan_factor: f32,
     /// How the graphs hold their vectors (the records always keep f32).
     pub encoding: VectorEncoding,
@@ -181,7 +181,7 @@ impl EmbeddedConfig {
             hnsw: HnswParams::default(),
             object_expansion_factor: OBJECT_EXPANSION_FACTOR,
             exact_scan_limit: 5_000,
-            exact_scan_factor: 64.0,
+            exact_scan_factor: 128.0,
             in_graph_filter_fraction: 0.0,
             encoding: VectorEncoding::default(),
             rescore_factor: 4,
@@ -1437,11 +1437,12 @@ impl EmbeddedStore {
     /// Whether a filter passing `fraction` of a graph of `vectors` is answered by scanning
     /// its matches rather than through the graph: when they number at most
     /// `exact_scan_limit`, or at most `exact_scan_factor` times the vectors an in-graph
-    /// search expects to test to collect its candidate list (list / fraction).
-    fn scan_is_cheaper(&self, fraction: f32, vectors: usize, kind: Kind, want: usize) -> bool {
+    /// search expects to test to collect `expansion_search` matches (that / fraction). The
+    /// object graph's longer list is left out: it buys recall, not a costlier traversal.
+    fn scan_is_cheaper(&self, fraction: f32, vectors: usize, want: usize) -> bool {
         let config = &self.inner.config;
         let matching = fraction * vectors as f32;
-        let list = config.hnsw_of(kind).expansion_search.max(want) as f32;
+        let list = config.hnsw.expansion_search.max(want) as f32;
         matching <= config.exact_scan_limit as f32 || matching * fraction <= config.exact_scan_factor * list
     }
 
@@ -1503,7 +1504,7 @@ impl EmbeddedStore {
             Candidates::Few(slots) => ranked(scan(slots)),
             // Few matches in all, though no single index is selective (several conditions
             // together): a pass over the catalog finds them, and scanning them is exact.
-            Candidates::Many { fraction } if self.scan_is_cheaper(fraction, plan.graph.len(), plan.kind, want) => {
+            Candidates::Many { fraction } if self.scan_is_cheaper(fraction, plan.graph.len(), want) => {
                 ranked(scan(state.catalog.all_matching(filter, plan.scope)))
             }
             Candidates::Many { fraction } => {
@@ -1653,24 +1654,23 @@ mod tests {
     #[test]
     fn a_filter_is_scanned_when_its_matches_cost_less_than_the_traversal() {
         let dir = tempfile::tempdir().unwrap();
-        // Lists 128 (images) and 512 (objects); factor 64.
+        // expansion_search 128, factor 128: scanned while matches * share <= 16,384.
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let million = 1_000_000;
-        // 1% of a million: 10,000 matches; the traversal expects 12,800 tests.
-        assert!(store.scan_is_cheaper(0.01, million, Kind::Image, 10));
-        // 10%: 100,000 matches against 1,280 tests times 64.
-        assert!(!store.scan_is_cheaper(0.1, million, Kind::Image, 10));
-        // 6% of 4 million objects: 240,000 against 8,533 times 64 (with the longer list);
-        // a list of 128 would expect 2,133 tests.
-        assert!(store.scan_is_cheaper(0.06, 4 * million, Kind::Object, 10));
-        assert!(!store.scan_is_cheaper(0.06, 4 * million, Kind::Image, 10));
+        // 1% of a million: 10,000 matches, 100.
+        assert!(store.scan_is_cheaper(0.01, million, 10));
+        // 20%: 200,000 matches, 40,000.
+        assert!(!store.scan_is_cheaper(0.2, million, 10));
+        // 6% of 4 million objects: 240,000 matches, 14,400; 10%: 40,000.
+        assert!(store.scan_is_cheaper(0.06, 4 * million, 10));
+        assert!(!store.scan_is_cheaper(0.1, 4 * million, 10));
         // Under exact_scan_limit whatever the share.
-        assert!(store.scan_is_cheaper(0.5, 9_000, Kind::Image, 10));
+        assert!(store.scan_is_cheaper(0.5, 9_000, 10));
         let store = EmbeddedStore::open(EmbeddedConfig {
             exact_scan_factor: 0.0,
             ..EmbeddedConfig::new(tempfile::tempdir().unwrap().path())
         })
         .unwrap();
-        assert!(!store.scan_is_cheaper(0.01, million, Kind::Image, 10));
+        assert!(!store.scan_is_cheaper(0.01, million, 10));
     }
 }
