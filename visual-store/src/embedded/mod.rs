@@ -181,7 +181,7 @@ impl EmbeddedConfig {
             hnsw: HnswParams::default(),
             object_expansion_factor: OBJECT_EXPANSION_FACTOR,
             exact_scan_limit: 5_000,
-            exact_scan_factor: 128.0,
+            exact_scan_factor: 96.0,
             in_graph_filter_fraction: 0.0,
             encoding: VectorEncoding::default(),
             rescore_factor: 4,
@@ -1654,16 +1654,16 @@ mod tests {
     #[test]
     fn a_filter_is_scanned_when_its_matches_cost_less_than_the_traversal() {
         let dir = tempfile::tempdir().unwrap();
-        // expansion_search 128, factor 128: scanned while matches * share <= 16,384.
+        // expansion_search 128, factor 96: scanned while matches * share <= 12,288.
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let million = 1_000_000;
         // 1% of a million: 10,000 matches, 100.
         assert!(store.scan_is_cheaper(0.01, million, 10));
         // 20%: 200,000 matches, 40,000.
         assert!(!store.scan_is_cheaper(0.2, million, 10));
-        // 6% of 4 million objects: 240,000 matches, 14,400; 10%: 40,000.
-        assert!(store.scan_is_cheaper(0.06, 4 * million, 10));
-        assert!(!store.scan_is_cheaper(0.1, 4 * million, 10));
+        // 5% of 4 million objects: 200,000 matches, 10,000; 6%: 14,400.
+        assert!(store.scan_is_cheaper(0.05, 4 * million, 10));
+        assert!(!store.scan_is_cheaper(0.06, 4 * million, 10));
         // Under exact_scan_limit whatever the share.
         assert!(store.scan_is_cheaper(0.5, 9_000, 10));
         let store = EmbeddedStore::open(EmbeddedConfig {
