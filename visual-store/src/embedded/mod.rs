@@ -21,11 +21,15 @@
 //! table with its reason, logged, and counted ([`Store::quarantined`]).
 //!
 //! Filtered search plans per query (see [`catalog`]): when the cheap indexes show at most
-//! `exact_scan_limit` candidate images, their vectors are scanned; otherwise the filter is
+//! `exact_scan_limit` candidate images, or the matches cost less to scan than the traversal
+//! expects to test (`exact_scan_factor`), their vectors are scanned; otherwise the filter is
 //! tested inside the HNSW traversal, which gives way to a scan of every matching image when
 //! it passes its budget of tests or comes back short of `k`. Scores are true cosine either
 //! way. Image hits are completed from their records (one read transaction per search) with
 //! the matched object ([`crate::matching`]).
+//!
+//! An open whose saved graphs lack vectors written after their last save hands them to a
+//! background catch-up ([`pending`]); searches score them exactly until it is done.
 
 mod catalog;
 mod codec;
