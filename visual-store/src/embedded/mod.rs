@@ -873,14 +873,19 @@ fn with_vectors(
         .map_err(redb_err("read record"))?
         .ok_or_else(|| StoreError::Io(format!("record store: image {id:?} vanished while the store was opening")))?;
     let bytes = value.value();
-    let checked = codec::decode(bytes).map_err(|e| e.to_string()).and_then(|stored| {
-        let codec::Stored { first_vector, mut record, .. } = stored;
-        let count = codec::vector_count(&record);
-        codec::fill_vectors(&mut record, vectors.read(first_vector, count).map_err(|e| e.to_string())?);
-        check_record(&record, Some(dimension)).map_err(|e| e.to_string())?;
+    let checked = codec::decode(bytes).and_then(|stored| complete_record(stored, vectors)).and_then(|record| {
+        check_record(&record, Some(dimension))?;
         Ok(record)
     });
-    Ok(checked.map_err(|reason| Unreadable { id: id.to_owned(), reason, bytes: bytes.to_vec() }))
+    Ok(checked.map_err(|e| Unreadable { id: id.to_owned(), reason: e.to_string(), bytes: bytes.to_vec() }))
+}
+
+/// The record of `stored` with its vectors, read from the vector file.
+fn complete_record(stored: codec::Stored, vectors: &VectorFile) -> Result<ImageRecord> {
+    let count = stored.vector_count();
+    let mut record = stored.record;
+    codec::fill_vectors(&mut record, vectors.read(stored.first_vector, count)?);
+    Ok(record)
 }
 
 /// A write transaction that is on disk when its commit returns. It also saves redb's
@@ -1057,12 +1062,8 @@ impl Inner {
                 records.push(None);
                 continue;
             };
-            let stored = codec::decode(value.value())?;
-            let count = stored.vector_count();
-            let mut record = stored.record;
             let vectors = self.vectors.get().ok_or_else(|| StoreError::Io("a record without a vector file".into()))?;
-            codec::fill_vectors(&mut record, vectors.read(stored.first_vector, count)?);
-            records.push(Some(record));
+            records.push(Some(complete_record(codec::decode(value.value())?, vectors)?));
         }
         Ok(records)
     }
@@ -1506,8 +1507,9 @@ impl EmbeddedStore {
         }
         match state.catalog.candidates(filter, plan.scope, self.inner.config.exact_scan_limit) {
             Candidates::Few(slots) => ranked(scan(slots)),
-            // Few matches in all, though no single index is selective (several conditions
-            // together): a pass over the catalog finds them, and scanning them is exact.
+            // No single index is selective, but the matches in all are few (several
+            // conditions together) or cheaper to scan than to traverse for: they are listed
+            // and scanned, exactly.
             Candidates::Many { fraction } if self.scan_is_cheaper(fraction, plan.graph.len(), want) => {
                 ranked(scan(state.catalog.all_matching(filter, plan.scope)))
             }
