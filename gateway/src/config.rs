@@ -236,7 +236,13 @@ pub struct StoreConfig {
     pub checkpoint_after_changes: u64,
     /// ... or when changes are this old (0: never by time).
     pub checkpoint_interval_s: u64,
+    /// Embedded store: shards of the object graph, each filled by one thread (about one
+    /// per two cores that insert; a store saved with another number is rebuilt once).
+    pub object_graph_shards: usize,
 }
+
+/// Most shards `store.object_graph_shards` may name.
+const MAX_OBJECT_GRAPH_SHARDS: usize = 16;
 
 /// `store.vector_encoding` as written in the config file.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -384,6 +390,7 @@ impl Default for StoreConfig {
             vector_encoding: VectorEncodingName::I8,
             checkpoint_after_changes: 100_000,
             checkpoint_interval_s: 60,
+            object_graph_shards: 2,
         }
     }
 }
@@ -467,6 +474,11 @@ impl GatewayConfig {
         anyhow::ensure!(
             self.limits.decode_pixel_budget >= 1_000_000,
             "limits.decode_pixel_budget must be at least 1000000 pixels"
+        );
+        // Every object search visits each shard: a few keep it fast.
+        anyhow::ensure!(
+            (1..=MAX_OBJECT_GRAPH_SHARDS).contains(&self.store.object_graph_shards),
+            "store.object_graph_shards must be between 1 and {MAX_OBJECT_GRAPH_SHARDS}"
         );
         self.validate_opensearch()?;
         self.validate_exposure()
@@ -580,5 +592,13 @@ mod tests {
             let err = GatewayConfig::parse(&format!("[triton]\n{toml}\n")).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
+        for shards in [0, 17] {
+            let config = GatewayConfig::parse(&format!("[store]\nobject_graph_shards = {shards}\n")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("store.object_graph_shards"), "{shards}: {err}");
+        }
+        let config = GatewayConfig::parse("[store]\nobject_graph_shards = 4\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.store.object_graph_shards, 4);
     }
 }

@@ -116,6 +116,7 @@ async fn open_store(config: &GatewayConfig) -> anyhow::Result<(Arc<dyn Store>, O
                 limits,
                 encoding: config.store.vector_encoding.into(),
                 checkpoint,
+                object_graph_shards: config.store.object_graph_shards,
                 ..EmbeddedConfig::new(&path)
             };
             let store = EmbeddedStore::open_async(store_config)

@@ -128,8 +128,11 @@ fn main() {
                     store.recovery()
                 );
                 drop(store);
-                for name in ["images.usearch", "objects.usearch", "faces.usearch"] {
-                    std::fs::remove_file(dir.path().join(name)).unwrap();
+                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.extension().is_some_and(|e| e == "usearch") {
+                        std::fs::remove_file(path).unwrap();
+                    }
                 }
                 let started = Instant::now();
                 let store = EmbeddedStore::open_async(EmbeddedConfig::new(dir.path())).await.unwrap();

@@ -128,6 +128,10 @@ struct Args {
     expansion_search: Option<usize>,
     object_expansion_factor: Option<usize>,
     rescore_factor: Option<usize>,
+    /// Graph build parameters of a store built here (HnswParams's defaults when absent); a
+    /// reused store keeps the ones it was built with.
+    connectivity: Option<usize>,
+    expansion_add: Option<usize>,
     /// Hidden: "query" (the measured process) or "writer" (the one killed with SIGKILL).
     role: Option<String>,
     /// Hidden: where the query role writes its report.
@@ -151,6 +155,8 @@ impl Args {
             expansion_search: None,
             object_expansion_factor: None,
             rescore_factor: None,
+            connectivity: None,
+            expansion_add: None,
             role: None,
             report: None,
         };
@@ -173,6 +179,8 @@ impl Args {
                 "--expansion-search" => args.expansion_search = Some(number(value()) as usize),
                 "--object-expansion-factor" => args.object_expansion_factor = Some(number(value()) as usize),
                 "--rescore-factor" => args.rescore_factor = Some(number(value()) as usize),
+                "--connectivity" => args.connectivity = Some(number(value()) as usize),
+                "--expansion-add" => args.expansion_add = Some(number(value()) as usize),
                 "--role" => args.role = Some(value()),
                 "--report" => args.report = Some(value().into()),
                 _ => usage(&format!("unknown argument {flag}")),
@@ -205,6 +213,12 @@ impl Args {
         }
         if let Some(factor) = self.rescore_factor {
             config.rescore_factor = factor;
+        }
+        if let Some(connectivity) = self.connectivity {
+            config.hnsw.connectivity = connectivity;
+        }
+        if let Some(expansion) = self.expansion_add {
+            config.hnsw.expansion_add = expansion;
         }
         config
     }
@@ -239,6 +253,12 @@ impl Args {
         if let Some(factor) = self.rescore_factor {
             out.extend(["--rescore-factor".into(), factor.to_string()]);
         }
+        if let Some(connectivity) = self.connectivity {
+            out.extend(["--connectivity".into(), connectivity.to_string()]);
+        }
+        if let Some(expansion) = self.expansion_add {
+            out.extend(["--expansion-add".into(), expansion.to_string()]);
+        }
         out
     }
 }
@@ -249,7 +269,7 @@ fn usage(problem: &str) -> ! {
         "usage: store_scale [--images N] [--queries N] [--data-dir DIR] [--source STORE_DIR] [--out FILE] \
          [--batch N] [--writer-seconds S] [--seed N] [--reuse-from FILE] [--in-graph-filter-fraction F] \
          [--exact-scan-limit N] [--expansion-search N] \
-         [--object-expansion-factor N] [--rescore-factor N]"
+         [--object-expansion-factor N] [--rescore-factor N] [--connectivity N] [--expansion-add N]"
     );
     std::process::exit(2)
 }
@@ -754,6 +774,7 @@ struct QueryReport {
     recovery: String,
     memory: serde_json::Value,
     rows: Vec<SearchRow>,
+    self_search: serde_json::Value,
     under_write: serde_json::Value,
 }
 
@@ -790,11 +811,49 @@ fn query_role(args: &Args, ds: &Dataset) {
         "peak_hwm_mib": round3(hwm - base_rss),
         "note": "store's share: the process's VmRSS / VmHWM minus VmRSS before the open",
     });
+    let self_search = self_search(args, ds, &store, &rt);
     let under_write = readers_under_write(args, ds, &store, &rt, &queries[0]);
-    let report = QueryReport { open_s, recovery: format!("{:?}", store.recovery()), memory, rows, under_write };
+    let recovery = format!("{:?}", store.recovery());
+    let report = QueryReport { open_s, recovery, memory, rows, self_search, under_write };
     drop(store);
     let path = args.report.as_ref().expect("--role query needs --report");
     std::fs::write(path, serde_json::to_vec(&report).unwrap()).expect("write the query report");
+}
+
+/// Stored vectors sampled evenly over the images, per kind.
+const SELF_SEARCH_SAMPLES: usize = 1000;
+
+/// The share of sampled stored vectors that an unfiltered search for the vector itself
+/// returns in its top K, per kind: a node no graph search reaches is never returned, whatever
+/// the query, and only this shows how many there are.
+fn self_search(args: &Args, ds: &Dataset, store: &EmbeddedStore, rt: &tokio::runtime::Runtime) -> serde_json::Value {
+    let none = SearchFilter::default();
+    let (mut found, mut tried) = ([0usize; 3], [0usize; 3]);
+    let stride = (args.images / SELF_SEARCH_SAMPLES).max(1);
+    for index in (0..args.images).step_by(stride).take(SELF_SEARCH_SAMPLES) {
+        let record = ds.image(index as u64);
+        let part = |count: usize| (count > 0).then(|| index % count);
+        let samples = [
+            Some((Kind::Image, record.id.clone(), &record.embedding)),
+            part(record.objects.len())
+                .map(|p| (Kind::Object, format!("{}#{p}", record.id), &record.objects[p].embedding)),
+            part(record.faces.len()).map(|p| (Kind::Face, format!("{}#{p}", record.id), &record.faces[p].embedding)),
+        ];
+        for (kind, key, vector) in samples.into_iter().flatten() {
+            tried[kind as usize] += 1;
+            if rt.block_on(search(store, kind, vector, &none)).contains(&key) {
+                found[kind as usize] += 1;
+            }
+        }
+    }
+    let share = |kind: Kind| round3(found[kind as usize] as f64 / tried[kind as usize].max(1) as f64);
+    json!({
+        "searched": tried,
+        "image": share(Kind::Image),
+        "object": share(Kind::Object),
+        "face": share(Kind::Face),
+        "note": "share of stored vectors (sampled evenly) found in the top 10 of a search for themselves",
+    })
 }
 
 /// Image search latency idle, while a writer streams put_batch calls, and while checkpoints
@@ -891,7 +950,7 @@ fn readers_under_write(
 // Role "writer": keeps putting until killed with SIGKILL; "ACK <id>" after each commit
 
 fn writer_role(args: &Args, ds: &Dataset) {
-    let store = EmbeddedStore::open(EmbeddedConfig::new(args.store_dir())).expect("writer: open");
+    let store = EmbeddedStore::open(args.store_config()).expect("writer: open");
     let rt = runtime();
     println!("OPENED");
     let mut next = KILLED_WRITER_FROM;
@@ -1114,7 +1173,7 @@ fn reopen_after_kill(args: &Args, rt: &tokio::runtime::Runtime) -> serde_json::V
     let writer_open_s = spawned.elapsed().as_secs_f64() - writing_s;
 
     let started = Instant::now();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(args.store_dir())).expect("reopen after kill -9");
+    let store = EmbeddedStore::open(args.store_config()).expect("reopen after kill -9");
     let open_s = started.elapsed().as_secs_f64();
     let recovery = format!("{:?}", store.recovery());
     let lost: Vec<&String> =
@@ -1229,6 +1288,7 @@ fn orchestrate(args: &Args, ds: &Dataset) {
             "clean": {"open_s": round3(report.open_s), "recovery": report.recovery},
             "after_kill_9": killed,
         },
+        "self_search": report.self_search,
         "search_under_write": report.under_write,
         "exact_reference_s": round3(reference_s),
         "total_s": round3(total.elapsed().as_secs_f64()),
@@ -1270,6 +1330,7 @@ fn print_summary(result: &serde_json::Value) {
     println!("memory (store's share, MiB): {}", result["memory"]);
     println!("reopen clean: {}", result["reopen"]["clean"]);
     println!("reopen after kill -9: {}", result["reopen"]["after_kill_9"]);
+    println!("self search: {}", result["self_search"]);
     println!("search under write: {}", result["search_under_write"]);
 }
 

@@ -19,8 +19,13 @@ async fn embedded_store_meets_the_contract() {
 /// graph search then visits every reachable vector. With the default ef (128 < 240 images)
 /// it is approximate and, on these random vectors, missed a neighbour in one CI run.
 /// `in_graph_filter_fraction` picks how filters are applied: 0 always inside the traversal,
-/// above 1 always to the candidates of a widened unfiltered search.
-async fn contract_through_the_graph(encoding: VectorEncoding, in_graph_filter_fraction: f32) {
+/// above 1 always to the candidates of a widened unfiltered search. The object graph is in
+/// `object_graph_shards` shards, searched together.
+async fn contract_through_the_graph(
+    encoding: VectorEncoding,
+    in_graph_filter_fraction: f32,
+    object_graph_shards: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
     let hnsw = HnswParams { expansion_search: common::IMAGES, ..HnswParams::default() };
     let config = EmbeddedConfig {
@@ -29,6 +34,7 @@ async fn contract_through_the_graph(encoding: VectorEncoding, in_graph_filter_fr
         hnsw,
         encoding,
         in_graph_filter_fraction,
+        object_graph_shards,
         ..EmbeddedConfig::new(dir.path())
     };
     let store = EmbeddedStore::open_async(config).await.unwrap();
@@ -37,22 +43,22 @@ async fn contract_through_the_graph(encoding: VectorEncoding, in_graph_filter_fr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_meets_the_contract_through_an_i8_graph_filtering_inside() {
-    contract_through_the_graph(VectorEncoding::I8, 0.0).await;
+    contract_through_the_graph(VectorEncoding::I8, 0.0, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_store_meets_the_contract_through_an_i8_graph_filtering_after() {
-    contract_through_the_graph(VectorEncoding::I8, 2.0).await;
+async fn embedded_store_meets_the_contract_through_an_unsharded_i8_graph_filtering_after() {
+    contract_through_the_graph(VectorEncoding::I8, 2.0, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_store_meets_the_contract_through_an_f16_graph() {
-    contract_through_the_graph(VectorEncoding::F16, EmbeddedConfig::new("").in_graph_filter_fraction).await;
+async fn embedded_store_meets_the_contract_through_an_f16_graph_in_three_object_shards() {
+    contract_through_the_graph(VectorEncoding::F16, EmbeddedConfig::new("").in_graph_filter_fraction, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_meets_the_contract_through_an_f32_graph() {
-    contract_through_the_graph(VectorEncoding::F32, EmbeddedConfig::new("").in_graph_filter_fraction).await;
+    contract_through_the_graph(VectorEncoding::F32, EmbeddedConfig::new("").in_graph_filter_fraction, 2).await;
 }
 
 /// The exact scans of a store too small for the graph, in f32 (no rescoring step).

@@ -64,8 +64,29 @@ fn config(dir: &Path) -> EmbeddedConfig {
         hnsw: HnswParams { expansion_search: EF, ..HnswParams::default() },
         // The scripts decide when graphs are saved: the expected recovery counts follow.
         checkpoint: CheckpointPolicy::MANUAL,
+        // The crash scripts follow each graph's file; every shard of a sharded graph is saved
+        // the same way, and the tests of `sharded` cover what sharding adds.
+        object_graph_shards: 1,
         ..EmbeddedConfig::new(dir)
     }
+}
+
+/// `config` with the object graph in `OBJECT_SHARDS` shards.
+fn sharded(dir: &Path) -> EmbeddedConfig {
+    EmbeddedConfig { object_graph_shards: OBJECT_SHARDS, ..config(dir) }
+}
+
+const OBJECT_SHARDS: usize = 2;
+
+/// The saved graph files in `dir` (shards included), sorted.
+fn graph_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".usearch"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// `POOL` records with 2 to 4 objects and 1 to 3 faces each.
@@ -638,23 +659,25 @@ async fn background_checkpoints_by_count_bound_the_replay() {
 }
 
 /// The graphs a batch put builds, and those a rebuild builds, reach every vector. Both insert
-/// many vectors at once; usearch's concurrent insertion into one graph stranded some
-/// (unum-cloud/USearch#735), which this caught before `Graphs::add_all` filled each graph from
-/// one thread.
+/// many vectors at once, the shards of the object graph in parallel; usearch's concurrent
+/// insertion into one graph stranded some (unum-cloud/USearch#735), which this caught before
+/// each graph (now each shard) was filled from one thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_put_and_rebuild_reach_every_vector() {
     let docs = documents();
     let dir = tempfile::tempdir().unwrap();
     let all: BTreeSet<usize> = (0..POOL).collect();
     {
-        let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+        let store = EmbeddedStore::open_async(sharded(dir.path())).await.unwrap();
         common::ingest(&store, &docs).await;
         assert_every_vector_found(&store, &docs, &all, "batch put").await;
     }
-    for name in GRAPH_FILES {
+    let files = graph_files(dir.path());
+    assert_eq!(files, ["faces.usearch", "images.usearch", "objects.0-of-2.usearch", "objects.1-of-2.usearch"]);
+    for name in files {
         std::fs::remove_file(dir.path().join(name)).unwrap();
     }
-    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    let store = EmbeddedStore::open_async(sharded(dir.path())).await.unwrap();
     assert_eq!(store.recovery(), IndexRecovery::Rebuilt);
     assert_every_vector_found(&store, &docs, &all, "rebuild").await;
 }
@@ -1057,4 +1080,93 @@ async fn missing_vectors_are_replayed_in_the_background_and_searched_exactly_mea
     assert_eq!(store.graph_stats().vectors, [RECORDS, objects, faces]);
     assert_eq!(store.recovery(), IndexRecovery::Loaded { added: later.len(), removed: 0 });
     assert_searches_exact(&store, &docs, &survivors, "replayed by the open").await;
+}
+
+/// A crash between the saves of the object graph's shards leaves them from two checkpoints:
+/// each is reconciled with the records on its own, so the store opens with exact searches
+/// and every vector reachable, whichever shard is the older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_shards_from_different_checkpoints_open_exactly() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let snapshot = |n: usize| {
+        let folder = snapshots.path().join(n.to_string());
+        std::fs::create_dir_all(&folder).unwrap();
+        for name in graph_files(dir.path()) {
+            std::fs::copy(dir.path().join(&name), folder.join(&name)).unwrap();
+        }
+    };
+    let mut survivors: BTreeSet<usize> = (0..INITIAL).collect();
+    {
+        let store = EmbeddedStore::open_async(sharded(dir.path())).await.unwrap();
+        common::ingest(&store, &docs[..INITIAL]).await;
+        store.checkpoint().unwrap();
+        snapshot(0);
+        for outcome in store.put_batch(docs[INITIAL..].to_vec()).await.unwrap() {
+            assert!(matches!(outcome, Ok(PutOutcome::Created)), "{outcome:?}");
+        }
+        survivors.extend(INITIAL..POOL);
+        for i in [1, 2, 40, 41, 42, 120, 300, 301] {
+            assert!(store.delete(&docs[i].id).await.unwrap());
+            survivors.remove(&i);
+        }
+        store.checkpoint().unwrap();
+        snapshot(1);
+    }
+    for older in 0..OBJECT_SHARDS {
+        let context = format!("object shard {older} from the first checkpoint, the rest from the second");
+        let case = tempfile::tempdir().unwrap();
+        copy_records(dir.path(), case.path());
+        for name in graph_files(&snapshots.path().join("1")) {
+            let from = if name == format!("objects.{older}-of-{OBJECT_SHARDS}.usearch") { 0 } else { 1 };
+            std::fs::copy(snapshots.path().join(from.to_string()).join(&name), case.path().join(&name)).unwrap();
+        }
+        let store = EmbeddedStore::open_async(sharded(case.path())).await.unwrap();
+        match store.recovery() {
+            IndexRecovery::Loaded { added, removed } => {
+                assert!(added > 0 && removed > 0, "{context}: the older shard lacks puts and holds deletes")
+            }
+            other => panic!("{context}: {other:?}, expected the saved graphs loaded"),
+        }
+        assert_eq!(slots(&store), survivors, "{context}: stored records");
+        assert_searches_exact(&store, &docs, &survivors, &context).await;
+        assert_every_vector_found(&store, &docs, &survivors, &context).await;
+    }
+}
+
+/// A store opened with another number of object shards rebuilds that graph once, saves it
+/// in the new layout and removes the files of the old one; a missing shard file also means a
+/// rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_shard_count_or_a_missing_shard_rebuilds() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    let all: BTreeSet<usize> = (0..POOL).collect();
+    {
+        let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+        common::ingest(&store, &docs).await;
+    }
+    assert_eq!(graph_files(dir.path()), ["faces.usearch", "images.usearch", "objects.usearch"]);
+    for round in 0..2 {
+        let store = EmbeddedStore::open_async(sharded(dir.path())).await.unwrap();
+        assert_eq!(store.recovery(), IndexRecovery::Rebuilt, "round {round}");
+        assert_searches_exact(&store, &docs, &all, "rebuilt in shards").await;
+        assert_every_vector_found(&store, &docs, &all, "rebuilt in shards").await;
+        drop(store);
+        assert_eq!(
+            graph_files(dir.path()),
+            ["faces.usearch", "images.usearch", "objects.0-of-2.usearch", "objects.1-of-2.usearch"],
+            "round {round}: the single object file is gone"
+        );
+        // Round 0 goes on with a shard missing.
+        std::fs::remove_file(dir.path().join("objects.1-of-2.usearch")).unwrap();
+    }
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    assert_eq!(store.recovery(), IndexRecovery::Rebuilt, "back to one shard");
+    drop(store);
+    assert_eq!(graph_files(dir.path()), ["faces.usearch", "images.usearch", "objects.usearch"]);
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: 0, removed: 0 });
+    assert_every_vector_found(&store, &docs, &all, "one shard again").await;
 }

@@ -38,7 +38,7 @@ mod vector_file;
 mod vectors;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,11 @@ pub struct EmbeddedConfig {
     /// object graph holds about four vectors an image, in clusters four times as dense as
     /// the images', and needs a longer list for the same recall.
     pub object_expansion_factor: usize,
+    /// Shards of the object graph. usearch cannot fill one graph from several threads
+    /// safely, so a batch's inserts run one thread per shard; the object graph holds about
+    /// four of an image's six vectors, and in two shards it and the image and face graphs
+    /// keep two cores equally busy. A store saved with another number is rebuilt once.
+    pub object_graph_shards: usize,
     /// A filter whose candidates (from the class, tag and date indexes) number at most
     /// this many images is answered by an exact scan instead of the graph.
     pub exact_scan_limit: usize,
@@ -177,6 +182,14 @@ impl EmbeddedConfig {
         }
     }
 
+    /// How many shards the graph of `kind` is made of.
+    fn shards_of(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Object => self.object_graph_shards.max(1),
+            Kind::Image | Kind::Face => 1,
+        }
+    }
+
     pub fn new(path: impl Into<PathBuf>) -> Self {
         EmbeddedConfig {
             path: path.into(),
@@ -184,6 +197,7 @@ impl EmbeddedConfig {
             limits: QueryLimits::default(),
             hnsw: HnswParams::default(),
             object_expansion_factor: OBJECT_EXPANSION_FACTOR,
+            object_graph_shards: 2,
             exact_scan_limit: 5_000,
             exact_scan_factor: 96.0,
             in_graph_filter_fraction: 0.0,
@@ -240,14 +254,15 @@ struct Graphs {
 
 impl Graphs {
     fn new(config: &EmbeddedConfig, dimension: usize) -> Result<Self> {
-        let new = |kind| VectorIndex::new(dimension, config.hnsw_of(kind), config.encoding);
+        let new = |kind| VectorIndex::new(dimension, config.hnsw_of(kind), config.encoding, config.shards_of(kind));
         Ok(Graphs { images: new(Kind::Image)?, objects: new(Kind::Object)?, faces: new(Kind::Face)? })
     }
 
     fn load(config: &EmbeddedConfig, dimension: usize, generation: u64) -> Result<Self> {
         let load = |kind: Kind| {
             let path = config.path.join(GRAPH_FILES[kind as usize]);
-            VectorIndex::load(&path, dimension, config.hnsw_of(kind), config.encoding, generation)
+            let (params, shards) = (config.hnsw_of(kind), config.shards_of(kind));
+            VectorIndex::load(&path, dimension, params, config.encoding, shards, generation)
         };
         Ok(Graphs { images: load(Kind::Image)?, objects: load(Kind::Object)?, faces: load(Kind::Face)? })
     }
@@ -274,19 +289,18 @@ impl Graphs {
     /// Reserves room for and adds the vectors of many records; needs the only access to the
     /// graphs (reserving may move them), so only for open.
     fn add_all(&self, records: &[(u64, ImageRecord)]) -> Result<usize> {
-        self.reserve_for(records.iter().map(|(_, r)| r))?;
+        self.reserve_for(records)?;
         self.add_reserved(records)
     }
 
     /// Keeps out of the graphs the vectors of `record` that they lack: they go to `pending`
-    /// for the background catch-up. Returns how many per graph, for which the caller
-    /// reserves room.
-    fn hold_back(&self, slot: u64, record: ImageRecord, pending: &mut Pending) -> [usize; 3] {
-        let mut held = [0; 3];
+    /// for the background catch-up. Adds their keys to `held` (per graph), for which the
+    /// caller reserves room.
+    fn hold_back(&self, slot: u64, record: ImageRecord, pending: &mut Pending, held: &mut [Vec<u64>; 3]) {
         let mut hold = |kind: Kind, graph: &VectorIndex, key: u64, vector: Vec<f32>| {
             if !graph.contains(key) {
                 pending.insert(kind, key, vector);
-                held[kind as usize] += 1;
+                held[kind as usize].push(key);
             }
         };
         hold(Kind::Image, &self.images, slot, record.embedding);
@@ -296,15 +310,10 @@ impl Graphs {
         for (i, face) in record.faces.into_iter().enumerate() {
             hold(Kind::Face, &self.faces, part_key(slot, i), face.embedding);
         }
-        held
     }
 
     /// Adds the vectors of many records into room reserved before; searches may run
-    /// meanwhile. Returns how many records. The three graphs are filled in parallel, each
-    /// graph by one thread: usearch 2.26's concurrent `add` into one graph can strand nodes
-    /// that are stored but never reached by a search, whatever the candidate list
-    /// (unum-cloud/USearch#735, open): parallel builds of 700 random vectors left 0 to 6
-    /// unreachable (tests/recovery.rs `batch_put_and_rebuild_reach_every_vector`).
+    /// meanwhile. Returns how many records.
     fn add_reserved(&self, records: &[(u64, ImageRecord)]) -> Result<usize> {
         let parts = |vectors: fn(&ImageRecord) -> Vec<&[f32]>| -> Vec<(u64, &[f32])> {
             records
@@ -322,36 +331,31 @@ impl Graphs {
         Ok(records.len())
     }
 
-    /// Adds (key, vector) pairs, per graph in `Kind` order, into room reserved before: the
-    /// three graphs in parallel, each by one thread (see `add_reserved`).
-    fn add_keyed(&self, [images, objects, faces]: [Vec<(u64, &[f32])>; 3]) -> Result<()> {
-        let add = |graph: &VectorIndex, vectors: Vec<(u64, &[f32])>| {
-            vectors.into_iter().try_for_each(|(key, vector)| graph.add(key, vector))
-        };
-        let (images, (objects, faces)) = rayon::join(
-            || add(&self.images, images),
-            || rayon::join(|| add(&self.objects, objects), || add(&self.faces, faces)),
-        );
-        images.and(objects).and(faces)
+    /// Adds (key, vector) pairs, per graph in `Kind` order, into room reserved before. Each
+    /// shard is filled by one thread (usearch cannot fill one from several, see
+    /// [`vectors::ShardAdds`]): the shards' lists go, longest first, to whichever of one
+    /// list per core has the fewest vectors, and the lists run in parallel.
+    fn add_keyed(&self, vectors: [Vec<(u64, &[f32])>; 3]) -> Result<()> {
+        let mut adds: Vec<_> = self.all().into_iter().zip(vectors).flat_map(|(graph, v)| graph.adds(v)).collect();
+        adds.sort_unstable_by_key(|adds| std::cmp::Reverse(adds.len()));
+        let cores = rayon::current_num_threads().clamp(1, adds.len().max(1));
+        let mut lists: Vec<(usize, Vec<vectors::ShardAdds<'_>>)> = (0..cores).map(|_| (0, Vec::new())).collect();
+        for adds in adds {
+            let list = lists.iter_mut().min_by_key(|(vectors, _)| *vectors).expect("at least one list");
+            list.0 += adds.len();
+            list.1.push(adds);
+        }
+        lists.into_par_iter().try_for_each(|(_, list)| list.into_iter().try_for_each(vectors::ShardAdds::run))
     }
 
     /// Makes room for the vectors of `records`; needs the only access to the graphs.
-    fn reserve_for<'a>(&self, records: impl Iterator<Item = &'a ImageRecord>) -> Result<()> {
-        let mut counts = [0; 3];
-        for record in records {
-            counts[Kind::Image as usize] += 1;
-            counts[Kind::Object as usize] += record.objects.len();
-            counts[Kind::Face as usize] += record.faces.len();
-        }
-        self.reserve(counts)
-    }
-
-    /// Makes room for this many more vectors per graph (in `Kind` order); needs the only
-    /// access to the graphs.
-    fn reserve(&self, [images, objects, faces]: [usize; 3]) -> Result<()> {
-        self.images.reserve(images)?;
-        self.objects.reserve(objects)?;
-        self.faces.reserve(faces)
+    fn reserve_for(&self, records: &[(u64, ImageRecord)]) -> Result<()> {
+        self.images.reserve(records.iter().map(|(slot, _)| *slot))?;
+        let parts = |count: fn(&ImageRecord) -> usize| {
+            records.iter().flat_map(move |(slot, record)| (0..count(record)).map(|i| part_key(*slot, i)))
+        };
+        self.objects.reserve(parts(|r| r.objects.len()))?;
+        self.faces.reserve(parts(|r| r.faces.len()))
     }
 
     /// Removes every vector of `slot`; parts are numbered from 0 without gaps. Returns how
@@ -743,7 +747,7 @@ impl EmbeddedStore {
         let in_background = loaded && vectors_missing <= config.background_replay_max_vectors;
         let txn = db.begin_read().map_err(redb_err("begin read"))?;
         let table = txn.open_table(RECORDS).map_err(redb_err("open records"))?;
-        let (mut added, mut held) = (0, [0; 3]);
+        let (mut added, mut held) = (0, [Vec::new(), Vec::new(), Vec::new()]);
         for batch in incomplete.chunks(RECOVERY_BATCH) {
             let mut complete = Vec::with_capacity(batch.len());
             for (slot, id, _) in batch {
@@ -758,14 +762,15 @@ impl EmbeddedStore {
             if in_background {
                 added += complete.len();
                 for (slot, record) in complete {
-                    let of_record = graphs.hold_back(slot, record, &mut state.pending);
-                    held.iter_mut().zip(of_record).for_each(|(held, more)| *held += more);
+                    graphs.hold_back(slot, record, &mut state.pending, &mut held);
                 }
             } else {
                 added += graphs.add_all(&complete)?;
             }
         }
-        graphs.reserve(held)?;
+        for (graph, keys) in graphs.all().into_iter().zip(held) {
+            graph.reserve(keys)?;
+        }
         let mut removed = 0;
         if loaded {
             for slot in 0..state.next_slot {
@@ -995,7 +1000,7 @@ impl Inner {
                 let dim = dimension.expect("a created record fixed the dimension");
                 state.graphs = Some(Graphs::new(&self.config, dim)?);
             }
-            state.graphs.as_ref().expect("created above").reserve_for(created.iter().map(|(_, r)| r))?;
+            state.graphs.as_ref().expect("created above").reserve_for(&created)?;
         }
         let added = read(&self.state).graphs.as_ref().expect("created above").add_reserved(&created);
         // Into the catalog only once the adds are over (the records are stored whatever
@@ -1135,15 +1140,12 @@ impl Inner {
         let Some(graphs) = state.graphs.as_ref() else { return Ok(()) };
         for ((graph, name), changes) in graphs.all().into_iter().zip(GRAPH_FILES).zip(&self.changes) {
             let path = self.config.path.join(name);
-            // An unchanged graph is saved anyway when its file is missing (a graph that never
-            // held a vector): the next open loads all three or rebuilds all three.
-            if changes.load(Ordering::Relaxed) == 0 && path.exists() {
+            // An unchanged graph is saved anyway when its files are missing (a graph that
+            // never held a vector): the next open loads all three or rebuilds all three.
+            if changes.load(Ordering::Relaxed) == 0 && graph.is_saved_at(&path) {
                 continue;
             }
-            let temporary = self.config.path.join(format!("{name}.tmp"));
-            graph.save(&temporary, self.generation)?;
-            std::fs::rename(&temporary, &path)
-                .map_err(|e| StoreError::Io(format!("rename {} -> {}: {e}", temporary.display(), path.display())))?;
+            graph.save(&path, self.generation)?;
         }
         std::fs::File::open(&self.config.path)
             .and_then(|dir| dir.sync_all())
@@ -1182,8 +1184,13 @@ impl Inner {
                         (0..parts).map(|i| part_key(slot, i)).collect()
                     })
                     .collect();
-                let fresh = VectorIndex::new(graph.dimension(), self.config.hnsw_of(kind), self.config.encoding)?;
-                fresh.reserve(keys.len())?;
+                let fresh = VectorIndex::new(
+                    graph.dimension(),
+                    self.config.hnsw_of(kind),
+                    self.config.encoding,
+                    self.config.shards_of(kind),
+                )?;
+                fresh.reserve(keys.iter().copied())?;
                 let mut buffer = vec![0.0f32; graph.dimension()];
                 for key in keys {
                     if graph.vector(key, &mut buffer) {
@@ -1525,15 +1532,14 @@ impl EmbeddedStore {
                     // among people). Past a budget of tests the filter gives way (every
                     // vector passes, so the search ends at once) and the exact scan of the
                     // matches answers instead: the worst case costs about twice that scan.
+                    // Each shard of a graph collects `floor` matches of its own.
                     let matching = (fraction * plan.graph.len() as f32) as usize;
-                    let budget = (matching * IN_GRAPH_TESTS_PER_MATCH).max(floor * IN_GRAPH_TESTS_PER_RESULT);
-                    let tests = std::cell::Cell::new(0usize);
-                    let keep = |key| {
-                        tests.set(tests.get() + 1);
-                        tests.get() > budget || (plan.keep)(key)
-                    };
+                    let per_result = IN_GRAPH_TESTS_PER_RESULT * plan.graph.shard_count();
+                    let budget = (matching * IN_GRAPH_TESTS_PER_MATCH).max(floor * per_result);
+                    let tests = AtomicUsize::new(0);
+                    let keep = |key| tests.fetch_add(1, Ordering::Relaxed) >= budget || (plan.keep)(key);
                     let found = plan.graph.search(query, floor, Some(&keep))?;
-                    if tests.get() > budget {
+                    if tests.load(Ordering::Relaxed) > budget {
                         Vec::new()
                     } else {
                         found

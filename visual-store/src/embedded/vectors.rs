@@ -4,16 +4,21 @@
 //! Keys: an image's vector is keyed by its slot; object and face vectors by
 //! `slot << 16 | index`, so a key alone names the image and the part.
 //!
-//! A saved graph is usearch's file followed by a trailer: the generation of the records
+//! A graph may be split into shards, each its own usearch index and file, so that inserts
+//! use more than one core (usearch cannot fill one index from several threads safely); a
+//! key's shard follows from the key alone.
+//!
+//! A saved graph (shard) is usearch's file followed by a trailer: the generation of the records
 //! database it was built from (u64, little-endian), the encoding (u64) and
 //! [`TRAILER_MAGIC`]. usearch reads its file as a stream of the length its header gives, so
 //! the trailer is never read by it; a graph whose trailer is missing, names another
 //! generation or another encoding is refused at load.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rayon::prelude::*;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use crate::validate::{cosine, MAX_PARTS_PER_IMAGE};
@@ -92,22 +97,74 @@ pub fn split_part_key(key: u64) -> (u64, usize) {
     (key >> PART_BITS, (key & (MAX_PARTS_PER_IMAGE as u64 - 1)) as usize)
 }
 
+/// One graph of a kind, made of `shards` usearch indexes: a key lives in the shard
+/// [`VectorIndex::shard_of`] names. Each shard is filled by one thread at a time (see
+/// [`ShardAdds`]), so a graph of n shards can be filled on n cores.
 pub struct VectorIndex {
-    index: Index,
+    shards: Vec<Shard>,
     dimension: usize,
     encoding: VectorEncoding,
-    /// Most vectors held at once since the graph was built or loaded: the nodes it has
+}
+
+struct Shard {
+    index: Index,
+    /// Most vectors held at once since the shard was built or loaded: the nodes it has
     /// used. Nodes beyond the vectors held now belong to removed vectors until an add takes
     /// them (usearch reuses them); [`VectorIndex::removed`].
     nodes: AtomicUsize,
+}
+
+impl Shard {
+    fn add(&self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
+        if self.index.contains(key) {
+            return Ok(());
+        }
+        self.index.add(key, vector).map_err(|e| index_error("add", e))?;
+        self.nodes.fetch_max(self.index.size(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Vectors bound for one shard, added in order by whichever thread runs them: usearch
+/// 2.26's concurrent `add` into one index can strand nodes that are stored but never
+/// reached by a search, whatever the candidate list (unum-cloud/USearch#735, open), so no
+/// shard is ever filled by two threads at once.
+pub struct ShardAdds<'a> {
+    shard: &'a Shard,
+    vectors: Vec<(u64, &'a [f32])>,
+}
+
+impl ShardAdds<'_> {
+    pub fn len(&self) -> usize {
+        self.vectors.len()
+    }
+
+    pub fn run(self) -> Result<(), StoreError> {
+        self.vectors.into_iter().try_for_each(|(key, vector)| self.shard.add(key, vector))
+    }
 }
 
 fn index_error(context: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Io(format!("vector index: {context}: {error}"))
 }
 
+/// The file of shard `shard` of `shards` of the graph saved as `path`: the path itself for
+/// one shard, `objects.0-of-2.usearch` beside `objects.usearch` for more.
+fn shard_path(path: &Path, shard: usize, shards: usize) -> PathBuf {
+    if shards == 1 {
+        path.to_owned()
+    } else {
+        path.with_extension(format!("{shard}-of-{shards}.usearch"))
+    }
+}
+
 impl VectorIndex {
-    pub fn new(dimension: usize, params: HnswParams, encoding: VectorEncoding) -> Result<Self, StoreError> {
+    pub fn new(
+        dimension: usize,
+        params: HnswParams,
+        encoding: VectorEncoding,
+        shards: usize,
+    ) -> Result<Self, StoreError> {
         let options = IndexOptions {
             dimensions: dimension,
             metric: MetricKind::Cos,
@@ -117,81 +174,130 @@ impl VectorIndex {
             expansion_search: params.expansion_search,
             multi: false,
         };
-        let index = Index::new(&options).map_err(|e| index_error("create", e))?;
-        Ok(VectorIndex { index, dimension, encoding, nodes: AtomicUsize::new(0) })
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let index = Index::new(&options).map_err(|e| index_error("create", e))?;
+                Ok(Shard { index, nodes: AtomicUsize::new(0) })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(VectorIndex { shards, dimension, encoding })
     }
 
-    /// Loads a saved graph; fails if it was built from records of another `generation`, in
-    /// another encoding or for another dimension.
+    /// Loads a graph saved as `path` in `shards` shards; fails if a shard file is missing or
+    /// was built from records of another `generation`, in another encoding or for another
+    /// dimension.
     pub fn load(
         path: &Path,
         dimension: usize,
         params: HnswParams,
         encoding: VectorEncoding,
+        shards: usize,
         generation: u64,
     ) -> Result<Self, StoreError> {
-        let context = format!("load {}", path.display());
-        let (saved_generation, saved_encoding) = read_trailer(path)?;
-        if saved_generation != generation {
-            return Err(index_error(
-                &context,
-                format!(
-                    "built from records generation {saved_generation:016x}, the records are generation {generation:016x}"
-                ),
-            ));
+        let loaded = Self::new(dimension, params, encoding, shards)?;
+        let count = loaded.shards.len();
+        for (i, shard) in loaded.shards.iter().enumerate() {
+            let path = shard_path(path, i, count);
+            let context = format!("load {}", path.display());
+            let (saved_generation, saved_encoding) = read_trailer(&path)?;
+            if saved_generation != generation {
+                return Err(index_error(
+                    &context,
+                    format!(
+                        "built from records generation {saved_generation:016x}, the records are generation {generation:016x}"
+                    ),
+                ));
+            }
+            if saved_encoding != encoding.code() {
+                return Err(index_error(
+                    &context,
+                    format!("saved with encoding code {saved_encoding}, configured {encoding:?}"),
+                ));
+            }
+            shard.index.load(&path.to_string_lossy()).map_err(|e| index_error(&context, e))?;
+            if shard.index.dimensions() != dimension {
+                return Err(index_error(&context, format!("saved graph has dimension {}", shard.index.dimensions())));
+            }
+            shard.index.change_expansion_search(params.expansion_search);
+            shard.nodes.store(shard.index.size(), Ordering::Relaxed);
         }
-        if saved_encoding != encoding.code() {
-            return Err(index_error(
-                &context,
-                format!("saved with encoding code {saved_encoding}, configured {encoding:?}"),
-            ));
-        }
-        let loaded = Self::new(dimension, params, encoding)?;
-        loaded.index.load(&path.to_string_lossy()).map_err(|e| index_error(&format!("load {}", path.display()), e))?;
-        if loaded.index.dimensions() != dimension {
-            return Err(index_error("load", format!("saved graph has dimension {}", loaded.index.dimensions())));
-        }
-        loaded.index.change_expansion_search(params.expansion_search);
-        loaded.nodes.store(loaded.len(), Ordering::Relaxed);
         Ok(loaded)
     }
 
-    /// Writes the graph and the trailer naming `generation` and the encoding to `path`, and
-    /// fsyncs it.
+    /// Whether every shard file of the graph saved as `path` exists.
+    pub fn is_saved_at(&self, path: &Path) -> bool {
+        (0..self.shards.len()).all(|i| shard_path(path, i, self.shards.len()).exists())
+    }
+
+    /// Saves the graph as `path`: each shard to a temporary file with the trailer naming
+    /// `generation` and the encoding, fsynced, then renamed over its file. Files of the
+    /// same graph saved in another number of shards are removed after. The caller fsyncs
+    /// the folder.
     pub fn save(&self, path: &Path, generation: u64) -> Result<(), StoreError> {
-        self.index.save(&path.to_string_lossy()).map_err(|e| index_error(&format!("save {}", path.display()), e))?;
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| index_error(&format!("open {}", path.display()), e))?;
-        file.write_all(&generation.to_le_bytes())
-            .and_then(|()| file.write_all(&self.encoding.code().to_le_bytes()))
-            .and_then(|()| file.write_all(&TRAILER_MAGIC))
-            .and_then(|()| file.sync_all())
-            .map_err(|e| index_error(&format!("write the trailer of {}", path.display()), e))
+        let count = self.shards.len();
+        let mut saved = Vec::with_capacity(count);
+        for (i, shard) in self.shards.iter().enumerate() {
+            let target = shard_path(path, i, count);
+            let temporary = target.with_extension("usearch.tmp");
+            let context = format!("save {}", temporary.display());
+            shard.index.save(&temporary.to_string_lossy()).map_err(|e| index_error(&context, e))?;
+            let mut file =
+                std::fs::OpenOptions::new().append(true).open(&temporary).map_err(|e| index_error(&context, e))?;
+            file.write_all(&generation.to_le_bytes())
+                .and_then(|()| file.write_all(&self.encoding.code().to_le_bytes()))
+                .and_then(|()| file.write_all(&TRAILER_MAGIC))
+                .and_then(|()| file.sync_all())
+                .map_err(|e| index_error(&format!("write the trailer of {}", temporary.display()), e))?;
+            std::fs::rename(&temporary, &target)
+                .map_err(|e| index_error(&format!("rename {} -> {}", temporary.display(), target.display()), e))?;
+            saved.push(target);
+        }
+        remove_other_layouts(path, &saved)
+    }
+
+    /// The position of the shard that holds `key`. Part of the saved layout: a graph saved
+    /// in n shards holds each key in the shard this names for n. The key is mixed first so
+    /// that the parts of one image and consecutive slots spread evenly.
+    fn shard_position(&self, key: u64) -> usize {
+        match self.shards.len() {
+            1 => 0,
+            n => (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % n,
+        }
+    }
+
+    fn shard_of(&self, key: u64) -> &Shard {
+        &self.shards[self.shard_position(key)]
     }
 
     pub fn len(&self) -> usize {
-        self.index.size()
+        self.shards.iter().map(|s| s.index.size()).sum()
     }
 
     /// Vectors the graph has room for without growing.
     pub fn capacity(&self) -> usize {
-        self.index.capacity()
+        self.shards.iter().map(|s| s.index.capacity()).sum()
     }
 
     /// Bytes usearch holds for the graph (vectors, links, reserved room).
     pub fn memory_bytes(&self) -> usize {
-        self.index.memory_usage()
+        self.shards.iter().map(|s| s.index.memory_usage()).sum()
     }
 
-    /// Makes room for `additional` more vectors, doubling so that growth is amortised.
-    pub fn reserve(&self, additional: usize) -> Result<(), StoreError> {
-        let needed = self.index.size() + additional;
-        if needed > self.index.capacity() {
-            let capacity = needed.max(self.index.capacity() * 2).max(1024);
-            let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).max(4);
-            self.index.reserve_capacity_and_threads(capacity, threads).map_err(|e| index_error("reserve", e))?;
+    /// Makes room for the vectors of `keys`, doubling each shard's room so that growth is
+    /// amortised.
+    pub fn reserve(&self, keys: impl IntoIterator<Item = u64>) -> Result<(), StoreError> {
+        let mut additional = vec![0; self.shards.len()];
+        for key in keys {
+            additional[self.shard_position(key)] += 1;
+        }
+        for (shard, additional) in self.shards.iter().zip(additional) {
+            let index = &shard.index;
+            let needed = index.size() + additional;
+            if needed > index.capacity() {
+                let capacity = needed.max(index.capacity() * 2).max(1024);
+                let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).max(4);
+                index.reserve_capacity_and_threads(capacity, threads).map_err(|e| index_error("reserve", e))?;
+            }
         }
         Ok(())
     }
@@ -199,32 +305,39 @@ impl VectorIndex {
     /// Adds a vector; the caller has reserved room. A key already present is left as is,
     /// so replaying a record onto a loaded snapshot is harmless.
     pub fn add(&self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
-        if self.index.contains(key) {
-            return Ok(());
+        self.shard_of(key).add(key, vector)
+    }
+
+    /// `vectors` grouped by shard, each group for one thread to add (into room reserved
+    /// before).
+    pub fn adds<'a>(&'a self, vectors: Vec<(u64, &'a [f32])>) -> Vec<ShardAdds<'a>> {
+        let mut groups: Vec<ShardAdds<'a>> =
+            self.shards.iter().map(|shard| ShardAdds { shard, vectors: Vec::new() }).collect();
+        for (key, vector) in vectors {
+            groups[self.shard_position(key)].vectors.push((key, vector));
         }
-        self.index.add(key, vector).map_err(|e| index_error("add", e))?;
-        self.nodes.fetch_max(self.len(), Ordering::Relaxed);
-        Ok(())
+        groups.retain(|group| group.len() > 0);
+        groups
     }
 
     /// Nodes of removed vectors that no add has taken again: searches still walk them and
     /// they hold memory, until the graph is compacted.
     pub fn removed(&self) -> usize {
-        self.nodes.load(Ordering::Relaxed).saturating_sub(self.len())
+        self.shards.iter().map(|s| s.nodes.load(Ordering::Relaxed).saturating_sub(s.index.size())).sum()
     }
 
     pub fn contains(&self, key: u64) -> bool {
-        self.index.contains(key)
+        self.shard_of(key).index.contains(key)
     }
 
     pub fn remove(&self, key: u64) -> Result<(), StoreError> {
-        self.index.remove(key).map(drop).map_err(|e| index_error("remove", e))
+        self.shard_of(key).index.remove(key).map(drop).map_err(|e| index_error("remove", e))
     }
 
     /// Copies the graph's vector of `key` into `buffer` (decoded from the graph's encoding,
     /// so exact only for f32); false when absent.
     pub fn vector(&self, key: u64, buffer: &mut [f32]) -> bool {
-        matches!(self.index.get(key, buffer), Ok(n) if n > 0)
+        matches!(self.shard_of(key).index.get(key, buffer), Ok(n) if n > 0)
     }
 
     /// A scorer of this graph's stored vectors against `query`, for exact scans over a
@@ -245,24 +358,35 @@ impl VectorIndex {
 
     /// Approximate nearest neighbours as (key, cosine), best first. `count` results are
     /// asked for, which also sets the candidate list to at least `count`; `keep` is tested
-    /// inside the graph search, so non-matching vectors never take a result's place.
+    /// inside the graph search, so non-matching vectors never take a result's place. The
+    /// shards are searched in parallel, each for `count`, and the best `count` kept.
     pub fn search(
         &self,
         query: &[f32],
         count: usize,
-        keep: Option<&dyn Fn(u64) -> bool>,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
     ) -> Result<Vec<(u64, f32)>, StoreError> {
-        let matches = match keep {
-            None => self.index.search(query, count),
-            Some(keep) => self.index.filtered_search(query, count, keep),
+        let search_shard = |shard: &Shard| {
+            let matches = match keep {
+                None => shard.index.search(query, count),
+                Some(keep) => shard.index.filtered_search(query, count, keep),
+            }
+            .map_err(|e| index_error("search", e))?;
+            Ok(matches
+                .keys
+                .into_iter()
+                .zip(matches.distances)
+                .map(|(key, distance)| (key, (1.0 - distance).clamp(-1.0, 1.0)))
+                .collect::<Vec<_>>())
+        };
+        if let [shard] = &self.shards[..] {
+            return search_shard(shard);
         }
-        .map_err(|e| index_error("search", e))?;
-        Ok(matches
-            .keys
-            .into_iter()
-            .zip(matches.distances)
-            .map(|(key, distance)| (key, (1.0 - distance).clamp(-1.0, 1.0)))
-            .collect())
+        let mut found: Vec<(u64, f32)> =
+            self.shards.par_iter().map(search_shard).collect::<Result<Vec<_>, StoreError>>()?.concat();
+        found.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        found.truncate(count);
+        Ok(found)
     }
 
     pub fn dimension(&self) -> usize {
@@ -272,6 +396,33 @@ impl VectorIndex {
     pub fn encoding(&self) -> VectorEncoding {
         self.encoding
     }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+}
+
+/// Removes the files of the graph saved as `path` that are not in `kept`: those of a layout
+/// with another number of shards (the single file, or `stem.i-of-n.usearch`).
+fn remove_other_layouts(path: &Path, kept: &[PathBuf]) -> Result<(), StoreError> {
+    let (Some(folder), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else {
+        return Ok(());
+    };
+    let entries = std::fs::read_dir(folder).map_err(|e| index_error(&format!("list {}", folder.display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let sharded = name
+            .strip_prefix(stem)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".usearch"))
+            .is_some_and(|layout| layout.split_once("-of-").is_some());
+        let file = entry.path();
+        if (sharded || file == path) && !kept.contains(&file) {
+            std::fs::remove_file(&file).map_err(|e| index_error(&format!("remove {}", file.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Cosine of one query with stored vectors, in the graph's encoding: exact for f32; for i8
@@ -294,7 +445,7 @@ impl Scorer<'_> {
     pub fn score(&mut self, key: u64) -> Option<f32> {
         match self.index.encoding {
             VectorEncoding::I8 => {
-                let read = self.index.index.get(key, &mut self.i8_buffer).ok()?;
+                let read = self.index.shard_of(key).index.get(key, &mut self.i8_buffer).ok()?;
                 (read > 0).then(|| i8_cosine(&self.quantized, &self.i8_buffer))
             }
             VectorEncoding::F32 | VectorEncoding::F16 => {
@@ -352,8 +503,8 @@ mod tests {
 
     #[test]
     fn i8_scores_follow_f32_cosine() {
-        let index = VectorIndex::new(64, HnswParams::default(), VectorEncoding::I8).unwrap();
-        index.reserve(50).unwrap();
+        let index = VectorIndex::new(64, HnswParams::default(), VectorEncoding::I8, 1).unwrap();
+        index.reserve(0..50).unwrap();
         let vector = |seed: u64| -> Vec<f32> {
             (0..64).map(|i| (((seed * 7919 + i * 104_729) % 2003) as f32 / 1001.0) - 1.0).collect()
         };
@@ -375,6 +526,76 @@ mod tests {
         assert_eq!(i8_cosine(&[0, 0], &[3, 4]), 0.0);
         assert_eq!(i8_cosine(&[127, 0], &[-5, 0]), -1.0);
         assert_eq!(quantize(&[0.5, -0.25]), vec![127, -64]);
+    }
+
+    /// A deterministic 64-d vector per seed.
+    fn vector(seed: u64) -> Vec<f32> {
+        (0..64).map(|i| (((seed * 7919 + i * 104_729) % 2003) as f32 / 1001.0) - 1.0).collect()
+    }
+
+    /// `count` part keys of consecutive slots, four parts each, with their vectors.
+    fn part_vectors(count: u64) -> Vec<(u64, Vec<f32>)> {
+        (0..count).map(|i| (part_key(i / 4, (i % 4) as usize), vector(i))).collect()
+    }
+
+    fn filled(shards: usize, vectors: &[(u64, Vec<f32>)]) -> VectorIndex {
+        let index = VectorIndex::new(64, HnswParams::default(), VectorEncoding::F32, shards).unwrap();
+        index.reserve(vectors.iter().map(|(key, _)| *key)).unwrap();
+        let adds = index.adds(vectors.iter().map(|(key, v)| (*key, &v[..])).collect());
+        assert_eq!(adds.len(), shards, "every shard gets vectors");
+        adds.into_iter().try_for_each(ShardAdds::run).unwrap();
+        index
+    }
+
+    #[test]
+    fn shards_share_the_keys_and_search_together() {
+        let vectors = part_vectors(600);
+        let index = filled(2, &vectors);
+        assert_eq!(index.len(), 600);
+        let sizes: Vec<usize> = index.shards.iter().map(|s| s.index.size()).collect();
+        assert!(sizes.iter().all(|&n| (240..=360).contains(&n)), "uneven shards {sizes:?}");
+        for (key, v) in &vectors {
+            assert!(index.contains(*key) && index.shard_of(*key).index.contains(*key));
+            let mut buffer = vec![0.0; 64];
+            assert!(index.vector(*key, &mut buffer) && buffer == *v, "key {key} reads back");
+        }
+        // Against brute force: a candidate list larger than either shard is exhaustive.
+        let query = vector(10_000);
+        let mut exact: Vec<(u64, f32)> = vectors.iter().map(|(key, v)| (*key, cosine(&query, v))).collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let found = index.search(&query, 400, None).unwrap();
+        let top = |hits: &[(u64, f32)]| hits.iter().take(10).map(|(key, _)| *key).collect::<Vec<_>>();
+        assert_eq!(found.len(), 400);
+        assert_eq!(top(&found), top(&exact));
+        assert!(found.windows(2).all(|w| w[0].1 >= w[1].1), "merged best first");
+        let odd_slots = |key: u64| split_part_key(key).0 % 2 == 1;
+        let filtered = index.search(&query, 400, Some(&odd_slots)).unwrap();
+        let exact_odd: Vec<(u64, f32)> = exact.iter().copied().filter(|(key, _)| odd_slots(*key)).collect();
+        assert_eq!(top(&filtered), top(&exact_odd));
+    }
+
+    #[test]
+    fn sharded_graph_saves_loads_and_replaces_other_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("objects.usearch");
+        let vectors = part_vectors(300);
+        let load = |shards| VectorIndex::load(&path, 64, HnswParams::default(), VectorEncoding::F32, shards, 9);
+        filled(1, &vectors).save(&path, 9).unwrap();
+        assert!(load(2).is_err(), "no files of two shards yet");
+        let sharded = filled(2, &vectors);
+        sharded.save(&path, 9).unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["objects.0-of-2.usearch", "objects.1-of-2.usearch"], "the single file went");
+        assert!(sharded.is_saved_at(&path));
+        let loaded = load(2).unwrap();
+        assert_eq!(loaded.len(), 300);
+        assert!(vectors.iter().all(|(key, _)| loaded.shard_of(*key).index.contains(*key)), "keys in their shards");
+        assert!(load(1).is_err(), "the single-file layout is gone");
+        std::fs::remove_file(dir.path().join("objects.1-of-2.usearch")).unwrap();
+        assert!(!sharded.is_saved_at(&path));
+        assert!(load(2).is_err(), "a missing shard fails the load");
     }
 
     #[test]
