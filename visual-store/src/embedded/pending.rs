@@ -3,15 +3,17 @@
 //! inserted the missing vectors: a background thread inserts them, and until it has,
 //! searches score these exactly and merge them with what the graphs find.
 
-use foldhash::HashMap;
+use std::collections::BTreeMap;
 
 use super::Kind;
 use crate::validate::cosine;
 
 #[derive(Default)]
 pub struct Pending {
-    /// Per graph (in `Kind` order): key -> f32 vector.
-    vectors: [HashMap<u64, Vec<f32>>; 3],
+    /// Per graph (in `Kind` order): key -> f32 vector. Ordered, so that the catch-up inserts
+    /// in key order (the order the records were put in): the same records give the same
+    /// graph on every open, as a hash map's per-process order would not.
+    vectors: [BTreeMap<u64, Vec<f32>>; 3],
 }
 
 impl Pending {
@@ -29,14 +31,14 @@ impl Pending {
 
     /// Vectors still to insert, all graphs together.
     pub fn len(&self) -> usize {
-        self.vectors.iter().map(HashMap::len).sum()
+        self.vectors.iter().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.vectors.iter().all(HashMap::is_empty)
+        self.vectors.iter().all(BTreeMap::is_empty)
     }
 
-    /// Up to `per_graph` pending (key, vector) pairs of each graph, in `Kind` order.
+    /// The first `per_graph` pending (key, vector) pairs of each graph by key, in `Kind` order.
     pub fn batch(&self, per_graph: usize) -> [Vec<(u64, &[f32])>; 3] {
         self.vectors.each_ref().map(|vectors| vectors.iter().take(per_graph).map(|(k, v)| (*k, &v[..])).collect())
     }
@@ -58,13 +60,14 @@ mod tests {
     #[test]
     fn scores_only_the_kind_asked_and_what_passes() {
         let mut pending = Pending::default();
-        pending.insert(Kind::Object, 7, vec![1.0, 0.0]);
         pending.insert(Kind::Object, 8, vec![0.0, 1.0]);
+        pending.insert(Kind::Object, 7, vec![1.0, 0.0]);
         pending.insert(Kind::Face, 9, vec![1.0, 0.0]);
         assert_eq!(pending.len(), 3);
         assert!(pending.contains(Kind::Object, 7) && !pending.contains(Kind::Image, 7));
         let [images, objects, faces] = pending.batch(1);
-        assert_eq!((images.len(), objects.len(), faces), (0, 1, vec![(9, &[1.0, 0.0][..])]));
+        // The smallest key first, whatever the order of insertion.
+        assert_eq!((images.len(), objects, faces), (0, vec![(7, &[1.0, 0.0][..])], vec![(9, &[1.0, 0.0][..])]));
         let mut scored = pending.scored(Kind::Object, &[2.0, 0.0], &|_| true);
         scored.sort_by_key(|(key, _)| *key);
         assert_eq!(scored, vec![(7, 1.0), (8, 0.0)]);
