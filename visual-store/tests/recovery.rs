@@ -996,6 +996,59 @@ async fn compaction_drops_removed_nodes_and_keeps_searches_exact() {
     assert_searches_exact(&store, &docs, &survivors, "compacted, reopened").await;
 }
 
+/// Puts that take the nodes of deleted vectors are counted per graph, across a reopen, and
+/// once they pass `compact_reused_fraction` of a graph's vectors, compaction rebuilds it:
+/// the count starts again and searches still match the survivors exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_nodes_past_their_share_rebuild_the_graph() {
+    let docs = documents();
+    let dir = tempfile::tempdir().unwrap();
+    // Only reuse decides here.
+    let config =
+        |dir: &Path| EmbeddedConfig { compact_removed_fraction: 1.0, compact_reused_fraction: 0.5, ..config(dir) };
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    common::ingest(&store, &docs[..100]).await;
+    replace(&store, &docs[..30], &docs[100..130]).await;
+    let first = store.graph_stats();
+    assert_eq!(first.reused[0], 30, "every new image took a deleted one's node: {first:?}");
+    assert!(
+        (0..3).all(|g| first.reused[g] > 0 && (first.reused[g] as f32) < 0.5 * first.vectors[g] as f32),
+        "the first round stays under the share in every graph: {first:?}"
+    );
+    assert_eq!(store.compact().unwrap(), 0, "nothing past its share yet");
+    store.checkpoint().unwrap();
+    drop(store);
+
+    let store = EmbeddedStore::open_async(config(dir.path())).await.unwrap();
+    assert_eq!(store.recovery(), IndexRecovery::Loaded { added: 0, removed: 0 });
+    let reopened = store.graph_stats();
+    assert_eq!((reopened.reused, reopened.removed), (first.reused, first.removed), "counts saved with the graphs");
+    replace(&store, &docs[30..60], &docs[130..160]).await;
+    let second = store.graph_stats();
+    assert_eq!(second.reused[0], 60);
+    let past: Vec<usize> = (0..3).filter(|&g| second.reused[g] as f32 >= 0.5 * second.vectors[g] as f32).collect();
+    assert!(past.contains(&0), "{second:?}");
+    assert_eq!(store.compact().unwrap(), past.len());
+    let after = store.graph_stats();
+    for g in 0..3 {
+        let expected = if past.contains(&g) { 0 } else { second.reused[g] };
+        assert_eq!(after.reused[g], expected, "graph {g}: {second:?} -> {after:?}");
+    }
+    assert_eq!(after.vectors, second.vectors);
+    let survivors: BTreeSet<usize> = (60..160).collect();
+    assert_searches_exact(&store, &docs, &survivors, "rebuilt after reuse").await;
+    assert_every_vector_found(&store, &docs, &survivors, "rebuilt after reuse").await;
+}
+
+/// Deletes `gone`, then puts `new` in one batch.
+async fn replace(store: &EmbeddedStore, gone: &[ImageRecord], new: &[ImageRecord]) {
+    for doc in gone {
+        assert!(store.delete(&doc.id).await.unwrap());
+    }
+    let outcomes = store.put_batch(new.to_vec()).await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(PutOutcome::Created))));
+}
+
 /// The background thread compacts by itself (here at any share of removed nodes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_thread_compacts() {

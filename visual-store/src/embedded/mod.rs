@@ -134,6 +134,10 @@ pub struct EmbeddedConfig {
     /// A graph is rebuilt from the vectors it holds once the nodes of removed vectors pass
     /// this share of its nodes (by the background thread, or [`EmbeddedStore::compact`]).
     pub compact_removed_fraction: f32,
+    /// A graph is also rebuilt once the adds that took a removed vector's node since it was
+    /// built pass this share of the vectors it holds: each such reuse leaves stale links
+    /// behind, and searches find less (docs/stores.md measures it). 0 turns this off.
+    pub compact_reused_fraction: f32,
     /// When the saved graphs lack at most this many vectors of the records (written after
     /// the last checkpoint), open returns before inserting them: a background thread
     /// inserts them while searches score them exactly, held in memory (4 bytes a
@@ -205,6 +209,7 @@ impl EmbeddedConfig {
             rescore_factor: 4,
             checkpoint: CheckpointPolicy::default(),
             compact_removed_fraction: 0.25,
+            compact_reused_fraction: 0.5,
             // Twice the default checkpoint count: about 400 MB of 512-d vectors at most.
             background_replay_max_vectors: 200_000,
         }
@@ -221,6 +226,9 @@ pub struct GraphStats {
     pub memory_bytes: usize,
     /// Nodes of removed vectors not yet taken by a new one (see `compact_removed_fraction`).
     pub removed: [usize; 3],
+    /// Adds that took a removed vector's node since each graph was built (see
+    /// `compact_reused_fraction`).
+    pub reused: [usize; 3],
     /// Vectors added or removed since the graphs were last saved.
     pub unsaved_changes: u64,
 }
@@ -1156,8 +1164,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Rebuilds each graph whose removed nodes passed `compact_removed_fraction` of its
-    /// nodes from the vectors it holds (decoding the graph's encoding and encoding again
+    /// Rebuilds each graph whose removed or reused nodes passed their share
+    /// (`compact_removed_fraction`, `compact_reused_fraction`) from the vectors it holds (decoding the graph's encoding and encoding again
     /// loses nothing: i8 and f16 values come back the same). Writers wait meanwhile;
     /// searches use the old graph until the new one replaces it. Returns how many graphs.
     fn compact(&self) -> Result<usize> {
@@ -1171,7 +1179,7 @@ impl Inner {
                 if !self.needs_compaction(graph) {
                     continue;
                 }
-                let removed = graph.removed();
+                let (removed, reused) = (graph.removed(), graph.reused());
                 let keys: Vec<u64> = state
                     .catalog
                     .entries()
@@ -1197,7 +1205,7 @@ impl Inner {
                         fresh.add(key, &buffer)?;
                     }
                 }
-                tracing::info!(graph = ?kind, removed, kept = fresh.len(), "graph compacted");
+                tracing::info!(graph = ?kind, removed, reused, kept = fresh.len(), "graph compacted");
                 fresh
             };
             let mut state = write(&self.state);
@@ -1210,10 +1218,15 @@ impl Inner {
         Ok(compacted)
     }
 
-    /// Whether `graph`'s removed nodes passed `compact_removed_fraction` of its nodes.
+    /// Whether `graph`'s removed nodes passed `compact_removed_fraction` of its nodes, or its
+    /// reused nodes `compact_reused_fraction` of its vectors.
     fn needs_compaction(&self, graph: &VectorIndex) -> bool {
-        let removed = graph.removed();
-        removed > 0 && removed as f32 >= self.config.compact_removed_fraction * (graph.len() + removed) as f32
+        let (removed, reused) = (graph.removed(), graph.reused());
+        let config = &self.config;
+        (removed > 0 && removed as f32 >= config.compact_removed_fraction * (graph.len() + removed) as f32)
+            || (config.compact_reused_fraction > 0.0
+                && reused > 0
+                && reused as f32 >= config.compact_reused_fraction * graph.len() as f32)
     }
 
     /// Whether a graph needs compacting; looks without the writer lock, so the background
@@ -1312,6 +1325,7 @@ impl EmbeddedStore {
             capacity: graphs.all().map(VectorIndex::capacity),
             memory_bytes: graphs.all().iter().map(|g| g.memory_bytes()).sum(),
             removed: graphs.all().map(VectorIndex::removed),
+            reused: graphs.all().map(VectorIndex::reused),
             unsaved_changes,
         }
     }
@@ -1322,7 +1336,7 @@ impl EmbeddedStore {
         read(&self.inner.state).pending.len()
     }
 
-    /// Rebuilds the graphs whose removed nodes passed `compact_removed_fraction` (also done
+    /// Rebuilds the graphs whose removed or reused nodes passed their share (also done
     /// by the background thread); returns how many. Blocking.
     pub fn compact(&self) -> Result<usize> {
         self.inner.compact()

@@ -9,10 +9,12 @@
 //! key's shard follows from the key alone.
 //!
 //! A saved graph (shard) is usearch's file followed by a trailer: the generation of the records
-//! database it was built from (u64, little-endian), the encoding (u64) and
-//! [`TRAILER_MAGIC`]. usearch reads its file as a stream of the length its header gives, so
-//! the trailer is never read by it; a graph whose trailer is missing, names another
-//! generation or another encoding is refused at load.
+//! database it was built from (u64, little-endian), the encoding (u64), the nodes used and
+//! the nodes reused (u64 each; see [`Shard`]) and [`TRAILER_MAGIC`]. usearch reads its file
+//! as a stream of the length its header gives, so the trailer is never read by it; a graph
+//! whose trailer is missing, names another generation or another encoding is refused at
+//! load. The trailer of earlier builds (`vsgraph2`: generation and encoding only) is read
+//! with no node counts.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -85,9 +87,12 @@ impl Default for HnswParams {
 
 pub const PART_BITS: u32 = MAX_PARTS_PER_IMAGE.trailing_zeros();
 
-/// Last bytes of a saved graph, after the generation.
-const TRAILER_MAGIC: [u8; 8] = *b"vsgraph2";
-const TRAILER_LEN: u64 = 24;
+/// Last bytes of a saved graph, after the generation, encoding and node counts.
+const TRAILER_MAGIC: [u8; 8] = *b"vsgraph3";
+const TRAILER_LEN: u64 = 40;
+/// The trailer of earlier builds: generation, encoding, magic.
+const TRAILER_V2_MAGIC: [u8; 8] = *b"vsgraph2";
+const TRAILER_V2_LEN: u64 = 24;
 
 pub fn part_key(slot: u64, index: usize) -> u64 {
     (slot << PART_BITS) | index as u64
@@ -108,10 +113,15 @@ pub struct VectorIndex {
 
 struct Shard {
     index: Index,
-    /// Most vectors held at once since the shard was built or loaded: the nodes it has
-    /// used. Nodes beyond the vectors held now belong to removed vectors until an add takes
-    /// them (usearch reuses them); [`VectorIndex::removed`].
+    /// Most vectors held at once since the shard was built: the nodes it has used. Nodes
+    /// beyond the vectors held now belong to removed vectors until an add takes them
+    /// (usearch reuses them); [`VectorIndex::removed`].
     nodes: AtomicUsize,
+    /// Adds that took a removed vector's node since the shard was built. usearch relinks
+    /// such a node from its new place but leaves the links other nodes had to it, which now
+    /// lead to a vector elsewhere: searches find less the more nodes were reused
+    /// ([`VectorIndex::reused`]; docs/stores.md).
+    reused: AtomicUsize,
 }
 
 impl Shard {
@@ -119,8 +129,13 @@ impl Shard {
         if self.index.contains(key) {
             return Ok(());
         }
+        // One thread adds to a shard at a time (`ShardAdds`), so nothing changes in between.
+        let takes_removed_node = self.index.size() < self.nodes.load(Ordering::Relaxed);
         self.index.add(key, vector).map_err(|e| index_error("add", e))?;
         self.nodes.fetch_max(self.index.size(), Ordering::Relaxed);
+        if takes_removed_node {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
@@ -177,7 +192,7 @@ impl VectorIndex {
         let shards = (0..shards.max(1))
             .map(|_| {
                 let index = Index::new(&options).map_err(|e| index_error("create", e))?;
-                Ok(Shard { index, nodes: AtomicUsize::new(0) })
+                Ok(Shard { index, nodes: AtomicUsize::new(0), reused: AtomicUsize::new(0) })
             })
             .collect::<Result<_, StoreError>>()?;
         Ok(VectorIndex { shards, dimension, encoding })
@@ -199,7 +214,8 @@ impl VectorIndex {
         for (i, shard) in loaded.shards.iter().enumerate() {
             let path = shard_path(path, i, count);
             let context = format!("load {}", path.display());
-            let (saved_generation, saved_encoding) = read_trailer(&path)?;
+            let trailer = read_trailer(&path)?;
+            let (saved_generation, saved_encoding) = (trailer.generation, trailer.encoding);
             if saved_generation != generation {
                 return Err(index_error(
                     &context,
@@ -219,7 +235,9 @@ impl VectorIndex {
                 return Err(index_error(&context, format!("saved graph has dimension {}", shard.index.dimensions())));
             }
             shard.index.change_expansion_search(params.expansion_search);
-            shard.nodes.store(shard.index.size(), Ordering::Relaxed);
+            // usearch keeps removed vectors' nodes in its file and reuses them after a load.
+            shard.nodes.store(trailer.nodes.max(shard.index.size()), Ordering::Relaxed);
+            shard.reused.store(trailer.reused, Ordering::Relaxed);
         }
         Ok(loaded)
     }
@@ -243,9 +261,14 @@ impl VectorIndex {
             shard.index.save(&temporary.to_string_lossy()).map_err(|e| index_error(&context, e))?;
             let mut file =
                 std::fs::OpenOptions::new().append(true).open(&temporary).map_err(|e| index_error(&context, e))?;
-            file.write_all(&generation.to_le_bytes())
-                .and_then(|()| file.write_all(&self.encoding.code().to_le_bytes()))
-                .and_then(|()| file.write_all(&TRAILER_MAGIC))
+            let words = [
+                generation,
+                self.encoding.code(),
+                shard.nodes.load(Ordering::Relaxed) as u64,
+                shard.reused.load(Ordering::Relaxed) as u64,
+            ];
+            let trailer: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).chain(TRAILER_MAGIC).collect();
+            file.write_all(&trailer)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| index_error(&format!("write the trailer of {}", temporary.display()), e))?;
             std::fs::rename(&temporary, &target)
@@ -324,6 +347,11 @@ impl VectorIndex {
     /// they hold memory, until the graph is compacted.
     pub fn removed(&self) -> usize {
         self.shards.iter().map(|s| s.nodes.load(Ordering::Relaxed).saturating_sub(s.index.size())).sum()
+    }
+
+    /// Adds that took a removed vector's node since the graph was built (saved with it).
+    pub fn reused(&self) -> usize {
+        self.shards.iter().map(|s| s.reused.load(Ordering::Relaxed)).sum()
     }
 
     pub fn contains(&self, key: u64) -> bool {
@@ -478,8 +506,16 @@ fn i8_cosine(a: &[i8], b: &[i8]) -> f32 {
     (dot as f64 / ((norm_a as f64) * (norm_b as f64)).sqrt()) as f32
 }
 
-/// The generation and encoding code in a saved graph's trailer.
-fn read_trailer(path: &Path) -> Result<(u64, u64), StoreError> {
+/// What a saved graph's trailer says.
+struct Trailer {
+    generation: u64,
+    encoding: u64,
+    /// Both 0 in the trailer of earlier builds.
+    nodes: usize,
+    reused: usize,
+}
+
+fn read_trailer(path: &Path) -> Result<Trailer, StoreError> {
     let context = format!("load {}", path.display());
     let mut file = std::fs::File::open(path).map_err(|e| index_error(&context, e))?;
     let length = file.metadata().map_err(|e| index_error(&context, e))?.len();
@@ -490,11 +526,26 @@ fn read_trailer(path: &Path) -> Result<(u64, u64), StoreError> {
     file.seek(SeekFrom::Start(length - TRAILER_LEN))
         .and_then(|_| file.read_exact(&mut trailer))
         .map_err(|e| index_error(&context, e))?;
-    let word = |i: usize| u64::from_le_bytes(trailer[8 * i..8 * i + 8].try_into().expect("8 bytes"));
-    if trailer[16..] != TRAILER_MAGIC {
-        return Err(index_error(&context, "no generation trailer (saved by an older build, or damaged)"));
+    let magic = &trailer[trailer.len() - 8..];
+    // The words before the magic, counted back from it.
+    let word = |i: usize, len: u64| {
+        let start = (TRAILER_LEN - len) as usize + 8 * i;
+        u64::from_le_bytes(trailer[start..start + 8].try_into().expect("8 bytes"))
+    };
+    if magic == TRAILER_MAGIC {
+        let len = TRAILER_LEN;
+        Ok(Trailer {
+            generation: word(0, len),
+            encoding: word(1, len),
+            nodes: word(2, len) as usize,
+            reused: word(3, len) as usize,
+        })
+    } else if magic == TRAILER_V2_MAGIC {
+        let len = TRAILER_V2_LEN;
+        Ok(Trailer { generation: word(0, len), encoding: word(1, len), nodes: 0, reused: 0 })
+    } else {
+        Err(index_error(&context, "no generation trailer (saved by an older build, or damaged)"))
     }
-    Ok((word(0), word(1)))
 }
 
 #[cfg(test)]
@@ -596,6 +647,42 @@ mod tests {
         std::fs::remove_file(dir.path().join("objects.1-of-2.usearch")).unwrap();
         assert!(!sharded.is_saved_at(&path));
         assert!(load(2).is_err(), "a missing shard fails the load");
+    }
+
+    /// Adds that take removed nodes are counted, and the counts of nodes and reuses are saved
+    /// with the graph; a graph saved with the earlier trailer loads with none.
+    #[test]
+    fn reused_nodes_are_counted_and_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.usearch");
+        let index = filled(1, &part_vectors(100));
+        for (key, _) in &part_vectors(30) {
+            index.remove(*key).unwrap();
+        }
+        assert_eq!((index.len(), index.removed(), index.reused()), (70, 30, 0));
+        let newer: Vec<(u64, Vec<f32>)> = (1000..1020).map(|i| (part_key(i, 0), vector(i))).collect();
+        newer.iter().for_each(|(key, v)| index.add(*key, v).unwrap());
+        assert_eq!((index.len(), index.removed(), index.reused()), (90, 10, 20), "20 of the 30 nodes taken");
+        index.save(&path, 5).unwrap();
+        let load = || VectorIndex::load(&path, 64, HnswParams::default(), VectorEncoding::F32, 1, 5).unwrap();
+        let loaded = load();
+        assert_eq!((loaded.len(), loaded.removed(), loaded.reused()), (90, 10, 20));
+        // usearch gives the removed nodes out again after a load: 10 of these take them.
+        let more: Vec<(u64, Vec<f32>)> = (2000..2015).map(|i| (part_key(i, 0), vector(i))).collect();
+        loaded.reserve(more.iter().map(|(key, _)| *key)).unwrap();
+        more.iter().for_each(|(key, v)| loaded.add(*key, v).unwrap());
+        assert_eq!((loaded.len(), loaded.removed(), loaded.reused()), (105, 0, 30));
+
+        // The earlier trailer: generation, encoding, magic.
+        let bytes = std::fs::read(&path).unwrap();
+        let mut earlier = bytes[..bytes.len() - TRAILER_LEN as usize].to_vec();
+        earlier.extend(5u64.to_le_bytes().into_iter().chain(VectorEncoding::F32.code().to_le_bytes()));
+        earlier.extend(TRAILER_V2_MAGIC);
+        std::fs::write(&path, earlier).unwrap();
+        let loaded = load();
+        assert_eq!((loaded.len(), loaded.removed(), loaded.reused()), (90, 0, 0));
+        std::fs::write(&path, &bytes[..bytes.len() - 8]).unwrap();
+        assert!(VectorIndex::load(&path, 64, HnswParams::default(), VectorEncoding::F32, 1, 5).is_err(), "no magic");
     }
 
     #[test]
