@@ -9,7 +9,9 @@
 //! nearly vanishes at this size). Each of ROUNDS rounds (default 12)
 //! deletes a random CHURN share of them (default 0.25) and puts as many new ones, which take
 //! the deleted nodes. After each round, 2,000 held vectors are searched for themselves: the
-//! share found in their own top 10 ("self search"). Two graphs take the same operations: one
+//! share found in their own top 10 ("self search"), and the held vectors that no other
+//! node links to at the graph's base level ("no in-link": unreachable, whatever the
+//! candidate list) are counted. Two graphs take the same operations: one
 //! only reuses; the other is rebuilt from the vectors it holds whenever its reused nodes
 //! reach half its vectors, as the store's compaction does by default.
 
@@ -62,6 +64,15 @@ impl Graph {
         self.rebuilds += 1;
     }
 
+    /// Held vectors that no held vector links to at level 0.
+    fn without_in_links(&self, held: &[(u64, Vec<f32>)]) -> usize {
+        let mut linked: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        for (key, _) in held {
+            linked.extend(self.index.neighbors(*key, 0));
+        }
+        held.iter().filter(|(key, _)| !linked.contains(key)).count()
+    }
+
     fn self_search(&self, sample: &[&(u64, Vec<f32>)]) -> f64 {
         let found =
             sample.iter().filter(|(key, v)| self.index.search(v, 10).expect("search").keys.contains(key)).count();
@@ -82,7 +93,9 @@ fn main() {
     let mut rebuilt = Graph { index: new_index(2 * vectors), reused: 0, rebuilds: 0 };
     reusing.apply(&[], &held);
     rebuilt.apply(&[], &held);
-    println!("round  replaced  self search (reuse only)  self search (rebuilt at {REBUILD_SHARE})  rebuilds");
+    println!(
+        "round  replaced  self search, no in-link (reuse only)  self search, no in-link (rebuilt at {REBUILD_SHARE})  rebuilds"
+    );
     for round in 0..=rounds {
         if round > 0 {
             let count = (vectors as f64 * churn) as usize;
@@ -104,10 +117,12 @@ fn main() {
         let sample: Vec<&(u64, Vec<f32>)> =
             (0..SAMPLE).map(|_| &held[(rng.next() % held.len() as u64) as usize]).collect();
         println!(
-            "{round:>5}  {:>7.0}%  {:>23.4}  {:>29.4}  {:>8}",
+            "{round:>5}  {:>7.0}%  {:>26.4}  {:>9}  {:>40.4}  {:>9}  {:>8}",
             100.0 * churn * round as f64,
             reusing.self_search(&sample),
+            reusing.without_in_links(&held),
             rebuilt.self_search(&sample),
+            rebuilt.without_in_links(&held),
             rebuilt.rebuilds
         );
     }
