@@ -1180,7 +1180,7 @@ impl Inner {
                     continue;
                 }
                 let (removed, reused) = (graph.removed(), graph.reused());
-                let keys: Vec<u64> = state
+                let mut keys: Vec<u64> = state
                     .catalog
                     .entries()
                     .flat_map(|(slot, image)| {
@@ -1198,12 +1198,20 @@ impl Inner {
                     self.config.encoding,
                     self.config.shards_of(kind),
                 )?;
+                // In key order, so that the same vectors give the same graph.
+                keys.par_sort_unstable();
                 fresh.reserve(keys.iter().copied())?;
-                let mut buffer = vec![0.0f32; graph.dimension()];
-                for key in keys {
-                    if graph.vector(key, &mut buffer) {
-                        fresh.add(key, &buffer)?;
-                    }
+                for batch in keys.chunks(COMPACTION_BATCH) {
+                    let held: Vec<(u64, Vec<f32>)> = batch
+                        .par_iter()
+                        .filter_map(|&key| {
+                            let mut vector = vec![0.0f32; graph.dimension()];
+                            graph.vector(key, &mut vector).then_some((key, vector))
+                        })
+                        .collect();
+                    // Each shard by one thread, the shards in parallel.
+                    let adds = fresh.adds(held.iter().map(|(key, vector)| (*key, &vector[..])).collect());
+                    adds.into_par_iter().try_for_each(vectors::ShardAdds::run)?;
                 }
                 tracing::info!(graph = ?kind, removed, reused, kept = fresh.len(), "graph compacted");
                 fresh
@@ -1577,6 +1585,9 @@ impl EmbeddedStore {
         }
     }
 }
+
+/// Vectors a compaction decodes from the old graph at a time (32 MiB of f32 at 512-d).
+const COMPACTION_BATCH: usize = 16_384;
 
 /// Images per parallel piece of an exact scan.
 const SCAN_CHUNK: usize = 1024;

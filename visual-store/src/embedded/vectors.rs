@@ -125,6 +125,8 @@ struct Shard {
 }
 
 impl Shard {
+    /// A key already present is left as is, so replaying a record onto a loaded snapshot is
+    /// harmless.
     fn add(&self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
         if self.index.contains(key) {
             return Ok(());
@@ -325,8 +327,9 @@ impl VectorIndex {
         Ok(())
     }
 
-    /// Adds a vector; the caller has reserved room. A key already present is left as is,
-    /// so replaying a record onto a loaded snapshot is harmless.
+    /// Adds a vector; the caller has reserved room. A key already present is left as is.
+    /// The store adds in batches ([`VectorIndex::adds`]); single adds are the tests'.
+    #[cfg(test)]
     pub fn add(&self, key: u64, vector: &[f32]) -> Result<(), StoreError> {
         self.shard_of(key).add(key, vector)
     }
