@@ -1165,9 +1165,10 @@ impl Inner {
     }
 
     /// Rebuilds each graph whose removed or reused nodes passed their share
-    /// (`compact_removed_fraction`, `compact_reused_fraction`) from the vectors it holds (decoding the graph's encoding and encoding again
-    /// loses nothing: i8 and f16 values come back the same). Writers wait meanwhile;
-    /// searches use the old graph until the new one replaces it. Returns how many graphs.
+    /// (`compact_removed_fraction`, `compact_reused_fraction`) from the vectors it holds
+    /// (decoding the graph's encoding and encoding again loses nothing: i8 and f16 values
+    /// come back the same). Writers wait meanwhile; searches use the old graph until the new
+    /// one replaces it. Returns how many graphs.
     fn compact(&self) -> Result<usize> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut compacted = 0;
