@@ -3,7 +3,7 @@
 //!
 //!     cargo run --release -p visual-store --example node_reuse [-- VECTORS ROUNDS CHURN CENTRES]
 //!
-//! One usearch graph with the store's defaults (i8, cosine, M 32, expansion 64/64) holds
+//! One usearch graph with the store's defaults (i8, cosine, `HnswParams::default()`) holds
 //! VECTORS 512-d vectors (default 30,000) drawn around CENTRES centres (default 200: 150 a
 //! cluster, dense as a large library's near-duplicates are; at 1,000 centres the harm below
 //! nearly vanishes at this size). Each of ROUNDS rounds (default 12)
@@ -16,6 +16,7 @@
 //! reach half its vectors, as the store's compaction does by default.
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use visual_store::embedded::{EmbeddedConfig, HnswParams};
 
 #[path = "support/rng.rs"]
 mod rng;
@@ -23,16 +24,17 @@ use rng::{Clustered, Rng};
 
 const DIMENSION: usize = 512;
 const SAMPLE: usize = 2000;
-const REBUILD_SHARE: f64 = 0.5;
 
+/// A graph as the store makes one by default (its default encoding is i8).
 fn new_index(capacity: usize) -> Index {
+    let hnsw = HnswParams::default();
     let options = IndexOptions {
         dimensions: DIMENSION,
         metric: MetricKind::Cos,
         quantization: ScalarKind::I8,
-        connectivity: 32,
-        expansion_add: 64,
-        expansion_search: 64,
+        connectivity: hnsw.connectivity,
+        expansion_add: hnsw.expansion_add,
+        expansion_search: hnsw.expansion_search,
         multi: false,
     };
     let index = Index::new(&options).expect("create a graph");
@@ -85,6 +87,8 @@ fn main() {
     let arg = |i: usize, default: f64| args.get(i).map_or(default, |a| a.parse().expect("a number"));
     let (vectors, rounds, churn, centres) =
         (arg(0, 30_000.0) as usize, arg(1, 12.0) as usize, arg(2, 0.25), arg(3, 200.0) as usize);
+    // The store's default share.
+    let rebuild_share = f64::from(EmbeddedConfig::new(".").compact_reused_fraction);
     let mut clustered = Clustered::new(7, centres, DIMENSION);
     let mut rng = Rng(11);
     let mut held: Vec<(u64, Vec<f32>)> = (0..vectors as u64).map(|key| (key, clustered.vector())).collect();
@@ -94,7 +98,7 @@ fn main() {
     reusing.apply(&[], &held);
     rebuilt.apply(&[], &held);
     println!(
-        "round  replaced  self search, no in-link (reuse only)  self search, no in-link (rebuilt at {REBUILD_SHARE})  rebuilds"
+        "round  replaced  self search, no in-link (reuse only)  self search, no in-link (rebuilt at {rebuild_share})  rebuilds"
     );
     for round in 0..=rounds {
         if round > 0 {
@@ -110,7 +114,7 @@ fn main() {
             reusing.apply(&removed, &added);
             rebuilt.apply(&removed, &added);
             held.extend(added);
-            if rebuilt.reused as f64 >= REBUILD_SHARE * held.len() as f64 {
+            if rebuilt.reused as f64 >= rebuild_share * held.len() as f64 {
                 rebuilt.rebuild(&held);
             }
         }
