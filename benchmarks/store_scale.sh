@@ -4,9 +4,9 @@
 # search latency and recall@10 per kind and filter, memory, reopen after drop and after
 # kill -9, search while writing), then the gateway's text search over the same store.
 #
-#   benchmarks/store_scale.sh                          # 1,000,000 images: about 55 min here
-#                                                      # (49 of them the fill); 18 GB of disk
-#   benchmarks/store_scale.sh --reuse-from benchmarks/results/store_scale_1000000_build.json \
+#   benchmarks/store_scale.sh                          # 1,000,000 images: about 51 min here
+#                                                      # (45 of them the fill); 19 GB of disk
+#   benchmarks/store_scale.sh --reuse-from benchmarks/results/store_scale_1000000.json \
 #       --out /tmp/again.json                          # measure that store again: minutes
 #   benchmarks/store_scale.sh --images 20000           # a quick check
 #   benchmarks/store_scale.sh --source DIR --writer-seconds 60   # other options go to the example
