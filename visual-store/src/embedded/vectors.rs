@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind, VectorType};
 
 use crate::validate::{cosine, MAX_PARTS_PER_IMAGE};
 use crate::StoreError;
@@ -171,6 +171,20 @@ impl Shard {
             self.reused.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// The shard's nearest `count` to `query`, given in the graph's scalar type or as f32.
+    fn search<T: VectorType>(
+        &self,
+        query: &[T],
+        count: usize,
+        keep: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Result<usearch::ffi::Matches, StoreError> {
+        match keep {
+            None => self.index.search(query, count),
+            Some(keep) => self.index.filtered_search(query, count, keep),
+        }
+        .map_err(|e| index_error("search", e))
     }
 }
 
@@ -434,13 +448,10 @@ impl VectorIndex {
             VectorEncoding::F32 | VectorEncoding::F16 => Vec::new(),
         };
         let search_shard = |shard: &Shard| {
-            let matches = match (keep, self.encoding) {
-                (None, VectorEncoding::I8) => shard.index.search(&query_i8, count),
-                (None, _) => shard.index.search(query, count),
-                (Some(keep), VectorEncoding::I8) => shard.index.filtered_search(&query_i8, count, keep),
-                (Some(keep), _) => shard.index.filtered_search(query, count, keep),
-            }
-            .map_err(|e| index_error("search", e))?;
+            let matches = match self.encoding {
+                VectorEncoding::I8 => shard.search(&query_i8, count, keep),
+                VectorEncoding::F32 | VectorEncoding::F16 => shard.search(query, count, keep),
+            }?;
             Ok(matches
                 .keys
                 .into_iter()
@@ -606,9 +617,6 @@ mod tests {
     fn i8_scores_follow_f32_cosine() {
         let index = VectorIndex::new(64, HnswParams::default(), VectorEncoding::I8, 1).unwrap();
         index.reserve(0..50).unwrap();
-        let vector = |seed: u64| -> Vec<f32> {
-            (0..64).map(|i| (((seed * 7919 + i * 104_729) % 2003) as f32 / 1001.0) - 1.0).collect()
-        };
         for key in 0..50 {
             index.add(key, &vector(key)).unwrap();
         }
