@@ -80,6 +80,16 @@ impl ResolvedFilter {
         self.object_classes.is_none() && self.tags.is_empty() && self.created == (i64::MIN, i64::MAX)
     }
 
+    /// Whether `image` meets the filter's conditions on the image: tags, dates and, unless
+    /// the scope tests the object condition on each object, one allowed object.
+    pub fn image_matches(&self, image: &ImageEntry, scope: Scope) -> bool {
+        (self.created.0..=self.created.1).contains(&image.created_at)
+            && self.tags.iter().all(|t| image.tags.contains(t))
+            && (scope == Scope::ImageOfObject
+                || self.object_classes.is_none()
+                || image.objects.iter().any(|o| self.object_matches(o)))
+    }
+
     pub fn object_matches(&self, object: &ObjectEntry) -> bool {
         match &self.object_classes {
             None => true,
@@ -91,9 +101,9 @@ impl ResolvedFilter {
 }
 
 /// What the cheap indexes say about a filter.
-pub enum Candidates {
+pub enum Candidates<'a> {
     /// At most the planner's limit of images may match; these are exactly the matching ones.
-    Few(Vec<u64>),
+    Few(Vec<(u64, &'a ImageEntry)>),
     /// Too many to scan; about this fraction of the searched vectors matches (images, or
     /// objects for object search), measured on a sample.
     Many { fraction: f32 },
@@ -202,22 +212,26 @@ impl Catalog {
     }
 
     pub fn image_matches(&self, filter: &ResolvedFilter, slot: u64, scope: Scope) -> bool {
-        let Some(image) = self.images.get(&slot) else { return false };
-        (filter.created.0..=filter.created.1).contains(&image.created_at)
-            && filter.tags.iter().all(|t| image.tags.contains(t))
-            && (scope == Scope::ImageOfObject
-                || filter.object_classes.is_none()
-                || image.objects.iter().any(|o| filter.object_matches(o)))
+        self.images.get(&slot).is_some_and(|image| filter.image_matches(image, scope))
     }
 
-    /// Every image that matches, for when the graph search gave way or came back short:
-    /// the images of the filter's most selective cheap index, checked one by one, or a pass
-    /// over the whole catalog when no condition has an index (at a million images the pass
-    /// alone takes tens of milliseconds).
-    pub fn all_matching(&self, filter: &ResolvedFilter, scope: Scope) -> Vec<u64> {
+    /// Every image that matches, with its entry, for when the graph search gave way or came
+    /// back short: the images of the filter's most selective cheap index, checked one by
+    /// one, or a pass over the whole catalog when no condition has an index (at a million
+    /// images the pass alone takes tens of milliseconds). In slot order, which is about the
+    /// order the graphs stored the vectors in: a scan then reads them nearly in sequence.
+    pub fn all_matching(&self, filter: &ResolvedFilter, scope: Scope) -> Vec<(u64, &ImageEntry)> {
         // On every core: the narrowest index of a broad filter can list half the images.
-        let slots = self.narrowest(filter, usize::MAX).unwrap_or_else(|| self.images.keys().copied().collect());
-        slots.into_par_iter().filter(|slot| self.image_matches(filter, *slot, scope)).collect()
+        let slots = self.narrowest(filter, usize::MAX).unwrap_or_else(|| {
+            let mut all: Vec<u64> = self.images.keys().copied().collect();
+            all.par_sort_unstable();
+            all
+        });
+        slots.into_par_iter().filter_map(|slot| self.matching_entry(filter, slot, scope)).collect()
+    }
+
+    fn matching_entry(&self, filter: &ResolvedFilter, slot: u64, scope: Scope) -> Option<(u64, &ImageEntry)> {
+        self.images.get(&slot).filter(|image| filter.image_matches(image, scope)).map(|image| (slot, image))
     }
 
     /// The images of the filter's most selective cheap index (classes, each tag, the date
@@ -279,8 +293,8 @@ impl Catalog {
     /// widens the search as far as the cap allows.
     fn sampled_fraction(&self, filter: &ResolvedFilter, scope: Scope) -> f32 {
         let (mut seen, mut passed) = (0usize, 0usize);
-        for (slot, image) in self.images.iter().take(SELECTIVITY_SAMPLE) {
-            let image_passes = self.image_matches(filter, *slot, scope);
+        for image in self.images.values().take(SELECTIVITY_SAMPLE) {
+            let image_passes = filter.image_matches(image, scope);
             match scope {
                 Scope::Image => {
                     seen += 1;
@@ -300,14 +314,13 @@ impl Catalog {
 
     /// Uses the most selective cheap index to decide between an exact scan over at most
     /// `limit` images and a filtered ANN search.
-    pub fn candidates(&self, filter: &ResolvedFilter, scope: Scope, limit: usize) -> Candidates {
+    pub fn candidates(&self, filter: &ResolvedFilter, scope: Scope, limit: usize) -> Candidates<'_> {
         if self.images.len() <= limit {
             return Candidates::Few(self.all_matching(filter, scope));
         }
         match self.narrowest(filter, limit) {
-            Some(mut slots) => {
-                slots.retain(|slot| self.image_matches(filter, *slot, scope));
-                Candidates::Few(slots)
+            Some(slots) => {
+                Candidates::Few(slots.into_iter().filter_map(|slot| self.matching_entry(filter, slot, scope)).collect())
             }
             None => Candidates::Many { fraction: self.sampled_fraction(filter, scope) },
         }

@@ -51,7 +51,7 @@ use crate::validate::{check_header, check_query, check_record, cosine};
 use crate::{
     FaceHit, ImageHit, ImageRecord, ObjectHit, Page, PutOutcome, QueryLimits, Result, SearchFilter, Store, StoreError,
 };
-use catalog::{Candidates, Catalog, ResolvedFilter, Scope};
+use catalog::{Candidates, Catalog, ImageEntry, ResolvedFilter, Scope};
 use pending::Pending;
 use vector_file::VectorFile;
 use vectors::{part_key, split_part_key, VectorIndex};
@@ -276,7 +276,7 @@ impl Graphs {
     }
 
     /// Whether the graphs hold every vector of the image in `slot`.
-    fn hold(&self, slot: u64, image: &catalog::ImageEntry) -> bool {
+    fn hold(&self, slot: u64, image: &ImageEntry) -> bool {
         self.images.contains(slot)
             && (0..image.objects.len()).all(|i| self.objects.contains(part_key(slot, i)))
             && (0..image.face_boxes.len()).all(|i| self.faces.contains(part_key(slot, i)))
@@ -744,7 +744,7 @@ impl EmbeddedStore {
         // Records with a vector that a graph lacks (all of them when rebuilding): read again
         // with their vectors and checked like `put` checks them. Inserted now when the graphs
         // were rebuilt or lack many; otherwise held back for the background catch-up.
-        let images: Vec<(u64, &catalog::ImageEntry)> = state.catalog.entries().collect();
+        let images: Vec<(u64, &ImageEntry)> = state.catalog.entries().collect();
         let incomplete: Vec<(u64, Arc<str>, usize)> = images
             .par_iter()
             .filter(|(slot, image)| !graphs.hold(*slot, image))
@@ -1311,8 +1311,8 @@ struct SearchPlan<'a> {
     kind: Kind,
     graph: &'a VectorIndex,
     scope: Scope,
-    /// Keys of the vectors of one image that pass the filter.
-    keys_of: &'a (dyn Fn(u64) -> Vec<u64> + Sync),
+    /// Appends the keys of the vectors of one image (slot, entry) that pass the filter.
+    keys_of: &'a (dyn Fn(u64, &ImageEntry, &mut Vec<u64>) + Sync),
     keep: &'a (dyn Fn(u64) -> bool + Sync),
 }
 
@@ -1359,7 +1359,7 @@ impl EmbeddedStore {
 
     fn image_search(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ImageHit>> {
         let ranked = self.search(query, filter, page, |state, resolved, run| {
-            let keys_of = |slot| vec![slot];
+            let keys_of = |slot, _: &ImageEntry, keys: &mut Vec<u64>| keys.push(slot);
             let keep = |slot| state.catalog.image_matches(resolved, slot, Scope::Image);
             let ranked = run(SearchPlan {
                 kind: Kind::Image,
@@ -1378,23 +1378,16 @@ impl EmbeddedStore {
 
     fn object_search(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<ObjectHit>> {
         self.search(query, filter, page, |state, resolved, run| {
-            let keys_of = |slot| {
-                let objects = state.catalog.image(slot).map_or(&[][..], |image| &image.objects[..]);
-                objects
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| resolved.object_matches(o))
-                    .map(|(i, _)| part_key(slot, i))
-                    .collect()
+            let keys_of = |slot, image: &ImageEntry, keys: &mut Vec<u64>| {
+                let matching = image.objects.iter().enumerate().filter(|(_, o)| resolved.object_matches(o));
+                keys.extend(matching.map(|(i, _)| part_key(slot, i)));
             };
             let keep = |key| {
                 let (slot, index) = split_part_key(key);
-                state.catalog.image_matches(resolved, slot, Scope::ImageOfObject)
-                    && state
-                        .catalog
-                        .image(slot)
-                        .and_then(|image| image.objects.get(index))
-                        .is_some_and(|o| resolved.object_matches(o))
+                state.catalog.image(slot).is_some_and(|image| {
+                    resolved.image_matches(image, Scope::ImageOfObject)
+                        && image.objects.get(index).is_some_and(|o| resolved.object_matches(o))
+                })
             };
             let graph = &state.graphs.as_ref().expect("checked").objects;
             let plan =
@@ -1423,9 +1416,8 @@ impl EmbeddedStore {
 
     fn face_search(&self, query: &[f32], filter: &SearchFilter, page: Page) -> Result<Vec<FaceHit>> {
         self.search(query, filter, page, |state, resolved, run| {
-            let keys_of = |slot| {
-                let faces = state.catalog.image(slot).map_or(0, |image| image.face_boxes.len());
-                (0..faces).map(|i| part_key(slot, i)).collect()
+            let keys_of = |slot, image: &ImageEntry, keys: &mut Vec<u64>| {
+                keys.extend((0..image.face_boxes.len()).map(|i| part_key(slot, i)));
             };
             let keep = |key| state.catalog.image_matches(resolved, split_part_key(key).0, Scope::Image);
             let graph = &state.graphs.as_ref().expect("checked").faces;
@@ -1495,14 +1487,16 @@ impl EmbeddedStore {
         // vectors are scored below instead: the catch-up may be adding them, and usearch
         // 2.26 maps a key before it stores the vector, so reading one being added can read
         // through a null pointer.
-        let scan = |slots: Vec<u64>| {
-            slots
+        let scan = |images: Vec<(u64, &ImageEntry)>| {
+            images
                 .par_chunks(SCAN_CHUNK)
-                .flat_map_iter(|slots| {
+                .flat_map_iter(|images| {
                     let mut scorer = plan.graph.scorer(query);
-                    let mut scored = Vec::new();
-                    for slot in slots {
-                        for key in (plan.keys_of)(*slot) {
+                    let (mut keys, mut scored) = (Vec::new(), Vec::new());
+                    for (slot, image) in images {
+                        keys.clear();
+                        (plan.keys_of)(*slot, image, &mut keys);
+                        for &key in &keys {
                             if state.pending.contains(plan.kind, key) {
                                 continue;
                             }

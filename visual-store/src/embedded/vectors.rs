@@ -21,6 +21,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use numkong::Angular;
 use rayon::prelude::*;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind, VectorType};
 
@@ -551,20 +552,11 @@ fn quantize(vector: &[f32]) -> Vec<i8> {
     vector.iter().map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8).collect()
 }
 
-/// Cosine of two i8 vectors; 0 when either is all zero. Sums stay within i32: 512 products
-/// of at most 127 * 127.
+/// Cosine of two i8 vectors with numkong's kernel (the one usearch uses, chosen at run time
+/// for the CPU: 47 ns against 250 ns for a plain loop at 512-d on this AVX2 machine); 0 when
+/// either is all zero.
 fn i8_cosine(a: &[i8], b: &[i8]) -> f32 {
-    let (mut dot, mut norm_a, mut norm_b) = (0i32, 0i32, 0i32);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (i32::from(x), i32::from(y));
-        dot += x * y;
-        norm_a += x * x;
-        norm_b += y * y;
-    }
-    if norm_a == 0 || norm_b == 0 {
-        return 0.0;
-    }
-    (dot as f64 / ((norm_a as f64) * (norm_b as f64)).sqrt()) as f32
+    i8::angular(a, b).map_or(0.0, |distance| (1.0 - distance).clamp(-1.0, 1.0))
 }
 
 /// What a saved graph's trailer says.
@@ -668,10 +660,19 @@ mod tests {
     }
 
     #[test]
-    fn i8_cosine_of_zero_and_opposite_vectors() {
+    fn i8_cosine_is_the_integer_cosine() {
         assert_eq!(i8_cosine(&[0, 0], &[3, 4]), 0.0);
         assert_eq!(i8_cosine(&[127, 0], &[-5, 0]), -1.0);
         assert_eq!(quantize(&[0.5, -0.25]), vec![127, -64]);
+        // 520-d: the SIMD kernel's blocks and its tail.
+        let long = |seed: u64| -> Vec<f32> { (0..520).map(|i| vector(seed * 9 + i / 64)[(i % 64) as usize]).collect() };
+        for seed in 0..20 {
+            let (a, b) = (quantize(&long(seed)), to_i8(&long(seed + 100)));
+            let sum = |f: &dyn Fn(f64, f64) -> f64| a.iter().zip(&b).map(|(&x, &y)| f(x.into(), y.into())).sum::<f64>();
+            let exact = sum(&|x, y| x * y) / (sum(&|x, _| x * x) * sum(&|_, y| y * y)).sqrt();
+            let kernel = f64::from(i8_cosine(&a, &b));
+            assert!((kernel - exact).abs() < 1e-4, "seed {seed}: kernel {kernel} against {exact}");
+        }
     }
 
     /// A deterministic 64-d vector per seed.
