@@ -1124,17 +1124,23 @@ impl Inner {
             approximate.truncate(rescored);
         }
         let Some(vectors) = self.vectors.get() else { return Ok(Vec::new()) };
-        let mut exact = Vec::with_capacity(approximate.len());
-        for (key, _) in approximate {
-            let (slot, part) = if kind == Kind::Image { (key, 0) } else { split_part_key(key) };
-            let Some(image) = state.catalog.image(slot) else { continue };
-            let position = match kind {
-                Kind::Image => 0,
-                Kind::Object => 1 + part,
-                Kind::Face => 1 + image.objects.len() + part,
-            };
-            let vector = vectors.read(image.first_vector + position as u64, 1)?;
-            exact.push((key, cosine(query, &vector[0])));
+        let located: Vec<(u64, u64)> = approximate
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let (slot, part) = if kind == Kind::Image { (key, 0) } else { split_part_key(key) };
+                let image = state.catalog.image(slot)?;
+                let position = match kind {
+                    Kind::Image => 0,
+                    Kind::Object => 1 + part,
+                    Kind::Face => 1 + image.objects.len() + part,
+                };
+                Some((key, image.first_vector + position as u64))
+            })
+            .collect();
+        vectors.prefetch(located.iter().map(|(_, index)| *index));
+        let mut exact = Vec::with_capacity(located.len());
+        for (key, index) in located {
+            exact.push((key, cosine(query, &vectors.read(index, 1)?[0])));
         }
         Ok(rank(exact, page))
     }
