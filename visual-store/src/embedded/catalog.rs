@@ -69,7 +69,8 @@ pub struct Catalog {
 /// A `SearchFilter` with names turned into interned ids.
 pub struct ResolvedFilter {
     /// `Some` when the object condition is active; an empty set means any class.
-    object_classes: Option<HashSet<u32>>,
+    /// Sorted, once each: a test per object is a binary search, cheaper than hashing.
+    object_classes: Option<Vec<u32>>,
     min_confidence: f32,
     created: (i64, i64),
     tags: Vec<u32>,
@@ -94,7 +95,8 @@ impl ResolvedFilter {
         match &self.object_classes {
             None => true,
             Some(classes) => {
-                (classes.is_empty() || classes.contains(&object.class)) && object.confidence >= self.min_confidence
+                (classes.is_empty() || classes.binary_search(&object.class).is_ok())
+                    && object.confidence >= self.min_confidence
             }
         }
     }
@@ -196,11 +198,13 @@ impl Catalog {
         let object_classes = if filter.classes.is_empty() && filter.min_confidence <= 0.0 {
             None
         } else {
-            let known: HashSet<u32> =
+            let mut known: Vec<u32> =
                 filter.classes.iter().filter_map(|c| self.class_names.ids.get(c).copied()).collect();
             if known.is_empty() && !filter.classes.is_empty() {
                 return None;
             }
+            known.sort_unstable();
+            known.dedup();
             Some(known)
         };
         let mut tags = Vec::with_capacity(filter.tags.len());
@@ -240,7 +244,7 @@ impl Catalog {
     /// listed under c.
     fn narrowest(&self, filter: &ResolvedFilter, limit: usize) -> Option<Vec<u64>> {
         enum Index<'a> {
-            Classes(&'a HashSet<u32>),
+            Classes(&'a [u32]),
             Tag(&'a HashSet<u64>),
         }
         // The sizes of the class and tag sets are known without listing them (a union of
