@@ -127,6 +127,7 @@ struct Args {
     exact_scan_limit: Option<usize>,
     expansion_search: Option<usize>,
     object_expansion_factor: Option<usize>,
+    filtered_expansion_factor: Option<usize>,
     rescore_factor: Option<usize>,
     /// Graph build parameters of a store built here (HnswParams's defaults when absent); a
     /// reused store keeps the ones it was built with.
@@ -154,6 +155,7 @@ impl Args {
             exact_scan_limit: None,
             expansion_search: None,
             object_expansion_factor: None,
+            filtered_expansion_factor: None,
             rescore_factor: None,
             connectivity: None,
             expansion_add: None,
@@ -178,6 +180,7 @@ impl Args {
                 "--exact-scan-limit" => args.exact_scan_limit = Some(number(value()) as usize),
                 "--expansion-search" => args.expansion_search = Some(number(value()) as usize),
                 "--object-expansion-factor" => args.object_expansion_factor = Some(number(value()) as usize),
+                "--filtered-expansion-factor" => args.filtered_expansion_factor = Some(number(value()) as usize),
                 "--rescore-factor" => args.rescore_factor = Some(number(value()) as usize),
                 "--connectivity" => args.connectivity = Some(number(value()) as usize),
                 "--expansion-add" => args.expansion_add = Some(number(value()) as usize),
@@ -210,6 +213,9 @@ impl Args {
         }
         if let Some(factor) = self.object_expansion_factor {
             config.object_expansion_factor = factor;
+        }
+        if let Some(factor) = self.filtered_expansion_factor {
+            config.filtered_expansion_factor = factor;
         }
         if let Some(factor) = self.rescore_factor {
             config.rescore_factor = factor;
@@ -250,6 +256,9 @@ impl Args {
         if let Some(factor) = self.object_expansion_factor {
             out.extend(["--object-expansion-factor".into(), factor.to_string()]);
         }
+        if let Some(factor) = self.filtered_expansion_factor {
+            out.extend(["--filtered-expansion-factor".into(), factor.to_string()]);
+        }
         if let Some(factor) = self.rescore_factor {
             out.extend(["--rescore-factor".into(), factor.to_string()]);
         }
@@ -268,8 +277,8 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "usage: store_scale [--images N] [--queries N] [--data-dir DIR] [--source STORE_DIR] [--out FILE] \
          [--batch N] [--writer-seconds S] [--seed N] [--reuse-from FILE] [--in-graph-filter-fraction F] \
-         [--exact-scan-limit N] [--expansion-search N] \
-         [--object-expansion-factor N] [--rescore-factor N] [--connectivity N] [--expansion-add N]"
+         [--exact-scan-limit N] [--expansion-search N] [--object-expansion-factor N] \
+         [--filtered-expansion-factor N] [--rescore-factor N] [--connectivity N] [--expansion-add N]"
     );
     std::process::exit(2)
 }

@@ -50,13 +50,14 @@ fn documents() -> (Vec<ImageRecord>, Vec<f32>) {
 /// `in_graph_filter_fraction` 0 tests the filter inside the traversal, 2 post-filters.
 async fn far_matches_are_found_exactly(in_graph_filter_fraction: f32) {
     let dir = tempfile::tempdir().unwrap();
-    // Candidate list 10, for objects too, in one shard: the in-graph search may test
-    // max(2 * 300, 10 * 64) = 640 vectors, fewer than the 1,500 near ones it meets first, so
-    // it gives way.
+    // Candidate list 10, for objects too, filtered or not, in one shard: the in-graph search
+    // may test max(2 * 300, 10 * 64) = 640 vectors, fewer than the 1,500 near ones it meets
+    // first, so it gives way.
     let config = EmbeddedConfig {
         exact_scan_limit: 8,
         exact_scan_factor: 0.0,
         object_expansion_factor: 1,
+        filtered_expansion_factor: 1,
         object_graph_shards: 1,
         hnsw: HnswParams { expansion_search: 10, ..HnswParams::default() },
         in_graph_filter_fraction,

@@ -106,6 +106,11 @@ pub struct EmbeddedConfig {
     /// object graph holds about four vectors an image, in clusters four times as dense as
     /// the images', and needs a longer list for the same recall.
     pub object_expansion_factor: usize,
+    /// In-graph filtered searches collect this many times their kind's candidate list of
+    /// matches: a traversal through a filter misses more of the exact top 10 than an
+    /// unfiltered one, most where the filter passes a tenth or so of the vectors (beyond
+    /// that it is scanned; docs/stores.md, "Filtered search").
+    pub filtered_expansion_factor: usize,
     /// Shards of the object graph. usearch cannot fill one graph from several threads
     /// safely, so a batch's inserts run one thread per shard; the object graph holds about
     /// four of an image's six vectors, and in two shards it and the image and face graphs
@@ -201,6 +206,7 @@ impl EmbeddedConfig {
             limits: QueryLimits::default(),
             hnsw: HnswParams::default(),
             object_expansion_factor: OBJECT_EXPANSION_FACTOR,
+            filtered_expansion_factor: 2,
             object_graph_shards: 2,
             exact_scan_limit: 5_000,
             exact_scan_factor: 96.0,
@@ -1548,6 +1554,13 @@ impl EmbeddedStore {
                 let found = if filter.is_empty() && plan.scope == Scope::Image {
                     plan.graph.search(query, floor, None)?
                 } else if fraction >= self.inner.config.in_graph_filter_fraction {
+                    // Unfiltered object search comes here too, with a filter every object
+                    // passes: it keeps the plain list.
+                    let floor = if filter.is_empty() {
+                        floor
+                    } else {
+                        floor * self.inner.config.filtered_expansion_factor.max(1)
+                    };
                     // The traversal walks on through vectors that fail the filter until it
                     // holds `floor` that pass: about floor / fraction vectors when the
                     // filter is independent of the query, but up to the whole graph when
