@@ -6,7 +6,7 @@
 #
 #   benchmarks/store_scale.sh                          # 1,000,000 images: about 51 min here
 #                                                      # (45 of them the fill); 19 GB of disk
-#   benchmarks/store_scale.sh --reuse-from benchmarks/results/store_scale_1000000.json \
+#   benchmarks/store_scale.sh --reuse-from benchmarks/results/store_scale_1000000_build.json \
 #       --out /tmp/again.json                          # measure that store again: minutes
 #   benchmarks/store_scale.sh --images 20000           # a quick check
 #   benchmarks/store_scale.sh --source DIR --writer-seconds 60   # other options go to the example
